@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#pragma once
+
+/**
+ * @file
+ * Guest-physical memory: the only way iodp reads or writes memory a guest controls.
+ *
+ * A GuestMemory is a set of non-overlapping regions (guest-physical base, size, host pointer).
+ * Page-table walks read every table entry through it, so a table pointer a guest forged can
+ * never make iodp touch host memory outside the regions: an access that is not wholly inside
+ * one region fails and touches nothing.
+ *
+ * Thread safety: lookups and reads are const and may run on many threads at once; adding or
+ * removing regions must not race with them (the control plane changes the map while workers
+ * are quiescent).
+ */
+
+#include <iodp/status.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <endian.h>
+#include <span>
+#include <vector>
+
+namespace iodp {
+
+struct GuestRegion {
+	uint64_t gpa = 0;      ///< guest-physical base
+	uint64_t size = 0;     ///< bytes, > 0
+	std::byte *host = nullptr; ///< host address of gpa
+
+	uint64_t last() const { return gpa + (size - 1); }
+};
+
+class GuestMemory {
+public:
+	/**
+	 * Add a region. Fails with EINVAL (zero size, null host pointer, gpa + size wraps) or
+	 * EEXIST (overlaps a region already in the map); the map is unchanged on failure.
+	 */
+	Status add_region(uint64_t gpa, uint64_t size, void *host);
+	/** Remove the region that starts at @p gpa; ENOENT if none does. */
+	Status remove_region(uint64_t gpa);
+
+	/** The region containing @p gpa, or nullptr. */
+	const GuestRegion *find(uint64_t gpa) const
+	{
+		// Few regions in practice: a linear scan beats a binary search up to a handful.
+		if (regions_.size() <= kLinearScanMax) {
+			for (const GuestRegion &r : regions_)
+				if (gpa - r.gpa < r.size)
+					return &r;
+			return nullptr;
+		}
+		return find_sorted(gpa);
+	}
+
+	/**
+	 * Host address of [gpa, gpa + len) when the whole range lies inside one region,
+	 * else nullptr. @p len must be > 0.
+	 */
+	std::byte *translate(uint64_t gpa, uint64_t len) const
+	{
+		const GuestRegion *r = find(gpa);
+		if (r == nullptr || len - 1 > r->last() - gpa)
+			return nullptr;
+		return r->host + (gpa - r->gpa);
+	}
+
+	/** Read a little-endian 64-bit value; false (and *out untouched) if out of bounds. */
+	bool read_u64(uint64_t gpa, uint64_t *out) const
+	{
+		const std::byte *p = translate(gpa, 8);
+		if (p == nullptr)
+			return false;
+		*out = load_le64(p);
+		return true;
+	}
+
+	/** Write a little-endian 64-bit value; false (nothing written) if out of bounds. */
+	bool write_u64(uint64_t gpa, uint64_t value) const
+	{
+		std::byte *p = translate(gpa, 8);
+		if (p == nullptr)
+			return false;
+		store_le64(p, value);
+		return true;
+	}
+
+	/** Copy bytes in or out; false (nothing copied) unless wholly inside one region. */
+	bool read(uint64_t gpa, void *dst, uint64_t len) const;
+	bool write(uint64_t gpa, const void *src, uint64_t len) const;
+
+	std::span<const GuestRegion> regions() const { return regions_; }
+
+	/** Little-endian load/store of a table entry at a host address that translate() gave. */
+	static uint64_t load_le64(const std::byte *p)
+	{
+		uint64_t v;
+		std::memcpy(&v, p, sizeof(v));
+		return le64toh(v);
+	}
+	static void store_le64(std::byte *p, uint64_t v)
+	{
+		v = htole64(v);
+		std::memcpy(p, &v, sizeof(v));
+	}
+	/**
+	 * Atomically set bits in an 8-byte-aligned entry, as hardware sets accessed/dirty flags:
+	 * the guest may be writing the same entry, so a plain store could lose its update.
+	 */
+	static void atomic_or_le64(std::byte *p, uint64_t bits)
+	{
+		std::atomic_ref<uint64_t> entry(*reinterpret_cast<uint64_t *>(p));
+		// Relaxed: the flag is a hint to the guest, ordered by nothing else we do.
+		entry.fetch_or(htole64(bits), std::memory_order_relaxed);
+	}
+
+private:
+	static constexpr size_t kLinearScanMax = 8;
+	const GuestRegion *find_sorted(uint64_t gpa) const;
+
+	std::vector<GuestRegion> regions_; // sorted by gpa
+};
+
+/** Where a GuestRam block came from. */
+enum class RamBacking : uint8_t {
+	dpdk,      ///< DPDK memory (hugepages when the EAL has them)
+	hugetlb,   ///< an anonymous MAP_HUGETLB mapping of 2 MiB pages
+	anonymous, ///< ordinary 4 KiB pages
+};
+
+const char *ram_backing_name(RamBacking backing);
+
+/**
+ * An owned, zero-filled block of host memory to serve as guest RAM.
+ *
+ * allocate() prefers hugepages: DPDK memory when an EAL is running, else a MAP_HUGETLB
+ * mapping, else ordinary pages; backing() says which one it got so callers can report it.
+ */
+class GuestRam {
+public:
+	enum class Source : uint8_t { automatic, dpdk, hugetlb, anonymous };
+
+	GuestRam() = default;
+	GuestRam(GuestRam &&other) noexcept { *this = std::move(other); }
+	GuestRam &operator=(GuestRam &&other) noexcept;
+	GuestRam(const GuestRam &) = delete;
+	GuestRam &operator=(const GuestRam &) = delete;
+	~GuestRam() { release(); }
+
+	/**
+	 * Allocate @p size bytes (> 0). With Source::automatic the first backing that works wins;
+	 * an explicit source fails with ENOMEM (or ENODEV for DPDK without an EAL) instead of
+	 * falling back.
+	 */
+	static Result<GuestRam> allocate(uint64_t size, Source source = Source::automatic);
+
+	std::byte *data() const { return data_; }
+	uint64_t size() const { return size_; }
+	RamBacking backing() const { return backing_; }
+
+private:
+	void release();
+
+	std::byte *data_ = nullptr;
+	uint64_t size_ = 0;
+	uint64_t mapped_size_ = 0;
+	RamBacking backing_ = RamBacking::anonymous;
+};
+
+/** True when a DPDK EAL has been initialised in this process. */
+bool dpdk_eal_running();
+
+} // namespace iodp

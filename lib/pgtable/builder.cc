@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#include "formats.h"
+
+#include <iodp/pgtable_builder.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cstring>
+
+namespace iodp::pgtable {
+
+using namespace detail;
+
+static_assert(kMapRead == kMapR && kMapWrite == kMapW && kMapExec == kMapX &&
+	      kMapUser == detail::kMapU);
+
+/* ---------------------------------------------------------------------------------------- */
+
+TablePool::TablePool(uint64_t base, std::byte *host, uint64_t size, uint64_t page)
+	: base_(base), host_(host), size_(size - size % page), page_(page)
+{
+}
+
+Result<uint64_t> TablePool::alloc(uint64_t bytes)
+{
+	const uint64_t n = std::max<uint64_t>(1, (bytes + page_ - 1) / page_);
+	if (n == 1 && !free_pages_.empty()) {
+		const uint64_t addr = free_pages_.back();
+		free_pages_.pop_back();
+		in_use_++;
+		return addr;
+	}
+	// Multi-page blocks (concatenated stage-2 start tables) are aligned to their size.
+	const uint64_t span = n * page_;
+	const uint64_t start = (base_ + bump_ + span - 1) / span * span - base_;
+	if (start + span > size_ || start + span < start)
+		return Status::error(-ENOMEM, "table pool 0x%" PRIx64 "+0x%" PRIx64
+				     ": no room for a 0x%" PRIx64 "-byte table", base_, size_, span);
+	for (uint64_t skipped = bump_; skipped < start; skipped += page_)
+		free_pages_.push_back(base_ + skipped);
+	bump_ = start + span;
+	in_use_ += n;
+	return base_ + start;
+}
+
+void TablePool::free(uint64_t addr, uint64_t bytes)
+{
+	const uint64_t n = std::max<uint64_t>(1, (bytes + page_ - 1) / page_);
+	std::memset(host(addr, n * page_), 0, n * page_);
+	for (uint64_t i = 0; i < n; i++)
+		free_pages_.push_back(addr + i * page_);
+	in_use_ -= n;
+}
+
+std::byte *TablePool::host(uint64_t addr, uint64_t len) const
+{
+	const uint64_t off = addr - base_;
+	if (off >= size_ || len > size_ - off)
+		return nullptr;
+	return host_ + off;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+namespace {
+
+/** The recursive work of one builder, for one format policy. */
+template <class P> class Editor {
+public:
+	Editor(const Stage &st, TablePool &pool) : st_(st), pool_(pool) {}
+
+	bool any_mapped(uint64_t table, int h, uint64_t iova, uint64_t size)
+	{
+		while (size > 0) {
+			const uint64_t chunk = chunk_of(h, iova, size);
+			const uint64_t e = load(table, h, iova);
+			const Decoded d = classify(e, h);
+			if (d.kind == Kind::leaf)
+				return true;
+			if (d.kind == Kind::table && any_mapped(d.addr, h - 1, iova, chunk))
+				return true;
+			iova += chunk;
+			size -= chunk;
+		}
+		return false;
+	}
+
+	Status map(uint64_t table, int h, uint64_t iova, uint64_t oa, uint64_t size, uint8_t m)
+	{
+		while (size > 0) {
+			const uint64_t entry_size = 1ull << st_.shift(h);
+			std::byte *slot = entry(table, h, iova);
+			const bool fits = ((iova | oa) & (entry_size - 1)) == 0 && size >= entry_size;
+			if (h == 0 || (fits && P::block_allowed(h, st_))) {
+				GuestMemory::store_le64(slot, P::make_leaf(oa, h, m, st_));
+				iova += entry_size;
+				oa += entry_size;
+				size -= entry_size;
+				continue;
+			}
+			const uint64_t chunk = chunk_of(h, iova, size);
+			const Decoded d = classify(GuestMemory::load_le64(slot), h);
+			uint64_t next = d.addr;
+			if (d.kind != Kind::table) {
+				Result<uint64_t> t = pool_.alloc(st_.table_bytes(h - 1));
+				if (!t)
+					return t.status();
+				next = *t;
+				GuestMemory::store_le64(slot, P::make_table(next, st_));
+			}
+			if (Status s = map(next, h - 1, iova, oa, chunk, m); !s)
+				return s;
+			iova += chunk;
+			oa += chunk;
+			size -= chunk;
+		}
+		return {};
+	}
+
+	/** Unmap in one table; true when the table is left empty. */
+	Status unmap(uint64_t table, int h, uint64_t iova, uint64_t size, uint64_t &unmapped)
+	{
+		while (size > 0) {
+			const uint64_t entry_size = 1ull << st_.shift(h);
+			const uint64_t chunk = chunk_of(h, iova, size);
+			std::byte *slot = entry(table, h, iova);
+			const uint64_t e = GuestMemory::load_le64(slot);
+			Decoded d = classify(e, h);
+			if (d.kind == Kind::leaf && chunk == entry_size) {
+				GuestMemory::store_le64(slot, 0);
+				unmapped += chunk;
+			} else if (d.kind != Kind::fault) {
+				if (d.kind == Kind::leaf) {
+					Result<uint64_t> t = split(d.addr, h, P::leaf_map_perm(e));
+					if (!t)
+						return t.status();
+					GuestMemory::store_le64(slot, P::make_table(*t, st_));
+					d.addr = *t;
+				}
+				if (Status s = unmap(d.addr, h - 1, iova, chunk, unmapped); !s)
+					return s;
+				if (is_empty(d.addr, h - 1)) {
+					GuestMemory::store_le64(slot, 0);
+					pool_.free(d.addr, st_.table_bytes(h - 1));
+				}
+			}
+			iova += chunk;
+			size -= chunk;
+		}
+		return {};
+	}
+
+	bool is_empty(uint64_t table, int h)
+	{
+		const uint64_t bytes = st_.table_bytes(h);
+		const std::byte *p = pool_.host(table, bytes);
+		for (uint64_t off = 0; off < bytes; off += 8)
+			if (GuestMemory::load_le64(p + off) != 0)
+				return false;
+		return true;
+	}
+
+private:
+	/** A table one level down holding the same mapping as the block at @p h. */
+	Result<uint64_t> split(uint64_t oa, int h, uint8_t m)
+	{
+		Result<uint64_t> t = pool_.alloc(st_.table_bytes(h - 1));
+		if (!t)
+			return t;
+		const uint64_t child = 1ull << st_.shift(h - 1);
+		std::byte *p = pool_.host(*t, st_.table_bytes(h - 1));
+		const uint64_t n = 1ull << st_.index_bits(h - 1);
+		for (uint64_t i = 0; i < n; i++)
+			GuestMemory::store_le64(p + i * 8, P::make_leaf(oa + i * child, h - 1, m, st_));
+		return t;
+	}
+
+	Decoded classify(uint64_t e, int h) const
+	{
+		uint32_t acc = P::kInitAccum;
+		return P::decode(e, h, st_, acc);
+	}
+
+	/** Bytes from @p iova to the end of its entry at @p h, capped at @p size. */
+	uint64_t chunk_of(int h, uint64_t iova, uint64_t size) const
+	{
+		const uint64_t entry_size = 1ull << st_.shift(h);
+		return std::min(size, entry_size - (iova & (entry_size - 1)));
+	}
+
+	std::byte *entry(uint64_t table, int h, uint64_t iova) const
+	{
+		const uint64_t index = (iova >> st_.shift(h)) & ((1ull << st_.index_bits(h)) - 1);
+		// Tables come from the pool, so their host addresses always exist.
+		return pool_.host(table + index * 8, 8);
+	}
+
+	uint64_t load(uint64_t table, int h, uint64_t iova) const
+	{
+		return GuestMemory::load_le64(entry(table, h, iova));
+	}
+
+	const Stage &st_;
+	TablePool &pool_;
+};
+
+/** The input range check the walker applies, for a whole range. */
+bool range_in_format(const Stage &st, uint64_t iova, uint64_t size)
+{
+	const uint64_t last = iova + (size - 1);
+	if (last < iova)
+		return false;
+	if (st.format == Format::x86_64_4l || st.format == Format::x86_64_5l) {
+		// Both ends canonical and in the same half.
+		auto canon = [&](uint64_t a) {
+			const int64_t s = static_cast<int64_t>(a) << (64 - st.ias);
+			return static_cast<uint64_t>(s >> (64 - st.ias)) == a;
+		};
+		return canon(iova) && canon(last) && ((iova ^ last) >> 63) == 0;
+	}
+	return (last >> st.ias) == 0;
+}
+
+} // namespace
+
+Result<TableBuilder> TableBuilder::create(const TableConfig &config, TablePool *pool)
+{
+	TableConfig c = config;
+	c.root = 0;
+	Result<Stage> st = make_stage(c);
+	if (!st)
+		return st.status();
+	if (pool == nullptr || pool->page_size() != (1ull << st->granule_shift))
+		return Status::error(-EINVAL, "%s builder: the table pool's page size must be the "
+				     "granule (0x%llx)", format_name(c.format).data(),
+				     1ull << st->granule_shift);
+	Result<uint64_t> root = pool->alloc(st->table_bytes(st->start_height));
+	if (!root)
+		return root.status();
+	c.root = *root;
+	st->root = *root;
+	return TableBuilder(c, *st, pool);
+}
+
+Status TableBuilder::map(uint64_t iova, uint64_t oa, uint64_t size, uint8_t perm)
+{
+	const char *name = format_name(stage_.format).data();
+	const uint64_t g = 1ull << stage_.granule_shift;
+	if (size == 0 || ((iova | oa | size) & (g - 1)))
+		return Status::error(-EINVAL, "%s map 0x%" PRIx64 "+0x%" PRIx64 " -> 0x%" PRIx64
+				     ": not aligned to the 0x%" PRIx64 " granule (or empty)",
+				     name, iova, size, oa, g);
+	if (!range_in_format(stage_, iova, size))
+		return Status::error(-EINVAL, "%s map 0x%" PRIx64 "+0x%" PRIx64
+				     ": outside the %u-bit input range", name, iova, size,
+				     stage_.ias);
+	if (oa + (size - 1) < oa || ((oa + (size - 1)) >> 52) != 0)
+		return Status::error(-EINVAL, "%s map -> 0x%" PRIx64 "+0x%" PRIx64
+				     ": output beyond 52 bits", name, oa, size);
+	if (format_stage(stage_.format) == 2 && (perm & kMapUser))
+		return Status::error(-EINVAL, "%s map: user/privileged is a stage-1 attribute",
+				     name);
+	return with_policy(stage_.format, [&](auto p) -> Status {
+		using P = decltype(p);
+		if (!P::perm_encodable(perm))
+			return Status::error(-EINVAL, "%s map 0x%" PRIx64 ": permissions %s cannot be "
+					     "expressed in this format", name, iova,
+					     perm_letters(perm & 7).c_str());
+		Editor<P> ed(stage_, *pool_);
+		if (ed.any_mapped(stage_.root, stage_.start_height, iova, size))
+			return Status::error(-EEXIST, "%s map 0x%" PRIx64 "+0x%" PRIx64
+					     ": overlaps an existing mapping", name, iova, size);
+		Status s = ed.map(stage_.root, stage_.start_height, iova, oa, size, perm);
+		if (!s) {
+			// Leave nothing half-mapped behind.
+			uint64_t ignored = 0;
+			(void)ed.unmap(stage_.root, stage_.start_height, iova, size, ignored);
+		}
+		return s;
+	});
+}
+
+Status TableBuilder::unmap(uint64_t iova, uint64_t size, uint64_t *unmapped)
+{
+	const char *name = format_name(stage_.format).data();
+	const uint64_t g = 1ull << stage_.granule_shift;
+	if (size == 0 || ((iova | size) & (g - 1)))
+		return Status::error(-EINVAL, "%s unmap 0x%" PRIx64 "+0x%" PRIx64
+				     ": not aligned to the 0x%" PRIx64 " granule (or empty)",
+				     name, iova, size, g);
+	if (!range_in_format(stage_, iova, size))
+		return Status::error(-EINVAL, "%s unmap 0x%" PRIx64 "+0x%" PRIx64
+				     ": outside the %u-bit input range", name, iova, size,
+				     stage_.ias);
+	return with_policy(stage_.format, [&](auto p) -> Status {
+		Editor<decltype(p)> ed(stage_, *pool_);
+		uint64_t done = 0;
+		Status s = ed.unmap(stage_.root, stage_.start_height, iova, size, done);
+		if (unmapped != nullptr)
+			*unmapped = done;
+		return s;
+	});
+}
+
+} // namespace iodp::pgtable

@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#pragma once
+
+/**
+ * @file
+ * Real IOMMU page-table formats, walked in software.
+ *
+ * Formats (each a compile-time policy inside the walker; no virtual call per level):
+ *  - x86-64 4- and 5-level paging: VT-d first stage, AMD v2, CPU SVA tables.
+ *  - VT-d second stage, 3/4/5 levels.
+ *  - Arm VMSAv8-64 stage 1 and stage 2 (4 KiB, 16 KiB, 64 KiB granules; stage-2
+ *    concatenated start tables).
+ *  - Nested: a stage-1 walk whose table pointers and output go through a stage-2 walk
+ *    (x86-64 over VT-d second stage; Arm stage 1 over Arm stage 2).
+ *
+ * A walk reads guest memory only through GuestMemory, so a forged table can at worst produce
+ * a fault record. Walks are read-only unless the stage enables hardware accessed/dirty
+ * updates (TableConfig::update_accessed).
+ *
+ * Level numbering is the architecture's: x86-64 and VT-d 5..1 (1 is the 4 KiB table),
+ * Arm 0..3 (3 is the granule-sized page table).
+ */
+
+#include <iodp/mem.h>
+#include <iodp/status.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace iodp::pgtable {
+
+enum class Format : uint8_t {
+	x86_64_4l,
+	x86_64_5l,
+	vtd_ss_3l,
+	vtd_ss_4l,
+	vtd_ss_5l,
+	arm_s1,
+	arm_s2,
+};
+inline constexpr Format kAllFormats[] = {Format::x86_64_4l, Format::x86_64_5l,
+					 Format::vtd_ss_3l, Format::vtd_ss_4l,
+					 Format::vtd_ss_5l, Format::arm_s1, Format::arm_s2};
+
+/** Format names as the tools spell them: "x86-64-4l", "vtd-ss-3l", "arm-s1", ... */
+std::string_view format_name(Format format);
+std::optional<Format> parse_format(std::string_view name);
+/** 2 for the second-stage formats (vtd-ss-*, arm-s2), else 1. */
+int format_stage(Format format);
+
+/** What a request wants to do; combine with |. Unprivileged unless kAccessPriv is set. */
+inline constexpr uint8_t kAccessRead = 1;
+inline constexpr uint8_t kAccessWrite = 2;
+inline constexpr uint8_t kAccessExec = 4;
+inline constexpr uint8_t kAccessPriv = 8;
+
+/** Effective permissions of a translation. */
+inline constexpr uint8_t kPermRead = 1;
+inline constexpr uint8_t kPermWrite = 2;
+inline constexpr uint8_t kPermExec = 4;
+/** "rwx"-ordered letters, e.g. "rw", "rx"; "-" for none. */
+std::string perm_letters(uint8_t perm);
+
+enum class FaultKind : uint8_t {
+	none,
+	not_present,       ///< invalid entry (or an encoding the format does not allow there)
+	permission,        ///< the leaf (or a level above it) does not allow the access
+	address_size,      ///< input outside the format's range (non-canonical, >= 2^ias)
+	reserved_bit,      ///< a reserved bit is set in an entry
+	bad_table_pointer, ///< a table fetch outside guest memory
+	access_flag,       ///< Arm AF clear (and hardware AF update off)
+	loop,              ///< a table pointer back to a table already on this walk's path
+};
+std::string_view fault_name(FaultKind kind);
+
+/** One translation stage, as a user describes it. */
+struct TableConfig {
+	Format format = Format::x86_64_4l;
+	/** Address of the start-level table (output space of the stage below, if any). */
+	uint64_t root = 0;
+	/** Granule as a shift: 12, 14 or 16 (Arm only; x86-64 and VT-d are always 12). */
+	unsigned granule_shift = 12;
+	/** Input address bits; 0 picks the default (48 for Arm, fixed for x86-64 and VT-d). */
+	unsigned ias = 0;
+	/** Start level in the architecture's numbering; -1 derives it from ias and granule. */
+	int start_level = -1;
+	/**
+	 * Behave as hardware with accessed/dirty updates on (x86 A/D, VT-d SSADE, Arm HA): set
+	 * the accessed flag of each entry used and the dirty flag of the leaf on writes,
+	 * and for Arm set AF instead of raising an access-flag fault.
+	 */
+	bool update_accessed = false;
+};
+
+/**
+ * A validated stage with its geometry worked out. Heights count levels above the leaf
+ * table: height 0 is the granule-sized page table (x86 level 1, Arm level 3).
+ */
+struct Stage {
+	Format format = Format::x86_64_4l;
+	uint64_t root = 0;
+	uint8_t granule_shift = 12;
+	uint8_t bits_per_level = 9; ///< granule_shift - 3
+	uint8_t ias = 48;
+	uint8_t start_height = 3;
+	bool update_accessed = false;
+
+	/** Lowest input bit that indexes the table at @p height. */
+	unsigned shift(int height) const { return granule_shift + height * bits_per_level; }
+	/** Index bits of the table at @p height (the start table may have more or fewer). */
+	unsigned index_bits(int height) const
+	{
+		return height == start_height ? ias - shift(height) : bits_per_level;
+	}
+	/** Bytes of the table at @p height (a stage-2 start table may be concatenated). */
+	uint64_t table_bytes(int height) const { return 8ull << index_bits(height); }
+	/** The architecture's level number of @p height. */
+	int level(int height) const;
+	int stage() const { return format_stage(format); }
+};
+
+/** Check @p config and work out its geometry; EINVAL with a message if it is wrong. */
+Result<Stage> make_stage(const TableConfig &config);
+
+/** A whole translation: one stage, or stage 1 nested over stage 2. */
+struct Translation {
+	const GuestMemory *mem = nullptr;
+	Stage s1;
+	std::optional<Stage> s2;
+};
+
+/**
+ * Build a Translation. A nested pair must be one that hardware combines: x86-64 over a
+ * VT-d second stage, or Arm stage 1 over Arm stage 2. @p mem must outlive the result.
+ */
+Result<Translation> make_translation(const GuestMemory &mem, const TableConfig &s1,
+				     const TableConfig *s2 = nullptr);
+
+struct WalkRequest {
+	uint64_t iova = 0;
+	uint8_t access = kAccessRead; ///< kAccess* bits
+};
+
+struct WalkResult {
+	uint64_t out = 0;       ///< output address, page offset included
+	uint64_t page_size = 0; ///< leaf size (nested: the smaller of the two leaves)
+	uint8_t perm = 0;       ///< effective kPerm* bits for the request's privilege
+	FaultKind fault = FaultKind::none;
+	uint8_t stage = 0;      ///< faulting stage: 2 for a second-stage format, else 1
+	int8_t level = 0;       ///< architecture level of the entry that faulted
+
+	bool ok() const { return fault == FaultKind::none; }
+	bool operator==(const WalkResult &) const = default;
+};
+
+/** One step of a traced walk: the entry the walker just read. */
+struct TraceStep {
+	int stage = 1;            ///< 1 or 2 (the format's stage)
+	int level = 0;            ///< architecture level of the table
+	bool for_stage1 = false;  ///< stage-2 step translating a stage-1 table or output address
+	uint64_t input = 0;       ///< the address this stage is translating
+	uint64_t table = 0;       ///< table address in this stage's output space
+	uint64_t index = 0;
+	uint64_t entry = 0;       ///< raw descriptor
+	Format format = Format::x86_64_4l;
+	int height = 0;
+	uint8_t granule_shift = 12;
+};
+
+/** Receives each step of a traced walk; only used by walk() with a tracer (debug path). */
+class WalkTracer {
+public:
+	virtual ~WalkTracer() = default;
+	virtual void step(const TraceStep &step) = 0;
+};
+
+/** Human-readable decoding of an entry: "P RW US PS A D XD -> 0x1234000 (table)". */
+std::string describe_entry(Format format, uint64_t entry, int height, uint8_t granule_shift);
+
+/** Walk one address. Thread-safe for concurrent walks of the same tables. */
+WalkResult walk(const Translation &xlat, uint64_t iova, uint8_t access,
+		WalkTracer *tracer = nullptr);
+
+/** Walks kept in flight at once by walk_burst(): enough to cover DRAM latency. */
+inline constexpr size_t kWalkInFlight = 16;
+
+/**
+ * Walk @p n requests interleaved: every walk advances one table entry at a time and the
+ * entry it needs next is prefetched while the others advance, so up to kWalkInFlight table
+ * reads overlap. results[i] is exactly what walk(xlat, reqs[i].iova, reqs[i].access) gives.
+ */
+void walk_burst(const Translation &xlat, const WalkRequest *reqs, WalkResult *results,
+		size_t n);
+
+} // namespace iodp::pgtable

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#pragma once
+
+/**
+ * @file
+ * Building page tables in any format: an engine-managed table for an IOAS, a guest stage 1
+ * in tests, a memory image for iodp-xlate.
+ *
+ * The builder maps with the largest page that fits (alignment of IOVA and output address,
+ * and what the format allows at each level), splits a block when an unmap covers only part
+ * of it, and frees tables that become empty (never the root).
+ *
+ * Thread safety: one builder per table, used from one thread. Frees are immediate: a caller
+ * with concurrent walkers must defer reuse of freed pages past a grace period itself.
+ */
+
+#include <iodp/pgtable.h>
+
+#include <vector>
+
+namespace iodp::pgtable {
+
+/** Permissions to map with; combine with |. */
+inline constexpr uint8_t kMapRead = 1;
+inline constexpr uint8_t kMapWrite = 2;
+inline constexpr uint8_t kMapExec = 4;
+/** Unprivileged requests may use it (x86 U/S, Arm AP[1]); stage 1 only. */
+inline constexpr uint8_t kMapUser = 8;
+
+/**
+ * Pages that hold tables: a block of host memory that walkers see at @p base in the table
+ * address space (guest-physical for a single stage or a stage 2; intermediate-physical for
+ * a nested stage 1, whose stage 2 must map that range onto the same memory).
+ */
+class TablePool {
+public:
+	TablePool() = default;
+	/** @p host must stay valid and zeroed where unused; @p page is the granule in bytes. */
+	TablePool(uint64_t base, std::byte *host, uint64_t size, uint64_t page);
+
+	/** @p bytes zeroed bytes aligned to their own size (rounded up to a page); ENOMEM. */
+	Result<uint64_t> alloc(uint64_t bytes);
+	/** Return pages from alloc(); they are zeroed for reuse. */
+	void free(uint64_t addr, uint64_t bytes);
+	/** Host address of [addr, addr + len) if it lies in the pool, else nullptr. */
+	std::byte *host(uint64_t addr, uint64_t len) const;
+
+	uint64_t base() const { return base_; }
+	uint64_t page_size() const { return page_; }
+	uint64_t pages_in_use() const { return in_use_; }
+
+private:
+	uint64_t base_ = 0;
+	std::byte *host_ = nullptr;
+	uint64_t size_ = 0;
+	uint64_t page_ = 4096;
+	uint64_t bump_ = 0; // offset of the first never-used page
+	uint64_t in_use_ = 0;
+	std::vector<uint64_t> free_pages_;
+};
+
+class TableBuilder {
+public:
+	TableBuilder() = default;
+
+	/**
+	 * A new, empty table in @p config's format (config.root is ignored: the root comes from
+	 * @p pool, whose page size must be the granule). @p pool must outlive the builder.
+	 */
+	static Result<TableBuilder> create(const TableConfig &config, TablePool *pool);
+
+	/**
+	 * Map [iova, iova + size) to [oa, oa + size). All three granule-aligned, size > 0, the
+	 * range inside the format's input range, @p perm encodable in the format (stage 1 needs
+	 * read; VT-d second stage read or write; any non-empty set on Arm stage 2). EEXIST if any
+	 * part is already mapped (nothing is changed then); ENOMEM when the pool runs dry.
+	 */
+	Status map(uint64_t iova, uint64_t oa, uint64_t size, uint8_t perm);
+
+	/**
+	 * Unmap whatever is mapped in [iova, iova + size) (granule-aligned), splitting blocks
+	 * that stick out of the range. @p unmapped, if given, receives the bytes that were mapped.
+	 */
+	Status unmap(uint64_t iova, uint64_t size, uint64_t *unmapped = nullptr);
+
+	uint64_t root() const { return stage_.root; }
+	const Stage &stage() const { return stage_; }
+	/** The config to walk this table with (root filled in). */
+	TableConfig config() const { return config_; }
+
+private:
+	TableBuilder(const TableConfig &config, const Stage &stage, TablePool *pool)
+		: config_(config), stage_(stage), pool_(pool)
+	{
+	}
+
+	TableConfig config_;
+	Stage stage_;
+	TablePool *pool_ = nullptr;
+};
+
+} // namespace iodp::pgtable
