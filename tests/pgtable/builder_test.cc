@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* The builder's choices: largest page that fits, block splits, freeing, and its errors. */
+#include "test_guest.h"
+
+namespace iodp::pgtable::testing {
+namespace {
+
+constexpr uint64_t KiB = 1024, MiB = KiB * KiB, GiB = MiB * KiB;
+
+TableConfig cfg_x86() { return config(Format::x86_64_4l, 0); }
+
+class BuilderTest : public ::testing::Test {
+protected:
+	void make(TableConfig c, uint64_t page = 4096, uint64_t pool_bytes = 4 * MiB)
+	{
+		pool = TablePool(0, g.ram.data(), pool_bytes, page);
+		Result<TableBuilder> r = TableBuilder::create(c, &pool);
+		ASSERT_TRUE(r.ok()) << r.status().message();
+		b = std::move(r.value());
+	}
+	WalkResult w(uint64_t iova, uint8_t access = kAccessPriv)
+	{
+		return walk_cfg(g.mem, b.config(), iova, access);
+	}
+	TestGuest g{0, 16 * MiB};
+	TablePool pool;
+	TableBuilder b;
+};
+
+TEST_F(BuilderTest, LargestPageThatFits)
+{
+	make(cfg_x86());
+	ASSERT_TRUE(b.map(1 * GiB, 5 * GiB, 1 * GiB + 2 * MiB + 4 * KiB, kMapRead | kMapWrite).ok());
+	expect_ok(w(1 * GiB + 0x1234), 5 * GiB + 0x1234, 1 * GiB, "rw");
+	expect_ok(w(2 * GiB + 0x1234), 6 * GiB + 0x1234, 2 * MiB, "rw");
+	expect_ok(w(2 * GiB + 2 * MiB + 8), 6 * GiB + 2 * MiB + 8, 4 * KiB, "rw");
+	expect_fault(w(2 * GiB + 2 * MiB + 4 * KiB), FaultKind::not_present, 1, 1);
+	// Output only 4K-aligned: no large pages however big the range.
+	ASSERT_TRUE(b.map(4 * GiB, 7 * GiB + 4 * KiB, 4 * MiB, kMapRead).ok());
+	expect_ok(w(4 * GiB + 3 * MiB), 7 * GiB + 4 * KiB + 3 * MiB, 4 * KiB, "r");
+}
+
+TEST_F(BuilderTest, PartialUnmapSplitsBlocks)
+{
+	make(cfg_x86());
+	ASSERT_TRUE(b.map(1 * GiB, 3 * GiB, 1 * GiB, kMapRead | kMapWrite | kMapUser).ok());
+	uint64_t unmapped = 0;
+	ASSERT_TRUE(b.unmap(1 * GiB + 6 * MiB + 8 * KiB, 4 * KiB, &unmapped).ok());
+	EXPECT_EQ(unmapped, 4 * KiB);
+	expect_fault(w(1 * GiB + 6 * MiB + 8 * KiB), FaultKind::not_present, 1, 1);
+	// The pieces keep the block's permissions (user, writable, not executable).
+	expect_ok(w(1 * GiB + 6 * MiB + 4 * KiB, 0), 3 * GiB + 6 * MiB + 4 * KiB, 4 * KiB, "rw");
+	expect_ok(w(1 * GiB + 6 * MiB + 12 * KiB, 0), 3 * GiB + 6 * MiB + 12 * KiB, 4 * KiB,
+		  "rw");
+	expect_ok(w(1 * GiB + 8 * MiB, 0), 3 * GiB + 8 * MiB, 2 * MiB, "rw");
+	expect_ok(w(1 * GiB + 1023 * MiB, 0), 3 * GiB + 1023 * MiB, 2 * MiB, "rw");
+	// Unmapping the rest frees every table below the root.
+	ASSERT_TRUE(b.unmap(0, 4 * GiB, &unmapped).ok());
+	EXPECT_EQ(unmapped, 1 * GiB - 4 * KiB);
+	EXPECT_EQ(pool.pages_in_use(), 1u);
+}
+
+TEST_F(BuilderTest, ArmGranulesUseTheirBlocks)
+{
+	make(config(Format::arm_s1, 0, 16), 64 * KiB);
+	ASSERT_TRUE(b.map(512 * MiB, 1 * GiB, 512 * MiB + 64 * KiB, kMapRead).ok());
+	expect_ok(w(512 * MiB + 5), 1 * GiB + 5, 512 * MiB, "r");
+	expect_ok(w(1 * GiB + 5), 1 * GiB + 512 * MiB + 5, 64 * KiB, "r");
+	ASSERT_TRUE(b.unmap(512 * MiB, 64 * KiB).ok());
+	expect_ok(w(512 * MiB + 64 * KiB), 1 * GiB + 64 * KiB, 64 * KiB, "r");
+}
+
+TEST_F(BuilderTest, ConcatenatedStageTwoRoot)
+{
+	g.ram.data()[0] = std::byte{0}; // the pool starts at 0: the root must be 8K-aligned
+	make(config(Format::arm_s2, 0, 12, 40, 1));
+	EXPECT_EQ(b.root() % (8 * KiB), 0u);
+	ASSERT_TRUE(b.map(0xff00000000, 0x1000, 0x1000, kMapWrite).ok());
+	expect_ok(w(0xff00000abc, 0), 0x1abc, 4 * KiB, "w");
+}
+
+TEST_F(BuilderTest, RejectsBadRequestsAndChangesNothing)
+{
+	make(cfg_x86(), 4096, 5 * 4096);
+	EXPECT_EQ(b.map(0x1001, 0, 0x1000, kMapRead).code(), -EINVAL);
+	EXPECT_EQ(b.map(0x1000, 0, 0, kMapRead).code(), -EINVAL);
+	EXPECT_EQ(b.map(0x1000, 0, 0x1000, kMapWrite).code(), -EINVAL); // x86 cannot write-only
+	EXPECT_EQ(b.map(0x00007ffffffff000, 0, 0x2000, kMapRead).code(), -EINVAL); // crosses
+	Status st = b.map(0x800000000000, 0, 0x1000, kMapRead);
+	EXPECT_EQ(st.code(), -EINVAL);
+	EXPECT_NE(st.message().find("x86-64-4l map 0x800000000000"), std::string::npos)
+		<< st.message();
+
+	ASSERT_TRUE(b.map(0x200000, 0x200000, 0x2000, kMapRead).ok());
+	EXPECT_EQ(b.map(0x201000, 0, 0x1000, kMapRead).code(), -EEXIST);
+	EXPECT_EQ(b.map(0, 0, 0x400000, kMapRead).code(), -EEXIST);
+	const uint64_t used = pool.pages_in_use();
+	// The pool has one page left: a mapping that needs three fails and leaves nothing.
+	Status full = b.map(1ull << 40, 0, 0x1000, kMapRead);
+	EXPECT_EQ(full.code(), -ENOMEM) << full.message();
+	EXPECT_EQ(pool.pages_in_use(), used);
+	expect_ok(w(0x201000), 0x201000, 4 * KiB, "r");
+
+	TableConfig s2 = config(Format::vtd_ss_4l, 0);
+	TablePool p2(8 * MiB, g.ram.data() + 8 * MiB, 1 * MiB, 4096);
+	Result<TableBuilder> b2 = TableBuilder::create(s2, &p2);
+	ASSERT_TRUE(b2.ok());
+	EXPECT_EQ(b2->map(0, 0, 0x1000, kMapExec).code(), -EINVAL);
+	EXPECT_EQ(b2->map(0, 0, 0x1000, kMapRead | kMapUser).code(), -EINVAL);
+	TablePool wrong(0, g.ram.data(), 1 * MiB, 16 * KiB);
+	EXPECT_EQ(TableBuilder::create(config(Format::arm_s1, 0, 12), &wrong).status().code(),
+		  -EINVAL);
+}
+
+} // namespace
+} // namespace iodp::pgtable::testing
