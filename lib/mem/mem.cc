@@ -123,8 +123,10 @@ constexpr uint64_t kHugePage = 2ull << 20;
 
 std::byte *map_anonymous(uint64_t bytes, int extra_flags)
 {
+	// No MAP_NORESERVE: a hugetlb mapping without a reservation maps fine and then
+	// raises SIGBUS on first touch when the pool is empty; reserving makes mmap fail instead.
 	void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | extra_flags, -1, 0);
+		       MAP_PRIVATE | MAP_ANONYMOUS | extra_flags, -1, 0);
 	return p == MAP_FAILED ? nullptr : static_cast<std::byte *>(p);
 }
 

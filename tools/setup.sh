@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Set up iodp on Debian: install the packages that are missing, reserve 2 MiB hugepages,
+# configure and build. Safe to run again; a machine that has everything needs no network.
+#
+#   tools/setup.sh            release build in build/
+#   tools/setup.sh --asan     also the AddressSanitizer + UBSan build in build-asan/
+#
+# Environment: IODP_HUGEPAGES (2 MiB pages to reserve, default 512 = 1 GiB; 0 skips).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+asan=0
+for arg in "$@"; do
+	case "$arg" in
+	--asan) asan=1 ;;
+	*) echo "setup: unknown argument '$arg' (known: --asan)" >&2; exit 2 ;;
+	esac
+done
+
+say() { echo "setup: $*"; }
+
+# --- packages ------------------------------------------------------------------------------
+packages=(g++ meson ninja-build pkgconf libdpdk-dev dpdk libhwloc-dev libgtest-dev
+	  libgmock-dev libbenchmark-dev python3)
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	say "installing ${missing[*]}"
+	sudo_cmd=()
+	[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+	export DEBIAN_FRONTEND=noninteractive
+	if ! "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+		"${sudo_cmd[@]}" apt-get update -q
+		"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+	fi
+else
+	say "all packages present"
+fi
+
+# --- hugepages -----------------------------------------------------------------------------
+want=${IODP_HUGEPAGES:-512}
+nr=/proc/sys/vm/nr_hugepages
+huge_ok=0
+if [ "$want" -eq 0 ]; then
+	say "hugepages: skipped (IODP_HUGEPAGES=0); runs use --no-huge and ordinary pages"
+elif [ "$(id -u)" -ne 0 ]; then
+	say "hugepages: not root, cannot reserve them; runs fall back to --no-huge"
+else
+	have=$(cat "$nr" 2>/dev/null || echo 0)
+	if [ "$have" -lt "$want" ]; then
+		echo "$want" >"$nr" 2>/dev/null || true
+		have=$(cat "$nr" 2>/dev/null || echo 0)
+	fi
+	if ! mountpoint -q /dev/hugepages 2>/dev/null; then
+		mkdir -p /dev/hugepages 2>/dev/null || true
+		mount -t hugetlbfs nodev /dev/hugepages 2>/dev/null || true
+	fi
+	if [ "$have" -gt 0 ] && mountpoint -q /dev/hugepages 2>/dev/null; then
+		huge_ok=1
+		say "hugepages: $have x 2 MiB reserved, hugetlbfs at /dev/hugepages"
+	else
+		say "hugepages: could not reserve or mount them (got $have pages); runs fall back" \
+		    "to --no-huge and ordinary 4 KiB pages (more TLB misses)"
+	fi
+fi
+export IODP_HUGEPAGES_OK=$huge_ok
+
+# --- build ---------------------------------------------------------------------------------
+configure() {
+	local dir=$1
+	shift
+	if [ -f "$dir/build.ninja" ]; then
+		meson setup --reconfigure "$dir" "$@" >/dev/null
+	else
+		meson setup "$dir" "$@" >/dev/null
+	fi
+	ninja -C "$dir"
+}
+
+configure build
+if [ "$asan" -eq 1 ]; then
+	# -Db_lundef=false: the sanitizer runtimes resolve symbols at load time.
+	configure build-asan -Dbuildtype=debugoptimized -Db_sanitize=address,undefined \
+		-Db_lundef=false -Dbench=false
+fi
+say "built: build/apps/iodp-xlate/iodp-xlate, build/bench/iodp-bench"
