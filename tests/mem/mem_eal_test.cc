@@ -40,7 +40,7 @@ int main(int argc, char **argv)
 	// Never probe PCI; no hugepages needed for this test; one core.
 	char arg0[] = "mem_eal_test", a1[] = "--no-pci", a2[] = "--no-huge", a3[] = "-l",
 	     a4[] = "0", a5[] = "-m", a6[] = "64", a7[] = "--log-level=error",
-	     a8[] = "--in-memory";
+	     a8[] = "--file-prefix=iodp_mem_eal_test";
 	char *eal_argv[] = {arg0, a1, a2, a3, a4, a5, a6, a7, a8};
 	if (rte_eal_init(9, eal_argv) < 0) {
 		fprintf(stderr, "mem_eal_test: rte_eal_init failed\n");
