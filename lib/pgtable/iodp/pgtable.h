@@ -185,7 +185,7 @@ WalkResult walk(const Translation &xlat, uint64_t iova, uint8_t access,
 		WalkTracer *tracer = nullptr);
 
 /** Walks kept in flight at once by walk_burst(): enough to cover DRAM latency. */
-inline constexpr size_t kWalkInFlight = 16;
+inline constexpr size_t kWalkInFlight = 32;
 
 /**
  * Walk @p n requests interleaved: every walk advances one table entry at a time and the
