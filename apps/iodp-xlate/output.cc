@@ -57,9 +57,12 @@ public:
 	{
 		const std::string what = describe_entry(s.format, s.entry, s.height,
 							s.granule_shift);
+		// A stage-2 step of a nested walk says what it translates for stage 1.
+		const char *role = !s.for_stage1 ? ""
+				   : s.for_output ? " (stage-1 output)"
+						  : " (stage-1 table)";
 		std::fprintf(out_, "  stage %d level %d%s: in %s table %s index %" PRIu64
-			     " entry 0x%016llx  %s\n", s.stage, s.level,
-			     s.for_stage1 ? " (for stage 1)" : "", hex(s.input).c_str(),
+			     " entry 0x%016llx  %s\n", s.stage, s.level, role, hex(s.input).c_str(),
 			     hex(s.table).c_str(), s.index, static_cast<unsigned long long>(s.entry),
 			     what.c_str());
 	}

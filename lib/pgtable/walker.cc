@@ -152,6 +152,7 @@ private:
 			s.stage = st.stage();
 			s.level = st.level(c.h);
 			s.for_stage1 = for_s1;
+			s.for_output = for_s1 && s2_for_output_;
 			s.input = c.in;
 			s.table = c.table;
 			s.index = (c.entry_address(st) - c.table) / 8;

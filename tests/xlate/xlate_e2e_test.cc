@@ -460,7 +460,8 @@ TEST_P(NestedTest, TranslatesThroughBothStages)
 	// Everything that translates, traced: stage-2 steps show up for the stage-1 tables.
 	r = run(concat(base, {"--trace", "0x7123"}));
 	EXPECT_EQ(r.status, 0) << r.err;
-	EXPECT_TRUE(contains(r.out, "(for stage 1)")) << r.out;
+	EXPECT_TRUE(contains(r.out, "(stage-1 table)")) << r.out;
+	EXPECT_TRUE(contains(r.out, "(stage-1 output)")) << r.out;
 	EXPECT_TRUE(contains(r.out, "0x7123 -> 0x200000123 (4 KiB page, rw)")) << r.out;
 }
 

@@ -161,6 +161,7 @@ struct TraceStep {
 	int stage = 1;            ///< 1 or 2 (the format's stage)
 	int level = 0;            ///< architecture level of the table
 	bool for_stage1 = false;  ///< stage-2 step translating a stage-1 table or output address
+	bool for_output = false;  ///< ...and it is the stage-1 output (not a table entry)
 	uint64_t input = 0;       ///< the address this stage is translating
 	uint64_t table = 0;       ///< table address in this stage's output space
 	uint64_t index = 0;
