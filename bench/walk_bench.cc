@@ -42,16 +42,6 @@ struct WalkCase {
 	TableConfig s2;
 };
 
-TableConfig cfg(Format f, unsigned g = 12, unsigned ias = 0, int sl = -1)
-{
-	TableConfig c;
-	c.format = f;
-	c.granule_shift = g;
-	c.ias = ias;
-	c.start_level = sl;
-	return c;
-}
-
 /** Tables for one case: many random single-page mappings, each in cold tables. */
 struct WalkSetup {
 	std::string name;
@@ -261,18 +251,19 @@ void dram_independent(benchmark::State &state)
 std::vector<WalkCase> cases()
 {
 	std::vector<WalkCase> v = {
-		{"x86-64-4l", cfg(Format::x86_64_4l), false, {}},
-		{"x86-64-5l", cfg(Format::x86_64_5l), false, {}},
-		{"vtd-ss-3l", cfg(Format::vtd_ss_3l), false, {}},
-		{"vtd-ss-4l", cfg(Format::vtd_ss_4l), false, {}},
-		{"vtd-ss-5l", cfg(Format::vtd_ss_5l), false, {}},
-		{"arm-s1-4k", cfg(Format::arm_s1, 12), false, {}},
-		{"arm-s1-16k", cfg(Format::arm_s1, 14), false, {}},
-		{"arm-s1-64k", cfg(Format::arm_s1, 16), false, {}},
-		{"arm-s2-4k", cfg(Format::arm_s2, 12, 40, 1), false, {}},
-		{"nested-x86-64-4l+vtd-ss-4l", cfg(Format::x86_64_4l), true, cfg(Format::vtd_ss_4l)},
-		{"nested-arm-s1-4k+arm-s2-4k", cfg(Format::arm_s1, 12), true,
-		 cfg(Format::arm_s2, 12, 40, 1)},
+		{"x86-64-4l", table_config(Format::x86_64_4l), false, {}},
+		{"x86-64-5l", table_config(Format::x86_64_5l), false, {}},
+		{"vtd-ss-3l", table_config(Format::vtd_ss_3l), false, {}},
+		{"vtd-ss-4l", table_config(Format::vtd_ss_4l), false, {}},
+		{"vtd-ss-5l", table_config(Format::vtd_ss_5l), false, {}},
+		{"arm-s1-4k", table_config(Format::arm_s1, 0, 12), false, {}},
+		{"arm-s1-16k", table_config(Format::arm_s1, 0, 14), false, {}},
+		{"arm-s1-64k", table_config(Format::arm_s1, 0, 16), false, {}},
+		{"arm-s2-4k", table_config(Format::arm_s2, 0, 12, 40, 1), false, {}},
+		{"nested-x86-64-4l+vtd-ss-4l", table_config(Format::x86_64_4l), true,
+		 table_config(Format::vtd_ss_4l)},
+		{"nested-arm-s1-4k+arm-s2-4k", table_config(Format::arm_s1, 0, 12), true,
+		 table_config(Format::arm_s2, 0, 12, 40, 1)},
 	};
 	return v;
 }

@@ -18,7 +18,7 @@ TEST(Adversarial, SelfLoopsAndBackPointers)
 {
 	TestGuest g{0, 1 * MiB};
 	g.put(0x1000, 0x1000 | 7); // PML4[0] points at the PML4 itself
-	const TableConfig c = config(Format::x86_64_4l, 0x1000);
+	const TableConfig c = table_config(Format::x86_64_4l, 0x1000);
 	expect_fault(walk_cfg(g.mem, c, 0), FaultKind::loop, 1, 4);
 	g.put(0x1000 + 8, 0x2000 | 7);
 	g.put(0x2000, 0x1000 | 7); // PDPT back to the PML4
@@ -30,25 +30,25 @@ TEST(Adversarial, SelfLoopsAndBackPointers)
 	// Arm: a pointer into the concatenated start table of a stage 2 is a loop too.
 	g.put(0x8000 + 600 * 8, 0xa000 | 3);
 	g.put(0xa000, 0x9000 | 3); // second half of the 8K root at 0x8000
-	const TableConfig s2 = config(Format::arm_s2, 0x8000, 12, 40, 1);
+	const TableConfig s2 = table_config(Format::arm_s2, 0x8000, 12, 40, 1);
 	expect_fault(walk_cfg(g.mem, s2, 600ull << 30), FaultKind::loop, 2, 2);
 
 	// VT-d second stage: a 5-level table pointing at itself from its last level.
 	g.put(0x20000, 0x21000 | 3);
 	g.put(0x21000, 0x22000 | 3);
 	g.put(0x22000, 0x20000 | 3);
-	expect_fault(walk_cfg(g.mem, config(Format::vtd_ss_5l, 0x20000), 0), FaultKind::loop, 2,
+	expect_fault(walk_cfg(g.mem, table_config(Format::vtd_ss_5l, 0x20000), 0), FaultKind::loop, 2,
 		     3);
 }
 
 TEST(Adversarial, PointersOutsideGuestMemory)
 {
 	TestGuest g{0x100000, 64 * KiB};
-	const TableConfig c = config(Format::x86_64_4l, 0x100000);
+	const TableConfig c = table_config(Format::x86_64_4l, 0x100000);
 	// A root outside guest memory faults at the start level.
-	expect_fault(walk_cfg(g.mem, config(Format::x86_64_4l, 0x5000), 0),
+	expect_fault(walk_cfg(g.mem, table_config(Format::x86_64_4l, 0x5000), 0),
 		     FaultKind::bad_table_pointer, 1, 4);
-	expect_fault(walk_cfg(g.mem, config(Format::arm_s1, 0x5000), 0),
+	expect_fault(walk_cfg(g.mem, table_config(Format::arm_s1, 0x5000), 0),
 		     FaultKind::bad_table_pointer, 1, 0);
 	// A table pointer to the top of the address space and one just past the region.
 	g.put(0x100000, 0x000ffffffffff000ull | 7);
@@ -67,7 +67,7 @@ TEST(Adversarial, RegionEndingMidTable)
 	std::vector<std::byte> mem(8); // a table of which one entry exists
 	GuestMemory m;
 	ASSERT_TRUE(m.add_region(0x1000, mem.size(), mem.data()).ok());
-	const TableConfig c = config(Format::vtd_ss_3l, 0x1000);
+	const TableConfig c = table_config(Format::vtd_ss_3l, 0x1000);
 	expect_fault(walk_cfg(m, c, 0), FaultKind::not_present, 2, 3);
 	expect_fault(walk_cfg(m, c, 1ull << 30), FaultKind::bad_table_pointer, 2, 3);
 }
@@ -77,16 +77,16 @@ TEST(Adversarial, AllOnesEntries)
 	TestGuest g{0, 1 * MiB};
 	for (uint64_t a = 0x1000; a < 0x2000; a += 8)
 		g.put(a, ~0ull);
-	EXPECT_EQ(walk_cfg(g.mem, config(Format::x86_64_4l, 0x1000), 0).fault,
+	EXPECT_EQ(walk_cfg(g.mem, table_config(Format::x86_64_4l, 0x1000), 0).fault,
 		  FaultKind::reserved_bit); // PS in a PML4E
-	EXPECT_EQ(walk_cfg(g.mem, config(Format::vtd_ss_4l, 0x1000), 0).fault,
+	EXPECT_EQ(walk_cfg(g.mem, table_config(Format::vtd_ss_4l, 0x1000), 0).fault,
 		  FaultKind::reserved_bit); // bit 62
-	EXPECT_EQ(walk_cfg(g.mem, config(Format::arm_s1, 0x1000), 0).fault,
+	EXPECT_EQ(walk_cfg(g.mem, table_config(Format::arm_s1, 0x1000), 0).fault,
 		  FaultKind::reserved_bit); // OA bits 51:48 with a 4K granule
 	// 64K granule: all ones is a table at a 52-bit address far outside guest memory.
 	for (uint64_t a = 0x10000; a < 0x20000; a += 8)
 		g.put(a, ~0ull);
-	expect_fault(walk_cfg(g.mem, config(Format::arm_s1, 0x10000, 16), 0),
+	expect_fault(walk_cfg(g.mem, table_config(Format::arm_s1, 0x10000, 16), 0),
 		     FaultKind::bad_table_pointer, 1, 2);
 }
 
@@ -114,15 +114,15 @@ TEST(Adversarial, RandomGarbageTables)
 	std::vector<Case> cases;
 	for (Format f : {Format::x86_64_4l, Format::x86_64_5l, Format::vtd_ss_3l,
 			 Format::vtd_ss_4l, Format::vtd_ss_5l})
-		cases.push_back({config(f, 0x3000), {}});
+		cases.push_back({table_config(f, 0x3000), {}});
 	for (unsigned gs : {12u, 14u, 16u}) {
-		cases.push_back({config(Format::arm_s1, 0x10000, gs), {}});
-		cases.push_back({config(Format::arm_s2, 0x10000, gs), {}});
-		cases.push_back({config(Format::arm_s1, 0x10000, gs),
-				 config(Format::arm_s2, 0x20000, gs, 40)});
+		cases.push_back({table_config(Format::arm_s1, 0x10000, gs), {}});
+		cases.push_back({table_config(Format::arm_s2, 0x10000, gs), {}});
+		cases.push_back({table_config(Format::arm_s1, 0x10000, gs),
+				 table_config(Format::arm_s2, 0x20000, gs, 40)});
 	}
-	cases.push_back({config(Format::x86_64_4l, 0x4000), config(Format::vtd_ss_4l, 0x5000)});
-	cases.push_back({config(Format::x86_64_5l, 0x4000), config(Format::vtd_ss_3l, 0x6000)});
+	cases.push_back({table_config(Format::x86_64_4l, 0x4000), table_config(Format::vtd_ss_4l, 0x5000)});
+	cases.push_back({table_config(Format::x86_64_5l, 0x4000), table_config(Format::vtd_ss_3l, 0x6000)});
 
 	size_t faults = 0, ok = 0;
 	for (const Case &c : cases) {

@@ -7,7 +7,7 @@ namespace {
 
 constexpr uint64_t KiB = 1024, MiB = KiB * KiB, GiB = MiB * KiB;
 
-TableConfig cfg_x86() { return config(Format::x86_64_4l, 0); }
+TableConfig cfg_x86() { return table_config(Format::x86_64_4l, 0); }
 
 class BuilderTest : public ::testing::Test {
 protected:
@@ -62,7 +62,7 @@ TEST_F(BuilderTest, PartialUnmapSplitsBlocks)
 
 TEST_F(BuilderTest, ArmGranulesUseTheirBlocks)
 {
-	make(config(Format::arm_s1, 0, 16), 64 * KiB);
+	make(table_config(Format::arm_s1, 0, 16), 64 * KiB);
 	ASSERT_TRUE(b.map(512 * MiB, 1 * GiB, 512 * MiB + 64 * KiB, kMapRead).ok());
 	expect_ok(w(512 * MiB + 5), 1 * GiB + 5, 512 * MiB, "r");
 	expect_ok(w(1 * GiB + 5), 1 * GiB + 512 * MiB + 5, 64 * KiB, "r");
@@ -73,7 +73,7 @@ TEST_F(BuilderTest, ArmGranulesUseTheirBlocks)
 TEST_F(BuilderTest, ConcatenatedStageTwoRoot)
 {
 	g.ram.data()[0] = std::byte{0}; // the pool starts at 0: the root must be 8K-aligned
-	make(config(Format::arm_s2, 0, 12, 40, 1));
+	make(table_config(Format::arm_s2, 0, 12, 40, 1));
 	EXPECT_EQ(b.root() % (8 * KiB), 0u);
 	ASSERT_TRUE(b.map(0xff00000000, 0x1000, 0x1000, kMapWrite).ok());
 	expect_ok(w(0xff00000abc, 0), 0x1abc, 4 * KiB, "w");
@@ -101,14 +101,14 @@ TEST_F(BuilderTest, RejectsBadRequestsAndChangesNothing)
 	EXPECT_EQ(pool.pages_in_use(), used);
 	expect_ok(w(0x201000), 0x201000, 4 * KiB, "r");
 
-	TableConfig s2 = config(Format::vtd_ss_4l, 0);
+	TableConfig s2 = table_config(Format::vtd_ss_4l, 0);
 	TablePool p2(8 * MiB, g.ram.data() + 8 * MiB, 1 * MiB, 4096);
 	Result<TableBuilder> b2 = TableBuilder::create(s2, &p2);
 	ASSERT_TRUE(b2.ok());
 	EXPECT_EQ(b2->map(0, 0, 0x1000, kMapExec).code(), -EINVAL);
 	EXPECT_EQ(b2->map(0, 0, 0x1000, kMapRead | kMapUser).code(), -EINVAL);
 	TablePool wrong(0, g.ram.data(), 1 * MiB, 16 * KiB);
-	EXPECT_EQ(TableBuilder::create(config(Format::arm_s1, 0, 12), &wrong).status().code(),
+	EXPECT_EQ(TableBuilder::create(table_config(Format::arm_s1, 0, 12), &wrong).status().code(),
 		  -EINVAL);
 }
 

@@ -38,7 +38,7 @@ protected:
 	}
 	WalkResult w4(uint64_t iova, uint8_t access = kAccessRead)
 	{
-		return walk_cfg(g.mem, config(Format::x86_64_4l, 0x1000), iova, access);
+		return walk_cfg(g.mem, table_config(Format::x86_64_4l, 0x1000), iova, access);
 	}
 	TestGuest g{0, 1 * MiB};
 };
@@ -112,7 +112,7 @@ TEST_F(X86Golden, CanonicalAddresses)
 
 TEST_F(X86Golden, FiveLevels)
 {
-	const TableConfig c5 = config(Format::x86_64_5l, 0x7000);
+	const TableConfig c5 = table_config(Format::x86_64_5l, 0x7000);
 	expect_ok(walk_cfg(g.mem, c5, idx(1, 1, 2, 3, 4, 0x567)), 0xabcd567, 4 * KiB, "rwx");
 	expect_fault(walk_cfg(g.mem, c5, 0x0000800000000000ull), FaultKind::not_present, 1, 5);
 	expect_fault(walk_cfg(g.mem, c5, bit(56)), FaultKind::address_size, 1, 5);
@@ -122,7 +122,7 @@ TEST_F(X86Golden, FiveLevels)
 
 TEST_F(X86Golden, AccessedAndDirtyUpdates)
 {
-	TableConfig c = config(Format::x86_64_4l, 0x1000);
+	TableConfig c = table_config(Format::x86_64_4l, 0x1000);
 	c.update_accessed = true;
 	expect_ok(walk_cfg(g.mem, c, idx(0, 1, 2, 3, 4)), 0xabcd000, 4 * KiB, "rwx");
 	EXPECT_TRUE(g.get(0x1000 + 8) & A);
@@ -152,7 +152,7 @@ protected:
 	}
 	WalkResult w4(uint64_t iova, uint8_t access = kAccessRead)
 	{
-		return walk_cfg(g.mem, config(Format::vtd_ss_4l, 0x1000), iova, access);
+		return walk_cfg(g.mem, table_config(Format::vtd_ss_4l, 0x1000), iova, access);
 	}
 	TestGuest g{0, 1 * MiB};
 };
@@ -191,10 +191,10 @@ TEST_F(VtdSsGolden, FaultsAndReservedBits)
 
 TEST_F(VtdSsGolden, ThreeAndFiveLevels)
 {
-	const TableConfig c3 = config(Format::vtd_ss_3l, 0x2000);
+	const TableConfig c3 = table_config(Format::vtd_ss_3l, 0x2000);
 	expect_ok(walk_cfg(g.mem, c3, idx(0, 0, 2, 3, 4, 0x567)), 0xabcd567, 4 * KiB, "rw");
 	expect_fault(walk_cfg(g.mem, c3, bit(39)), FaultKind::address_size, 2, 3);
-	const TableConfig c5 = config(Format::vtd_ss_5l, 0x7000);
+	const TableConfig c5 = table_config(Format::vtd_ss_5l, 0x7000);
 	expect_ok(walk_cfg(g.mem, c5, idx(1, 1, 2, 3, 4, 0x567)), 0xabcd567, 4 * KiB, "rw");
 	expect_fault(walk_cfg(g.mem, c5, bit(57)), FaultKind::address_size, 2, 5);
 	expect_fault(walk_cfg(g.mem, c5, idx(3, 0, 0, 0, 0)), FaultKind::not_present, 2, 5);
@@ -203,14 +203,14 @@ TEST_F(VtdSsGolden, ThreeAndFiveLevels)
 TEST(StageConfig, FixedGeometryMustAgree)
 {
 	TestGuest g{0, 64 * KiB};
-	EXPECT_TRUE(make_translation(g.mem, config(Format::x86_64_4l, 0x1000, 12, 48, 4)).ok());
-	Result<Translation> bad = make_translation(g.mem, config(Format::x86_64_4l, 0x1000, 14));
+	EXPECT_TRUE(make_translation(g.mem, table_config(Format::x86_64_4l, 0x1000, 12, 48, 4)).ok());
+	Result<Translation> bad = make_translation(g.mem, table_config(Format::x86_64_4l, 0x1000, 14));
 	ASSERT_FALSE(bad.ok());
 	EXPECT_EQ(bad.status().code(), -EINVAL);
 	EXPECT_NE(bad.status().message().find("granule"), std::string::npos);
-	EXPECT_FALSE(make_translation(g.mem, config(Format::x86_64_5l, 0x1000, 12, 48)).ok());
-	EXPECT_FALSE(make_translation(g.mem, config(Format::vtd_ss_3l, 0x1000, 12, 0, 4)).ok());
-	EXPECT_FALSE(make_translation(g.mem, config(Format::x86_64_4l, 0x1008)).ok());
+	EXPECT_FALSE(make_translation(g.mem, table_config(Format::x86_64_5l, 0x1000, 12, 48)).ok());
+	EXPECT_FALSE(make_translation(g.mem, table_config(Format::vtd_ss_3l, 0x1000, 12, 0, 4)).ok());
+	EXPECT_FALSE(make_translation(g.mem, table_config(Format::x86_64_4l, 0x1008)).ok());
 	for (Format f : kAllFormats)
 		EXPECT_EQ(parse_format(format_name(f)), f);
 	EXPECT_FALSE(parse_format("x86-64-3l").has_value());
@@ -232,7 +232,7 @@ protected:
 	}
 	WalkResult w(uint64_t iova, uint8_t access = kAccessRead)
 	{
-		return walk_cfg(g.mem, config(Format::arm_s1, 0x1000), iova, access);
+		return walk_cfg(g.mem, table_config(Format::arm_s1, 0x1000), iova, access);
 	}
 	TestGuest g{0, 1 * MiB};
 };
@@ -247,10 +247,10 @@ TEST_F(ArmS1Golden, FourKilobyteGranule)
 	g.put(0x2000 + 3 * 8, 0x80000000 | BLOCK | AF | AP1 | UXN);
 	expect_ok(w(idx(0, 1, 3, 0, 0) + 0x1234567), 0x81234567, 1 * GiB, "rw");
 
-	const TableConfig c39 = config(Format::arm_s1, 0x2000, 12, 39);
+	const TableConfig c39 = table_config(Format::arm_s1, 0x2000, 12, 39);
 	expect_ok(walk_cfg(g.mem, c39, idx(0, 0, 2, 3, 4, 0x567)), 0xabcd567, 4 * KiB, "rwx");
 	expect_fault(walk_cfg(g.mem, c39, bit(39)), FaultKind::address_size, 1, 1);
-	EXPECT_FALSE(make_translation(g.mem, config(Format::arm_s1, 0x2000, 12, 39, 0)).ok());
+	EXPECT_FALSE(make_translation(g.mem, table_config(Format::arm_s1, 0x2000, 12, 39, 0)).ok());
 }
 
 TEST_F(ArmS1Golden, DescriptorEncodings)
@@ -272,7 +272,7 @@ TEST_F(ArmS1Golden, DescriptorEncodings)
 TEST_F(ArmS1Golden, HardwareAccessFlagUpdate)
 {
 	g.put(0x4000 + 7 * 8, 0x5000 | PAGE | AP1);
-	TableConfig c = config(Format::arm_s1, 0x1000);
+	TableConfig c = table_config(Format::arm_s1, 0x1000);
 	c.update_accessed = true;
 	expect_ok(walk_cfg(g.mem, c, idx(0, 1, 2, 3, 7)), 0x5000, 4 * KiB, "rwx");
 	EXPECT_TRUE(g.get(0x4000 + 7 * 8) & AF);
@@ -320,7 +320,7 @@ TEST(ArmS1GoldenGranules, SixteenKilobyte)
 	g.put(0x1c000 + 4 * 8, 0xabc4000 | T | AF | AP1);
 	g.put(0x18000 + 5 * 8, 0x42000000 | 1 | AF | AP1); // 32 MiB block
 	g.put(0x14000 + 3 * 8, 0x1000000000 | 1 | AF);     // no 64 GiB blocks
-	const TableConfig c = config(Format::arm_s1, 0x10000, 14);
+	const TableConfig c = table_config(Format::arm_s1, 0x10000, 14);
 	const uint64_t base = bit(47) | (2ull << 36);
 	expect_ok(walk_cfg(g.mem, c, base | (3ull << 25) | (4ull << 14) | 0x1567), 0xabc5567,
 		  16 * KiB, "rwx");
@@ -340,7 +340,7 @@ TEST(ArmS1GoldenGranules, SixtyFourKilobyteWith52BitOutput)
 	g.put(0x30000 + 4 * 8, 0xabc0000 | T | AF | AP1);
 	g.put(0x30000 + 5 * 8, 0x50000 | (3ull << 12) | T | AF | AP1); // OA[51:48] = 3
 	g.put(0x20000 + 6 * 8, 0x60000000 | 1 | AF | AP1);             // 512 MiB block
-	const TableConfig c = config(Format::arm_s1, 0x10000, 16);
+	const TableConfig c = table_config(Format::arm_s1, 0x10000, 16);
 	const uint64_t base = 2ull << 42;
 	expect_ok(walk_cfg(g.mem, c, base | (3ull << 29) | (4ull << 16) | 0x1567), 0xabc1567,
 		  64 * KiB, "rwx");
@@ -349,7 +349,7 @@ TEST(ArmS1GoldenGranules, SixtyFourKilobyteWith52BitOutput)
 	expect_ok(walk_cfg(g.mem, c, base | (6ull << 29) | 0x1234567), 0x61234567, 512 * MiB,
 		  "rwx");
 	// A 52-bit input is allowed with 64K (10 index bits at level 1).
-	const TableConfig c52 = config(Format::arm_s1, 0x10000, 16, 52);
+	const TableConfig c52 = table_config(Format::arm_s1, 0x10000, 16, 52);
 	expect_ok(walk_cfg(g.mem, c52, base | (3ull << 29) | (4ull << 16)), 0xabc0000, 64 * KiB,
 		  "rwx");
 	expect_fault(walk_cfg(g.mem, c52, bit(52)), FaultKind::address_size, 1, 1);
@@ -362,7 +362,7 @@ TEST(ArmS2Golden, ConcatenatedStartTableAndS2Permissions)
 	constexpr uint64_t T = 3, AF = bit(10), S2R = bit(6), S2W = bit(7);
 	TestGuest g{0, 1 * MiB};
 	// 40-bit input starting at level 1: 10 index bits, two concatenated 4K tables (8K root).
-	const TableConfig c = config(Format::arm_s2, 0x2000, 12, 40, 1);
+	const TableConfig c = table_config(Format::arm_s2, 0x2000, 12, 40, 1);
 	g.put(0x2000 + 514 * 8, 0x4000 | T);
 	g.put(0x4000 + 3 * 8, 0x5000 | T);
 	g.put(0x5000 + 4 * 8, 0xabcd000 | T | AF | S2R | S2W);
@@ -382,9 +382,9 @@ TEST(ArmS2Golden, ConcatenatedStartTableAndS2Permissions)
 
 	// The root must be aligned to the whole concatenated table; the start level must leave
 	// 1..13+4 index bits.
-	EXPECT_FALSE(make_translation(g.mem, config(Format::arm_s2, 0x1000, 12, 40, 1)).ok());
-	EXPECT_FALSE(make_translation(g.mem, config(Format::arm_s2, 0x2000, 12, 40, 2)).ok());
-	Result<Translation> x = make_translation(g.mem, config(Format::arm_s2, 0x2000, 12, 40));
+	EXPECT_FALSE(make_translation(g.mem, table_config(Format::arm_s2, 0x1000, 12, 40, 1)).ok());
+	EXPECT_FALSE(make_translation(g.mem, table_config(Format::arm_s2, 0x2000, 12, 40, 2)).ok());
+	Result<Translation> x = make_translation(g.mem, table_config(Format::arm_s2, 0x2000, 12, 40));
 	ASSERT_TRUE(x.ok());
 	EXPECT_EQ(x->s1.level(x->s1.start_height), 0); // derived: 4 levels, no concatenation
 }
@@ -418,7 +418,7 @@ protected:
 	void put_gpa(uint64_t gpa, uint64_t v) { g.put(gpa + kShift, v); }
 	WalkResult w(uint64_t iova, uint8_t access = kAccessRead)
 	{
-		const TableConfig s1 = config(Format::x86_64_4l, 0x1000);
+		const TableConfig s1 = table_config(Format::x86_64_4l, 0x1000);
 		const TableConfig s2c = s2.config();
 		return walk_cfg(g.mem, s1, iova, access, &s2c);
 	}
@@ -460,7 +460,7 @@ TEST_F(NestedGolden, TraceShowsTheTwentyFourReads)
 		int s1 = 0, s2 = 0;
 		void step(const TraceStep &s) override { (s.stage == 1 ? s1 : s2)++; }
 	} counter;
-	const TableConfig s1 = config(Format::x86_64_4l, 0x1000);
+	const TableConfig s1 = table_config(Format::x86_64_4l, 0x1000);
 	const TableConfig s2c = s2.config();
 	Result<Translation> x = make_translation(g.mem, s1, &s2c);
 	ASSERT_TRUE(x.ok());
@@ -473,8 +473,8 @@ TEST_F(NestedGolden, TraceShowsTheTwentyFourReads)
 TEST(NestedPairs, OnlyWhatHardwareCombines)
 {
 	TestGuest g{0, 64 * KiB};
-	const TableConfig x86 = config(Format::x86_64_4l, 0), arm1 = config(Format::arm_s1, 0),
-			  vtd = config(Format::vtd_ss_3l, 0), arm2 = config(Format::arm_s2, 0);
+	const TableConfig x86 = table_config(Format::x86_64_4l, 0), arm1 = table_config(Format::arm_s1, 0),
+			  vtd = table_config(Format::vtd_ss_3l, 0), arm2 = table_config(Format::arm_s2, 0);
 	EXPECT_TRUE(make_translation(g.mem, x86, &vtd).ok());
 	EXPECT_TRUE(make_translation(g.mem, arm1, &arm2).ok());
 	Result<Translation> bad = make_translation(g.mem, x86, &arm2);
@@ -501,8 +501,8 @@ TEST(NestedArm, StageOneOverConcatenatedStageTwo)
 	g.put(0x11000 + 2 * 8, 0x12000 | T);
 	g.put(0x12000 + 3 * 8, 0x40000000 | T | AF | AP1);
 	g.put(0x12000 + 4 * 8, 0x80000000 | T | AF | AP1); // IPA not mapped by stage 2
-	const TableConfig s1 = config(Format::arm_s1, 0x10000, 12, 39);
-	const TableConfig s2 = config(Format::arm_s2, 0x2000, 12, 40, 1);
+	const TableConfig s1 = table_config(Format::arm_s1, 0x10000, 12, 39);
+	const TableConfig s2 = table_config(Format::arm_s2, 0x2000, 12, 40, 1);
 	const uint64_t va = (1ull << 30) | (2ull << 21) | (3ull << 12) | 0x89;
 	expect_ok(walk_cfg(g.mem, s1, va, kAccessRead, &s2), 0xc0089, 4 * KiB, "r");
 	expect_fault(walk_cfg(g.mem, s1, va, kAccessWrite, &s2), FaultKind::permission, 2, 3);

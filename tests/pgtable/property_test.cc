@@ -22,30 +22,25 @@ struct PropertyCase {
 	uint64_t window;               // IOVA base of the random operations
 };
 
-TableConfig cfg(Format f, unsigned g = 12, unsigned ias = 0, int sl = -1)
-{
-	return config(f, 0, g, ias, sl);
-}
-
 const PropertyCase kCases[] = {
-	{"x86_64_4l", cfg(Format::x86_64_4l), {}, 0x7f0000000000},
-	{"x86_64_4l_upper", cfg(Format::x86_64_4l), {}, 0xffff800000000000},
-	{"x86_64_5l", cfg(Format::x86_64_5l), {}, 0x00ff000000000000},
-	{"vtd_ss_3l", cfg(Format::vtd_ss_3l), {}, 0x4000000000},
-	{"vtd_ss_4l", cfg(Format::vtd_ss_4l), {}, 0x800000000000 - 8 * GiB},
-	{"vtd_ss_5l", cfg(Format::vtd_ss_5l), {}, 0x100000000000000},
-	{"arm_s1_4k", cfg(Format::arm_s1, 12), {}, 0x800000000000},
-	{"arm_s1_4k_39", cfg(Format::arm_s1, 12, 39), {}, 0x4000000000},
-	{"arm_s1_16k", cfg(Format::arm_s1, 14), {}, 0xc00000000000},
-	{"arm_s1_64k", cfg(Format::arm_s1, 16), {}, 0x400000000000},
-	{"arm_s1_64k_52", cfg(Format::arm_s1, 16, 52), {}, 0x8000000000000},
-	{"arm_s2_4k_concat", cfg(Format::arm_s2, 12, 40, 1), {}, 0x8000000000},
-	{"arm_s2_16k", cfg(Format::arm_s2, 14, 42, 1), {}, 0x20000000000},
-	{"arm_s2_64k", cfg(Format::arm_s2, 16, 48), {}, 0x100000000},
-	{"nested_x86_vtd", cfg(Format::x86_64_4l), cfg(Format::vtd_ss_4l), 0x10000000000},
-	{"nested_x86_5l_vtd_3l", cfg(Format::x86_64_5l), cfg(Format::vtd_ss_3l), 0x10000000000},
-	{"nested_arm_4k", cfg(Format::arm_s1, 12), cfg(Format::arm_s2, 12, 40, 1), 0x10000000000},
-	{"nested_arm_64k", cfg(Format::arm_s1, 16), cfg(Format::arm_s2, 16, 40), 0x10000000000},
+	{"x86_64_4l", table_config(Format::x86_64_4l), {}, 0x7f0000000000},
+	{"x86_64_4l_upper", table_config(Format::x86_64_4l), {}, 0xffff800000000000},
+	{"x86_64_5l", table_config(Format::x86_64_5l), {}, 0x00ff000000000000},
+	{"vtd_ss_3l", table_config(Format::vtd_ss_3l), {}, 0x4000000000},
+	{"vtd_ss_4l", table_config(Format::vtd_ss_4l), {}, 0x800000000000 - 8 * GiB},
+	{"vtd_ss_5l", table_config(Format::vtd_ss_5l), {}, 0x100000000000000},
+	{"arm_s1_4k", table_config(Format::arm_s1, 0, 12), {}, 0x800000000000},
+	{"arm_s1_4k_39", table_config(Format::arm_s1, 0, 12, 39), {}, 0x4000000000},
+	{"arm_s1_16k", table_config(Format::arm_s1, 0, 14), {}, 0xc00000000000},
+	{"arm_s1_64k", table_config(Format::arm_s1, 0, 16), {}, 0x400000000000},
+	{"arm_s1_64k_52", table_config(Format::arm_s1, 0, 16, 52), {}, 0x8000000000000},
+	{"arm_s2_4k_concat", table_config(Format::arm_s2, 0, 12, 40, 1), {}, 0x8000000000},
+	{"arm_s2_16k", table_config(Format::arm_s2, 0, 14, 42, 1), {}, 0x20000000000},
+	{"arm_s2_64k", table_config(Format::arm_s2, 0, 16, 48), {}, 0x100000000},
+	{"nested_x86_vtd", table_config(Format::x86_64_4l), table_config(Format::vtd_ss_4l), 0x10000000000},
+	{"nested_x86_5l_vtd_3l", table_config(Format::x86_64_5l), table_config(Format::vtd_ss_3l), 0x10000000000},
+	{"nested_arm_4k", table_config(Format::arm_s1, 0, 12), table_config(Format::arm_s2, 0, 12, 40, 1), 0x10000000000},
+	{"nested_arm_64k", table_config(Format::arm_s1, 0, 16), table_config(Format::arm_s2, 0, 16, 40), 0x10000000000},
 };
 
 struct RefMapping {

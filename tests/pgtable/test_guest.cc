@@ -28,18 +28,6 @@ WalkResult walk_cfg(const GuestMemory &mem, const TableConfig &s1, uint64_t iova
 	return one;
 }
 
-TableConfig config(Format f, uint64_t root, unsigned granule_shift, unsigned ias,
-		   int start_level)
-{
-	TableConfig c;
-	c.format = f;
-	c.root = root;
-	c.granule_shift = granule_shift;
-	c.ias = ias;
-	c.start_level = start_level;
-	return c;
-}
-
 void expect_fault(const WalkResult &r, FaultKind kind, int stage, int level)
 {
 	EXPECT_EQ(fault_name(r.fault), fault_name(kind));

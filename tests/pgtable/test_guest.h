@@ -31,9 +31,6 @@ struct TestGuest {
 WalkResult walk_cfg(const GuestMemory &mem, const TableConfig &s1, uint64_t iova,
 		    uint8_t access = kAccessRead, const TableConfig *s2 = nullptr);
 
-TableConfig config(Format f, uint64_t root, unsigned granule_shift = 12, unsigned ias = 0,
-		   int start_level = -1);
-
 /** Expect a fault of @p kind at (stage, level). */
 void expect_fault(const WalkResult &r, FaultKind kind, int stage, int level);
 /** Expect a translation to @p out with leaf size @p size and permissions @p perm. */

@@ -167,17 +167,6 @@ TableBuilder make_builder(const TableConfig &cfg, TablePool *pool)
 	return b.ok() ? std::move(*b) : TableBuilder{};
 }
 
-TableConfig config(Format f, unsigned granule_shift = 12, unsigned ias = 0,
-		   int start_level = -1)
-{
-	TableConfig c;
-	c.format = f;
-	c.granule_shift = granule_shift;
-	c.ias = ias;
-	c.start_level = start_level;
-	return c;
-}
-
 /** What the library itself says for each address, as the tool's JSON lines. */
 std::vector<std::string> library_json(const std::vector<std::byte> &image, uint64_t gpa,
 				      const TableConfig &s1, const TableConfig *s2,
@@ -252,7 +241,7 @@ TEST_P(FormatTest, TranslatesEachPageSizeAndFaults)
 	const uint64_t kGpa = 0x200000;
 	std::vector<std::byte> image(4 * kMiB);
 	TablePool pool(kGpa, image.data(), image.size(), granule);
-	const TableConfig cfg = config(c.format, c.granule_shift, c.ias, c.start_level);
+	const TableConfig cfg = table_config(c.format, 0, c.granule_shift, c.ias, c.start_level);
 	TableBuilder b = make_builder(cfg, &pool);
 	ASSERT_NE(b.root(), 0u);
 	EXPECT_EQ(b.stage().level(b.stage().start_height), c.expect_start);
@@ -468,9 +457,9 @@ TEST_P(NestedTest, TranslatesThroughBothStages)
 INSTANTIATE_TEST_SUITE_P(
 	Pairs, NestedTest,
 	::testing::Values(
-		NestedCase{"x86_over_vtd", config(Format::x86_64_4l), config(Format::vtd_ss_4l),
+		NestedCase{"x86_over_vtd", table_config(Format::x86_64_4l), table_config(Format::vtd_ss_4l),
 			   {"--format", "x86-64-4l", "--s2-format", "vtd-ss-4l"}},
-		NestedCase{"arm_s1_over_s2", config(Format::arm_s1), config(Format::arm_s2, 12, 40, 1),
+		NestedCase{"arm_s1_over_s2", table_config(Format::arm_s1), table_config(Format::arm_s2, 0, 12, 40, 1),
 			   {"--format", "arm-s1", "--granule", "4k", "--s2-format", "arm-s2",
 			    "--s2-granule", "4k", "--s2-ias", "40", "--s2-start-level", "1"}}),
 	[](const ::testing::TestParamInfo<NestedCase> &info) { return info.param.label; });
@@ -486,7 +475,7 @@ protected:
 	{
 		XlateTest::SetUp();
 		pool_ = std::make_unique<TablePool>(kGpa, image_.data(), image_.size(), 4 * kKiB);
-		b_ = make_builder(config(Format::x86_64_4l), pool_.get());
+		b_ = make_builder(table_config(Format::x86_64_4l), pool_.get());
 		ASSERT_TRUE(b_.map(0x1000, 0x5000, 4 * kKiB, kMapRead | kMapWrite | kMapUser).ok());
 		ASSERT_TRUE(b_.map(0x2000, 0x6000, 4 * kKiB, kMapRead | kMapExec | kMapUser).ok());
 		// Supervisor only.

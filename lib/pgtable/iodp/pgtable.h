@@ -95,6 +95,19 @@ struct TableConfig {
 	bool update_accessed = false;
 };
 
+/** A TableConfig in one expression (the fields in their order; defaults as above). */
+constexpr TableConfig table_config(Format format, uint64_t root = 0, unsigned granule_shift = 12,
+				   unsigned ias = 0, int start_level = -1)
+{
+	TableConfig c;
+	c.format = format;
+	c.root = root;
+	c.granule_shift = granule_shift;
+	c.ias = ias;
+	c.start_level = start_level;
+	return c;
+}
+
 /**
  * A validated stage with its geometry worked out. Heights count levels above the leaf
  * table: height 0 is the granule-sized page table (x86 level 1, Arm level 3).
