@@ -43,7 +43,6 @@ fi
 # --- hugepages -----------------------------------------------------------------------------
 want=${IODP_HUGEPAGES:-512}
 nr=/proc/sys/vm/nr_hugepages
-huge_ok=0
 if [ "$want" -eq 0 ]; then
 	say "hugepages: skipped (IODP_HUGEPAGES=0); runs use --no-huge and ordinary pages"
 elif [ "$(id -u)" -ne 0 ]; then
@@ -59,14 +58,12 @@ else
 		mount -t hugetlbfs nodev /dev/hugepages 2>/dev/null || true
 	fi
 	if [ "$have" -gt 0 ] && mountpoint -q /dev/hugepages 2>/dev/null; then
-		huge_ok=1
 		say "hugepages: $have x 2 MiB reserved, hugetlbfs at /dev/hugepages"
 	else
 		say "hugepages: could not reserve or mount them (got $have pages); runs fall back" \
 		    "to --no-huge and ordinary 4 KiB pages (more TLB misses)"
 	fi
 fi
-export IODP_HUGEPAGES_OK=$huge_ok
 
 # --- build ---------------------------------------------------------------------------------
 configure() {

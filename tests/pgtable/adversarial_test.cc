@@ -37,8 +37,8 @@ TEST(Adversarial, SelfLoopsAndBackPointers)
 	g.put(0x20000, 0x21000 | 3);
 	g.put(0x21000, 0x22000 | 3);
 	g.put(0x22000, 0x20000 | 3);
-	expect_fault(walk_cfg(g.mem, table_config(Format::vtd_ss_5l, 0x20000), 0), FaultKind::loop, 2,
-		     3);
+	const TableConfig vtd5 = table_config(Format::vtd_ss_5l, 0x20000);
+	expect_fault(walk_cfg(g.mem, vtd5, 0), FaultKind::loop, 2, 3);
 }
 
 TEST(Adversarial, PointersOutsideGuestMemory)
@@ -121,8 +121,10 @@ TEST(Adversarial, RandomGarbageTables)
 		cases.push_back({table_config(Format::arm_s1, 0x10000, gs),
 				 table_config(Format::arm_s2, 0x20000, gs, 40)});
 	}
-	cases.push_back({table_config(Format::x86_64_4l, 0x4000), table_config(Format::vtd_ss_4l, 0x5000)});
-	cases.push_back({table_config(Format::x86_64_5l, 0x4000), table_config(Format::vtd_ss_3l, 0x6000)});
+	cases.push_back({table_config(Format::x86_64_4l, 0x4000),
+			 table_config(Format::vtd_ss_4l, 0x5000)});
+	cases.push_back({table_config(Format::x86_64_5l, 0x4000),
+			 table_config(Format::vtd_ss_3l, 0x6000)});
 
 	size_t faults = 0, ok = 0;
 	for (const Case &c : cases) {

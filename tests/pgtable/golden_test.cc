@@ -203,13 +203,16 @@ TEST_F(VtdSsGolden, ThreeAndFiveLevels)
 TEST(StageConfig, FixedGeometryMustAgree)
 {
 	TestGuest g{0, 64 * KiB};
-	EXPECT_TRUE(make_translation(g.mem, table_config(Format::x86_64_4l, 0x1000, 12, 48, 4)).ok());
-	Result<Translation> bad = make_translation(g.mem, table_config(Format::x86_64_4l, 0x1000, 14));
+	const TableConfig agreeing = table_config(Format::x86_64_4l, 0x1000, 12, 48, 4);
+	EXPECT_TRUE(make_translation(g.mem, agreeing).ok());
+	Result<Translation> bad =
+		make_translation(g.mem, table_config(Format::x86_64_4l, 0x1000, 14));
 	ASSERT_FALSE(bad.ok());
 	EXPECT_EQ(bad.status().code(), -EINVAL);
 	EXPECT_NE(bad.status().message().find("granule"), std::string::npos);
 	EXPECT_FALSE(make_translation(g.mem, table_config(Format::x86_64_5l, 0x1000, 12, 48)).ok());
-	EXPECT_FALSE(make_translation(g.mem, table_config(Format::vtd_ss_3l, 0x1000, 12, 0, 4)).ok());
+	EXPECT_FALSE(
+		make_translation(g.mem, table_config(Format::vtd_ss_3l, 0x1000, 12, 0, 4)).ok());
 	EXPECT_FALSE(make_translation(g.mem, table_config(Format::x86_64_4l, 0x1008)).ok());
 	for (Format f : kAllFormats)
 		EXPECT_EQ(parse_format(format_name(f)), f);
@@ -384,7 +387,8 @@ TEST(ArmS2Golden, ConcatenatedStartTableAndS2Permissions)
 	// 1..13+4 index bits.
 	EXPECT_FALSE(make_translation(g.mem, table_config(Format::arm_s2, 0x1000, 12, 40, 1)).ok());
 	EXPECT_FALSE(make_translation(g.mem, table_config(Format::arm_s2, 0x2000, 12, 40, 2)).ok());
-	Result<Translation> x = make_translation(g.mem, table_config(Format::arm_s2, 0x2000, 12, 40));
+	Result<Translation> x =
+		make_translation(g.mem, table_config(Format::arm_s2, 0x2000, 12, 40));
 	ASSERT_TRUE(x.ok());
 	EXPECT_EQ(x->s1.level(x->s1.start_height), 0); // derived: 4 levels, no concatenation
 }
@@ -473,8 +477,8 @@ TEST_F(NestedGolden, TraceShowsTheTwentyFourReads)
 TEST(NestedPairs, OnlyWhatHardwareCombines)
 {
 	TestGuest g{0, 64 * KiB};
-	const TableConfig x86 = table_config(Format::x86_64_4l, 0), arm1 = table_config(Format::arm_s1, 0),
-			  vtd = table_config(Format::vtd_ss_3l, 0), arm2 = table_config(Format::arm_s2, 0);
+	const TableConfig x86 = table_config(Format::x86_64_4l), arm1 = table_config(Format::arm_s1),
+			  vtd = table_config(Format::vtd_ss_3l), arm2 = table_config(Format::arm_s2);
 	EXPECT_TRUE(make_translation(g.mem, x86, &vtd).ok());
 	EXPECT_TRUE(make_translation(g.mem, arm1, &arm2).ok());
 	Result<Translation> bad = make_translation(g.mem, x86, &arm2);

@@ -37,10 +37,14 @@ const PropertyCase kCases[] = {
 	{"arm_s2_4k_concat", table_config(Format::arm_s2, 0, 12, 40, 1), {}, 0x8000000000},
 	{"arm_s2_16k", table_config(Format::arm_s2, 0, 14, 42, 1), {}, 0x20000000000},
 	{"arm_s2_64k", table_config(Format::arm_s2, 0, 16, 48), {}, 0x100000000},
-	{"nested_x86_vtd", table_config(Format::x86_64_4l), table_config(Format::vtd_ss_4l), 0x10000000000},
-	{"nested_x86_5l_vtd_3l", table_config(Format::x86_64_5l), table_config(Format::vtd_ss_3l), 0x10000000000},
-	{"nested_arm_4k", table_config(Format::arm_s1, 0, 12), table_config(Format::arm_s2, 0, 12, 40, 1), 0x10000000000},
-	{"nested_arm_64k", table_config(Format::arm_s1, 0, 16), table_config(Format::arm_s2, 0, 16, 40), 0x10000000000},
+	{"nested_x86_vtd", table_config(Format::x86_64_4l),
+	 table_config(Format::vtd_ss_4l), 0x10000000000},
+	{"nested_x86_5l_vtd_3l", table_config(Format::x86_64_5l),
+	 table_config(Format::vtd_ss_3l), 0x10000000000},
+	{"nested_arm_4k", table_config(Format::arm_s1, 0, 12),
+	 table_config(Format::arm_s2, 0, 12, 40, 1), 0x10000000000},
+	{"nested_arm_64k", table_config(Format::arm_s1, 0, 16),
+	 table_config(Format::arm_s2, 0, 16, 40), 0x10000000000},
 };
 
 struct RefMapping {

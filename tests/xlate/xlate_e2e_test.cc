@@ -457,9 +457,11 @@ TEST_P(NestedTest, TranslatesThroughBothStages)
 INSTANTIATE_TEST_SUITE_P(
 	Pairs, NestedTest,
 	::testing::Values(
-		NestedCase{"x86_over_vtd", table_config(Format::x86_64_4l), table_config(Format::vtd_ss_4l),
+		NestedCase{"x86_over_vtd", table_config(Format::x86_64_4l),
+			   table_config(Format::vtd_ss_4l),
 			   {"--format", "x86-64-4l", "--s2-format", "vtd-ss-4l"}},
-		NestedCase{"arm_s1_over_s2", table_config(Format::arm_s1), table_config(Format::arm_s2, 0, 12, 40, 1),
+		NestedCase{"arm_s1_over_s2", table_config(Format::arm_s1),
+			   table_config(Format::arm_s2, 0, 12, 40, 1),
 			   {"--format", "arm-s1", "--granule", "4k", "--s2-format", "arm-s2",
 			    "--s2-granule", "4k", "--s2-ias", "40", "--s2-start-level", "1"}}),
 	[](const ::testing::TestParamInfo<NestedCase> &info) { return info.param.label; });
