@@ -4,6 +4,7 @@
 #include <iodp/pgtable_builder.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cinttypes>
 #include <cstring>
@@ -68,7 +69,10 @@ namespace {
 /** The recursive work of one builder, for one format policy. */
 template <class P> class Editor {
 public:
-	Editor(const Stage &st, TablePool &pool) : st_(st), pool_(pool) {}
+	Editor(const Stage &st, TablePool &pool, uint64_t max_leaf = 0)
+		: st_(st), pool_(pool), max_leaf_(max_leaf)
+	{
+	}
 
 	bool any_mapped(uint64_t table, int h, uint64_t iova, uint64_t size)
 	{
@@ -91,7 +95,8 @@ public:
 		while (size > 0) {
 			const uint64_t entry_size = 1ull << st_.shift(h);
 			std::byte *slot = entry(table, h, iova);
-			const bool fits = ((iova | oa) & (entry_size - 1)) == 0 && size >= entry_size;
+			const bool fits = ((iova | oa) & (entry_size - 1)) == 0 && size >= entry_size &&
+					  (max_leaf_ == 0 || entry_size <= max_leaf_);
 			if (h == 0 || (fits && P::block_allowed(h, st_))) {
 				GuestMemory::store_le64(slot, P::make_leaf(oa, h, m, st_));
 				iova += entry_size;
@@ -151,6 +156,30 @@ public:
 		return {};
 	}
 
+	template <class Fn> void harvest(uint64_t table, int h, uint64_t iova, uint64_t size,
+					 bool keep, Fn &on_dirty)
+	{
+		while (size > 0) {
+			const uint64_t entry_size = 1ull << st_.shift(h);
+			const uint64_t chunk = chunk_of(h, iova, size);
+			std::byte *slot = entry(table, h, iova);
+			const uint64_t e = GuestMemory::load_le64(slot);
+			const Decoded d = classify(e, h);
+			if (d.kind == Kind::leaf && (e & P::kDirty)) {
+				on_dirty(iova & ~(entry_size - 1), entry_size);
+				if (!keep) {
+					// Walkers may be setting A/D in the same entry right now.
+					std::atomic_ref<uint64_t> ref(*reinterpret_cast<uint64_t *>(slot));
+					ref.fetch_and(~htole64(P::kDirty), std::memory_order_relaxed);
+				}
+			} else if (d.kind == Kind::table) {
+				harvest(d.addr, h - 1, iova, chunk, keep, on_dirty);
+			}
+			iova += chunk;
+			size -= chunk;
+		}
+	}
+
 	bool is_empty(uint64_t table, int h)
 	{
 		const uint64_t bytes = st_.table_bytes(h);
@@ -203,6 +232,7 @@ private:
 
 	const Stage &st_;
 	TablePool &pool_;
+	uint64_t max_leaf_ = 0;
 };
 
 /** The input range check the walker applies, for a whole range. */
@@ -267,7 +297,7 @@ Status TableBuilder::map(uint64_t iova, uint64_t oa, uint64_t size, uint8_t perm
 			return Status::error(-EINVAL, "%s map 0x%" PRIx64 ": permissions %s cannot be "
 					     "expressed in this format", name, iova,
 					     perm_letters(perm & 7).c_str());
-		Editor<P> ed(stage_, *pool_);
+		Editor<P> ed(stage_, *pool_, max_leaf_);
 		if (ed.any_mapped(stage_.root, stage_.start_height, iova, size))
 			return Status::error(-EEXIST, "%s map 0x%" PRIx64 "+0x%" PRIx64
 					     ": overlaps an existing mapping", name, iova, size);
@@ -301,6 +331,28 @@ Status TableBuilder::unmap(uint64_t iova, uint64_t size, uint64_t *unmapped)
 			*unmapped = done;
 		return s;
 	});
+}
+
+bool TableBuilder::tracks_dirty() const
+{
+	return with_policy(stage_.format, [](auto p) { return decltype(p)::kDirty != 0; });
+}
+
+Status TableBuilder::harvest_dirty(uint64_t iova, uint64_t size, bool keep,
+				   const std::function<void(uint64_t, uint64_t)> &on_dirty)
+{
+	const char *name = format_name(stage_.format).data();
+	if (!tracks_dirty())
+		return Status::error(-EOPNOTSUPP, "%s: the format has no dirty bit", name);
+	if (size == 0 || !range_in_format(stage_, iova, size))
+		return Status::error(-EINVAL, "%s dirty read 0x%" PRIx64 "+0x%" PRIx64
+				     ": outside the %u-bit input range (or empty)", name, iova,
+				     size, stage_.ias);
+	with_policy(stage_.format, [&](auto p) {
+		Editor<decltype(p)> ed(stage_, *pool_);
+		ed.harvest(stage_.root, stage_.start_height, iova, size, keep, on_dirty);
+	});
+	return {};
 }
 
 } // namespace iodp::pgtable

@@ -14,6 +14,7 @@
  *                                   check a leaf against the access; give the effective
  *                                   permissions and the accessed/dirty bits to set
  *   kTableAccessed                  accessed bit hardware sets in table entries (0 if none)
+ *   kDirty                          dirty bit hardware sets in leaves (0 if none)
  *   in_range(iova, stage)           whether the input is inside the format's range
  *   block_allowed(h, stage)         whether a leaf may sit at height h above the page table
  *   make_table / make_leaf / leaf_map_perm   the encodings the builder writes
@@ -60,6 +61,7 @@ struct X86 {
 				  PS = bit(7), XD = bit(63);
 	static constexpr uint64_t kAddr = bit_range(51, 12);
 	static constexpr uint64_t kTableAccessed = A;
+	static constexpr uint64_t kDirty = D;
 
 	// Accumulated over the path: writable at every level, user at every level, XD anywhere.
 	static constexpr uint32_t kAllRw = 1, kAllUs = 2, kAnyXd = 4;
@@ -134,6 +136,7 @@ struct VtdSs {
 	// Bit 62 is reserved; 10, 52-61 and 63 are ignored.
 	static constexpr uint64_t kReserved = bit(62);
 	static constexpr uint64_t kTableAccessed = A;
+	static constexpr uint64_t kDirty = D;
 
 	// R, W, X each granted at every level so far (the entry's own bits 2:0).
 	static constexpr uint32_t kInitAccum = 7;
@@ -185,6 +188,8 @@ struct VtdSs {
 struct ArmLpae {
 	static constexpr uint64_t kValid = bit(0), kTableOrPage = bit(1), AF = bit(10);
 	static constexpr uint64_t kTableAccessed = 0; // table descriptors have no AF
+	// Arm records dirtiness by clearing read-only under DBM; iodp does not model that.
+	static constexpr uint64_t kDirty = 0;
 
 	static bool in_range(uint64_t iova, const Stage &st) { return (iova >> st.ias) == 0; }
 

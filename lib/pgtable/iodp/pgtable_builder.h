@@ -16,6 +16,7 @@
 
 #include <iodp/pgtable.h>
 
+#include <functional>
 #include <vector>
 
 namespace iodp::pgtable {
@@ -78,6 +79,23 @@ public:
 	Status map(uint64_t iova, uint64_t oa, uint64_t size, uint8_t perm);
 
 	/**
+	 * Leaves no larger than @p bytes from now on (0: any size the format allows); iommufd's
+	 * HUGE_PAGES option turned off is max_leaf = the granule.
+	 */
+	void set_max_leaf(uint64_t bytes) { max_leaf_ = bytes; }
+
+	/** Whether the format has a dirty bit that hardware (and the walker) sets on writes. */
+	bool tracks_dirty() const;
+
+	/**
+	 * Report each leaf in [iova, iova + size) whose dirty bit is set as on_dirty(leaf_iova,
+	 * leaf_size) (a block reports its whole extent), clearing the bit unless @p keep is set.
+	 * EOPNOTSUPP if the format has no dirty bit.
+	 */
+	Status harvest_dirty(uint64_t iova, uint64_t size, bool keep,
+			     const std::function<void(uint64_t, uint64_t)> &on_dirty);
+
+	/**
 	 * Unmap whatever is mapped in [iova, iova + size) (granule-aligned), splitting blocks
 	 * that stick out of the range. @p unmapped, if given, receives the bytes that were mapped.
 	 */
@@ -97,6 +115,7 @@ private:
 	TableConfig config_;
 	Stage stage_;
 	TablePool *pool_ = nullptr;
+	uint64_t max_leaf_ = 0;
 };
 
 } // namespace iodp::pgtable

@@ -1,0 +1,600 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * The C API: the kernel's size rules around each command, then the C++ call.
+ *
+ * copy_in() is copy_struct_from_user(): a size below the command's minimum is EINVAL, bytes
+ * past what iodp knows must be zero (E2BIG), a shorter struct is zero-extended. Replies go
+ * back as min(size, sizeof) bytes.
+ */
+#include <iodp/ctl.h>
+#include <iodp/iodp.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstddef>
+#include <cstring>
+#include <new>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+using iodp::Result;
+using iodp::Status;
+using iodp::ctl::Ctx;
+
+struct iodp_ctx {
+	explicit iodp_ctx(uint64_t serial_) : serial(serial_) {}
+	const uint64_t serial;
+	Ctx ctx;
+};
+
+namespace {
+
+#define OFFSETOFEND(type, field) (offsetof(type, field) + sizeof(((type *)nullptr)->field))
+
+/* The layouts are the kernel's; a change here breaks every ported caller. */
+static_assert(sizeof(struct iodp_destroy) == 8);
+static_assert(sizeof(struct iodp_ioas_alloc) == 12);
+static_assert(sizeof(struct iodp_ioas_allow_iovas) == 24);
+static_assert(sizeof(struct iodp_ioas_copy) == 40);
+static_assert(sizeof(struct iodp_ioas_iova_ranges) == 32);
+static_assert(sizeof(struct iodp_ioas_map) == 40);
+static_assert(sizeof(struct iodp_ioas_unmap) == 24);
+static_assert(sizeof(struct iodp_option) == 24);
+static_assert(sizeof(struct iodp_hwpt_alloc) == 48 && offsetof(struct iodp_hwpt_alloc, fault_id) == 40);
+static_assert(sizeof(struct iodp_hw_info) == 40 &&
+	      offsetof(struct iodp_hw_info, out_capabilities) == 32);
+static_assert(sizeof(struct iodp_hwpt_set_dirty_tracking) == 16);
+static_assert(sizeof(struct iodp_hwpt_get_dirty_bitmap) == 48);
+static_assert(sizeof(struct iodp_hwpt_invalidate) == 32);
+static_assert(sizeof(struct iodp_fault_alloc) == 16);
+static_assert(sizeof(struct iodp_hwpt_vtd_s1) == 24);
+static_assert(sizeof(struct iodp_hwpt_arm_smmuv3) == 16);
+static_assert(sizeof(struct iodp_hwpt_vtd_s1_invalidate) == 24);
+static_assert(sizeof(struct iodp_hwpt_pgfault) == 40);
+static_assert(sizeof(struct iodp_hwpt_page_response) == 8);
+
+/** The last failure per (thread, context); contexts are told apart by a serial number. */
+thread_local std::unordered_map<uint64_t, std::string> t_last_error;
+uint64_t g_next_serial = 1;
+
+int fail(iodp_ctx *ctx, const Status &s, iodp_extack *ext)
+{
+	if (ext != nullptr)
+		std::snprintf(ext->msg, sizeof(ext->msg), "%s", s.message().c_str());
+	if (ctx != nullptr) {
+		if (t_last_error.size() > 64)
+			t_last_error.clear();
+		t_last_error[ctx->serial] = s.message();
+	}
+	return s.code();
+}
+
+template <class T> Status copy_in(T &k, const void *arg, size_t min_size, const char *name)
+{
+	if (arg == nullptr)
+		return Status::error(-EFAULT, "%s: the argument is NULL", name);
+	uint32_t size;
+	std::memcpy(&size, arg, sizeof(size));
+	if (size < min_size)
+		return Status::error(-EINVAL, "%s: size %u is below the minimum %zu", name, size,
+				     min_size);
+	std::memset(&k, 0, sizeof(k));
+	std::memcpy(&k, arg, std::min<size_t>(size, sizeof(T)));
+	const auto *bytes = static_cast<const unsigned char *>(arg);
+	for (size_t i = sizeof(T); i < size; i++)
+		if (bytes[i] != 0)
+			return Status::error(-E2BIG, "%s: byte %zu of %u is not zero; iodp knows "
+					     "the first %zu", name, i, size, sizeof(T));
+	return {};
+}
+
+template <class T> void copy_out(const T &k, void *arg)
+{
+	uint32_t size;
+	std::memcpy(&size, arg, sizeof(size));
+	std::memcpy(arg, &k, std::min<size_t>(size, sizeof(T)));
+}
+
+/**
+ * Run one command: size rules, the handler, the reply. @p reply_on_error: the command
+ * reports something on failure as well (IOVA_RANGES' count, INVALIDATE's entries handled).
+ */
+template <class T>
+int run(iodp_ctx *ctx, T *arg, iodp_extack *ext, size_t min_size, const char *name,
+	Status (*handler)(Ctx &, T &), bool reply_on_error = false)
+{
+	if (ctx == nullptr)
+		return fail(nullptr, Status::error(-EINVAL, "%s: no context", name), ext);
+	T k;
+	if (Status s = copy_in(k, arg, min_size, name); !s)
+		return fail(ctx, s, ext);
+	Status s = handler(ctx->ctx, k);
+	if (s || reply_on_error)
+		copy_out(k, arg);
+	if (!s)
+		return fail(ctx, Status::error(s.code(), "%s: %s", name, s.message().c_str()), ext);
+	if (ext != nullptr)
+		ext->msg[0] = '\0';
+	return 0;
+}
+
+Status reserved_zero(uint64_t value, const char *field)
+{
+	if (value != 0)
+		return Status::error(-EOPNOTSUPP, "%s is %#" PRIx64 ", not 0", field, value);
+	return {};
+}
+
+template <class T> Status take(Result<T> r, T *out)
+{
+	if (!r)
+		return r.status();
+	*out = *r;
+	return {};
+}
+
+/* Handlers ---------------------------------------------------------------------------------- */
+
+Status do_destroy(Ctx &c, struct iodp_destroy &k)
+{
+	return c.destroy(k.id);
+}
+
+Status do_ioas_alloc(Ctx &c, struct iodp_ioas_alloc &k)
+{
+	if (k.flags != 0)
+		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+	return take(c.ioas_alloc(), &k.out_ioas_id);
+}
+
+Status do_allow_iovas(Ctx &c, struct iodp_ioas_allow_iovas &k)
+{
+	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
+		return s;
+	if (k.num_iovas != 0 && k.allowed_iovas == 0)
+		return Status::error(-EFAULT, "ioas %u allow: allowed_iovas is NULL", k.ioas_id);
+	std::vector<iodp::ctl::IovaRange> ranges(k.num_iovas);
+	const auto *src = reinterpret_cast<const struct iodp_iova_range *>(k.allowed_iovas);
+	for (uint32_t i = 0; i < k.num_iovas; i++)
+		ranges[i] = {src[i].start, src[i].last};
+	return c.ioas_allow_iovas(k.ioas_id, ranges);
+}
+
+Status do_copy(Ctx &c, struct iodp_ioas_copy &k)
+{
+	return take(c.ioas_copy(k.dst_ioas_id, k.src_ioas_id, k.flags, k.dst_iova, k.src_iova,
+				k.length),
+		    &k.dst_iova);
+}
+
+Status do_iova_ranges(Ctx &c, struct iodp_ioas_iova_ranges &k)
+{
+	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
+		return s;
+	uint64_t align = 0;
+	Result<std::vector<iodp::ctl::IovaRange>> r = c.ioas_iova_ranges(k.ioas_id, &align);
+	if (!r)
+		return r.status();
+	const uint32_t capacity = k.num_iovas;
+	if (capacity != 0 && k.allowed_iovas == 0)
+		return Status::error(-EFAULT, "ioas %u ranges: allowed_iovas is NULL", k.ioas_id);
+	auto *dst = reinterpret_cast<struct iodp_iova_range *>(k.allowed_iovas);
+	for (size_t i = 0; i < r->size() && i < capacity; i++)
+		dst[i] = {(*r)[i].start, (*r)[i].last};
+	k.num_iovas = static_cast<uint32_t>(r->size());
+	k.out_iova_alignment = align;
+	if (r->size() > capacity)
+		return Status::error(-EMSGSIZE, "ioas %u has %zu ranges; the array holds %u",
+				     k.ioas_id, r->size(), capacity);
+	return {};
+}
+
+Status do_map(Ctx &c, struct iodp_ioas_map &k)
+{
+	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
+		return s;
+	return take(c.ioas_map(k.ioas_id, k.flags, k.iova,
+			       reinterpret_cast<void *>(static_cast<uintptr_t>(k.user_va)),
+			       k.length),
+		    &k.iova);
+}
+
+Status do_unmap(Ctx &c, struct iodp_ioas_unmap &k)
+{
+	return take(c.ioas_unmap(k.ioas_id, k.iova, k.length), &k.length);
+}
+
+Status do_option(Ctx &c, struct iodp_option &k)
+{
+	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
+		return s;
+	return c.option(k.option_id, k.op, k.object_id, &k.val64);
+}
+
+/** A driver data blob: at least @p min and at most sizeof(T) bytes; EINVAL otherwise. */
+template <class T> Status read_blob(const struct iodp_hwpt_alloc &k, size_t min, T *out)
+{
+	if (k.data_len < min || k.data_len > sizeof(T))
+		return Status::error(-EINVAL, "data_len %u: the type %u record is %zu bytes",
+				     k.data_len, k.data_type, sizeof(T));
+	if (k.data_uptr == 0)
+		return Status::error(-EFAULT, "data_uptr is NULL");
+	std::memset(out, 0, sizeof(T));
+	std::memcpy(out, reinterpret_cast<const void *>(static_cast<uintptr_t>(k.data_uptr)),
+		    k.data_len);
+	return {};
+}
+
+Status do_hwpt_alloc(Ctx &c, struct iodp_hwpt_alloc &k)
+{
+	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
+		return s;
+	uint32_t r2;
+	std::memcpy(&r2, k.__reserved2, sizeof(r2));
+	if (Status s = reserved_zero(r2, "__reserved2"); !s)
+		return s;
+	switch (k.data_type) {
+	case IODP_HWPT_DATA_NONE:
+		if (k.data_len != 0 || k.data_uptr != 0)
+			return Status::error(-EINVAL, "data_type NONE takes no data (data_len %u)",
+					     k.data_len);
+		return take(c.hwpt_alloc_paging(k.dev_id, k.pt_id, k.flags, k.fault_id),
+			    &k.out_hwpt_id);
+	case IODP_HWPT_DATA_VTD_S1: {
+		struct iodp_hwpt_vtd_s1 v;
+		if (Status s = read_blob(k, OFFSETOFEND(struct iodp_hwpt_vtd_s1, __reserved), &v);
+		    !s)
+			return s;
+		if (v.__reserved != 0)
+			return Status::error(-EOPNOTSUPP, "vtd_s1 __reserved is %#x, not 0",
+					     v.__reserved);
+		iodp::ctl::VtdS1Data d{v.flags, v.pgtbl_addr, v.addr_width};
+		return take(c.hwpt_alloc_nested(k.dev_id, k.pt_id, k.flags, k.fault_id, d),
+			    &k.out_hwpt_id);
+	}
+	case IODP_HWPT_DATA_ARM_SMMUV3: {
+		struct iodp_hwpt_arm_smmuv3 v;
+		if (Status s = read_blob(k, sizeof(v), &v); !s)
+			return s;
+		iodp::ctl::SmmuV3Data d{{le64toh(v.ste[0]), le64toh(v.ste[1])}};
+		return take(c.hwpt_alloc_nested(k.dev_id, k.pt_id, k.flags, k.fault_id, d),
+			    &k.out_hwpt_id);
+	}
+	default:
+		return Status::error(-EOPNOTSUPP, "unknown data_type %u", k.data_type);
+	}
+}
+
+Status do_hw_info(Ctx &c, struct iodp_hw_info &k)
+{
+	if (k.flags & ~IODP_HW_INFO_FLAG_INPUT_TYPE)
+		return Status::error(-EOPNOTSUPP, "unknown flags %#x",
+				     k.flags & ~IODP_HW_INFO_FLAG_INPUT_TYPE);
+	if (k.__reserved[0] | k.__reserved[1] | k.__reserved[2])
+		return Status::error(-EOPNOTSUPP, "__reserved is not 0");
+	if ((k.flags & IODP_HW_INFO_FLAG_INPUT_TYPE) && k.in_data_type != IODP_HW_INFO_TYPE_NONE &&
+	    k.in_data_type != IODP_HW_INFO_TYPE_IODP)
+		return Status::error(-EOPNOTSUPP, "in_data_type %u: iodp reports type %u",
+				     k.in_data_type, IODP_HW_INFO_TYPE_IODP);
+	if (k.data_len != 0 && k.data_uptr == 0)
+		return Status::error(-EFAULT, "data_uptr is NULL");
+	uint64_t caps = 0;
+	Result<iodp_hw_info_iodp> info = c.get_hw_info(k.dev_id, &caps);
+	if (!info)
+		return info.status();
+	auto *dst = reinterpret_cast<unsigned char *>(static_cast<uintptr_t>(k.data_uptr));
+	const size_t n = std::min<size_t>(k.data_len, sizeof(*info));
+	if (n != 0)
+		std::memcpy(dst, &*info, n);
+	if (k.data_len > n)
+		std::memset(dst + n, 0, k.data_len - n);
+	k.data_len = sizeof(*info);
+	k.in_data_type = IODP_HW_INFO_TYPE_IODP;
+	k.out_max_pasid_log2 = info->pasid_bits;
+	k.out_capabilities = caps;
+	return {};
+}
+
+Status do_set_dirty(Ctx &c, struct iodp_hwpt_set_dirty_tracking &k)
+{
+	if (k.flags & ~IODP_HWPT_SET_DIRTY_TRACKING_ENABLE)
+		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
+		return s;
+	return c.hwpt_set_dirty_tracking(k.hwpt_id, k.flags & IODP_HWPT_SET_DIRTY_TRACKING_ENABLE);
+}
+
+Status do_dirty_bitmap(Ctx &c, struct iodp_hwpt_get_dirty_bitmap &k)
+{
+	if (k.flags & ~IODP_HWPT_GET_DIRTY_BITMAP_NO_CLEAR)
+		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
+		return s;
+	return c.hwpt_get_dirty_bitmap(k.hwpt_id, k.iova, k.length, k.page_size,
+				       k.flags & IODP_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
+				       reinterpret_cast<uint64_t *>(static_cast<uintptr_t>(k.data)));
+}
+
+Status do_invalidate(Ctx &c, struct iodp_hwpt_invalidate &k)
+{
+	const uint32_t num = k.entry_num;
+	k.entry_num = 0;
+	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
+		return s;
+	return c.hwpt_invalidate(k.hwpt_id, k.data_type,
+				 reinterpret_cast<const void *>(static_cast<uintptr_t>(k.data_uptr)),
+				 k.entry_len, num, &k.entry_num);
+}
+
+Status do_fault_alloc(Ctx &c, struct iodp_fault_alloc &k)
+{
+	if (k.flags != 0)
+		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+	int fd = -1;
+	if (Status s = take(c.fault_queue_alloc(&fd), &k.out_fault_id); !s)
+		return s;
+	k.out_fault_fd = static_cast<uint32_t>(fd);
+	return {};
+}
+
+Status do_device_alloc(Ctx &c, struct iodp_device_alloc &k)
+{
+	if (k.flags != 0)
+		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+	if (std::memchr(k.name, '\0', sizeof(k.name)) == nullptr)
+		return Status::error(-EINVAL, "device name is not NUL-terminated within %d bytes",
+				     IODP_DEVICE_NAME_LEN);
+	if (k.model != IODP_IOMMU_VTD && k.model != IODP_IOMMU_SMMUV3)
+		return Status::error(-EOPNOTSUPP, "device %s: unknown IOMMU model %u", k.name,
+				     k.model);
+	iodp::ctl::DeviceSpec spec;
+	spec.name = k.name;
+	spec.model = static_cast<iodp::ctl::IommuModel>(k.model);
+	spec.group = k.group_id;
+	spec.rid = k.rid;
+	Result<uint32_t> id = c.device_create(spec);
+	if (!id)
+		return id.status();
+	k.out_dev_id = *id;
+	k.group_id = static_cast<const iodp::ctl::Device *>(c.find(*id))->group;
+	return {};
+}
+
+Result<std::optional<uint32_t>> attach_pasid(Ctx &c, uint32_t flags, uint32_t pasid)
+{
+	constexpr uint32_t kKnown = IODP_ATTACH_PASID | IODP_ATTACH_VPASID;
+	if (flags & ~kKnown)
+		return Status::error(-EOPNOTSUPP, "unknown flags %#x", flags & ~kKnown);
+	if (flags & IODP_ATTACH_VPASID) {
+		Result<uint32_t> p = c.vpasid_lookup(pasid);
+		if (!p)
+			return p.status();
+		return std::optional<uint32_t>(*p);
+	}
+	if (flags & IODP_ATTACH_PASID)
+		return std::optional<uint32_t>(pasid);
+	return std::optional<uint32_t>();
+}
+
+Status do_attach(Ctx &c, struct iodp_device_attach &k)
+{
+	Result<std::optional<uint32_t>> pasid = attach_pasid(c, k.flags, k.pasid);
+	if (!pasid)
+		return pasid.status();
+	return take(c.device_attach(k.dev_id, *pasid, k.pt_id), &k.pt_id);
+}
+
+Status do_detach(Ctx &c, struct iodp_device_detach &k)
+{
+	Result<std::optional<uint32_t>> pasid = attach_pasid(c, k.flags, k.pasid);
+	if (!pasid)
+		return pasid.status();
+	return c.device_detach(k.dev_id, *pasid);
+}
+
+Status do_fault_read(Ctx &c, struct iodp_fault_read &k)
+{
+	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
+		return s;
+	if (k.num != 0 && k.records == 0)
+		return Status::error(-EFAULT, "records is NULL");
+	Result<std::vector<iodp_hwpt_pgfault>> r = c.fault_read(k.fault_id, k.num);
+	if (!r)
+		return r.status();
+	if (!r->empty())
+		std::memcpy(reinterpret_cast<void *>(static_cast<uintptr_t>(k.records)), r->data(),
+			    r->size() * sizeof(iodp_hwpt_pgfault));
+	k.num = static_cast<uint32_t>(r->size());
+	return {};
+}
+
+Status do_fault_respond(Ctx &c, struct iodp_fault_respond &k)
+{
+	const uint32_t num = k.num;
+	k.num = 0;
+	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
+		return s;
+	if (num != 0 && k.responses == 0)
+		return Status::error(-EFAULT, "responses is NULL");
+	const auto *r = reinterpret_cast<const struct iodp_hwpt_page_response *>(k.responses);
+	for (uint32_t i = 0; i < num; i++) {
+		if (Status s = c.fault_respond(k.fault_id, r[i].cookie, r[i].code); !s)
+			return Status::error(s.code(), "response %u: %s", i, s.message().c_str());
+		k.num = i + 1;
+	}
+	return {};
+}
+
+Status do_fault_events(Ctx &c, struct iodp_fault_events_read &k)
+{
+	if (k.flags != 0)
+		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
+		return s;
+	if (k.num != 0 && k.events == 0)
+		return Status::error(-EFAULT, "events is NULL");
+	uint64_t lost = 0;
+	std::vector<iodp_fault_event> e = c.fault_events(k.num, &lost);
+	if (!e.empty())
+		std::memcpy(reinterpret_cast<void *>(static_cast<uintptr_t>(k.events)), e.data(),
+			    e.size() * sizeof(iodp_fault_event));
+	k.num = static_cast<uint32_t>(e.size());
+	k.out_lost = lost;
+	return {};
+}
+
+Status do_vpasid(Ctx &c, struct iodp_vpasid_set &k)
+{
+	if (k.flags & ~IODP_VPASID_CLEAR)
+		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+	if (k.flags & IODP_VPASID_CLEAR)
+		return c.vpasid_clear(k.vpasid);
+	return take(c.vpasid_set(k.vpasid, k.ppasid), &k.ppasid);
+}
+
+Status do_translate(Ctx &c, struct iodp_translate &k)
+{
+	if (k.flags & ~IODP_TRANSLATE_PASID)
+		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
+		return s;
+	if (k.access & ~0xfu)
+		return Status::error(-EINVAL, "access %#x has unknown bits", k.access);
+	std::optional<uint32_t> pasid;
+	if (k.flags & IODP_TRANSLATE_PASID)
+		pasid = k.pasid;
+	Result<iodp::ctl::Translated> t =
+		c.translate(k.dev_id, pasid, k.iova, static_cast<uint8_t>(k.access));
+	if (!t)
+		return t.status();
+	k.out_addr = t->host;
+	k.out_page_size = t->page_size;
+	k.out_perm = t->perm;
+	k.out_fault = t->fault;
+	k.out_stage = t->stage;
+	k.out_level = t->level;
+	k.out_cookie = t->cookie;
+	return {};
+}
+
+} // namespace
+
+/* Entry points ------------------------------------------------------------------------------ */
+
+extern "C" {
+
+int iodp_ctx_open(struct iodp_ctx **out)
+{
+	if (out == nullptr)
+		return -EINVAL;
+	auto *c = new (std::nothrow)
+		iodp_ctx(__atomic_fetch_add(&g_next_serial, 1, __ATOMIC_RELAXED));
+	if (c == nullptr)
+		return -ENOMEM;
+	*out = c;
+	return 0;
+}
+
+void iodp_ctx_close(struct iodp_ctx *ctx)
+{
+	delete ctx;
+}
+
+const char *iodp_last_error(struct iodp_ctx *ctx)
+{
+	if (ctx == nullptr)
+		return "";
+	auto it = t_last_error.find(ctx->serial);
+	return it == t_last_error.end() ? "" : it->second.c_str();
+}
+
+#define IODP_COMMAND(fn, type, last_field, name, handler, ...)                                   \
+	int fn(struct iodp_ctx *ctx, struct type *cmd, struct iodp_extack *ext)                  \
+	{                                                                                        \
+		return run<struct type>(ctx, cmd, ext, OFFSETOFEND(struct type, last_field), name, \
+					handler, ##__VA_ARGS__);                                 \
+	}
+
+IODP_COMMAND(iodp_destroy, iodp_destroy, id, "DESTROY", do_destroy)
+IODP_COMMAND(iodp_ioas_alloc, iodp_ioas_alloc, out_ioas_id, "IOAS_ALLOC", do_ioas_alloc)
+IODP_COMMAND(iodp_ioas_allow_iovas, iodp_ioas_allow_iovas, allowed_iovas, "IOAS_ALLOW_IOVAS",
+	     do_allow_iovas)
+IODP_COMMAND(iodp_ioas_copy, iodp_ioas_copy, src_iova, "IOAS_COPY", do_copy)
+IODP_COMMAND(iodp_ioas_iova_ranges, iodp_ioas_iova_ranges, out_iova_alignment,
+	     "IOAS_IOVA_RANGES", do_iova_ranges, true)
+IODP_COMMAND(iodp_ioas_map, iodp_ioas_map, iova, "IOAS_MAP", do_map)
+IODP_COMMAND(iodp_ioas_unmap, iodp_ioas_unmap, length, "IOAS_UNMAP", do_unmap)
+IODP_COMMAND(iodp_option, iodp_option, val64, "OPTION", do_option)
+IODP_COMMAND(iodp_hwpt_alloc, iodp_hwpt_alloc, __reserved, "HWPT_ALLOC", do_hwpt_alloc)
+IODP_COMMAND(iodp_get_hw_info, iodp_hw_info, __reserved, "GET_HW_INFO", do_hw_info)
+IODP_COMMAND(iodp_hwpt_set_dirty_tracking, iodp_hwpt_set_dirty_tracking, __reserved,
+	     "HWPT_SET_DIRTY_TRACKING", do_set_dirty)
+IODP_COMMAND(iodp_hwpt_get_dirty_bitmap, iodp_hwpt_get_dirty_bitmap, data,
+	     "HWPT_GET_DIRTY_BITMAP", do_dirty_bitmap)
+IODP_COMMAND(iodp_hwpt_invalidate, iodp_hwpt_invalidate, __reserved, "HWPT_INVALIDATE",
+	     do_invalidate, true)
+IODP_COMMAND(iodp_fault_queue_alloc, iodp_fault_alloc, out_fault_fd, "FAULT_QUEUE_ALLOC",
+	     do_fault_alloc)
+IODP_COMMAND(iodp_device_alloc, iodp_device_alloc, name, "DEVICE_ALLOC", do_device_alloc)
+IODP_COMMAND(iodp_device_attach, iodp_device_attach, pasid, "DEVICE_ATTACH", do_attach)
+IODP_COMMAND(iodp_device_detach, iodp_device_detach, pasid, "DEVICE_DETACH", do_detach)
+IODP_COMMAND(iodp_fault_read, iodp_fault_read, records, "FAULT_READ", do_fault_read)
+IODP_COMMAND(iodp_fault_respond, iodp_fault_respond, responses, "FAULT_RESPOND",
+	     do_fault_respond, true)
+IODP_COMMAND(iodp_fault_events_read, iodp_fault_events_read, events, "FAULT_EVENTS_READ",
+	     do_fault_events)
+IODP_COMMAND(iodp_vpasid_set, iodp_vpasid_set, ppasid, "VPASID_SET", do_vpasid)
+IODP_COMMAND(iodp_translate, iodp_translate, iova, "TRANSLATE", do_translate)
+
+int iodp_ioctl(struct iodp_ctx *ctx, unsigned long cmd, void *arg)
+{
+	int rc;
+	switch (cmd) {
+#define IODP_DISPATCH(number, fn, type)                                                            \
+	case number:                                                                             \
+		rc = fn(ctx, static_cast<struct type *>(arg), nullptr);                          \
+		break;
+		IODP_DISPATCH(IODP_IOMMU_DESTROY, iodp_destroy, iodp_destroy)
+		IODP_DISPATCH(IODP_IOMMU_IOAS_ALLOC, iodp_ioas_alloc, iodp_ioas_alloc)
+		IODP_DISPATCH(IODP_IOMMU_IOAS_ALLOW_IOVAS, iodp_ioas_allow_iovas,
+			      iodp_ioas_allow_iovas)
+		IODP_DISPATCH(IODP_IOMMU_IOAS_COPY, iodp_ioas_copy, iodp_ioas_copy)
+		IODP_DISPATCH(IODP_IOMMU_IOAS_IOVA_RANGES, iodp_ioas_iova_ranges,
+			      iodp_ioas_iova_ranges)
+		IODP_DISPATCH(IODP_IOMMU_IOAS_MAP, iodp_ioas_map, iodp_ioas_map)
+		IODP_DISPATCH(IODP_IOMMU_IOAS_UNMAP, iodp_ioas_unmap, iodp_ioas_unmap)
+		IODP_DISPATCH(IODP_IOMMU_OPTION, iodp_option, iodp_option)
+		IODP_DISPATCH(IODP_IOMMU_HWPT_ALLOC, iodp_hwpt_alloc, iodp_hwpt_alloc)
+		IODP_DISPATCH(IODP_IOMMU_GET_HW_INFO, iodp_get_hw_info, iodp_hw_info)
+		IODP_DISPATCH(IODP_IOMMU_HWPT_SET_DIRTY_TRACKING, iodp_hwpt_set_dirty_tracking,
+			      iodp_hwpt_set_dirty_tracking)
+		IODP_DISPATCH(IODP_IOMMU_HWPT_GET_DIRTY_BITMAP, iodp_hwpt_get_dirty_bitmap,
+			      iodp_hwpt_get_dirty_bitmap)
+		IODP_DISPATCH(IODP_IOMMU_HWPT_INVALIDATE, iodp_hwpt_invalidate,
+			      iodp_hwpt_invalidate)
+		IODP_DISPATCH(IODP_IOMMU_FAULT_QUEUE_ALLOC, iodp_fault_queue_alloc,
+			      iodp_fault_alloc)
+		IODP_DISPATCH(IODP_DEVICE_ALLOC, iodp_device_alloc, iodp_device_alloc)
+		IODP_DISPATCH(IODP_DEVICE_ATTACH, iodp_device_attach, iodp_device_attach)
+		IODP_DISPATCH(IODP_DEVICE_DETACH, iodp_device_detach, iodp_device_detach)
+		IODP_DISPATCH(IODP_FAULT_READ, iodp_fault_read, iodp_fault_read)
+		IODP_DISPATCH(IODP_FAULT_RESPOND, iodp_fault_respond, iodp_fault_respond)
+		IODP_DISPATCH(IODP_FAULT_EVENTS_READ, iodp_fault_events_read,
+			      iodp_fault_events_read)
+		IODP_DISPATCH(IODP_VPASID_SET, iodp_vpasid_set, iodp_vpasid_set)
+		IODP_DISPATCH(IODP_TRANSLATE, iodp_translate, iodp_translate)
+#undef IODP_DISPATCH
+	default:
+		rc = fail(ctx, Status::error(-ENOTTY, "iodp_ioctl: unknown command %#lx", cmd),
+			  nullptr);
+		break;
+	}
+	if (rc < 0) {
+		errno = -rc;
+		return -1;
+	}
+	return 0;
+}
+
+} // extern "C"

@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#include "impl.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <unistd.h>
+
+namespace iodp::ctl {
+
+using pgtable::Format;
+
+const char *obj_type_name(ObjType type)
+{
+	switch (type) {
+	case ObjType::ioas:
+		return "ioas";
+	case ObjType::hwpt_paging:
+		return "paging hwpt";
+	case ObjType::hwpt_nested:
+		return "nested hwpt";
+	case ObjType::device:
+		return "device";
+	case ObjType::fault_queue:
+		return "fault queue";
+	}
+	return "object";
+}
+
+const char *model_name(IommuModel model)
+{
+	return model == IommuModel::vtd ? "vtd" : "smmuv3";
+}
+
+FaultQueue::~FaultQueue()
+{
+	if (eventfd >= 0)
+		close(eventfd);
+}
+
+uint64_t HwptPaging::aperture_last() const
+{
+	const pgtable::Stage &st = table.stage();
+	return st.ias >= 64 ? UINT64_MAX : (1ull << st.ias) - 1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+std::string Ctx::Impl::binding_name(const Binding &b)
+{
+	std::string s = "device " + b.dev->name;
+	if (b.pasid)
+		s += " pasid " + std::to_string(*b.pasid);
+	return s;
+}
+
+uint32_t Ctx::Impl::alloc_id()
+{
+	while (next_id == 0 || objects.count(next_id) != 0)
+		next_id++;
+	return next_id++;
+}
+
+Object *Ctx::Impl::find(uint32_t id) const
+{
+	auto it = objects.find(id);
+	return it == objects.end() ? nullptr : it->second.get();
+}
+
+Status Ctx::Impl::no_object(uint32_t id, const char *want) const
+{
+	const Object *o = find(id);
+	if (o == nullptr)
+		return Status::error(-ENOENT, "%s %u: no such object", want, id);
+	return Status::error(-ENOENT, "object %u is a %s, not a %s", id, obj_type_name(o->type),
+			     want);
+}
+
+Result<Ioas *> Ctx::Impl::get_ioas(uint32_t id) const
+{
+	Object *o = find(id);
+	if (o == nullptr || o->type != ObjType::ioas)
+		return no_object(id, "ioas");
+	return static_cast<Ioas *>(o);
+}
+
+Result<Hwpt *> Ctx::Impl::get_hwpt(uint32_t id) const
+{
+	Object *o = find(id);
+	if (o == nullptr || (o->type != ObjType::hwpt_paging && o->type != ObjType::hwpt_nested))
+		return no_object(id, "hwpt");
+	return static_cast<Hwpt *>(o);
+}
+
+Result<Device *> Ctx::Impl::get_device(uint32_t id) const
+{
+	Object *o = find(id);
+	if (o == nullptr || o->type != ObjType::device)
+		return no_object(id, "device");
+	return static_cast<Device *>(o);
+}
+
+Result<FaultQueue *> Ctx::Impl::get_fault_queue(uint32_t id) const
+{
+	Object *o = find(id);
+	if (o == nullptr || o->type != ObjType::fault_queue)
+		return no_object(id, "fault queue");
+	return static_cast<FaultQueue *>(o);
+}
+
+/* Who uses an object, for EBUSY messages ------------------------------------------------- */
+
+void Ctx::Impl::for_each_binding(const std::function<void(Binding &)> &fn) const
+{
+	for (const auto &[id, o] : objects) {
+		if (o->type != ObjType::device)
+			continue;
+		auto *d = static_cast<Device *>(o.get());
+		if (d->rid_binding != nullptr)
+			fn(*d->rid_binding);
+		for (auto &[pasid, b] : d->pasid_bindings)
+			fn(*b);
+	}
+	for (Binding *b : parked)
+		fn(*b);
+}
+
+std::string Ctx::Impl::first_user(const Object &obj) const
+{
+	std::string who;
+	auto note = [&](const std::string &s) {
+		if (who.empty())
+			who = s;
+	};
+	for_each_binding([&](Binding &b) {
+		std::string parked_note;
+		if (b.detached)
+			parked_note = " (detached, parked until " + std::to_string(b.pending_faults) +
+				      " fault(s) get a response)";
+		if (b.hwpt == &obj)
+			note("is attached to " + binding_name(b) + parked_note);
+		if (b.dev == &obj)
+			note("is attached to hwpt " + std::to_string(b.hwpt->id) +
+			     (b.pasid ? " by pasid " + std::to_string(*b.pasid) : "") + parked_note);
+	});
+	for (const auto &[id, o] : objects) {
+		if (o->type == ObjType::hwpt_paging) {
+			auto *h = static_cast<HwptPaging *>(o.get());
+			if (h->ioas == &obj)
+				note("is used by hwpt " + std::to_string(h->id));
+		}
+		if (o->type == ObjType::hwpt_nested) {
+			auto *h = static_cast<HwptNested *>(o.get());
+			if (h->parent == &obj)
+				note("is the parent of nested hwpt " + std::to_string(h->id));
+		}
+		if (o->type == ObjType::hwpt_paging || o->type == ObjType::hwpt_nested) {
+			auto *h = static_cast<Hwpt *>(o.get());
+			if (h->fault_id == obj.id && obj.type == ObjType::fault_queue)
+				note("is used by hwpt " + std::to_string(h->id));
+		}
+	}
+	return who.empty() ? "is in use" : who;
+}
+
+std::string Ctx::Impl::object_name(const Object &obj)
+{
+	if (obj.type == ObjType::device)
+		return "device " + static_cast<const Device &>(obj).name;
+	if (obj.type == ObjType::hwpt_paging || obj.type == ObjType::hwpt_nested)
+		return "hwpt " + std::to_string(obj.id);
+	return std::string(obj_type_name(obj.type)) + " " + std::to_string(obj.id);
+}
+
+/* Bindings --------------------------------------------------------------------------------- */
+
+void Ctx::Impl::put(Binding *b)
+{
+	if (--b->refs != 0)
+		return;
+	parked.erase(std::remove(parked.begin(), parked.end(), b), parked.end());
+	Hwpt *h = b->hwpt;
+	h->users--;
+	b->dev->users--;
+	delete b;
+	if (h->type == ObjType::hwpt_paging && static_cast<HwptPaging *>(h)->auto_domain &&
+	    h->users == 0)
+		destroy_object(h);
+}
+
+void Ctx::Impl::unbind(Binding *b)
+{
+	b->detached = true;
+	if (b->refs > 1)
+		parked.push_back(b);
+	put(b);
+}
+
+/* Destroy ---------------------------------------------------------------------------------- */
+
+void Ctx::Impl::destroy_object(Object *o)
+{
+	switch (o->type) {
+	case ObjType::hwpt_paging: {
+		auto *h = static_cast<HwptPaging *>(o);
+		auto &v = h->ioas->hwpts;
+		v.erase(std::remove(v.begin(), v.end(), h), v.end());
+		h->ioas->users--;
+		break;
+	}
+	case ObjType::hwpt_nested:
+		static_cast<HwptNested *>(o)->parent->users--;
+		break;
+	case ObjType::device: {
+		auto *d = static_cast<Device *>(o);
+		auto &members = groups[d->group];
+		members.erase(std::remove(members.begin(), members.end(), d), members.end());
+		if (members.empty())
+			groups.erase(d->group);
+		break;
+	}
+	default:
+		break;
+	}
+	if (o->type == ObjType::hwpt_paging || o->type == ObjType::hwpt_nested) {
+		auto *h = static_cast<Hwpt *>(o);
+		if (h->fault_id != 0)
+			find(h->fault_id)->users--;
+	}
+	objects.erase(o->id);
+}
+
+Status Ctx::destroy(uint32_t id)
+{
+	std::lock_guard g(impl_->lock);
+	Object *o = impl_->find(id);
+	if (o == nullptr)
+		return Status::error(-ENOENT, "destroy: no object %u", id);
+	if (o->users != 0)
+		return Status::error(-EBUSY, "%s %s", Impl::object_name(*o).c_str(),
+				     impl_->first_user(*o).c_str());
+	impl_->destroy_object(o);
+	return {};
+}
+
+/* Construction ----------------------------------------------------------------------------- */
+
+Ctx::Ctx(const CtxConfig &config) : impl_(std::make_unique<Impl>())
+{
+	impl_->cfg = config;
+}
+
+Ctx::~Ctx()
+{
+	// Bindings first: they point at devices and HWPTs.
+	for (const auto &[id, o] : impl_->objects) {
+		if (o->type == ObjType::device) {
+			auto *d = static_cast<Device *>(o.get());
+			delete d->rid_binding;
+			for (auto &[pasid, b] : d->pasid_bindings)
+				delete b;
+		}
+	}
+	for (Binding *b : impl_->parked)
+		delete b;
+	// Nested HWPTs and bindings referred to the others; nothing walks them any more.
+	impl_->objects.clear();
+}
+
+const Object *Ctx::find(uint32_t id) const
+{
+	std::lock_guard g(impl_->lock);
+	return impl_->find(id);
+}
+
+size_t Ctx::object_count() const
+{
+	std::lock_guard g(impl_->lock);
+	return impl_->objects.size();
+}
+
+void Ctx::set_invalidation_sink(std::function<void(const inval::Descriptor &)> sink)
+{
+	std::lock_guard g(impl_->lock);
+	impl_->sink = std::move(sink);
+}
+
+} // namespace iodp::ctl

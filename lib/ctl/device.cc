@@ -1,0 +1,630 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#include "impl.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+namespace iodp::ctl {
+
+using pgtable::FaultKind;
+using pgtable::Format;
+
+static_assert(static_cast<int>(FaultKind::not_present) == IODP_FAULT_NOT_PRESENT &&
+	      static_cast<int>(FaultKind::permission) == IODP_FAULT_PERMISSION &&
+	      static_cast<int>(FaultKind::address_size) == IODP_FAULT_ADDRESS_SIZE &&
+	      static_cast<int>(FaultKind::reserved_bit) == IODP_FAULT_RESERVED_BIT &&
+	      static_cast<int>(FaultKind::bad_table_pointer) == IODP_FAULT_BAD_TABLE_POINTER &&
+	      static_cast<int>(FaultKind::access_flag) == IODP_FAULT_ACCESS_FLAG &&
+	      static_cast<int>(FaultKind::loop) == IODP_FAULT_LOOP);
+static_assert(pgtable::kAccessRead == IODP_PGFAULT_PERM_READ &&
+	      pgtable::kAccessWrite == IODP_PGFAULT_PERM_WRITE &&
+	      pgtable::kAccessExec == IODP_PGFAULT_PERM_EXEC &&
+	      pgtable::kAccessPriv == IODP_PGFAULT_PERM_PRIV);
+
+IovaRange Ctx::Impl::msi_window(const Device &d)
+{
+	// Where each IOMMU's interrupt messages land; DMA there is never translated.
+	if (d.model == IommuModel::vtd)
+		return {0xfee00000, 0xfeefffff};
+	return {0x08000000, 0x080fffff};
+}
+
+Ioas *Ctx::Impl::ioas_of(Hwpt *h) const
+{
+	if (h->type == ObjType::hwpt_paging)
+		return static_cast<HwptPaging *>(h)->ioas;
+	return static_cast<HwptNested *>(h)->parent->ioas;
+}
+
+/* Devices ---------------------------------------------------------------------------------- */
+
+Result<uint32_t> Ctx::device_create(const DeviceSpec &spec)
+{
+	std::lock_guard g(impl_->lock);
+	if (spec.name.empty() || spec.name.size() >= IODP_DEVICE_NAME_LEN)
+		return Status::error(-EINVAL, "device alloc: name must be 1..%d characters",
+				     IODP_DEVICE_NAME_LEN - 1);
+	if (spec.model != IommuModel::vtd && spec.model != IommuModel::smmuv3)
+		return Status::error(-EOPNOTSUPP, "device %s: unknown IOMMU model %u",
+				     spec.name.c_str(), static_cast<unsigned>(spec.model));
+	if (spec.pasid_bits > 20)
+		return Status::error(-EINVAL, "device %s: %u PASID bits; at most 20",
+				     spec.name.c_str(), spec.pasid_bits);
+	for (const auto &[id, o] : impl_->objects)
+		if (o->type == ObjType::device && static_cast<Device *>(o.get())->name == spec.name)
+			return Status::error(-EEXIST, "device %s: the name is taken (device id %u)",
+					     spec.name.c_str(), id);
+	uint32_t group = spec.group;
+	if (group != 0) {
+		auto it = impl_->groups.find(group);
+		if (it == impl_->groups.end())
+			return Status::error(-ENOENT, "device %s: no IOMMU group %u",
+					     spec.name.c_str(), group);
+		if (it->second.front()->model != spec.model)
+			return Status::error(-EINVAL, "device %s: group %u is behind a %s IOMMU",
+					     spec.name.c_str(), group,
+					     model_name(it->second.front()->model));
+	} else {
+		while (impl_->next_group == 0 || impl_->groups.count(impl_->next_group))
+			impl_->next_group++;
+		group = impl_->next_group++;
+	}
+	const uint32_t id = impl_->alloc_id();
+	auto d = std::make_unique<Device>(id);
+	d->name = spec.name;
+	d->model = spec.model;
+	d->group = group;
+	d->rid = spec.rid;
+	d->pasid_bits = spec.pasid_bits;
+	impl_->groups[group].push_back(d.get());
+	impl_->objects.emplace(id, std::move(d));
+	return id;
+}
+
+Result<uint32_t> Ctx::device_id(const std::string &name) const
+{
+	std::lock_guard g(impl_->lock);
+	for (const auto &[id, o] : impl_->objects)
+		if (o->type == ObjType::device && static_cast<Device *>(o.get())->name == name)
+			return id;
+	return Status::error(-ENOENT, "device %s: no such device", name.c_str());
+}
+
+static Binding *&slot_of(Device &d, std::optional<uint32_t> pasid)
+{
+	return pasid ? d.pasid_bindings[*pasid] : d.rid_binding;
+}
+
+static Binding *binding_of(const Device &d, std::optional<uint32_t> pasid)
+{
+	if (!pasid)
+		return d.rid_binding;
+	auto it = d.pasid_bindings.find(*pasid);
+	return it == d.pasid_bindings.end() ? nullptr : it->second;
+}
+
+Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pasid,
+				    uint32_t pt_id)
+{
+	std::lock_guard g(impl_->lock);
+	Result<Device *> dr = impl_->get_device(dev_id);
+	if (!dr)
+		return dr.status();
+	Device &dev = **dr;
+	if (pasid && (*pasid == 0 || *pasid >= (1u << dev.pasid_bits)))
+		return Status::error(-EINVAL, "cannot attach %s pasid %u: PASIDs are 1..%u on "
+				     "this device (0 is the RID's)", dev.name.c_str(), *pasid,
+				     (1u << dev.pasid_bits) - 1);
+	Object *pt = impl_->find(pt_id);
+	if (pt == nullptr)
+		return Status::error(-ENOENT, "cannot attach %s to %u: no such ioas or hwpt",
+				     dev.name.c_str(), pt_id);
+	if (pt->type != ObjType::ioas && pt->type != ObjType::hwpt_paging &&
+	    pt->type != ObjType::hwpt_nested)
+		return Status::error(-EINVAL, "cannot attach %s to %u: it is a %s, not an ioas "
+				     "or hwpt", dev.name.c_str(), pt_id, obj_type_name(pt->type));
+
+	// Devices of one group share their translation: find the group's domain here.
+	Hwpt *group_hwpt = nullptr;
+	const Device *group_peer = nullptr;
+	for (Device *peer : impl_->groups[dev.group]) {
+		Binding *pb = peer == &dev ? nullptr : binding_of(*peer, pasid);
+		if (pb != nullptr) {
+			group_hwpt = pb->hwpt;
+			group_peer = peer;
+			break;
+		}
+	}
+
+	Hwpt *target = nullptr;
+	HwptPaging *made = nullptr;
+	if (pt->type == ObjType::ioas) {
+		auto *ioas = static_cast<Ioas *>(pt);
+		if (group_hwpt != nullptr && impl_->ioas_of(group_hwpt) == ioas &&
+		    group_hwpt->type == ObjType::hwpt_paging)
+			target = group_hwpt;
+		for (HwptPaging *h : ioas->hwpts)
+			if (target == nullptr && h->model == dev.model && h->fault_id == 0 &&
+			    !(h->flags & IODP_HWPT_ALLOC_NEST_PARENT))
+				target = h;
+		if (target == nullptr) {
+			Result<HwptPaging *> h = impl_->make_paging(
+				&dev, ioas, pasid ? IODP_HWPT_ALLOC_PASID : 0, 0, std::nullopt);
+			if (!h)
+				return Status::error(h.status().code(), "cannot attach %s to ioas %u: %s",
+						     dev.name.c_str(), pt_id,
+						     h.status().message().c_str());
+			made = *h;
+			made->auto_domain = true;
+			target = made;
+		}
+	} else {
+		target = static_cast<Hwpt *>(pt);
+	}
+	auto fail = [&](Status s) -> Result<uint32_t> {
+		if (made != nullptr)
+			impl_->destroy_object(made);
+		return s;
+	};
+	if (target->model != dev.model)
+		return fail(Status::error(-EINVAL, "cannot attach %s to hwpt %u: the table is for "
+					  "a %s IOMMU and the device is behind %s",
+					  dev.name.c_str(), target->id, model_name(target->model),
+					  model_name(dev.model)));
+	if (pasid && target->type == ObjType::hwpt_nested &&
+	    static_cast<HwptNested *>(target)->data_type == IODP_HWPT_DATA_ARM_SMMUV3)
+		return fail(Status::error(-EINVAL, "cannot attach %s pasid %u to hwpt %u: an "
+					  "SMMUv3 STE is attached by RID; its CD table covers the "
+					  "SSIDs", dev.name.c_str(), *pasid, target->id));
+	if (group_hwpt != nullptr && group_hwpt != target) {
+		std::string where = pasid ? " pasid " + std::to_string(*pasid) : "";
+		return fail(Status::error(-EINVAL, "cannot attach %s%s to hwpt %u: %s in the same "
+					  "group %u is attached to hwpt %u", dev.name.c_str(),
+					  where.c_str(), target->id, group_peer->name.c_str(),
+					  dev.group, group_hwpt->id));
+	}
+	// The device's MSI window becomes reserved in the IOAS the table mirrors.
+	const Ioas *ioas = impl_->ioas_of(target);
+	const IovaRange msi = Impl::msi_window(dev);
+	for (const auto &[iova, m] : ioas->mappings)
+		if (m.iova <= msi.last && msi.start <= m.iova + (m.length - 1))
+			return fail(Status::error(-EADDRINUSE, "cannot attach %s to hwpt %u: ioas %u "
+						  "maps 0x%" PRIx64 "+0x%" PRIx64 " over the device's "
+						  "MSI window 0x%" PRIx64 "-0x%" PRIx64,
+						  dev.name.c_str(), target->id, ioas->id, m.iova,
+						  m.length, msi.start, msi.last));
+	for (const IovaRange &a : ioas->allowed)
+		if (a.start <= msi.last && msi.start <= a.last)
+			return fail(Status::error(-EADDRINUSE, "cannot attach %s to hwpt %u: ioas %u "
+						  "allows 0x%" PRIx64 "-0x%" PRIx64 ", which holds the "
+						  "device's MSI window", dev.name.c_str(), target->id,
+						  ioas->id, a.start, a.last));
+
+	auto *b = new Binding;
+	b->dev = &dev;
+	b->hwpt = target;
+	b->pasid = pasid;
+	target->users++;
+	dev.users++;
+	Binding *&slot = slot_of(dev, pasid);
+	Binding *old = slot;
+	slot = b; // the replacement is one pointer store
+	if (old != nullptr)
+		impl_->unbind(old);
+	return target->id;
+}
+
+Status Ctx::device_detach(uint32_t dev_id, std::optional<uint32_t> pasid)
+{
+	std::lock_guard g(impl_->lock);
+	Result<Device *> dr = impl_->get_device(dev_id);
+	if (!dr)
+		return dr.status();
+	Device &dev = **dr;
+	Binding *b = binding_of(dev, pasid);
+	if (b == nullptr) {
+		if (pasid)
+			return Status::error(-ENOENT, "device %s: pasid %u is not attached",
+					     dev.name.c_str(), *pasid);
+		return Status::error(-ENOENT, "device %s: the RID is not attached",
+				     dev.name.c_str());
+	}
+	if (pasid)
+		dev.pasid_bindings.erase(*pasid);
+	else
+		dev.rid_binding = nullptr;
+	impl_->unbind(b);
+	return {};
+}
+
+Result<iodp_hw_info_iodp> Ctx::get_hw_info(uint32_t dev_id, uint64_t *capabilities)
+{
+	std::lock_guard g(impl_->lock);
+	Result<Device *> dr = impl_->get_device(dev_id);
+	if (!dr)
+		return dr.status();
+	const Device &dev = **dr;
+	iodp_hw_info_iodp info{};
+	for (Format f : pgtable::kAllFormats)
+		info.formats |= 1u << static_cast<unsigned>(f);
+	const bool vtd = dev.model == IommuModel::vtd;
+	info.paging_format = vtd ? IODP_FORMAT_VTD_SS_4L : IODP_FORMAT_ARM_S2;
+	for (unsigned shift : {12u, 14u, 16u, 21u, 25u, 29u, 30u})
+		info.page_sizes |= 1ull << shift;
+	info.granules = (1u << 12) | (1u << 14) | (1u << 16);
+	info.nested_types = 1u << (vtd ? IODP_HWPT_DATA_VTD_S1 : IODP_HWPT_DATA_ARM_SMMUV3);
+	info.model = static_cast<uint32_t>(dev.model);
+	info.pasid_bits = dev.pasid_bits;
+	info.paging_ias = 48;
+	*capabilities = IODP_HW_CAP_PCI_PASID_EXEC | IODP_HW_CAP_PCI_PASID_PRIV |
+			(vtd ? IODP_HW_CAP_DIRTY_TRACKING : 0);
+	return info;
+}
+
+/* vPASIDs ---------------------------------------------------------------------------------- */
+
+Result<uint32_t> Ctx::vpasid_set(uint32_t vpasid, uint32_t ppasid)
+{
+	std::lock_guard g(impl_->lock);
+	constexpr uint32_t kMax = (1u << 20) - 1;
+	if (vpasid == 0 || vpasid > kMax || ppasid > kMax)
+		return Status::error(-EINVAL, "vpasid %u -> %u: PASIDs are 1..%u", vpasid, ppasid,
+				     kMax);
+	auto &table = impl_->vpasid_to_ppasid;
+	if (auto it = table.find(vpasid); it != table.end())
+		return Status::error(-EEXIST, "vpasid %u is already bound to pasid %u", vpasid,
+				     it->second);
+	auto taken = [&](uint32_t p) {
+		return std::any_of(table.begin(), table.end(),
+				   [&](const auto &kv) { return kv.second == p; });
+	};
+	if (ppasid == 0) {
+		for (ppasid = 1; ppasid <= kMax && taken(ppasid); ppasid++)
+			;
+		if (ppasid > kMax)
+			return Status::error(-ENOSPC, "vpasid %u: no free physical PASID", vpasid);
+	} else if (taken(ppasid)) {
+		return Status::error(-EEXIST, "vpasid %u: pasid %u is bound to another vpasid",
+				     vpasid, ppasid);
+	}
+	table[vpasid] = ppasid;
+	return ppasid;
+}
+
+Status Ctx::vpasid_clear(uint32_t vpasid)
+{
+	std::lock_guard g(impl_->lock);
+	auto it = impl_->vpasid_to_ppasid.find(vpasid);
+	if (it == impl_->vpasid_to_ppasid.end())
+		return Status::error(-ENOENT, "vpasid %u is not bound", vpasid);
+	const uint32_t p = it->second;
+	std::string user;
+	impl_->for_each_binding([&](Binding &b) {
+		if (!b.detached && b.pasid == p && user.empty())
+			user = Impl::binding_name(b);
+	});
+	if (!user.empty())
+		return Status::error(-EBUSY, "vpasid %u (pasid %u) is attached: %s", vpasid, p,
+				     user.c_str());
+	impl_->vpasid_to_ppasid.erase(it);
+	return {};
+}
+
+Result<uint32_t> Ctx::vpasid_lookup(uint32_t vpasid) const
+{
+	std::lock_guard g(impl_->lock);
+	auto it = impl_->vpasid_to_ppasid.find(vpasid);
+	if (it == impl_->vpasid_to_ppasid.end())
+		return Status::error(-ENOENT, "vpasid %u is not bound", vpasid);
+	return it->second;
+}
+
+/* Faults ----------------------------------------------------------------------------------- */
+
+Result<uint32_t> Ctx::fault_queue_alloc(int *fd_out)
+{
+	std::lock_guard g(impl_->lock);
+	const int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (fd < 0)
+		return Status::error(-errno, "fault queue alloc: eventfd failed");
+	const uint32_t id = impl_->alloc_id();
+	impl_->objects.emplace(id, std::make_unique<FaultQueue>(id, fd));
+	if (fd_out != nullptr)
+		*fd_out = fd;
+	return id;
+}
+
+uint32_t Ctx::Impl::record_fault(Binding *b, const Device &dev, std::optional<uint32_t> pasid,
+				 uint64_t iova, uint8_t access, iodp_fault_kind kind,
+				 uint8_t stage, int8_t level)
+{
+	const bool recoverable = kind == IODP_FAULT_NOT_PRESENT || kind == IODP_FAULT_PERMISSION ||
+				 kind == IODP_FAULT_ACCESS_FLAG;
+	if (recoverable && b != nullptr && b->hwpt->fault_id != 0) {
+		auto *q = static_cast<FaultQueue *>(find(b->hwpt->fault_id));
+		iodp_hwpt_pgfault r{};
+		r.flags = IODP_PGFAULT_FLAGS_LAST_PAGE |
+			  (pasid ? IODP_PGFAULT_FLAGS_PASID_VALID : 0);
+		r.dev_id = dev.id;
+		r.pasid = pasid.value_or(0);
+		r.grpid = q->next_grpid++ & 0x1ff; // PRI page request group index is 9 bits
+		r.perm = access;
+		r.addr = iova & ~0xfffull;
+		r.length = 4096;
+		r.cookie = q->next_cookie++;
+		if (q->next_cookie == 0)
+			q->next_cookie = 1;
+		q->unread.push_back(r);
+		q->awaiting[r.cookie] = b;
+		b->refs++;
+		b->pending_faults++;
+		const uint64_t one = 1;
+		(void)!write(q->eventfd, &one, sizeof(one));
+		return r.cookie;
+	}
+	iodp_fault_event e{};
+	e.dev_id = dev.id;
+	e.pasid = pasid.value_or(0);
+	e.flags = pasid ? IODP_FAULT_EVENT_PASID_VALID : 0;
+	e.access = access;
+	e.kind = static_cast<uint8_t>(kind);
+	e.stage = stage;
+	e.level = level;
+	e.addr = iova;
+	if (events.size() >= cfg.fault_event_log) {
+		events.pop_front();
+		events_lost++;
+	}
+	events.push_back(e);
+	return 0;
+}
+
+Result<std::vector<iodp_hwpt_pgfault>> Ctx::fault_read(uint32_t fault_id, size_t max)
+{
+	std::lock_guard g(impl_->lock);
+	Result<FaultQueue *> q = impl_->get_fault_queue(fault_id);
+	if (!q)
+		return q.status();
+	std::vector<iodp_hwpt_pgfault> out;
+	while (out.size() < max && !(*q)->unread.empty()) {
+		out.push_back((*q)->unread.front());
+		(*q)->unread.pop_front();
+	}
+	if ((*q)->unread.empty()) {
+		uint64_t drained;
+		(void)!read((*q)->eventfd, &drained, sizeof(drained));
+	}
+	return out;
+}
+
+Status Ctx::fault_respond(uint32_t fault_id, uint32_t cookie, uint32_t code)
+{
+	std::lock_guard g(impl_->lock);
+	Result<FaultQueue *> q = impl_->get_fault_queue(fault_id);
+	if (!q)
+		return q.status();
+	if (code != IODP_PAGE_RESP_SUCCESS && code != IODP_PAGE_RESP_INVALID)
+		return Status::error(-EINVAL, "fault queue %u: response code %u is not SUCCESS "
+				     "(0) or INVALID (1)", fault_id, code);
+	auto it = (*q)->awaiting.find(cookie);
+	if (it == (*q)->awaiting.end())
+		return Status::error(-EINVAL, "fault queue %u: no fault awaits cookie %u",
+				     fault_id, cookie);
+	Binding *b = it->second;
+	(*q)->awaiting.erase(it);
+	auto &u = (*q)->unread;
+	u.erase(std::remove_if(u.begin(), u.end(),
+			       [&](const iodp_hwpt_pgfault &r) { return r.cookie == cookie; }),
+		u.end());
+	b->pending_faults--;
+	impl_->put(b);
+	return {};
+}
+
+std::vector<iodp_fault_event> Ctx::fault_events(size_t max, uint64_t *lost)
+{
+	std::lock_guard g(impl_->lock);
+	std::vector<iodp_fault_event> out;
+	while (out.size() < max && !impl_->events.empty()) {
+		out.push_back(impl_->events.front());
+		impl_->events.pop_front();
+	}
+	if (lost != nullptr)
+		*lost = impl_->events_lost;
+	impl_->events_lost = 0;
+	return out;
+}
+
+/* Translation ------------------------------------------------------------------------------ */
+
+namespace {
+
+struct Outcome {
+	pgtable::WalkResult walk;
+	iodp_fault_kind fault = IODP_FAULT_NONE;
+};
+
+Outcome fault(iodp_fault_kind kind, uint8_t stage = 0, int8_t level = 0)
+{
+	Outcome o;
+	o.fault = kind;
+	o.walk.stage = stage;
+	o.walk.level = level;
+	return o;
+}
+
+Outcome from_walk(const pgtable::WalkResult &r)
+{
+	Outcome o;
+	o.walk = r;
+	o.fault = static_cast<iodp_fault_kind>(r.fault);
+	return o;
+}
+
+Outcome walk_paging(const HwptPaging &h, uint64_t iova, uint8_t access)
+{
+	const pgtable::TableConfig c = h.config();
+	Result<pgtable::Translation> x = pgtable::make_translation(h.host_map, c);
+	if (!x)
+		return fault(IODP_FAULT_BAD_CONFIG);
+	return from_walk(pgtable::walk(*x, iova, access));
+}
+
+Outcome walk_nested(const HwptPaging &parent, const pgtable::TableConfig &s1, uint64_t iova,
+		    uint8_t access)
+{
+	const pgtable::TableConfig s2 = parent.config();
+	Result<pgtable::Translation> x = pgtable::make_translation(parent.host_map, s1, &s2);
+	if (!x)
+		return fault(IODP_FAULT_BAD_CONFIG, 1);
+	return from_walk(pgtable::walk(*x, iova, access));
+}
+
+/** Read @p len bytes at a stage-1 (IPA) address through the parent's stage 2. */
+Outcome read_ipa(const HwptPaging &parent, uint64_t ipa, void *buf, size_t len)
+{
+	Outcome o = walk_paging(parent, ipa, pgtable::kAccessRead);
+	if (o.fault != IODP_FAULT_NONE) {
+		o.walk.stage = 2;
+		return o;
+	}
+	if (!parent.host_map.read(o.walk.out, buf, len))
+		return fault(IODP_FAULT_BAD_TABLE_POINTER, 2);
+	return o;
+}
+
+/** SMMUv3: STE -> (SSID) -> CD -> stage-1 walk over the parent's stage 2. */
+Outcome walk_smmuv3(const HwptNested &h, std::optional<uint32_t> pasid, uint64_t iova,
+		    uint8_t access)
+{
+	const uint64_t ste0 = h.smmu.ste[0], ste1 = h.smmu.ste[1];
+	const HwptPaging &parent = *h.parent;
+	const unsigned config = (ste0 & 1) ? static_cast<unsigned>((ste0 >> 1) & 7) : 0;
+	if (config == 0) // abort (or an invalid STE): DMA is blocked
+		return fault(IODP_FAULT_PASID_NOT_ATTACHED);
+	if (config == 4) { // stage-1 bypass: stage 2 only
+		Outcome o = walk_paging(parent, iova, access);
+		o.walk.stage = o.fault == IODP_FAULT_NONE ? 0 : 2;
+		return o;
+	}
+	const unsigned cd_max = static_cast<unsigned>(ste0 >> 59);
+	uint32_t ssid = 0;
+	if (pasid) {
+		if (cd_max == 0 || *pasid >= (1u << cd_max))
+			return fault(IODP_FAULT_BAD_CONFIG, 1);
+		ssid = *pasid;
+	} else if (cd_max != 0) {
+		switch (ste1 & 3) { // S1DSS: what a request without SSID does
+		case 0:
+			return fault(IODP_FAULT_PASID_NOT_ATTACHED);
+		case 1: {
+			Outcome o = walk_paging(parent, iova, access);
+			o.walk.stage = o.fault == IODP_FAULT_NONE ? 0 : 2;
+			return o;
+		}
+		case 2:
+			break; // use SSID 0
+		default:
+			return fault(IODP_FAULT_BAD_CONFIG, 1);
+		}
+	}
+	const uint64_t ctx_ptr = ste0 & (((1ull << 46) - 1) << 6);
+	uint64_t cd_addr = ctx_ptr + uint64_t{ssid} * 64;
+	const unsigned fmt = static_cast<unsigned>((ste0 >> 4) & 3);
+	if (fmt != 0 && cd_max != 0) {
+		// Two levels: an L1 descriptor (V bit 0, L2Ptr 51:12) per 64 or 1024 CDs.
+		if (fmt == 3)
+			return fault(IODP_FAULT_BAD_CONFIG, 1);
+		const unsigned split = fmt == 1 ? 6 : 10;
+		uint64_t l1 = 0;
+		Outcome o = read_ipa(parent, ctx_ptr + uint64_t{ssid >> split} * 8, &l1, 8);
+		if (o.fault != IODP_FAULT_NONE)
+			return o;
+		l1 = le64toh(l1);
+		if (!(l1 & 1))
+			return fault(IODP_FAULT_BAD_CONFIG, 1);
+		cd_addr = (l1 & (((1ull << 40) - 1) << 12)) +
+			  uint64_t{ssid & ((1u << split) - 1)} * 64;
+	}
+	uint64_t cd[2] = {0, 0};
+	Outcome o = read_ipa(parent, cd_addr, cd, sizeof(cd));
+	if (o.fault != IODP_FAULT_NONE)
+		return o;
+	const uint64_t cd0 = le64toh(cd[0]), cd1 = le64toh(cd[1]);
+	const bool valid = (cd0 >> 31) & 1, aa64 = (cd0 >> 41) & 1;
+	if (!valid || !aa64)
+		return fault(IODP_FAULT_BAD_CONFIG, 1);
+	if ((cd0 >> 14) & 1) // EPD0: TTB0 walks disabled
+		return fault(IODP_FAULT_NOT_PRESENT, 1);
+	static const int kGranule[] = {12, 16, 14, -1};
+	const int granule = kGranule[(cd0 >> 6) & 3];
+	const unsigned t0sz = static_cast<unsigned>(cd0 & 0x3f);
+	if (granule < 0 || t0sz < 16 || t0sz > 48)
+		return fault(IODP_FAULT_BAD_CONFIG, 1);
+	pgtable::TableConfig s1 = pgtable::table_config(
+		Format::arm_s1, cd1 & (((1ull << 48) - 1) << 4), static_cast<unsigned>(granule),
+		64 - t0sz);
+	s1.update_accessed = (cd0 >> 43) & 1; // HA
+	return walk_nested(parent, s1, iova, access);
+}
+
+} // namespace
+
+Result<Translated> Ctx::translate(uint32_t dev_id, std::optional<uint32_t> pasid, uint64_t iova,
+				  uint8_t access)
+{
+	std::lock_guard g(impl_->lock);
+	Result<Device *> dr = impl_->get_device(dev_id);
+	if (!dr)
+		return dr.status();
+	if (access & ~0xf)
+		return Status::error(-EINVAL, "translate: access %#x has unknown bits", access);
+	Device &dev = **dr;
+	Binding *b = binding_of(dev, pasid);
+	// SMMUv3: SSIDs come from the CD table of the STE attached by RID.
+	if (b == nullptr && pasid && dev.rid_binding != nullptr &&
+	    dev.rid_binding->hwpt->type == ObjType::hwpt_nested &&
+	    static_cast<HwptNested *>(dev.rid_binding->hwpt)->data_type ==
+		    IODP_HWPT_DATA_ARM_SMMUV3)
+		b = dev.rid_binding;
+
+	Outcome o;
+	if (b == nullptr) {
+		o = fault(IODP_FAULT_PASID_NOT_ATTACHED);
+	} else if (b->hwpt->type == ObjType::hwpt_paging) {
+		o = walk_paging(*static_cast<HwptPaging *>(b->hwpt), iova, access);
+	} else {
+		const auto &h = *static_cast<HwptNested *>(b->hwpt);
+		if (h.data_type == IODP_HWPT_DATA_ARM_SMMUV3) {
+			o = walk_smmuv3(h, pasid, iova, access);
+		} else if ((access & pgtable::kAccessPriv) && !(h.vtd.flags & IODP_VTD_S1_SRE)) {
+			// Without SRE the PASID entry refuses supervisor requests outright.
+			o = fault(IODP_FAULT_PERMISSION, 1);
+		} else {
+			const Format f = h.vtd.addr_width == 57 ? Format::x86_64_5l
+								: Format::x86_64_4l;
+			o = walk_nested(*h.parent, pgtable::table_config(f, h.vtd.pgtbl_addr), iova,
+					access);
+		}
+	}
+	Translated t;
+	t.fault = o.fault;
+	t.stage = o.walk.stage;
+	t.level = o.walk.level;
+	if (o.fault == IODP_FAULT_NONE) {
+		t.host = o.walk.out;
+		t.page_size = o.walk.page_size;
+		t.perm = o.walk.perm;
+		t.stage = 0;
+		t.level = 0;
+	} else {
+		t.cookie = impl_->record_fault(b, dev, pasid, iova, access, o.fault, o.walk.stage,
+					       o.walk.level);
+	}
+	return t;
+}
+
+} // namespace iodp::ctl

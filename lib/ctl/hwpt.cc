@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#include "impl.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cstring>
+
+namespace iodp::ctl {
+
+using pgtable::Format;
+
+namespace {
+
+constexpr uint32_t kPagingFlags = IODP_HWPT_ALLOC_NEST_PARENT | IODP_HWPT_ALLOC_DIRTY_TRACKING |
+				  IODP_HWPT_FAULT_ID_VALID | IODP_HWPT_ALLOC_PASID;
+constexpr uint32_t kNestedFlags = IODP_HWPT_FAULT_ID_VALID | IODP_HWPT_ALLOC_PASID;
+
+bool model_has_format(IommuModel model, Format f)
+{
+	const bool arm = f == Format::arm_s1 || f == Format::arm_s2;
+	return model == IommuModel::smmuv3 ? arm : !arm;
+}
+
+/* STE fields a guest may set through iommufd; anything else is EIO (as the kernel does). */
+constexpr uint64_t kSte0Allowed = 1ull |            // V
+				  (7ull << 1) |     // Config
+				  (3ull << 4) |     // S1Fmt
+				  (((1ull << 46) - 1) << 6) | // S1ContextPtr 51:6
+				  (0x1full << 59);  // S1CDMax
+constexpr uint64_t kSte1Allowed = 3ull |            // S1DSS
+				  (3ull << 2) | (3ull << 4) | (3ull << 6) | // S1CIR, S1COR, S1CSH
+				  (1ull << 27) |    // S1STALLD
+				  (3ull << 28);     // EATS
+
+} // namespace
+
+Status Ctx::Impl::check_fault_id(uint32_t flags, uint32_t fault_id) const
+{
+	if (!(flags & IODP_HWPT_FAULT_ID_VALID))
+		return {};
+	Result<FaultQueue *> q = get_fault_queue(fault_id);
+	return q ? Status() : q.status();
+}
+
+Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t flags,
+					    uint32_t fault_id,
+					    std::optional<pgtable::TableConfig> fmt)
+{
+	if (flags & ~kPagingFlags)
+		return Status::error(-EOPNOTSUPP, "hwpt alloc: unknown flags %#x",
+				     flags & ~kPagingFlags);
+	if (Status s = check_fault_id(flags, fault_id); !s)
+		return s;
+	pgtable::TableConfig cfg = fmt ? *fmt
+				       : pgtable::table_config(dev->model == IommuModel::vtd
+								       ? Format::vtd_ss_4l
+								       : Format::arm_s2);
+	if (!model_has_format(dev->model, cfg.format))
+		return Status::error(-EINVAL, "hwpt alloc: device %s is behind a %s IOMMU, which "
+				     "cannot walk %s tables", dev->name.c_str(),
+				     model_name(dev->model), pgtable::format_name(cfg.format).data());
+	if ((flags & IODP_HWPT_ALLOC_NEST_PARENT) && pgtable::format_stage(cfg.format) != 2)
+		return Status::error(-EINVAL, "hwpt alloc: a NEST_PARENT table must be a second "
+				     "stage, not %s", pgtable::format_name(cfg.format).data());
+
+	const uint32_t id = alloc_id();
+	auto h = std::make_unique<HwptPaging>(id);
+	h->flags = flags;
+	h->fault_id = (flags & IODP_HWPT_FAULT_ID_VALID) ? fault_id : 0;
+	h->model = dev->model;
+	h->ioas = ioas;
+	Result<pgtable::Stage> st = pgtable::make_stage(cfg);
+	if (!st)
+		return Status::error(st.status().code(), "hwpt alloc: %s",
+				     st.status().message().c_str());
+	const uint64_t granule = 1ull << st->granule_shift;
+	if ((flags & IODP_HWPT_ALLOC_DIRTY_TRACKING) &&
+	    (cfg.format == Format::arm_s1 || cfg.format == Format::arm_s2))
+		return Status::error(-EOPNOTSUPP, "hwpt alloc: %s tables have no dirty bit iodp "
+				     "can track", pgtable::format_name(cfg.format).data());
+	for (const auto &[iova, m] : ioas->mappings) {
+		const uint64_t aperture = st->ias >= 64 ? UINT64_MAX : (1ull << st->ias) - 1;
+		if (m.iova + (m.length - 1) > aperture)
+			return Status::error(-EADDRINUSE, "hwpt alloc: ioas %u maps 0x%" PRIx64
+					     "+0x%" PRIx64 ", beyond the %u-bit input of %s",
+					     ioas->id, m.iova, m.length, st->ias,
+					     pgtable::format_name(cfg.format).data());
+		if ((m.iova | m.length | reinterpret_cast<uintptr_t>(m.host)) & (granule - 1))
+			return Status::error(-EINVAL, "hwpt alloc: ioas %u mapping 0x%" PRIx64
+					     "+0x%" PRIx64 " is not aligned to the 0x%" PRIx64
+					     " granule", ioas->id, m.iova, m.length, granule);
+	}
+	Result<GuestRam> ram = GuestRam::allocate(this->cfg.table_pool_bytes);
+	if (!ram)
+		return Status::error(-ENOMEM, "hwpt alloc: no memory for the table pool: %s",
+				     ram.status().message().c_str());
+	h->pool_ram = std::move(*ram);
+	h->pool = pgtable::TablePool(reinterpret_cast<uintptr_t>(h->pool_ram.data()),
+				     h->pool_ram.data(), h->pool_ram.size(), granule);
+	Result<pgtable::TableBuilder> tb = pgtable::TableBuilder::create(cfg, &h->pool);
+	if (!tb)
+		return Status::error(tb.status().code(), "hwpt alloc: %s",
+				     tb.status().message().c_str());
+	h->table = std::move(*tb);
+	if (!ioas->huge_pages)
+		h->table.set_max_leaf(granule);
+	for (const auto &[iova, m] : ioas->mappings)
+		if (Status s = table_map(*h, m); !s)
+			return s; // the table and its pool go with h
+	h->ioas->hwpts.push_back(h.get());
+	ioas->users++;
+	if (h->fault_id != 0)
+		find(h->fault_id)->users++;
+	HwptPaging *raw = h.get();
+	objects.emplace(id, std::move(h));
+	rebuild_host_map(*raw);
+	return raw;
+}
+
+Result<uint32_t> Ctx::hwpt_alloc_paging(uint32_t dev_id, uint32_t ioas_id, uint32_t flags,
+					uint32_t fault_id, std::optional<pgtable::TableConfig> fmt)
+{
+	std::lock_guard g(impl_->lock);
+	Result<Device *> dev = impl_->get_device(dev_id);
+	if (!dev)
+		return dev.status();
+	Object *pt = impl_->find(ioas_id);
+	if (pt != nullptr && pt->type != ObjType::ioas)
+		return Status::error(-EINVAL, "hwpt alloc: pt_id %u is a %s; a paging HWPT is "
+				     "allocated on an ioas", ioas_id, obj_type_name(pt->type));
+	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
+	if (!ioas)
+		return ioas.status();
+	Result<HwptPaging *> h = impl_->make_paging(*dev, *ioas, flags, fault_id, fmt);
+	if (!h)
+		return h.status();
+	return (*h)->id;
+}
+
+/** Checks shared by both nested kinds; returns the parent. */
+static Result<HwptPaging *> nested_parent(Ctx::Impl &impl, Device *dev, uint32_t parent_id,
+					  uint32_t flags, uint32_t fault_id, Format want)
+{
+	if (flags & ~kNestedFlags)
+		return Status::error(-EOPNOTSUPP, "hwpt alloc: flags %#x are not for nested "
+				     "HWPTs", flags & ~kNestedFlags);
+	if (Status s = impl.check_fault_id(flags, fault_id); !s)
+		return s;
+	Object *o = impl.find(parent_id);
+	if (o == nullptr || o->type == ObjType::ioas || o->type == ObjType::hwpt_nested) {
+		if (o != nullptr)
+			return Status::error(-EINVAL, "hwpt alloc: pt_id %u is a %s; a nested HWPT "
+					     "needs a paging HWPT allocated with NEST_PARENT",
+					     parent_id, obj_type_name(o->type));
+		return impl.no_object(parent_id, "hwpt");
+	}
+	if (o->type != ObjType::hwpt_paging)
+		return impl.no_object(parent_id, "hwpt");
+	auto *parent = static_cast<HwptPaging *>(o);
+	if (!(parent->flags & IODP_HWPT_ALLOC_NEST_PARENT))
+		return Status::error(-EINVAL, "hwpt alloc: hwpt %u was not allocated with "
+				     "NEST_PARENT", parent_id);
+	const Format pf = parent->table.stage().format;
+	const bool ok = want == Format::vtd_ss_4l ? (pf == Format::vtd_ss_3l ||
+						     pf == Format::vtd_ss_4l ||
+						     pf == Format::vtd_ss_5l)
+						  : pf == Format::arm_s2;
+	if (!ok || parent->model != dev->model)
+		return Status::error(-EINVAL, "hwpt alloc: parent hwpt %u (%s) cannot carry this "
+				     "stage 1", parent_id, pgtable::format_name(pf).data());
+	return parent;
+}
+
+static uint32_t add_nested(Ctx::Impl &impl, std::unique_ptr<HwptNested> h)
+{
+	h->parent->users++;
+	if (h->fault_id != 0)
+		impl.find(h->fault_id)->users++;
+	const uint32_t id = h->id;
+	impl.objects.emplace(id, std::move(h));
+	return id;
+}
+
+Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uint32_t flags,
+					uint32_t fault_id, const VtdS1Data &data)
+{
+	std::lock_guard g(impl_->lock);
+	Result<Device *> dev = impl_->get_device(dev_id);
+	if (!dev)
+		return dev.status();
+	if ((*dev)->model != IommuModel::vtd)
+		return Status::error(-EOPNOTSUPP, "hwpt alloc: device %s is behind an smmuv3 "
+				     "IOMMU; VTD_S1 data needs vtd", (*dev)->name.c_str());
+	Result<HwptPaging *> parent =
+		nested_parent(*impl_, *dev, parent_id, flags, fault_id, Format::vtd_ss_4l);
+	if (!parent)
+		return parent.status();
+	constexpr uint64_t kKnown = IODP_VTD_S1_SRE | IODP_VTD_S1_EAFE | IODP_VTD_S1_WPE;
+	if (data.flags & ~kKnown)
+		return Status::error(-EOPNOTSUPP, "hwpt alloc: vtd_s1 flags %#" PRIx64
+				     " are unknown", data.flags & ~kKnown);
+	if (data.addr_width != 48 && data.addr_width != 57)
+		return Status::error(-EINVAL, "hwpt alloc: vtd_s1 addr_width %u is not 48 or 57",
+				     data.addr_width);
+	if (data.pgtbl_addr & 0xfff)
+		return Status::error(-EINVAL, "hwpt alloc: vtd_s1 pgtbl_addr 0x%" PRIx64
+				     " is not 4 KiB aligned", data.pgtbl_addr);
+	auto h = std::make_unique<HwptNested>(impl_->alloc_id());
+	h->flags = flags;
+	h->fault_id = (flags & IODP_HWPT_FAULT_ID_VALID) ? fault_id : 0;
+	h->model = IommuModel::vtd;
+	h->parent = *parent;
+	h->data_type = IODP_HWPT_DATA_VTD_S1;
+	h->vtd = data;
+	return add_nested(*impl_, std::move(h));
+}
+
+Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uint32_t flags,
+					uint32_t fault_id, const SmmuV3Data &data)
+{
+	std::lock_guard g(impl_->lock);
+	Result<Device *> dev = impl_->get_device(dev_id);
+	if (!dev)
+		return dev.status();
+	if ((*dev)->model != IommuModel::smmuv3)
+		return Status::error(-EOPNOTSUPP, "hwpt alloc: device %s is behind a vtd IOMMU; "
+				     "ARM_SMMUV3 data needs smmuv3", (*dev)->name.c_str());
+	Result<HwptPaging *> parent =
+		nested_parent(*impl_, *dev, parent_id, flags, fault_id, Format::arm_s2);
+	if (!parent)
+		return parent.status();
+	if ((data.ste[0] & ~kSte0Allowed) || (data.ste[1] & ~kSte1Allowed))
+		return Status::error(-EIO, "hwpt alloc: STE sets fields a guest may not set "
+				     "(word 0 %#" PRIx64 ", word 1 %#" PRIx64 ")",
+				     data.ste[0] & ~kSte0Allowed, data.ste[1] & ~kSte1Allowed);
+	const unsigned cfg = static_cast<unsigned>((data.ste[0] >> 1) & 7);
+	if ((data.ste[0] & 1) && cfg != 0 && cfg != 4 && cfg != 5)
+		return Status::error(-EIO, "hwpt alloc: STE Config %u is not abort (0), bypass (4) "
+				     "or stage 1 (5)", cfg);
+	auto h = std::make_unique<HwptNested>(impl_->alloc_id());
+	h->flags = flags;
+	h->fault_id = (flags & IODP_HWPT_FAULT_ID_VALID) ? fault_id : 0;
+	h->model = IommuModel::smmuv3;
+	h->parent = *parent;
+	h->data_type = IODP_HWPT_DATA_ARM_SMMUV3;
+	h->smmu = data;
+	return add_nested(*impl_, std::move(h));
+}
+
+/* Dirty tracking --------------------------------------------------------------------------- */
+
+static Result<HwptPaging *> dirty_hwpt(Ctx::Impl &impl, uint32_t hwpt_id)
+{
+	Result<Hwpt *> h = impl.get_hwpt(hwpt_id);
+	if (!h)
+		return h.status();
+	if ((*h)->type != ObjType::hwpt_paging)
+		return Status::error(-EINVAL, "hwpt %u is nested: the guest tracks its own "
+				     "dirty bits", hwpt_id);
+	auto *p = static_cast<HwptPaging *>(*h);
+	if (!(p->flags & IODP_HWPT_ALLOC_DIRTY_TRACKING))
+		return Status::error(-EINVAL, "hwpt %u was not allocated with DIRTY_TRACKING",
+				     hwpt_id);
+	return p;
+}
+
+Status Ctx::hwpt_set_dirty_tracking(uint32_t hwpt_id, bool enable)
+{
+	std::lock_guard g(impl_->lock);
+	Result<HwptPaging *> h = dirty_hwpt(*impl_, hwpt_id);
+	if (!h)
+		return h.status();
+	(*h)->dirty_tracking = enable;
+	return {};
+}
+
+Status Ctx::hwpt_get_dirty_bitmap(uint32_t hwpt_id, uint64_t iova, uint64_t length,
+				  uint64_t page_size, bool no_clear, uint64_t *bitmap)
+{
+	std::lock_guard g(impl_->lock);
+	Result<HwptPaging *> h = dirty_hwpt(*impl_, hwpt_id);
+	if (!h)
+		return h.status();
+	if (page_size < 4096 || (page_size & (page_size - 1)))
+		return Status::error(-EINVAL, "hwpt %u dirty bitmap: page_size 0x%" PRIx64
+				     " is not a power of two >= 4 KiB", hwpt_id, page_size);
+	if (length == 0 || ((iova | length) & (page_size - 1)))
+		return Status::error(-EINVAL, "hwpt %u dirty bitmap: 0x%" PRIx64 "+0x%" PRIx64
+				     " is empty or not aligned to page_size 0x%" PRIx64,
+				     hwpt_id, iova, length, page_size);
+	if (iova + (length - 1) < iova)
+		return Status::error(-EOVERFLOW, "hwpt %u dirty bitmap: 0x%" PRIx64 "+0x%" PRIx64
+				     " wraps", hwpt_id, iova, length);
+	if (bitmap == nullptr)
+		return Status::error(-EFAULT, "hwpt %u dirty bitmap: data is NULL", hwpt_id);
+	const uint64_t last = iova + (length - 1);
+	const uint64_t aperture = (*h)->aperture_last();
+	if (iova > aperture)
+		return {}; // nothing can be mapped, so nothing is dirty
+	const uint64_t span = std::min(last, aperture) - iova + 1;
+	return (*h)->table.harvest_dirty(iova, span, no_clear, [&](uint64_t leaf, uint64_t size) {
+		const uint64_t lo = std::max(leaf, iova);
+		const uint64_t hi = std::min(leaf + (size - 1), last);
+		for (uint64_t p = (lo - iova) / page_size; p <= (hi - iova) / page_size; p++)
+			bitmap[p / 64] |= 1ull << (p % 64);
+	});
+}
+
+/* Invalidation ----------------------------------------------------------------------------- */
+
+Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *entries,
+			    uint32_t entry_len, uint32_t entry_num, uint32_t *handled)
+{
+	std::lock_guard g(impl_->lock);
+	*handled = 0;
+	Result<Hwpt *> hr = impl_->get_hwpt(hwpt_id);
+	if (!hr)
+		return hr.status();
+	if ((*hr)->type != ObjType::hwpt_nested)
+		return Status::error(-EINVAL, "hwpt %u is a paging HWPT: only nested HWPTs take "
+				     "cache invalidations (iodp keeps its own tables coherent)",
+				     hwpt_id);
+	auto *h = static_cast<HwptNested *>(*hr);
+	const bool vtd = h->data_type == IODP_HWPT_DATA_VTD_S1;
+	const uint32_t want = vtd ? IODP_HWPT_INVALIDATE_DATA_VTD_S1
+				  : IODP_HWPT_INVALIDATE_DATA_ARM_SMMUV3;
+	if (data_type != want)
+		return Status::error(-EINVAL, "hwpt %u takes %s invalidations, not data_type %u",
+				     hwpt_id, vtd ? "VTD_S1 (0)" : "ARM_SMMUV3 (1)", data_type);
+	const uint32_t known = vtd ? sizeof(iodp_hwpt_vtd_s1_invalidate)
+				   : sizeof(iodp_hwpt_arm_smmuv3_invalidate);
+	if (entry_num == 0)
+		return {}; // a probe: the type is supported
+	if (entry_len < known)
+		return Status::error(-EINVAL, "hwpt %u invalidate: entry_len %u is shorter than "
+				     "the %u-byte entry", hwpt_id, entry_len, known);
+	if (entries == nullptr)
+		return Status::error(-EFAULT, "hwpt %u invalidate: data_uptr is NULL", hwpt_id);
+	const auto *base = static_cast<const std::byte *>(entries);
+	for (uint32_t i = 0; i < entry_num; i++) {
+		const std::byte *e = base + static_cast<size_t>(i) * entry_len;
+		for (uint32_t b = known; b < entry_len; b++)
+			if (e[b] != std::byte{0})
+				return Status::error(-E2BIG, "hwpt %u invalidate entry %u: byte %u "
+						     "past the %u known is not zero", hwpt_id, i,
+						     b, known);
+		inval::Descriptor d;
+		Status s;
+		if (vtd) {
+			iodp_hwpt_vtd_s1_invalidate v;
+			std::memcpy(&v, e, sizeof(v));
+			s = inval::decode_iommufd_vtd_s1(v.addr, v.npages, v.flags, v.__reserved,
+							 h->id, &d);
+		} else {
+			iodp_hwpt_arm_smmuv3_invalidate c;
+			std::memcpy(&c, e, sizeof(c));
+			s = inval::decode_smmuv3_cmd(c.cmd, true, h->parent->id, &d);
+		}
+		if (!s)
+			return Status::error(s.code(), "hwpt %u invalidate entry %u: %s", hwpt_id, i,
+					     s.message().c_str());
+		if (impl_->sink)
+			impl_->sink(d);
+		*handled = i + 1;
+	}
+	return {};
+}
+
+} // namespace iodp::ctl

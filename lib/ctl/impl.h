@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#pragma once
+
+/* Private state of a Ctx, shared by the files of lib/ctl. Every function expects the lock. */
+
+#include <iodp/ctl.h>
+
+namespace iodp::ctl {
+
+/** A range some object keeps out of an IOAS, with who keeps it (for messages). */
+struct Reserved {
+	IovaRange range;
+	std::string owner;
+};
+
+struct Ctx::Impl {
+	CtxConfig cfg;
+	mutable std::mutex lock;
+	std::map<uint32_t, std::unique_ptr<Object>> objects;
+	uint32_t next_id = 1;
+	std::map<uint32_t, std::vector<Device *>> groups;
+	uint32_t next_group = 1;
+	std::map<uint32_t, uint32_t> vpasid_to_ppasid;
+	std::vector<Binding *> parked;
+	std::deque<iodp_fault_event> events;
+	uint64_t events_lost = 0;
+	std::function<void(const inval::Descriptor &)> sink;
+
+	uint32_t alloc_id();
+	Object *find(uint32_t id) const;
+	Status no_object(uint32_t id, const char *want) const;
+	Result<Ioas *> get_ioas(uint32_t id) const;
+	Result<Hwpt *> get_hwpt(uint32_t id) const;
+	Result<Device *> get_device(uint32_t id) const;
+	Result<FaultQueue *> get_fault_queue(uint32_t id) const;
+
+	static std::string binding_name(const Binding &b);
+	static std::string object_name(const Object &obj);
+	void for_each_binding(const std::function<void(Binding &)> &fn) const;
+	std::string first_user(const Object &obj) const;
+
+	void put(Binding *b);
+	void unbind(Binding *b);
+	void destroy_object(Object *o);
+
+	/* IOAS (ioas.cc) */
+	std::vector<Reserved> reserved(const Ioas &ioas) const;
+	std::vector<IovaRange> usable(const Ioas &ioas) const;
+	uint64_t alignment(const Ioas &ioas) const;
+	Status map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byte *host,
+			 uint64_t length, std::optional<uint64_t> gpa, const char *what);
+	Result<uint64_t> alloc_iova(const Ioas &ioas, uint64_t length, uint64_t host_align) const;
+	Status check_fixed(const Ioas &ioas, uint64_t iova, uint64_t length) const;
+	Status table_map(HwptPaging &h, const Mapping &m);
+	void rebuild_host_map(HwptPaging &h);
+	void rebuild_host_maps(Ioas &ioas);
+
+	/* HWPTs (hwpt.cc) */
+	Result<HwptPaging *> make_paging(Device *dev, Ioas *ioas, uint32_t flags,
+					 uint32_t fault_id, std::optional<pgtable::TableConfig> fmt);
+	Status check_fault_id(uint32_t flags, uint32_t fault_id) const;
+
+	/* Devices and faults (device.cc) */
+	static IovaRange msi_window(const Device &d);
+	Ioas *ioas_of(Hwpt *h) const;
+	uint32_t record_fault(Binding *b, const Device &dev, std::optional<uint32_t> pasid,
+			      uint64_t iova, uint8_t access, iodp_fault_kind kind, uint8_t stage,
+			      int8_t level);
+};
+
+} // namespace iodp::ctl

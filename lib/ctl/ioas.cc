@@ -1,0 +1,506 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#include "impl.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+
+namespace iodp::ctl {
+
+namespace {
+
+constexpr uint32_t kMapFlags =
+	IODP_IOAS_MAP_FIXED_IOVA | IODP_IOAS_MAP_WRITEABLE | IODP_IOAS_MAP_READABLE;
+
+bool overlaps(const IovaRange &a, uint64_t start, uint64_t last)
+{
+	return a.start <= last && start <= a.last;
+}
+
+uint8_t table_perm(uint32_t flags)
+{
+	// iommufd has no execute permission: readable memory may be fetched from.
+	uint8_t p = 0;
+	if (flags & IODP_IOAS_MAP_READABLE)
+		p |= pgtable::kMapRead | pgtable::kMapExec;
+	if (flags & IODP_IOAS_MAP_WRITEABLE)
+		p |= pgtable::kMapWrite;
+	return p;
+}
+
+/** Round @p v up to @p align (a power of two); false on overflow. */
+bool round_up(uint64_t v, uint64_t align, uint64_t *out)
+{
+	const uint64_t r = (v + (align - 1)) & ~(align - 1);
+	if (r < v)
+		return false;
+	*out = r;
+	return true;
+}
+
+} // namespace
+
+/* Reserved and usable ranges --------------------------------------------------------------- */
+
+std::vector<Reserved> Ctx::Impl::reserved(const Ioas &ioas) const
+{
+	std::vector<Reserved> out;
+	for (const HwptPaging *h : ioas.hwpts) {
+		const uint64_t last = h->aperture_last();
+		if (last != UINT64_MAX)
+			out.push_back({{last + 1, UINT64_MAX},
+				       "hwpt " + std::to_string(h->id) + " (" +
+					       std::string(pgtable::format_name(
+						       h->table.stage().format)) +
+					       ", " + std::to_string(h->table.stage().ias) +
+					       "-bit input)"});
+	}
+	for_each_binding([&](Binding &b) {
+		if (!b.detached && ioas_of(b.hwpt) == &ioas)
+			out.push_back({msi_window(*b.dev), "device " + b.dev->name + " (MSI window)"});
+	});
+	std::sort(out.begin(), out.end(),
+		  [](const Reserved &a, const Reserved &b) { return a.range.start < b.range.start; });
+	return out;
+}
+
+std::vector<IovaRange> Ctx::Impl::usable(const Ioas &ioas) const
+{
+	std::vector<IovaRange> out;
+	uint64_t pos = 0;
+	bool done = false;
+	for (const Reserved &r : reserved(ioas)) {
+		if (done)
+			break;
+		if (r.range.last < pos)
+			continue;
+		if (r.range.start > pos)
+			out.push_back({pos, r.range.start - 1});
+		if (r.range.last == UINT64_MAX)
+			done = true;
+		else
+			pos = std::max(pos, r.range.last + 1);
+	}
+	if (!done)
+		out.push_back({pos, UINT64_MAX});
+	return out;
+}
+
+uint64_t Ctx::Impl::alignment(const Ioas &ioas) const
+{
+	uint64_t a = 4096;
+	for (const HwptPaging *h : ioas.hwpts)
+		a = std::max<uint64_t>(a, 1ull << h->table.stage().granule_shift);
+	return a;
+}
+
+Status Ctx::Impl::check_fixed(const Ioas &ioas, uint64_t iova, uint64_t length) const
+{
+	const uint64_t last = iova + (length - 1);
+	for (const Reserved &r : reserved(ioas))
+		if (overlaps(r.range, iova, last))
+			return Status::error(-EINVAL, "ioas %u: 0x%" PRIx64 "+0x%" PRIx64
+					     " overlaps 0x%" PRIx64 "-0x%" PRIx64
+					     " reserved by %s", ioas.id, iova, length,
+					     r.range.start, r.range.last, r.owner.c_str());
+	auto it = ioas.mappings.upper_bound(last);
+	if (it != ioas.mappings.begin()) {
+		const Mapping &m = std::prev(it)->second;
+		if (m.iova + (m.length - 1) >= iova)
+			return Status::error(-EEXIST, "ioas %u: 0x%" PRIx64 "+0x%" PRIx64
+					     " overlaps mapping 0x%" PRIx64 "+0x%" PRIx64,
+					     ioas.id, iova, length, m.iova, m.length);
+	}
+	return {};
+}
+
+Result<uint64_t> Ctx::Impl::alloc_iova(const Ioas &ioas, uint64_t length,
+				       uint64_t host_align) const
+{
+	// Align to the largest page the host address allows (up to 1 GiB) so tables can use
+	// blocks; never hand out IOVA 0, which hides NULL-pointer DMA.
+	uint64_t align = alignment(ioas);
+	while (align < (1ull << 30) && align * 2 <= length && host_align % (align * 2) == 0)
+		align *= 2;
+	std::vector<IovaRange> space = usable(ioas);
+	if (!ioas.allowed.empty()) {
+		std::vector<IovaRange> in;
+		for (const IovaRange &a : ioas.allowed)
+			for (const IovaRange &u : space)
+				if (overlaps(u, a.start, a.last))
+					in.push_back({std::max(a.start, u.start),
+						      std::min(a.last, u.last)});
+		space = in;
+	}
+	for (const IovaRange &r : space) {
+		uint64_t pos;
+		if (!round_up(std::max(r.start, align), align, &pos))
+			continue;
+		while (pos <= r.last && r.last - pos >= length - 1) {
+			const uint64_t last = pos + (length - 1);
+			auto it = ioas.mappings.upper_bound(last);
+			if (it == ioas.mappings.begin())
+				return pos;
+			const Mapping &m = std::prev(it)->second;
+			const uint64_t m_last = m.iova + (m.length - 1);
+			if (m_last < pos)
+				return pos;
+			if (m_last == UINT64_MAX || !round_up(m_last + 1, align, &pos))
+				break;
+		}
+	}
+	return Status::error(-ENOSPC, "ioas %u: no free 0x%" PRIx64 "-byte IOVA range aligned "
+			     "to 0x%" PRIx64 " in the %s ranges", ioas.id, length, align,
+			     ioas.allowed.empty() ? "usable" : "allowed");
+}
+
+/* Tables kept in step ---------------------------------------------------------------------- */
+
+Status Ctx::Impl::table_map(HwptPaging &h, const Mapping &m)
+{
+	Status s = h.table.map(m.iova, reinterpret_cast<uintptr_t>(m.host), m.length,
+			       table_perm(m.flags));
+	if (!s)
+		return Status::error(s.code(), "hwpt %u: %s", h.id, s.message().c_str());
+	return {};
+}
+
+void Ctx::Impl::rebuild_host_map(HwptPaging &h)
+{
+	// Walks read table pages and (nested) guest tables at host addresses: the walker may
+	// read exactly the pool and the memory this IOAS maps, nothing else.
+	std::vector<IovaRange> spans;
+	spans.push_back({reinterpret_cast<uintptr_t>(h.pool_ram.data()),
+			 reinterpret_cast<uintptr_t>(h.pool_ram.data()) + h.pool_ram.size() - 1});
+	for (const auto &[iova, m] : h.ioas->mappings)
+		spans.push_back({reinterpret_cast<uintptr_t>(m.host),
+				 reinterpret_cast<uintptr_t>(m.host) + m.length - 1});
+	std::sort(spans.begin(), spans.end(),
+		  [](const IovaRange &a, const IovaRange &b) { return a.start < b.start; });
+	std::vector<IovaRange> merged;
+	for (const IovaRange &s : spans) {
+		if (!merged.empty() && s.start <= merged.back().last + 1)
+			merged.back().last = std::max(merged.back().last, s.last);
+		else
+			merged.push_back(s);
+	}
+	GuestMemory mem;
+	for (const IovaRange &r : merged)
+		(void)mem.add_region(r.start, r.last - r.start + 1,
+				     reinterpret_cast<void *>(static_cast<uintptr_t>(r.start)));
+	h.host_map = std::move(mem);
+}
+
+void Ctx::Impl::rebuild_host_maps(Ioas &ioas)
+{
+	for (HwptPaging *h : ioas.hwpts)
+		rebuild_host_map(*h);
+}
+
+Status Ctx::Impl::map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byte *host,
+			    uint64_t length, std::optional<uint64_t> gpa, const char *what)
+{
+	if (flags & ~kMapFlags)
+		return Status::error(-EOPNOTSUPP, "ioas %u %s: unknown flags %#x", ioas.id, what,
+				     flags & ~kMapFlags);
+	if (!(flags & (IODP_IOAS_MAP_READABLE | IODP_IOAS_MAP_WRITEABLE)))
+		return Status::error(-EINVAL, "ioas %u %s: neither READABLE nor WRITEABLE",
+				     ioas.id, what);
+	if (length == 0)
+		return Status::error(-EINVAL, "ioas %u %s: length is 0", ioas.id, what);
+	const uint64_t hva = reinterpret_cast<uintptr_t>(host);
+	if (hva + (length - 1) < hva)
+		return Status::error(-EOVERFLOW, "ioas %u %s: host 0x%" PRIx64 "+0x%" PRIx64
+				     " wraps", ioas.id, what, hva, length);
+	const uint64_t align = alignment(ioas);
+	if ((hva | length) & (align - 1))
+		return Status::error(-EINVAL, "ioas %u %s: host address 0x%" PRIx64
+				     " and length 0x%" PRIx64 " must be aligned to 0x%" PRIx64,
+				     ioas.id, what, hva, length, align);
+	if (flags & IODP_IOAS_MAP_FIXED_IOVA) {
+		if (iova & (align - 1))
+			return Status::error(-EINVAL, "ioas %u %s: iova 0x%" PRIx64
+					     " is not aligned to 0x%" PRIx64, ioas.id, what, iova,
+					     align);
+		if (iova + (length - 1) < iova)
+			return Status::error(-EOVERFLOW, "ioas %u %s: iova 0x%" PRIx64
+					     "+0x%" PRIx64 " wraps", ioas.id, what, iova, length);
+		if (Status s = check_fixed(ioas, iova, length); !s)
+			return s;
+	} else {
+		Result<uint64_t> a = alloc_iova(ioas, length, hva == 0 ? 1ull << 63 : hva & -hva);
+		if (!a)
+			return a.status();
+		iova = *a;
+	}
+	Mapping m{iova, length, host, flags & ~IODP_IOAS_MAP_FIXED_IOVA, gpa};
+	for (size_t i = 0; i < ioas.hwpts.size(); i++) {
+		if (Status s = table_map(*ioas.hwpts[i], m); !s) {
+			for (size_t j = 0; j < i; j++)
+				(void)ioas.hwpts[j]->table.unmap(iova, length);
+			return s;
+		}
+	}
+	ioas.mappings.emplace(iova, m);
+	rebuild_host_maps(ioas);
+	return {};
+}
+
+/* Commands --------------------------------------------------------------------------------- */
+
+Result<uint32_t> Ctx::ioas_alloc()
+{
+	std::lock_guard g(impl_->lock);
+	const uint32_t id = impl_->alloc_id();
+	impl_->objects.emplace(id, std::make_unique<Ioas>(id));
+	return id;
+}
+
+Status Ctx::ioas_allow_iovas(uint32_t ioas_id, std::span<const IovaRange> ranges)
+{
+	std::lock_guard g(impl_->lock);
+	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
+	if (!ioas)
+		return ioas.status();
+	std::vector<IovaRange> sorted(ranges.begin(), ranges.end());
+	std::sort(sorted.begin(), sorted.end(),
+		  [](const IovaRange &a, const IovaRange &b) { return a.start < b.start; });
+	for (size_t i = 0; i < sorted.size(); i++) {
+		if (sorted[i].start > sorted[i].last)
+			return Status::error(-EINVAL, "ioas %u allow: range 0x%" PRIx64 "-0x%" PRIx64
+					     " ends before it starts", ioas_id, sorted[i].start,
+					     sorted[i].last);
+		if (i > 0 && sorted[i].start <= sorted[i - 1].last)
+			return Status::error(-EINVAL, "ioas %u allow: ranges 0x%" PRIx64 "-0x%" PRIx64
+					     " and 0x%" PRIx64 "-0x%" PRIx64 " overlap", ioas_id,
+					     sorted[i - 1].start, sorted[i - 1].last,
+					     sorted[i].start, sorted[i].last);
+	}
+	for (const Reserved &r : impl_->reserved(**ioas))
+		for (const IovaRange &a : sorted)
+			if (overlaps(r.range, a.start, a.last))
+				return Status::error(-EADDRINUSE, "ioas %u allow: 0x%" PRIx64
+						     "-0x%" PRIx64 " overlaps 0x%" PRIx64 "-0x%" PRIx64
+						     " reserved by %s", ioas_id, a.start, a.last,
+						     r.range.start, r.range.last, r.owner.c_str());
+	(*ioas)->allowed = std::move(sorted);
+	return {};
+}
+
+Result<std::vector<IovaRange>> Ctx::ioas_iova_ranges(uint32_t ioas_id, uint64_t *alignment)
+{
+	std::lock_guard g(impl_->lock);
+	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
+	if (!ioas)
+		return ioas.status();
+	if (alignment != nullptr)
+		*alignment = impl_->alignment(**ioas);
+	return impl_->usable(**ioas);
+}
+
+Result<uint64_t> Ctx::ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, void *host,
+			       uint64_t length)
+{
+	std::lock_guard g(impl_->lock);
+	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
+	if (!ioas)
+		return ioas.status();
+	if (host == nullptr)
+		return Status::error(-EFAULT, "ioas %u map: host address is NULL", ioas_id);
+	if (Status s = impl_->map_range(**ioas, flags, iova, static_cast<std::byte *>(host),
+					length, std::nullopt, "map");
+	    !s)
+		return s;
+	return iova;
+}
+
+Result<uint64_t> Ctx::ioas_map_guest(uint32_t ioas_id, uint32_t flags, uint64_t iova,
+				     const GuestMemory &mem, uint64_t gpa, uint64_t length)
+{
+	std::lock_guard g(impl_->lock);
+	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
+	if (!ioas)
+		return ioas.status();
+	std::byte *host = length == 0 ? nullptr : mem.translate(gpa, length);
+	if (host == nullptr)
+		return Status::error(-EINVAL, "ioas %u map: guest 0x%" PRIx64 "+0x%" PRIx64
+				     " is not inside one guest memory region", ioas_id, gpa,
+				     length);
+	if (Status s = impl_->map_range(**ioas, flags, iova, host, length, gpa, "map");
+	    !s)
+		return s;
+	return iova;
+}
+
+Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t length)
+{
+	std::lock_guard g(impl_->lock);
+	Result<Ioas *> ioas_r = impl_->get_ioas(ioas_id);
+	if (!ioas_r)
+		return ioas_r.status();
+	Ioas &ioas = **ioas_r;
+	const bool all = iova == 0 && length == UINT64_MAX;
+	if (!all) {
+		if (length == 0)
+			return Status::error(-EINVAL, "ioas %u unmap: length is 0", ioas_id);
+		if (iova + (length - 1) < iova)
+			return Status::error(-EOVERFLOW, "ioas %u unmap: 0x%" PRIx64 "+0x%" PRIx64
+					     " wraps", ioas_id, iova, length);
+	}
+	const uint64_t last = all ? UINT64_MAX : iova + (length - 1);
+	// Check everything first: a failed unmap changes nothing.
+	std::vector<uint64_t> victims;
+	auto it = ioas.mappings.upper_bound(iova);
+	if (it != ioas.mappings.begin())
+		it = std::prev(it);
+	for (; it != ioas.mappings.end() && it->first <= last; ++it) {
+		const Mapping &m = it->second;
+		const uint64_t m_last = m.iova + (m.length - 1);
+		if (m_last < iova)
+			continue;
+		if (m.iova < iova || m_last > last)
+			return Status::error(-ENOENT, "ioas %u unmap 0x%" PRIx64 "+0x%" PRIx64
+					     ": would split mapping 0x%" PRIx64 "+0x%" PRIx64
+					     " (unmap whole mappings)", ioas_id, iova, length,
+					     m.iova, m.length);
+		victims.push_back(m.iova);
+	}
+	if (victims.empty()) {
+		if (all)
+			return uint64_t{0};
+		return Status::error(-ENOENT, "ioas %u unmap 0x%" PRIx64 "+0x%" PRIx64
+				     ": nothing is mapped there", ioas_id, iova, length);
+	}
+	uint64_t unmapped = 0;
+	for (uint64_t v : victims) {
+		const Mapping &m = ioas.mappings.at(v);
+		for (HwptPaging *h : ioas.hwpts)
+			(void)h->table.unmap(m.iova, m.length);
+		unmapped += m.length;
+		ioas.mappings.erase(v);
+	}
+	impl_->rebuild_host_maps(ioas);
+	return unmapped;
+}
+
+Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags,
+				uint64_t dst_iova, uint64_t src_iova, uint64_t length)
+{
+	std::lock_guard g(impl_->lock);
+	Result<Ioas *> src = impl_->get_ioas(src_id);
+	if (!src)
+		return src.status();
+	Result<Ioas *> dst = impl_->get_ioas(dst_id);
+	if (!dst)
+		return dst.status();
+	if (flags & ~kMapFlags)
+		return Status::error(-EOPNOTSUPP, "ioas %u copy: unknown flags %#x", dst_id,
+				     flags & ~kMapFlags);
+	if (length == 0)
+		return Status::error(-EINVAL, "ioas %u copy: length is 0", dst_id);
+	if (src_iova + (length - 1) < src_iova)
+		return Status::error(-EOVERFLOW, "ioas %u copy: source 0x%" PRIx64 "+0x%" PRIx64
+				     " wraps", src_id, src_iova, length);
+	// The source range must be mapped end to end; it becomes one or more pieces.
+	struct Piece {
+		uint64_t offset;
+		std::byte *host;
+		uint64_t length;
+		std::optional<uint64_t> gpa;
+	};
+	std::vector<Piece> pieces;
+	uint64_t pos = src_iova;
+	const uint64_t last = src_iova + (length - 1);
+	while (true) {
+		auto it = (*src)->mappings.upper_bound(pos);
+		const Mapping *m = it == (*src)->mappings.begin() ? nullptr : &std::prev(it)->second;
+		if (m == nullptr || m->iova + (m->length - 1) < pos)
+			return Status::error(-ENOENT, "ioas %u copy: source 0x%" PRIx64
+					     " is not mapped in ioas %u", dst_id, pos, src_id);
+		const uint64_t off = pos - m->iova;
+		const uint64_t n = std::min(m->length - off, last - pos + 1);
+		pieces.push_back({pos - src_iova, m->host + off, n,
+				  m->gpa ? std::optional<uint64_t>(*m->gpa + off) : std::nullopt});
+		if (last - pos + 1 == n)
+			break;
+		pos += n;
+	}
+	Ioas &d = **dst;
+	const uint64_t align = impl_->alignment(d);
+	if (!(flags & IODP_IOAS_MAP_FIXED_IOVA)) {
+		const uint64_t hva = reinterpret_cast<uintptr_t>(pieces[0].host);
+		Result<uint64_t> a = impl_->alloc_iova(d, length, hva & -hva);
+		if (!a)
+			return a.status();
+		dst_iova = *a;
+	}
+	// Each piece is a mapping of its own; check them all, then map them all.
+	const uint32_t map_flags = flags | IODP_IOAS_MAP_FIXED_IOVA;
+	if (dst_iova & (align - 1))
+		return Status::error(-EINVAL, "ioas %u copy: iova 0x%" PRIx64
+				     " is not aligned to 0x%" PRIx64, dst_id, dst_iova, align);
+	if (dst_iova + (length - 1) < dst_iova)
+		return Status::error(-EOVERFLOW, "ioas %u copy: 0x%" PRIx64 "+0x%" PRIx64 " wraps",
+				     dst_id, dst_iova, length);
+	if (Status s = impl_->check_fixed(d, dst_iova, length); !s)
+		return s;
+	std::vector<uint64_t> done;
+	for (const Piece &p : pieces) {
+		uint64_t at = dst_iova + p.offset;
+		Status s = impl_->map_range(d, map_flags, at, p.host, p.length, p.gpa, "copy");
+		if (!s) {
+			for (uint64_t v : done) {
+				const Mapping m = d.mappings.at(v);
+				for (HwptPaging *h : d.hwpts)
+					(void)h->table.unmap(m.iova, m.length);
+				d.mappings.erase(v);
+			}
+			impl_->rebuild_host_maps(d);
+			return s;
+		}
+		done.push_back(at);
+	}
+	return dst_iova;
+}
+
+Status Ctx::option(uint32_t option_id, uint16_t op, uint32_t object_id, uint64_t *val)
+{
+	std::lock_guard g(impl_->lock);
+	if (op != IODP_OPTION_OP_SET && op != IODP_OPTION_OP_GET)
+		return Status::error(-EOPNOTSUPP, "option: unknown op %u", op);
+	if (op == IODP_OPTION_OP_SET && *val > 1)
+		return Status::error(-EINVAL, "option %u: value %" PRIu64 " is not 0 or 1",
+				     option_id, *val);
+	switch (option_id) {
+	case IODP_OPTION_RLIMIT_MODE:
+		if (object_id != 0)
+			return Status::error(-EINVAL, "option RLIMIT_MODE: object_id must be 0, "
+					     "not %u", object_id);
+		// iodp pins nothing: the caller owns the memory it maps.
+		if (op == IODP_OPTION_OP_GET)
+			*val = 0;
+		return {};
+	case IODP_OPTION_HUGE_PAGES: {
+		Result<Ioas *> ioas = impl_->get_ioas(object_id);
+		if (!ioas)
+			return ioas.status();
+		if (op == IODP_OPTION_OP_GET) {
+			*val = (*ioas)->huge_pages ? 1 : 0;
+			return {};
+		}
+		if ((*val == 1) != (*ioas)->huge_pages && !(*ioas)->mappings.empty())
+			return Status::error(-EBUSY, "ioas %u: HUGE_PAGES can only change while "
+					     "nothing is mapped", object_id);
+		(*ioas)->huge_pages = *val == 1;
+		for (HwptPaging *h : (*ioas)->hwpts)
+			h->table.set_max_leaf((*ioas)->huge_pages
+						      ? 0
+						      : 1ull << h->table.stage().granule_shift);
+		return {};
+	}
+	default:
+		return Status::error(-EOPNOTSUPP, "option: unknown option_id %u", option_id);
+	}
+}
+
+} // namespace iodp::ctl

@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#pragma once
+
+/**
+ * @file
+ * The control plane: iommufd's object model, in C++.
+ *
+ * A Ctx is one user's set of objects (like one open /dev/iommu): IOASes, paging and nested
+ * HWPTs, devices (in IOMMU groups), fault queues. Every object has a u32 id (never 0) and a
+ * count of its users; destroying an object that is still used fails with EBUSY and a message
+ * naming the user. Every call validates its input and returns a Status whose message names
+ * the object and the reason; a failed call changes nothing.
+ *
+ * <iodp/iodp.h> is the C face of the same calls, with the kernel's structs and size rules.
+ *
+ * Lifecycle (from the /dev/ioasid design): set up a table (IOAS + HWPT), authorise the
+ * device (attach), de-authorise it (detach), destroy the table. A detached binding that
+ * something still holds (a fault awaiting its response; later, a worker inside a grace
+ * period) is parked: its HWPT stays busy until the last holder lets go.
+ *
+ * Thread safety: every call takes the context's lock; calls from several threads are safe.
+ */
+
+#include <iodp/iodp.h>
+#include <iodp/inval.h>
+#include <iodp/mem.h>
+#include <iodp/pgtable.h>
+#include <iodp/pgtable_builder.h>
+#include <iodp/status.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace iodp::ctl {
+
+enum class ObjType : uint8_t { ioas, hwpt_paging, hwpt_nested, device, fault_queue };
+const char *obj_type_name(ObjType type);
+
+enum class IommuModel : uint8_t { vtd = IODP_IOMMU_VTD, smmuv3 = IODP_IOMMU_SMMUV3 };
+const char *model_name(IommuModel model);
+
+struct Object {
+	Object(uint32_t id_, ObjType type_) : id(id_), type(type_) {}
+	virtual ~Object() = default;
+	Object(const Object &) = delete;
+	Object &operator=(const Object &) = delete;
+
+	const uint32_t id;
+	const ObjType type;
+	/** Objects and bindings that refer to this one; destroy needs 0. */
+	uint32_t users = 0;
+};
+
+struct IovaRange {
+	uint64_t start = 0;
+	uint64_t last = 0; ///< inclusive
+	bool operator==(const IovaRange &) const = default;
+};
+
+/** One IOAS mapping: [iova, iova + length) -> host memory. */
+struct Mapping {
+	uint64_t iova = 0;
+	uint64_t length = 0;
+	std::byte *host = nullptr;
+	uint32_t flags = 0; ///< IODP_IOAS_MAP_READABLE / WRITEABLE
+	/** Set when the host memory was given as guest memory: the guest-physical address. */
+	std::optional<uint64_t> gpa;
+};
+
+struct HwptPaging;
+
+struct Ioas : Object {
+	explicit Ioas(uint32_t id_) : Object(id_, ObjType::ioas) {}
+
+	std::map<uint64_t, Mapping> mappings; ///< by iova
+	std::vector<IovaRange> allowed;       ///< empty: no constraint
+	std::vector<HwptPaging *> hwpts;      ///< kept in step with mappings
+	bool huge_pages = true;
+};
+
+struct Hwpt : Object {
+	Hwpt(uint32_t id_, ObjType type_) : Object(id_, type_) {}
+	uint32_t flags = 0;    ///< IODP_HWPT_ALLOC_* / FAULT_ID_VALID as allocated
+	uint32_t fault_id = 0; ///< fault queue for recoverable faults (0: none)
+	IommuModel model = IommuModel::vtd;
+};
+
+/** An engine-managed page table that mirrors its IOAS (outputs are host addresses). */
+struct HwptPaging : Hwpt {
+	explicit HwptPaging(uint32_t id_) : Hwpt(id_, ObjType::hwpt_paging) {}
+
+	Ioas *ioas = nullptr;
+	bool auto_domain = false; ///< made by an attach to an IOAS; goes with its last user
+	bool dirty_tracking = false;
+	GuestRam pool_ram;
+	pgtable::TablePool pool;
+	pgtable::TableBuilder table;
+	/** Identity map (address = host address) of the table pool and the IOAS's memory. */
+	GuestMemory host_map;
+
+	/** The stage as walkers use it (accessed/dirty updates on while tracking). */
+	pgtable::TableConfig config() const
+	{
+		pgtable::TableConfig c = table.config();
+		c.update_accessed = dirty_tracking;
+		return c;
+	}
+	uint64_t aperture_last() const;
+};
+
+/** A guest-owned stage 1 (VT-d first stage) on a NEST_PARENT paging HWPT. */
+struct VtdS1Data {
+	uint64_t flags = 0; ///< IODP_VTD_S1_*
+	uint64_t pgtbl_addr = 0;
+	uint32_t addr_width = 48;
+};
+
+/** A guest-owned SMMUv3 STE (stage 1 through a CD table) on a NEST_PARENT paging HWPT. */
+struct SmmuV3Data {
+	uint64_t ste[2] = {0, 0};
+};
+
+struct HwptNested : Hwpt {
+	explicit HwptNested(uint32_t id_) : Hwpt(id_, ObjType::hwpt_nested) {}
+	HwptPaging *parent = nullptr;
+	uint32_t data_type = IODP_HWPT_DATA_VTD_S1;
+	VtdS1Data vtd;
+	SmmuV3Data smmu;
+};
+
+struct Device;
+
+/** A device's RID or (device, PASID) attached to a HWPT. */
+struct Binding {
+	Device *dev = nullptr;
+	Hwpt *hwpt = nullptr;
+	std::optional<uint32_t> pasid;
+	uint32_t refs = 1; ///< the attachment itself + holders (pending faults)
+	bool detached = false;
+	uint32_t pending_faults = 0;
+};
+
+struct Device : Object {
+	explicit Device(uint32_t id_) : Object(id_, ObjType::device) {}
+	std::string name;
+	IommuModel model = IommuModel::vtd;
+	uint32_t group = 0;
+	uint32_t rid = 0;
+	uint8_t pasid_bits = 20;
+	Binding *rid_binding = nullptr;
+	std::map<uint32_t, Binding *> pasid_bindings;
+};
+
+struct FaultQueue : Object {
+	FaultQueue(uint32_t id_, int fd) : Object(id_, ObjType::fault_queue), eventfd(fd) {}
+	~FaultQueue() override;
+	int eventfd = -1;
+	uint32_t next_cookie = 1;
+	uint32_t next_grpid = 1;
+	std::deque<iodp_hwpt_pgfault> unread;
+	/** cookie -> binding held until the response (read or not). */
+	std::map<uint32_t, Binding *> awaiting;
+};
+
+struct DeviceSpec {
+	std::string name;
+	IommuModel model = IommuModel::vtd;
+	uint32_t group = 0; ///< 0: a new group
+	uint32_t rid = 0;
+	uint8_t pasid_bits = 20;
+};
+
+struct CtxConfig {
+	/** Host memory for each engine-managed table's pages. */
+	uint64_t table_pool_bytes = 8ull << 20;
+	/** Fault events kept for IODP_FAULT_EVENTS_READ before the oldest are dropped. */
+	size_t fault_event_log = 1024;
+};
+
+/** What translate() found. */
+struct Translated {
+	uint64_t host = 0;
+	uint64_t page_size = 0;
+	uint8_t perm = 0; ///< pgtable::kPerm*
+	iodp_fault_kind fault = IODP_FAULT_NONE;
+	uint8_t stage = 0;
+	int8_t level = 0;
+	uint32_t cookie = 0; ///< recoverable fault queued under this cookie
+};
+
+class Ctx {
+public:
+	explicit Ctx(const CtxConfig &config = {});
+	~Ctx();
+	Ctx(const Ctx &) = delete;
+	Ctx &operator=(const Ctx &) = delete;
+
+	/* Objects ------------------------------------------------------------------------ */
+	Status destroy(uint32_t id);
+
+	/* IOAS ----------------------------------------------------------------------------- */
+	Result<uint32_t> ioas_alloc();
+	Status ioas_allow_iovas(uint32_t ioas_id, std::span<const IovaRange> ranges);
+	/** Usable ranges (not reserved by an attached device or a table's reach). */
+	Result<std::vector<IovaRange>> ioas_iova_ranges(uint32_t ioas_id, uint64_t *alignment);
+	/**
+	 * Map [host, host + length) at @p iova (with IODP_IOAS_MAP_FIXED_IOVA) or at an IOVA
+	 * picked in the allowed ranges; returns the IOVA.
+	 */
+	Result<uint64_t> ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, void *host,
+				  uint64_t length);
+	/** Map guest memory: [gpa, gpa + length) must lie in one region of @p mem. */
+	Result<uint64_t> ioas_map_guest(uint32_t ioas_id, uint32_t flags, uint64_t iova,
+					const GuestMemory &mem, uint64_t gpa, uint64_t length);
+	/** Returns the bytes unmapped. */
+	Result<uint64_t> ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t length);
+	/** Returns the destination IOVA. */
+	Result<uint64_t> ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags,
+				   uint64_t dst_iova, uint64_t src_iova, uint64_t length);
+	/** IOMMU_OPTION; for OP_GET *val is written. */
+	Status option(uint32_t option_id, uint16_t op, uint32_t object_id, uint64_t *val);
+
+	/* HWPTs ---------------------------------------------------------------------------- */
+	/**
+	 * A paging HWPT on @p ioas_id in @p dev_id's paging format (or @p format when given).
+	 * flags: NEST_PARENT, DIRTY_TRACKING, FAULT_ID_VALID, PASID.
+	 */
+	Result<uint32_t> hwpt_alloc_paging(uint32_t dev_id, uint32_t ioas_id, uint32_t flags,
+					   uint32_t fault_id,
+					   std::optional<pgtable::TableConfig> format = {});
+	Result<uint32_t> hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uint32_t flags,
+					   uint32_t fault_id, const VtdS1Data &data);
+	Result<uint32_t> hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uint32_t flags,
+					   uint32_t fault_id, const SmmuV3Data &data);
+	Status hwpt_set_dirty_tracking(uint32_t hwpt_id, bool enable);
+	/** Set bit n of @p bitmap for each page iova + n * page_size written since the last read. */
+	Status hwpt_get_dirty_bitmap(uint32_t hwpt_id, uint64_t iova, uint64_t length,
+				     uint64_t page_size, bool no_clear, uint64_t *bitmap);
+	/**
+	 * Apply an iommufd invalidation array (@p entry_len bytes per entry) to a nested HWPT.
+	 * Stops at the first bad entry; *handled is the number applied, also on failure.
+	 */
+	Status hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *entries,
+			       uint32_t entry_len, uint32_t entry_num, uint32_t *handled);
+
+	/** Where decoded invalidations go (the engine fans them out; tests record them). */
+	void set_invalidation_sink(std::function<void(const inval::Descriptor &)> sink);
+
+	/* Devices -------------------------------------------------------------------------- */
+	Result<uint32_t> device_create(const DeviceSpec &spec);
+	/** The id of the device called @p name (ENOENT). */
+	Result<uint32_t> device_id(const std::string &name) const;
+	/**
+	 * Attach the RID (no @p pasid) or one PASID to a HWPT, or to an IOAS (which finds or
+	 * makes a compatible paging HWPT). Replaces an existing attachment atomically. Returns
+	 * the HWPT id.
+	 */
+	Result<uint32_t> device_attach(uint32_t dev_id, std::optional<uint32_t> pasid,
+				       uint32_t pt_id);
+	Status device_detach(uint32_t dev_id, std::optional<uint32_t> pasid);
+	Result<iodp_hw_info_iodp> get_hw_info(uint32_t dev_id, uint64_t *capabilities);
+
+	/* PASIDs --------------------------------------------------------------------------- */
+	/** Bind @p vpasid to @p ppasid (0: the lowest free one); returns the pPASID. */
+	Result<uint32_t> vpasid_set(uint32_t vpasid, uint32_t ppasid);
+	Status vpasid_clear(uint32_t vpasid);
+	Result<uint32_t> vpasid_lookup(uint32_t vpasid) const;
+
+	/* Faults --------------------------------------------------------------------------- */
+	Result<uint32_t> fault_queue_alloc(int *eventfd);
+	/** Take up to @p max unread recoverable faults. */
+	Result<std::vector<iodp_hwpt_pgfault>> fault_read(uint32_t fault_id, size_t max);
+	/** Answer one fault (code IODP_PAGE_RESP_*); EINVAL for an unknown cookie. */
+	Status fault_respond(uint32_t fault_id, uint32_t cookie, uint32_t code);
+	/** Take up to @p max fault events; *lost is how many were dropped since the last take. */
+	std::vector<iodp_fault_event> fault_events(size_t max, uint64_t *lost);
+
+	/* Translation (control path: no caches, no bursts) --------------------------------- */
+	/**
+	 * Translate as a worker would: the device's binding for @p pasid (or its RID), the
+	 * HWPT's tables, nested through stage 2. Faults are recorded (recoverable ones queued
+	 * with a cookie) and returned in Translated::fault.
+	 */
+	Result<Translated> translate(uint32_t dev_id, std::optional<uint32_t> pasid, uint64_t iova,
+				     uint8_t access);
+
+	/* Introspection (tests, tools) --------------------------------------------------- */
+	/** The object with @p id, or nullptr. Only valid under the caller's care (no lock). */
+	const Object *find(uint32_t id) const;
+	size_t object_count() const;
+
+	/** Private to lib/ctl (named here so its files can share it). */
+	struct Impl;
+
+private:
+	std::unique_ptr<Impl> impl_;
+};
+
+} // namespace iodp::ctl
