@@ -1,0 +1,513 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* Control-plane behaviour through the C++ API: lifecycle, groups, PASIDs, nesting, faults. */
+#include "ctl_fixture.h"
+
+#include <iodp/pgtable_builder.h>
+
+#include <unistd.h>
+
+namespace iodp::ctl::test {
+namespace {
+
+using pgtable::Format;
+
+constexpr uint64_t kGuestBase = 0x40000000; // guest-physical base of guest RAM in tests
+
+/** A context with one IOAS mapping 2 MiB of host memory at IOVA 0x100000. */
+struct CtlTest : ::testing::Test {
+	Ctx ctx;
+	HostBuffer buf{4u << 20};
+	uint32_t ioas = 0;
+
+	void SetUp() override
+	{
+		ioas = ok(ctx.ioas_alloc());
+		ok(ctx.ioas_map(ioas, kFixedRW, 0x100000, buf.data(), 2u << 20).status());
+	}
+
+	uint32_t device(const DeviceSpec &spec) { return ok(ctx.device_create(spec)); }
+
+	Translated xlate(uint32_t dev, std::optional<uint32_t> pasid, uint64_t iova,
+			 uint8_t access = pgtable::kAccessRead)
+	{
+		return ok(ctx.translate(dev, pasid, iova, access));
+	}
+};
+
+TEST_F(CtlTest, AttachToIoasTranslatesThroughAnAutoDomain)
+{
+	const uint32_t dev = device(vtd_device("emul0"));
+	const uint32_t hwpt = ok(ctx.device_attach(dev, std::nullopt, ioas));
+	EXPECT_NE(hwpt, ioas);
+	EXPECT_EQ(ctx.find(hwpt)->type, ObjType::hwpt_paging);
+	Translated t = xlate(dev, std::nullopt, 0x100000 + 0x1234, pgtable::kAccessWrite);
+	EXPECT_EQ(t.fault, IODP_FAULT_NONE);
+	EXPECT_EQ(t.host, buf.addr(0x1234));
+	EXPECT_EQ(t.perm & pgtable::kPermWrite, pgtable::kPermWrite);
+
+	// The auto domain goes with its last user; then the IOAS is free to go.
+	EXPECT_FAILS(ctx.destroy(ioas), EBUSY, "ioas " + std::to_string(ioas) + " is used by hwpt");
+	ok(ctx.device_detach(dev, std::nullopt));
+	EXPECT_EQ(ctx.find(hwpt), nullptr);
+	ok(ctx.destroy(ioas));
+}
+
+TEST_F(CtlTest, DetachLeavesDmaBlocked)
+{
+	const uint32_t dev = device(vtd_device("emul0"));
+	ok(ctx.device_attach(dev, std::nullopt, ioas).status());
+	ok(ctx.device_detach(dev, std::nullopt));
+	Translated t = xlate(dev, std::nullopt, 0x100000);
+	EXPECT_EQ(t.fault, IODP_FAULT_PASID_NOT_ATTACHED);
+	uint64_t lost = 1;
+	std::vector<iodp_fault_event> ev = ctx.fault_events(8, &lost);
+	ASSERT_EQ(ev.size(), 1u);
+	EXPECT_EQ(ev[0].dev_id, dev);
+	EXPECT_EQ(ev[0].kind, IODP_FAULT_PASID_NOT_ATTACHED);
+	EXPECT_EQ(ev[0].addr, 0x100000u);
+	EXPECT_EQ(lost, 0u);
+	EXPECT_FAILS(ctx.device_detach(dev, std::nullopt), ENOENT, "the RID is not attached");
+}
+
+TEST_F(CtlTest, DestroyInUseNamesTheUser)
+{
+	const uint32_t dev = device(vtd_device("emul0"));
+	const uint32_t hwpt = ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_PASID, 0));
+	ok(ctx.device_attach(dev, 3, hwpt).status());
+	EXPECT_FAILS(ctx.destroy(hwpt), EBUSY,
+		     "hwpt " + std::to_string(hwpt) + " is attached to device emul0 pasid 3");
+	EXPECT_FAILS(ctx.destroy(dev), EBUSY,
+		     "device emul0 is attached to hwpt " + std::to_string(hwpt) + " by pasid 3");
+	EXPECT_FAILS(ctx.destroy(ioas), EBUSY, "is used by hwpt " + std::to_string(hwpt));
+	EXPECT_FAILS(ctx.destroy(999), ENOENT, "no object 999");
+	// Lifecycle in order: de-authorise, then destroy the table, then the IOAS.
+	ok(ctx.device_detach(dev, 3));
+	ok(ctx.destroy(hwpt));
+	ok(ctx.destroy(ioas));
+	ok(ctx.destroy(dev));
+	EXPECT_EQ(ctx.object_count(), 0u);
+}
+
+TEST_F(CtlTest, NestParentCannotGoBeforeItsChild)
+{
+	const uint32_t dev = device(vtd_device("emul0"));
+	const uint32_t parent =
+		ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0));
+	const uint32_t child = ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, VtdS1Data{0, 0x1000, 48}));
+	EXPECT_FAILS(ctx.destroy(parent), EBUSY,
+		     "is the parent of nested hwpt " + std::to_string(child));
+	ok(ctx.destroy(child));
+	ok(ctx.destroy(parent));
+}
+
+TEST_F(CtlTest, GroupMembersShareOneDomain)
+{
+	const uint32_t a = device(vtd_device("emul0"));
+	const uint32_t group = static_cast<const Device *>(ctx.find(a))->group;
+	const uint32_t b = device(vtd_device("emul1", group));
+	const uint32_t h5 = ok(ctx.hwpt_alloc_paging(a, ioas, 0, 0));
+	const uint32_t h9 = ok(ctx.hwpt_alloc_paging(a, ioas, 0, 0));
+	ok(ctx.device_attach(a, std::nullopt, h5).status());
+	EXPECT_FAILS(ctx.device_attach(b, std::nullopt, h9), EINVAL,
+		     "cannot attach emul1 to hwpt " + std::to_string(h9) + ": emul0 in the same group " +
+			     std::to_string(group) + " is attached to hwpt " + std::to_string(h5));
+	// Attaching the peer to the IOAS picks the group's domain.
+	EXPECT_EQ(ok(ctx.device_attach(b, std::nullopt, ioas)), h5);
+	// A device in another group is free to use another domain.
+	const uint32_t c = device(vtd_device("emul2"));
+	EXPECT_EQ(ok(ctx.device_attach(c, std::nullopt, h9)), h9);
+	EXPECT_NE(static_cast<const Device *>(ctx.find(c))->group, group);
+}
+
+TEST_F(CtlTest, ReattachReplacesAtomically)
+{
+	const uint32_t dev = device(vtd_device("emul0"));
+	const uint32_t ioas2 = ok(ctx.ioas_alloc());
+	HostBuffer other(2u << 20);
+	ok(ctx.ioas_map(ioas2, kFixedRW, 0x100000, other.data(), 2u << 20).status());
+	const uint32_t h1 = ok(ctx.hwpt_alloc_paging(dev, ioas, 0, 0));
+	const uint32_t h2 = ok(ctx.hwpt_alloc_paging(dev, ioas2, 0, 0));
+	ok(ctx.device_attach(dev, std::nullopt, h1).status());
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000).host, buf.addr());
+	ok(ctx.device_attach(dev, std::nullopt, h2).status());
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000).host, other.addr());
+	EXPECT_EQ(ctx.find(h1)->users, 0u);
+	ok(ctx.destroy(h1));
+}
+
+TEST_F(CtlTest, PasidsAreSeparateAndBounded)
+{
+	const uint32_t dev = device(vtd_device("emul0"));
+	ok(ctx.device_attach(dev, 7, ioas).status());
+	EXPECT_EQ(xlate(dev, 7, 0x100000).fault, IODP_FAULT_NONE);
+	// Only attached PASIDs translate; the RID is not attached either.
+	EXPECT_EQ(xlate(dev, 8, 0x100000).fault, IODP_FAULT_PASID_NOT_ATTACHED);
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000).fault, IODP_FAULT_PASID_NOT_ATTACHED);
+	EXPECT_FAILS(ctx.device_attach(dev, 0, ioas), EINVAL, "0 is the RID's");
+	EXPECT_FAILS(ctx.device_attach(dev, 1u << 20, ioas), EINVAL, "PASIDs are 1..1048575");
+	EXPECT_FAILS(ctx.device_detach(dev, 8), ENOENT, "pasid 8 is not attached");
+}
+
+TEST_F(CtlTest, VpasidTable)
+{
+	EXPECT_EQ(ok(ctx.vpasid_set(5, 0)), 1u);
+	EXPECT_EQ(ok(ctx.vpasid_set(6, 40)), 40u);
+	EXPECT_EQ(ok(ctx.vpasid_set(7, 0)), 2u);
+	EXPECT_FAILS(ctx.vpasid_set(5, 9), EEXIST, "vpasid 5 is already bound to pasid 1");
+	EXPECT_FAILS(ctx.vpasid_set(8, 40), EEXIST, "pasid 40 is bound to another vpasid");
+	EXPECT_EQ(ok(ctx.vpasid_lookup(6)), 40u);
+	const uint32_t dev = device(vtd_device("emul0"));
+	ok(ctx.device_attach(dev, 40, ioas).status());
+	EXPECT_FAILS(ctx.vpasid_clear(6), EBUSY, "vpasid 6 (pasid 40) is attached: device emul0");
+	ok(ctx.device_detach(dev, 40));
+	ok(ctx.vpasid_clear(6));
+	EXPECT_FAILS(ctx.vpasid_lookup(6), ENOENT, "vpasid 6 is not bound");
+}
+
+TEST_F(CtlTest, ModelsDoNotMix)
+{
+	const uint32_t v = device(vtd_device("vtd0"));
+	const uint32_t s = device(smmu_device("smmu0"));
+	const uint32_t hv = ok(ctx.hwpt_alloc_paging(v, ioas, 0, 0));
+	EXPECT_FAILS(ctx.device_attach(s, std::nullopt, hv), EINVAL,
+		     "the table is for a vtd IOMMU and the device is behind smmuv3");
+	EXPECT_FAILS(ctx.device_create(smmu_device("smmu1", static_cast<const Device *>(
+								      ctx.find(v))->group)),
+		     EINVAL, "is behind a vtd IOMMU");
+	EXPECT_FAILS(ctx.device_create(vtd_device("vtd0")), EEXIST, "the name is taken");
+	// Each model gets its own kind of auto domain on the same IOAS.
+	const uint32_t hs = ok(ctx.device_attach(s, std::nullopt, ioas));
+	const auto *paging = static_cast<const HwptPaging *>(ctx.find(hs));
+	EXPECT_EQ(paging->table.stage().format, Format::arm_s2);
+	EXPECT_EQ(xlate(s, std::nullopt, 0x100000 + 0x10).host, buf.addr(0x10));
+}
+
+TEST_F(CtlTest, MsiWindowIsReservedOnceAttached)
+{
+	const uint32_t dev = device(vtd_device("emul0"));
+	ok(ctx.device_attach(dev, std::nullopt, ioas).status());
+	uint64_t align = 0;
+	std::vector<IovaRange> r = ok(ctx.ioas_iova_ranges(ioas, &align));
+	EXPECT_EQ(align, 4096u);
+	ASSERT_EQ(r.size(), 2u);
+	EXPECT_EQ(r[0], (IovaRange{0, 0xfedfffff}));
+	EXPECT_EQ(r[1], (IovaRange{0xfef00000, (1ull << 48) - 1}));
+	EXPECT_FAILS(ctx.ioas_map(ioas, kFixedRW, 0xfee00000, buf.data(), 4096), EINVAL,
+		     "reserved by device emul0 (MSI window)");
+	EXPECT_FAILS(ctx.ioas_map(ioas, kFixedRW, 1ull << 48, buf.data(), 4096), EINVAL,
+		     "48-bit input");
+	const IovaRange clash{0xfe000000, 0xffffffff};
+	EXPECT_FAILS(ctx.ioas_allow_iovas(ioas, {&clash, 1}), EADDRINUSE,
+		     "reserved by device emul0 (MSI window)");
+}
+
+TEST_F(CtlTest, AttachRefusedWhenMsiWindowIsMapped)
+{
+	ok(ctx.ioas_map(ioas, kFixedRW, 0xfee00000, buf.data(), 4096).status());
+	const uint32_t dev = device(vtd_device("emul0"));
+	EXPECT_FAILS(ctx.device_attach(dev, std::nullopt, ioas), EADDRINUSE,
+		     "over the device's MSI window");
+	// The auto domain made for the failed attach is gone again.
+	EXPECT_EQ(ctx.object_count(), 2u);
+}
+
+TEST_F(CtlTest, AllocatedIovasAreAlignedAndAllowed)
+{
+	const IovaRange allowed{0x10000000, 0x1fffffff};
+	ok(ctx.ioas_allow_iovas(ioas, {&allowed, 1}));
+	const uint64_t a = ok(ctx.ioas_map(ioas, kRW, 0, buf.data(), 2u << 20));
+	EXPECT_GE(a, allowed.start);
+	EXPECT_EQ(a % (2u << 20), 0u); // host is 2 MiB aligned: so is the IOVA
+	const uint64_t b = ok(ctx.ioas_map(ioas, kRW, 0, buf.at(0x1000), 0x1000));
+	EXPECT_GE(b, allowed.start);
+	EXPECT_TRUE(b + 0x1000 <= a || b >= a + (2u << 20));
+	const IovaRange tiny{0x10000000, 0x10000fff};
+	ok(ctx.ioas_unmap(ioas, 0, UINT64_MAX).status());
+	ok(ctx.ioas_allow_iovas(ioas, {&tiny, 1}));
+	EXPECT_FAILS(ctx.ioas_map(ioas, kRW, 0, buf.data(), 0x2000), ENOSPC, "no free");
+}
+
+TEST_F(CtlTest, HugePagesOptionLimitsLeafSize)
+{
+	const uint32_t dev = device(vtd_device("emul0"));
+	ok(ctx.device_attach(dev, std::nullopt, ioas).status());
+	ok(ctx.ioas_map(ioas, kFixedRW, 0x40000000, buf.data(), 2u << 20).status());
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x40000000).page_size, 2u << 20);
+
+	const uint32_t ioas2 = ok(ctx.ioas_alloc());
+	uint64_t v = 0;
+	ok(ctx.option(IODP_OPTION_HUGE_PAGES, IODP_OPTION_OP_SET, ioas2, &v));
+	const uint32_t dev2 = device(vtd_device("emul1"));
+	ok(ctx.device_attach(dev2, std::nullopt, ioas2).status());
+	ok(ctx.ioas_map(ioas2, kFixedRW, 0x40000000, buf.data(), 2u << 20).status());
+	EXPECT_EQ(xlate(dev2, std::nullopt, 0x40000000).page_size, 4096u);
+	ok(ctx.option(IODP_OPTION_HUGE_PAGES, IODP_OPTION_OP_GET, ioas2, &v));
+	EXPECT_EQ(v, 0u);
+	v = 1;
+	EXPECT_FAILS(ctx.option(IODP_OPTION_HUGE_PAGES, IODP_OPTION_OP_SET, ioas2, &v), EBUSY,
+		     "only change while nothing is mapped");
+}
+
+TEST_F(CtlTest, DirtyTracking)
+{
+	const uint32_t dev = device(vtd_device("emul0"));
+	const uint32_t h = ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_DIRTY_TRACKING, 0));
+	ok(ctx.device_attach(dev, std::nullopt, h).status());
+	ok(ctx.hwpt_set_dirty_tracking(h, true));
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000 + 0x3000, pgtable::kAccessWrite).fault,
+		  IODP_FAULT_NONE);
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000 + 0x5000, pgtable::kAccessRead).fault,
+		  IODP_FAULT_NONE);
+	uint64_t bitmap[8] = {};
+	ok(ctx.hwpt_get_dirty_bitmap(h, 0x100000, 0x8000, 0x1000, true, bitmap));
+	EXPECT_EQ(bitmap[0], 1ull << 3); // only the page written
+	std::fill(std::begin(bitmap), std::end(bitmap), 0);
+	ok(ctx.hwpt_get_dirty_bitmap(h, 0x100000, 0x8000, 0x1000, false, bitmap));
+	EXPECT_EQ(bitmap[0], 1ull << 3) << "NO_CLEAR cleared the bit";
+	std::fill(std::begin(bitmap), std::end(bitmap), 0);
+	ok(ctx.hwpt_get_dirty_bitmap(h, 0x100000, 0x8000, 0x1000, false, bitmap));
+	EXPECT_EQ(bitmap[0], 0u) << "read-and-clear left the bit set";
+
+	const uint32_t plain = ok(ctx.hwpt_alloc_paging(dev, ioas, 0, 0));
+	EXPECT_FAILS(ctx.hwpt_set_dirty_tracking(plain, true), EINVAL,
+		     "was not allocated with DIRTY_TRACKING");
+	const uint32_t smmu = device(smmu_device("smmu0"));
+	EXPECT_FAILS(ctx.hwpt_alloc_paging(smmu, ioas, IODP_HWPT_ALLOC_DIRTY_TRACKING, 0),
+		     EOPNOTSUPP, "no dirty bit");
+	EXPECT_FAILS(ctx.hwpt_get_dirty_bitmap(h, 0x100000, 0x8000, 0x1800, false, bitmap), EINVAL,
+		     "not a power of two");
+}
+
+/** Recoverable faults go to the HWPT's queue; the binding is parked until answered. */
+TEST_F(CtlTest, RecoverableFaultsAndParking)
+{
+	int fd = -1;
+	const uint32_t q = ok(ctx.fault_queue_alloc(&fd));
+	ASSERT_GE(fd, 0);
+	const uint32_t dev = device(vtd_device("emul0"));
+	const uint32_t h = ok(ctx.hwpt_alloc_paging(dev, ioas,
+						    IODP_HWPT_FAULT_ID_VALID | IODP_HWPT_ALLOC_PASID, q));
+	ok(ctx.device_attach(dev, 3, h).status());
+	Translated t = xlate(dev, 3, 0x900123, pgtable::kAccessWrite);
+	EXPECT_EQ(t.fault, IODP_FAULT_NOT_PRESENT);
+	EXPECT_NE(t.cookie, 0u);
+	uint64_t pending = 0;
+	EXPECT_EQ(read(fd, &pending, sizeof(pending)), 8);
+	EXPECT_EQ(pending, 1u);
+
+	std::vector<iodp_hwpt_pgfault> rec = ok(ctx.fault_read(q, 8));
+	ASSERT_EQ(rec.size(), 1u);
+	EXPECT_EQ(rec[0].dev_id, dev);
+	EXPECT_EQ(rec[0].pasid, 3u);
+	EXPECT_EQ(rec[0].flags, IODP_PGFAULT_FLAGS_PASID_VALID | IODP_PGFAULT_FLAGS_LAST_PAGE);
+	EXPECT_EQ(rec[0].perm, IODP_PGFAULT_PERM_WRITE);
+	EXPECT_EQ(rec[0].addr, 0x900000u);
+	EXPECT_EQ(rec[0].cookie, t.cookie);
+
+	// De-authorise: the binding is parked while its fault awaits an answer.
+	ok(ctx.device_detach(dev, 3));
+	EXPECT_FAILS(ctx.destroy(h), EBUSY, "(detached, parked until 1 fault(s) get a response)");
+	EXPECT_FAILS(ctx.destroy(q), EBUSY, "fault queue " + std::to_string(q) + " is used by hwpt");
+	EXPECT_FAILS(ctx.fault_respond(q, t.cookie + 100, IODP_PAGE_RESP_SUCCESS), EINVAL,
+		     "no fault awaits cookie");
+	EXPECT_FAILS(ctx.fault_respond(q, t.cookie, 7), EINVAL, "response code 7");
+	ok(ctx.fault_respond(q, t.cookie, IODP_PAGE_RESP_INVALID));
+	ok(ctx.destroy(h));
+	ok(ctx.destroy(q));
+}
+
+TEST_F(CtlTest, NonRecoverableFaultsAreEvents)
+{
+	const uint32_t dev = device(vtd_device("emul0"));
+	const uint32_t parent =
+		ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0));
+	// A stage-1 root pointer that stage 2 does not map: a stage-2 fault on the table.
+	const uint32_t nested =
+		ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, VtdS1Data{0, 0x7000000, 48}));
+	ok(ctx.device_attach(dev, 9, nested).status());
+	Translated t = xlate(dev, 9, 0x1000);
+	EXPECT_EQ(t.fault, IODP_FAULT_NOT_PRESENT);
+	EXPECT_EQ(t.stage, 2);
+	uint64_t lost = 0;
+	std::vector<iodp_fault_event> ev = ctx.fault_events(8, &lost);
+	ASSERT_EQ(ev.size(), 1u);
+	EXPECT_EQ(ev[0].pasid, 9u);
+	EXPECT_EQ(ev[0].flags, IODP_FAULT_EVENT_PASID_VALID);
+	EXPECT_EQ(ev[0].stage, 2);
+}
+
+TEST_F(CtlTest, EventLogDropsOldestAndCounts)
+{
+	CtxConfig cfg;
+	cfg.fault_event_log = 4;
+	Ctx small(cfg);
+	const uint32_t dev = ok(small.device_create(vtd_device("emul0")));
+	for (int i = 0; i < 10; i++)
+		ok(small.translate(dev, std::nullopt, 0x1000ull * i, pgtable::kAccessRead).status());
+	uint64_t lost = 0;
+	std::vector<iodp_fault_event> ev = small.fault_events(16, &lost);
+	ASSERT_EQ(ev.size(), 4u);
+	EXPECT_EQ(lost, 6u);
+	EXPECT_EQ(ev[0].addr, 0x6000u);
+}
+
+/* Nested translation ------------------------------------------------------------------------ */
+
+/** Guest RAM identity-mapped (IOVA = GPA) in the IOAS, with a table pool inside it. */
+struct NestedTest : CtlTest {
+	HostBuffer ram{8u << 20};
+	pgtable::TablePool pool;
+
+	void map_guest_ram(uint64_t granule = 4096)
+	{
+		ok(ctx.ioas_map(ioas, kFixedRW, kGuestBase, ram.data(), ram.size()).status());
+		// Tables in the upper half; data pages below.
+		pool = pgtable::TablePool(kGuestBase + (4u << 20), ram.at(4u << 20), 4u << 20,
+					  granule);
+	}
+};
+
+TEST_F(NestedTest, VtdFirstStageOverSecondStage)
+{
+	map_guest_ram();
+	pgtable::TableBuilder s1 = ok(pgtable::TableBuilder::create(
+		pgtable::table_config(Format::x86_64_4l), &pool));
+	ok(s1.map(0x7f0000000000, kGuestBase + 0x200000, 0x2000,
+		  pgtable::kMapRead | pgtable::kMapWrite | pgtable::kMapUser));
+	const uint32_t dev = device(vtd_device("emul0"));
+	const uint32_t parent =
+		ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0));
+	const uint32_t nested =
+		ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, VtdS1Data{0, s1.root(), 48}));
+	ok(ctx.device_attach(dev, 4, nested).status());
+	Translated t = xlate(dev, 4, 0x7f0000001008, pgtable::kAccessWrite);
+	EXPECT_EQ(t.fault, IODP_FAULT_NONE);
+	EXPECT_EQ(t.host, ram.addr(0x201008));
+	// Without SRE, supervisor requests are refused.
+	t = xlate(dev, 4, 0x7f0000001008, pgtable::kAccessRead | pgtable::kAccessPriv);
+	EXPECT_EQ(t.fault, IODP_FAULT_PERMISSION);
+	const uint32_t sre = ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0,
+						      VtdS1Data{IODP_VTD_S1_SRE, s1.root(), 48}));
+	ok(ctx.device_attach(dev, 4, sre).status());
+	t = xlate(dev, 4, 0x7f0000001008, pgtable::kAccessRead | pgtable::kAccessPriv);
+	EXPECT_EQ(t.fault, IODP_FAULT_NONE);
+}
+
+TEST_F(NestedTest, NestedAllocChecks)
+{
+	const uint32_t dev = device(vtd_device("emul0"));
+	const uint32_t smmu = device(smmu_device("smmu0"));
+	const uint32_t plain = ok(ctx.hwpt_alloc_paging(dev, ioas, 0, 0));
+	const uint32_t parent =
+		ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0));
+	EXPECT_FAILS(ctx.hwpt_alloc_nested(dev, plain, 0, 0, VtdS1Data{0, 0, 48}), EINVAL,
+		     "was not allocated with NEST_PARENT");
+	EXPECT_FAILS(ctx.hwpt_alloc_nested(dev, ioas, 0, 0, VtdS1Data{0, 0, 48}), EINVAL,
+		     "a nested HWPT needs a paging HWPT");
+	EXPECT_FAILS(ctx.hwpt_alloc_nested(dev, parent, 0, 0, VtdS1Data{0, 0, 39}), EINVAL,
+		     "addr_width 39 is not 48 or 57");
+	EXPECT_FAILS(ctx.hwpt_alloc_nested(dev, parent, 0, 0, VtdS1Data{0, 0x1234, 48}), EINVAL,
+		     "not 4 KiB aligned");
+	EXPECT_FAILS(ctx.hwpt_alloc_nested(dev, parent, 0, 0, VtdS1Data{8, 0, 48}), EOPNOTSUPP,
+		     "vtd_s1 flags 0x8 are unknown");
+	EXPECT_FAILS(ctx.hwpt_alloc_nested(dev, parent, IODP_HWPT_ALLOC_NEST_PARENT, 0,
+					   VtdS1Data{0, 0, 48}),
+		     EOPNOTSUPP, "are not for nested HWPTs");
+	EXPECT_FAILS(ctx.hwpt_alloc_nested(smmu, parent, 0, 0, VtdS1Data{0, 0, 48}), EOPNOTSUPP,
+		     "VTD_S1 data needs vtd");
+	EXPECT_FAILS(ctx.hwpt_alloc_nested(dev, parent, 0, 0, SmmuV3Data{}), EOPNOTSUPP,
+		     "ARM_SMMUV3 data needs smmuv3");
+	EXPECT_FAILS(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0,
+					   pgtable::table_config(Format::x86_64_4l)),
+		     EINVAL, "must be a second stage");
+	EXPECT_FAILS(ctx.hwpt_alloc_paging(dev, ioas, 1u << 9, 0), EOPNOTSUPP, "unknown flags");
+	EXPECT_FAILS(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_FAULT_ID_VALID, 77), ENOENT,
+		     "fault queue 77: no such object");
+}
+
+/** SMMUv3: an STE (by RID) -> CD table indexed by SSID -> stage 1 over stage 2. */
+struct SmmuTest : NestedTest {
+	uint32_t dev = 0, parent = 0;
+	static constexpr uint64_t kCdTable = kGuestBase + 0x100000;
+
+	static uint64_t ste0(unsigned cfg, uint64_t ctx_ptr, unsigned cd_max, unsigned fmt = 0)
+	{
+		return 1 | (uint64_t{cfg} << 1) | (uint64_t{fmt} << 4) | ctx_ptr |
+		       (uint64_t{cd_max} << 59);
+	}
+
+	void write_cd(uint64_t gpa, uint64_t ttb0, uint16_t asid, bool valid = true)
+	{
+		const uint64_t cd0 = 16 /* T0SZ: 48-bit */ | (0ull << 6) /* TG0 4K */ |
+				     (uint64_t{valid} << 31) | (1ull << 41) /* AA64 */ |
+				     (uint64_t{asid} << 48);
+		GuestMemory::store_le64(ram.at(gpa - kGuestBase), cd0);
+		GuestMemory::store_le64(ram.at(gpa - kGuestBase + 8), ttb0);
+	}
+
+	void SetUp() override
+	{
+		NestedTest::SetUp();
+		map_guest_ram();
+		dev = device(smmu_device("smmu0"));
+		parent = ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0));
+	}
+};
+
+TEST_F(SmmuTest, CdTableSelectsStageOnePerSsid)
+{
+	pgtable::TableBuilder a = ok(pgtable::TableBuilder::create(
+		pgtable::table_config(Format::arm_s1), &pool));
+	pgtable::TableBuilder b = ok(pgtable::TableBuilder::create(
+		pgtable::table_config(Format::arm_s1), &pool));
+	ok(a.map(0x10000, kGuestBase + 0x200000, 0x1000,
+		  pgtable::kMapRead | pgtable::kMapWrite | pgtable::kMapUser));
+	ok(b.map(0x10000, kGuestBase + 0x300000, 0x1000, pgtable::kMapRead | pgtable::kMapUser));
+	write_cd(kCdTable, a.root(), 1);
+	write_cd(kCdTable + 64 * 2, b.root(), 2);
+	const SmmuV3Data ste{{ste0(5, kCdTable, 3), 2 /* S1DSS: SSID 0 */}};
+	const uint32_t nested = ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, ste));
+	EXPECT_FAILS(ctx.device_attach(dev, 2, nested), EINVAL, "is attached by RID");
+	ok(ctx.device_attach(dev, std::nullopt, nested).status());
+
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x10010).host, ram.addr(0x200010)); // CD 0
+	EXPECT_EQ(xlate(dev, 2, 0x10010).host, ram.addr(0x300010));           // CD 2
+	EXPECT_EQ(xlate(dev, 2, 0x10010, pgtable::kAccessWrite).fault, IODP_FAULT_PERMISSION);
+	EXPECT_EQ(xlate(dev, 1, 0x10010).fault, IODP_FAULT_BAD_CONFIG);  // CD 1 invalid
+	EXPECT_EQ(xlate(dev, 8, 0x10010).fault, IODP_FAULT_BAD_CONFIG);  // beyond S1CDMax
+}
+
+TEST_F(SmmuTest, TwoLevelCdTableAndBypassAndAbort)
+{
+	pgtable::TableBuilder a = ok(pgtable::TableBuilder::create(
+		pgtable::table_config(Format::arm_s1), &pool));
+	ok(a.map(0x10000, kGuestBase + 0x200000, 0x1000, pgtable::kMapRead | pgtable::kMapUser));
+	// S1Fmt 1: L1 descriptors, each pointing at 64 CDs. SSID 70 = L1[1], CD 6.
+	const uint64_t l1 = kCdTable, l2 = kCdTable + 0x1000;
+	GuestMemory::store_le64(ram.at(l1 + 8 - kGuestBase), l2 | 1);
+	write_cd(l2 + 6 * 64, a.root(), 9);
+	const uint32_t two = ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0,
+						      SmmuV3Data{{ste0(5, l1, 8, 1), 0}}));
+	ok(ctx.device_attach(dev, std::nullopt, two).status());
+	EXPECT_EQ(xlate(dev, 70, 0x10000).host, ram.addr(0x200000));
+	EXPECT_EQ(xlate(dev, 6, 0x10000).fault, IODP_FAULT_BAD_CONFIG); // L1[0] invalid
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x10000).fault, IODP_FAULT_PASID_NOT_ATTACHED);
+
+	const uint32_t bypass =
+		ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, SmmuV3Data{{ste0(4, 0, 0), 0}}));
+	ok(ctx.device_attach(dev, std::nullopt, bypass).status());
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000).host, buf.addr()); // stage 2 only
+	const uint32_t abort =
+		ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, SmmuV3Data{{ste0(0, 0, 0), 0}}));
+	ok(ctx.device_attach(dev, std::nullopt, abort).status());
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000).fault, IODP_FAULT_PASID_NOT_ATTACHED);
+
+	EXPECT_FAILS(ctx.hwpt_alloc_nested(dev, parent, 0, 0, SmmuV3Data{{ste0(6, 0, 0), 0}}),
+		     EIO, "STE Config 6");
+	EXPECT_FAILS(ctx.hwpt_alloc_nested(dev, parent, 0, 0,
+					   SmmuV3Data{{ste0(5, 0, 0), 1ull << 40}}),
+		     EIO, "fields a guest may not set");
+}
+
+} // namespace
+} // namespace iodp::ctl::test
