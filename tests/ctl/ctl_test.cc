@@ -4,6 +4,8 @@
 
 #include <iodp/pgtable_builder.h>
 
+#include <atomic>
+#include <thread>
 #include <unistd.h>
 
 namespace iodp::ctl::test {
@@ -507,6 +509,45 @@ TEST_F(SmmuTest, TwoLevelCdTableAndBypassAndAbort)
 	EXPECT_FAILS(ctx.hwpt_alloc_nested(dev, parent, 0, 0,
 					   SmmuV3Data{{ste0(5, 0, 0), 1ull << 40}}),
 		     EIO, "fields a guest may not set");
+}
+
+} // namespace
+} // namespace iodp::ctl::test
+
+namespace iodp::ctl::test {
+namespace {
+
+/** Control calls from several threads on one context: each sees its own work intact. */
+TEST(CtlThreads, ConcurrentMapUnmapTranslate)
+{
+	Ctx ctx;
+	HostBuffer buf(4u << 20);
+	const uint32_t ioas = ok(ctx.ioas_alloc());
+	const uint32_t dev = ok(ctx.device_create(vtd_device("emul0")));
+	ok(ctx.device_attach(dev, std::nullopt, ioas).status());
+	std::atomic<int> errors{0};
+	auto worker = [&](int t) {
+		const uint64_t base = 0x10000000ull * (t + 1);
+		for (int i = 0; i < 200; i++) {
+			const uint64_t iova = base + (i % 8) * 0x10000;
+			std::byte *host = buf.at((t * 8 + i % 8) * 0x10000);
+			if (!ctx.ioas_map(ioas, kFixedRW, iova, host, 0x10000).ok())
+				errors++;
+			Result<Translated> r = ctx.translate(dev, std::nullopt, iova + 0x10,
+							     pgtable::kAccessRead);
+			if (!r.ok() || r->host != reinterpret_cast<uintptr_t>(host) + 0x10)
+				errors++;
+			Result<uint64_t> u = ctx.ioas_unmap(ioas, iova, 0x10000);
+			if (!u.ok() || *u != 0x10000)
+				errors++;
+		}
+	};
+	std::thread a(worker, 0), b(worker, 1), c(worker, 2);
+	a.join();
+	b.join();
+	c.join();
+	EXPECT_EQ(errors.load(), 0);
+	EXPECT_TRUE(static_cast<const Ioas *>(ctx.find(ioas))->mappings.empty());
 }
 
 } // namespace
