@@ -270,7 +270,7 @@ std::vector<WalkCase> cases()
 
 } // namespace
 
-int main(int argc, char **argv)
+void register_walk_benchmarks()
 {
 	benchmark::RegisterBenchmark("Baseline/dram/dependent", dram_dependent);
 	benchmark::RegisterBenchmark("Baseline/dram/independent", dram_independent);
@@ -280,10 +280,4 @@ int main(int argc, char **argv)
 		benchmark::RegisterBenchmark(("Walk/" + c.name + "/pipelined").c_str(),
 					     [c](benchmark::State &s) { walk_pipelined(s, c); });
 	}
-	benchmark::Initialize(&argc, argv);
-	if (benchmark::ReportUnrecognizedArguments(argc, argv))
-		return 1;
-	benchmark::RunSpecifiedBenchmarks();
-	benchmark::Shutdown();
-	return 0;
 }

@@ -3,6 +3,8 @@
 
 #include <rte_prefetch.h>
 
+#include <smmintrin.h>
+
 #include <algorithm>
 #include <bit>
 #include <cstdlib>
@@ -21,8 +23,8 @@ int size_class(unsigned shift)
 
 Result<Shard> Shard::create(const ShardConfig &config)
 {
-	if (config.entries > (1u << 30))
-		return Status::error(-EINVAL, "iotlb shard: %u entries is more than 2^30",
+	if (config.entries > (1u << 26))
+		return Status::error(-EINVAL, "iotlb shard: %u entries is more than 2^26",
 				     config.entries);
 	Shard sh;
 	const uint32_t want = std::max<uint32_t>(64, config.entries);
@@ -82,6 +84,24 @@ uint16_t Shard::context(uint32_t domain, uint32_t asid, uint32_t pasid)
 	return h;
 }
 
+/*
+ * Compare a whole set without branching on which way matched: with random traffic the way
+ * is unpredictable, and a mispredict costs more than the whole lookup. The matching way's
+ * referenced bit (value bit 3) is set for the replacement policy.
+ */
+static inline bool match_set(uint64_t *keys, uint64_t *values, uint64_t k, uint64_t *v_out)
+{
+	const uint64_t m0 = keys[0] == k, m1 = keys[1] == k, m2 = keys[2] == k, m3 = keys[3] == k;
+	const uint64_t any = m0 | m1 | m2 | m3;
+	const uint64_t v = (values[0] & (0 - m0)) | (values[1] & (0 - m1)) |
+			   (values[2] & (0 - m2)) | (values[3] & (0 - m3));
+	if (any) {
+		values[m1 | (m2 << 1) | (m3 * 3)] |= Shard::kReferenced;
+		*v_out = v;
+	}
+	return any != 0;
+}
+
 bool Shard::probe_one(const Context &c, uint64_t iova, uint64_t *host, uint8_t *perm)
 {
 	for (unsigned i = 0; i < c.n_sizes; i++) {
@@ -89,45 +109,97 @@ bool Shard::probe_one(const Context &c, uint64_t iova, uint64_t *host, uint8_t *
 		const unsigned shift = kSizeShift[cls];
 		const uint64_t base = iova & ~((1ull << shift) - 1);
 		Set &s = sets_ptr_[set_of(iova >> shift, c.key)];
-		const uint64_t k = make_key(base >> 12, c.key, cls);
-		for (unsigned w = 0; w < kWays; w++) {
-			if (s.key[w] != k)
-				continue;
-			const uint64_t v = s.value[w];
+		uint64_t v;
+		if (match_set(s.key, s.value, make_key(base >> 12, c.key, cls), &v)) {
 			*host = (v & ~0xfffull) + (iova - base);
 			*perm = static_cast<uint8_t>(v & 7);
-			if (w > 0) { // climb one way: hot entries end up in front
-				std::swap(s.key[w], s.key[w - 1]);
-				std::swap(s.value[w], s.value[w - 1]);
-			}
 			return true;
 		}
 	}
 	return false;
 }
 
+template <unsigned Cls>
+size_t Shard::lookup_run(const Context &c, const Probe *probes, size_t n, uint64_t *host,
+			 uint8_t *perm)
+{
+	constexpr unsigned kShift = kSizeShift[Cls];
+	constexpr uint64_t kMask = (1ull << kShift) - 1;
+	const uint64_t tag = (uint64_t{c.key} << 3) | Cls;
+	size_t hits = 0;
+	// Two passes per chunk: find and prefetch every set, then compare them all, so the
+	// chunk's cache misses overlap.
+	constexpr size_t kChunk = 32;
+	Set *sets[kChunk];
+	for (size_t base = 0; base < n; base += kChunk) {
+		const size_t m = std::min(kChunk, n - base);
+		for (size_t k = 0; k < m; k++) {
+			sets[k] = &sets_ptr_[set_of(probes[base + k].iova >> kShift, c.key)];
+			rte_prefetch0(sets[k]);
+		}
+		for (size_t k = 0; k < m; k++) {
+			const uint64_t iova = probes[base + k].iova;
+			const uint64_t key = ((iova >> kShift) << (kShift - 12 + 19)) | tag;
+			const __m128i want = _mm_set1_epi64x(static_cast<long long>(key));
+			const __m128i *keys = reinterpret_cast<const __m128i *>(sets[k]->key);
+			unsigned match = static_cast<unsigned>(
+				_mm_movemask_pd(_mm_castsi128_pd(
+					_mm_cmpeq_epi64(_mm_load_si128(keys), want))) |
+				(_mm_movemask_pd(_mm_castsi128_pd(
+					 _mm_cmpeq_epi64(_mm_load_si128(keys + 1), want)))
+				 << 2));
+			// Inputs too high for the key are never cached (and must not alias).
+			match &= 0u - static_cast<unsigned>(iova < kMaxCachedIova);
+			if (match != 0) {
+				const unsigned w = static_cast<unsigned>(__builtin_ctz(match));
+				const uint64_t v = sets[k]->value[w];
+				if (!(v & kReferenced)) // mostly set already: skip the store
+					sets[k]->value[w] = v | kReferenced;
+				host[base + k] = (v & ~0xfffull) + (iova & kMask);
+				perm[base + k] = static_cast<uint8_t>(v & 7);
+				hits++;
+			} else {
+				host[base + k] = 0;
+				perm[base + k] = 0;
+			}
+		}
+	}
+	return hits;
+}
+
 size_t Shard::lookup_bulk(const Probe *probes, size_t n, uint64_t *host, uint8_t *perm)
 {
-	// Prefetch the set of the context's first page size this far ahead of the compare.
-	constexpr size_t kAhead = 8;
-	auto prefetch = [&](size_t i) {
-		const Context &c = contexts_[probes[i].ctx];
-		if (c.n_sizes == 0)
-			return;
-		const unsigned shift = kSizeShift[c.largest_first[0]];
-		rte_prefetch0(&sets_ptr_[set_of(probes[i].iova >> shift, c.key)]);
-	};
-	for (size_t i = 0; i < n && i < kAhead; i++)
-		prefetch(i);
 	size_t hits = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (i + kAhead < n)
-			prefetch(i + kAhead);
-		const Context &c = contexts_[probes[i].ctx];
-		host[i] = 0;
-		perm[i] = 0;
-		if (probes[i].iova < kMaxCachedIova && probe_one(c, probes[i].iova, &host[i], &perm[i]))
-			hits++;
+	size_t i = 0;
+	while (i < n) {
+		// Requests come in runs of one context (one device queue, one PASID).
+		const uint16_t ctx = probes[i].ctx;
+		size_t end = i + 1;
+		while (end < n && probes[end].ctx == ctx)
+			end++;
+		const Context &c = contexts_[ctx];
+		if (c.n_sizes != 1) {
+			for (; i < end; i++) {
+				host[i] = 0;
+				perm[i] = 0;
+				if (probes[i].iova < kMaxCachedIova &&
+				    probe_one(c, probes[i].iova, &host[i], &perm[i]))
+					hits++;
+			}
+			continue;
+		}
+		// One page size in use (the common case): one set per request, with the
+		// shift a constant in each instantiation.
+		switch (c.largest_first[0]) {
+		case 0: hits += lookup_run<0>(c, probes + i, end - i, host + i, perm + i); break;
+		case 1: hits += lookup_run<1>(c, probes + i, end - i, host + i, perm + i); break;
+		case 2: hits += lookup_run<2>(c, probes + i, end - i, host + i, perm + i); break;
+		case 3: hits += lookup_run<3>(c, probes + i, end - i, host + i, perm + i); break;
+		case 4: hits += lookup_run<4>(c, probes + i, end - i, host + i, perm + i); break;
+		case 5: hits += lookup_run<5>(c, probes + i, end - i, host + i, perm + i); break;
+		default: hits += lookup_run<6>(c, probes + i, end - i, host + i, perm + i); break;
+		}
+		i = end;
 	}
 	stats_.hits += hits;
 	stats_.misses += n - hits;
@@ -145,13 +217,24 @@ void Shard::fill(uint16_t ctx, uint64_t iova, unsigned page_shift, uint64_t host
 	const uint64_t base = iova & ~((1ull << page_shift) - 1);
 	Set &s = sets_ptr_[set_of(iova >> page_shift, c.key)];
 	const uint64_t k = make_key(base >> 12, c.key, static_cast<unsigned>(cls));
-	const uint64_t v = (host_page & ~((1ull << page_shift) - 1)) | (perm & 7);
-	unsigned w = kWays - 1;
-	for (unsigned i = 0; i < kWays; i++) {
-		if (s.key[i] == k || s.key[i] == 0) { // refresh in place, or take a free way
+	const uint64_t v = (host_page & ~((1ull << page_shift) - 1)) | (perm & 7u);
+	// Not-recently-used: refresh in place, else a free way, else the first way not hit
+	// since the set last filled up. New entries start unreferenced, so one-off fills
+	// replace each other before they replace entries that are being hit.
+	unsigned w = kWays;
+	for (unsigned i = 0; i < kWays && w == kWays; i++)
+		if (s.key[i] == k)
 			w = i;
-			break;
-		}
+	for (unsigned i = 0; i < kWays && w == kWays; i++)
+		if (s.key[i] == 0)
+			w = i;
+	for (unsigned i = 0; i < kWays && w == kWays; i++)
+		if (!(s.value[i] & kReferenced))
+			w = i;
+	if (w == kWays) {
+		for (unsigned i = 0; i < kWays; i++)
+			s.value[i] &= ~kReferenced;
+		w = 0;
 	}
 	if (s.key[w] != 0 && s.key[w] != k)
 		stats_.evictions++;

@@ -10,7 +10,7 @@
  * set, so a lookup touches one cache line per page size it tries:
  *
  *   key   = IOVA page number (45 bits: inputs below 2^57) | context key (16) | size class (3)
- *   value = host address of the page | permissions (3 bits)
+ *   value = host address of the page | referenced (bit 3) | permissions (bits 2:0)
  *
  * Contexts. A translation context is (domain tag, ASID, PASID): what hardware tags TLB
  * entries with (VT-d DID + PASID; SMMU VMID + ASID). context() gives a stable handle; the
@@ -21,9 +21,11 @@
  * Page sizes. Every context remembers which page sizes were filled for it; a lookup tries
  * those sizes only (largest first), so 4 KiB-only traffic costs one probe.
  *
- * Replacement: a hit moves an entry one way toward the front of its set, a fill replaces
- * the last way. Hot entries climb and stay; a burst of one-off fills churns only the last
- * way, so skewed traffic keeps its hot set (see doc/performance.md).
+ * Replacement: not-recently-used. A hit sets the entry's referenced bit; a fill takes a free
+ * way, else one not referenced since the set last filled up (then all bits are cleared).
+ * New entries start unreferenced, so a stream of one-off fills replaces itself before it
+ * replaces entries that are being hit: skewed traffic keeps its hot set (see
+ * doc/performance.md).
  */
 
 #include <iodp/inval.h>
@@ -101,6 +103,9 @@ public:
 	 */
 	void apply(const inval::Descriptor &d);
 
+	/** Value bit 3: the entry was hit since its set last filled up (NRU replacement). */
+	static constexpr uint64_t kReferenced = 8;
+
 	const ShardStats &stats() const { return stats_; }
 	uint32_t capacity() const { return sets_ * kWays; }
 	/** Bytes of the entry array (for sizing reports). */
@@ -124,7 +129,8 @@ private:
 	{
 		// Fibonacci hashing of page number and key: neighbouring pages spread over sets.
 		const uint64_t h = (vpn ^ (uint64_t{key} << 45)) * 0x9e3779b97f4a7c15ull;
-		return static_cast<uint32_t>(h >> (64 - set_bits_));
+		// Map the top 32 bits onto [0, sets_) by multiplication: no variable shift.
+		return static_cast<uint32_t>(((h >> 32) * sets_) >> 32);
 	}
 	static uint64_t make_key(uint64_t vpn4k, uint16_t key, unsigned cls)
 	{
@@ -133,6 +139,9 @@ private:
 	void new_key(Context &c);
 	void recompute_sizes(Context &c);
 	bool probe_one(const Context &c, uint64_t iova, uint64_t *host, uint8_t *perm);
+	template <unsigned Cls>
+	size_t lookup_run(const Context &c, const Probe *probes, size_t n, uint64_t *host,
+			  uint8_t *perm);
 
 	GuestRam ram_;
 	Set *sets_ptr_ = nullptr;
