@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <cinttypes>
+#include <bit>
 #include <cstdio>
 
 namespace iodp::inval {
@@ -230,6 +231,132 @@ Status decode_smmuv3_cmd(const uint64_t cmd[2], bool iommufd_subset, uint32_t vm
 				     "invalidation", op);
 	default:
 		return Status::error(-EINVAL, "smmuv3 command opcode %#x is unknown", op);
+	}
+	*out = d;
+	return {};
+}
+
+/* VT-d invalidation queue ------------------------------------------------------------------ */
+
+namespace {
+
+/** Page-selective range: 2^am 4 KiB pages at addr, which must be aligned to that size. */
+Status vtd_page_range(uint64_t qw1, const char *what, Descriptor *d)
+{
+	const unsigned am = static_cast<unsigned>(qw1 & 0x3f);
+	const uint64_t addr = qw1 & ~0xfffull;
+	if (am > 52)
+		return Status::error(-EINVAL, "vt-d %s: AM %u is larger than the address space",
+				     what, am);
+	const uint64_t size = 4096ull << am;
+	if (addr & (size - 1))
+		return Status::error(-EINVAL, "vt-d %s: address 0x%" PRIx64 " is not aligned to "
+				     "its 2^%u pages", what, addr, am);
+	set_range(d, addr, size);
+	d->leaf_only = (qw1 >> 6) & 1; // IH
+	return {};
+}
+
+/** ATS invalidation size: with S set, the trailing ones above bit 12 give the size. */
+void ats_range(uint64_t qw1, bool s, Descriptor *d)
+{
+	uint64_t addr = qw1 & ~0xfffull;
+	if (!s) {
+		set_range(d, addr, 4096);
+		return;
+	}
+	const unsigned ones = static_cast<unsigned>(std::countr_one(addr >> 12));
+	if (ones >= 51) // all ones: the whole space
+		return;
+	const uint64_t size = 8192ull << ones;
+	set_range(d, addr & ~(size - 1), size);
+}
+
+} // namespace
+
+Status decode_vtd_qi(const uint64_t desc[2], Descriptor *out)
+{
+	using namespace vtd;
+	const uint64_t qw0 = desc[0], qw1 = desc[1];
+	const uint8_t type = static_cast<uint8_t>((qw0 & 0xf) | (((qw0 >> 9) & 7) << 4));
+	const unsigned g = static_cast<unsigned>(field(qw0, 5, 4));
+	const uint32_t did = static_cast<uint32_t>(field(qw0, 31, 16));
+	const uint32_t pasid = static_cast<uint32_t>(field(qw0, 51, 32));
+	Descriptor d;
+	switch (type) {
+	case kContextCache:
+		d.targets = kTargetConfig;
+		if (g == 0)
+			return Status::error(-EINVAL, "vt-d context-cache: granularity 0 is reserved");
+		if (g >= 2) {
+			d.match = kMatchDomain;
+			d.domain = did;
+		}
+		if (g == 3) {
+			d.match |= kMatchDevice;
+			d.device = static_cast<uint32_t>(field(qw0, 47, 32));
+		}
+		break;
+	case kIotlb:
+		d.targets = kTargetIotlb | kTargetWalkCache;
+		if (g == 0)
+			return Status::error(-EINVAL, "vt-d iotlb: granularity 0 is reserved");
+		if (g >= 2) {
+			d.match = kMatchDomain;
+			d.domain = did;
+		}
+		if (g == 3)
+			if (Status s = vtd_page_range(qw1, "iotlb", &d); !s)
+				return s;
+		break;
+	case kPasidIotlb:
+		d.targets = kTargetIotlb | kTargetWalkCache;
+		if (g < 2)
+			return Status::error(-EINVAL, "vt-d pasid-iotlb: granularity %u is reserved", g);
+		d.match = kMatchDomain | kMatchPasid;
+		d.domain = did;
+		d.pasid = pasid;
+		if (g == 3)
+			if (Status s = vtd_page_range(qw1, "pasid-iotlb", &d); !s)
+				return s;
+		break;
+	case kPasidCache:
+		d.targets = kTargetConfig;
+		if (g == 2)
+			return Status::error(-EINVAL, "vt-d pasid-cache: granularity 2 is reserved");
+		if (g != 3) {
+			d.match = kMatchDomain;
+			d.domain = did;
+		}
+		if (g == 1) {
+			d.match |= kMatchPasid;
+			d.pasid = pasid;
+		}
+		break;
+	case kDeviceTlb:
+		d.targets = kTargetDeviceTlb;
+		d.match = kMatchDevice;
+		d.device = static_cast<uint32_t>(field(qw0, 47, 32));
+		ats_range(qw1, qw1 & 1, &d);
+		break;
+	case kPasidDeviceTlb:
+		d.targets = kTargetDeviceTlb;
+		d.match = kMatchDevice | kMatchPasid;
+		d.device = static_cast<uint32_t>(field(qw0, 31, 16));
+		d.pasid = pasid;
+		ats_range(qw1, (qw1 >> 11) & 1, &d);
+		break;
+	case kInvWait:
+		d.op = Op::sync;
+		d.targets = 0;
+		d.sync_token = qw0 >> 32;                        // status data
+		d.sync_addr = ((qw0 >> 5) & 1) ? qw1 & ~3ull : 0; // SW: write status data
+		break;
+	case kIec:
+		return Status::error(-EOPNOTSUPP, "vt-d descriptor type %#x (interrupt entry "
+				     "cache) is not a translation invalidation", type);
+	default:
+		return Status::error(-EINVAL, "vt-d descriptor type %#x is unknown", type);
 	}
 	*out = d;
 	return {};

@@ -147,3 +147,83 @@ TEST(Inval, NestedHwptFeedsTheSink)
 
 } // namespace
 } // namespace iodp::ctl::test
+
+namespace iodp::ctl::test {
+namespace {
+
+using namespace iodp::inval;
+
+Descriptor qi(uint64_t qw0, uint64_t qw1 = 0)
+{
+	Descriptor d;
+	const uint64_t desc[2] = {qw0, qw1};
+	Status s = decode_vtd_qi(desc, &d);
+	EXPECT_TRUE(s.ok()) << s.message();
+	return d;
+}
+
+int qi_error(uint64_t qw0, uint64_t qw1 = 0)
+{
+	Descriptor d;
+	const uint64_t desc[2] = {qw0, qw1};
+	return decode_vtd_qi(desc, &d).code();
+}
+
+TEST(VtdQi, IotlbGranularities)
+{
+	EXPECT_EQ(qi(0x2 | (1 << 4)).match, 0) << "global";
+	Descriptor d = qi(0x2 | (2 << 4) | (9ull << 16));
+	EXPECT_EQ(d.match, kMatchDomain);
+	EXPECT_EQ(d.domain, 9u);
+	// Page-selective: AM 2 = four pages, IH = leaf only.
+	d = qi(0x2 | (3 << 4) | (9ull << 16), 0x44000 | (1 << 6) | 2);
+	EXPECT_EQ(d.match, kMatchDomain | kMatchRange);
+	EXPECT_EQ(d.addr, 0x44000u);
+	EXPECT_EQ(d.size, 0x4000u);
+	EXPECT_TRUE(d.leaf_only);
+	EXPECT_EQ(d.targets, kTargetIotlb | kTargetWalkCache);
+	EXPECT_EQ(qi_error(0x2 | (3 << 4), 0x45000 | 2), -EINVAL) << "not aligned to 2^AM pages";
+	EXPECT_EQ(qi_error(0x2), -EINVAL) << "granularity 0";
+}
+
+TEST(VtdQi, PasidScopes)
+{
+	Descriptor d = qi(0x6 | (2 << 4) | (3ull << 16) | (77ull << 32));
+	EXPECT_EQ(d.match, kMatchDomain | kMatchPasid);
+	EXPECT_EQ(d.pasid, 77u);
+	d = qi(0x6 | (3 << 4) | (3ull << 16) | (77ull << 32), 0x200000 | 9);
+	EXPECT_EQ(d.size, 2u << 20);
+	EXPECT_EQ(qi_error(0x6 | (1 << 4)), -EINVAL);
+	d = qi(0x7 | (1 << 4) | (3ull << 16) | (77ull << 32));
+	EXPECT_EQ(d.targets, kTargetConfig);
+	EXPECT_EQ(d.match, kMatchDomain | kMatchPasid);
+	EXPECT_EQ(qi(0x7 | (0 << 4) | (3ull << 16)).match, kMatchDomain);
+	EXPECT_EQ(qi(0x7 | (3 << 4)).match, 0);
+	EXPECT_EQ(qi_error(0x7 | (2 << 4)), -EINVAL);
+	d = qi(0x1 | (3 << 4) | (4ull << 16) | (0x10ull << 32));
+	EXPECT_EQ(d.match, kMatchDomain | kMatchDevice);
+	EXPECT_EQ(d.device, 0x10u);
+}
+
+TEST(VtdQi, DeviceTlbAndWait)
+{
+	Descriptor d = qi(0x3 | (0x18ull << 32), 0x5000);
+	EXPECT_EQ(d.targets, kTargetDeviceTlb);
+	EXPECT_EQ(d.device, 0x18u);
+	EXPECT_EQ(d.size, 4096u);
+	// S = 1 with ADDR bit 12 set and bit 13 clear: 16 KiB at 0x4000.
+	d = qi(0x3 | (0x18ull << 32), 0x5000 | 1);
+	EXPECT_EQ(d.addr, 0x4000u);
+	EXPECT_EQ(d.size, 0x4000u);
+	d = qi(0x8 | (0x18ull << 16) | (5ull << 32), 0x7000);
+	EXPECT_EQ(d.match, kMatchDevice | kMatchPasid | kMatchRange);
+	d = qi(0x5 | (1 << 5) | (0xabcdull << 32), 0x1000);
+	EXPECT_EQ(d.op, Op::sync);
+	EXPECT_EQ(d.sync_token, 0xabcdu);
+	EXPECT_EQ(d.sync_addr, 0x1000u);
+	EXPECT_EQ(qi_error(0x4), -EOPNOTSUPP);
+	EXPECT_EQ(qi_error(0xf), -EINVAL);
+}
+
+} // namespace
+} // namespace iodp::ctl::test

@@ -59,7 +59,8 @@ struct Descriptor {
 	uint32_t device = 0;
 	uint64_t addr = 0;  ///< kMatchRange: first byte
 	uint64_t size = 0;  ///< kMatchRange: bytes (> 0; addr + size - 1 does not wrap)
-	uint64_t sync_token = 0; ///< Op::sync: whatever the source needs to signal completion
+	uint64_t sync_token = 0; ///< Op::sync: status data / MSI data to signal completion with
+	uint64_t sync_addr = 0;  ///< Op::sync: where to write it (0: no write)
 
 	/** Whether a cached translation of [iova, iova + len) matches the range part. */
 	bool overlaps(uint64_t iova, uint64_t len) const
@@ -90,6 +91,21 @@ Status decode_iommufd_vtd_s1(uint64_t addr, uint64_t npages, uint32_t flags,
  */
 Status decode_smmuv3_cmd(const uint64_t cmd[2], bool iommufd_subset, uint32_t vmid,
 			 Descriptor *out);
+
+/**
+ * Decode one VT-d invalidation-queue descriptor (128-bit, or the first 128 bits of a 256-bit
+ * one): context-cache, IOTLB, device-TLB, inv_wait, PASID-IOTLB, PASID-cache, PASID
+ * device-TLB. Reserved granularities and misaligned page ranges are EINVAL; other types
+ * (interrupt entry cache, page-group response) are EOPNOTSUPP.
+ */
+Status decode_vtd_qi(const uint64_t desc[2], Descriptor *out);
+
+/** VT-d invalidation descriptor types (qw0 bits 3:0, with 11:9 as bits 6:4). */
+namespace vtd {
+inline constexpr uint8_t kContextCache = 0x1, kIotlb = 0x2, kDeviceTlb = 0x3, kIec = 0x4,
+			 kInvWait = 0x5, kPasidIotlb = 0x6, kPasidCache = 0x7,
+			 kPasidDeviceTlb = 0x8;
+} // namespace vtd
 
 /** SMMUv3 command opcodes (bits 7:0 of the first word). */
 namespace smmuv3 {
