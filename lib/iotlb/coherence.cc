@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#include <iodp/coherence.h>
+
+#include <rte_rcu_qsbr.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace iodp::iotlb {
+
+static_assert(sizeof(inval::Descriptor) % 4 == 0, "rte_ring elements are multiples of 4 bytes");
+
+namespace {
+
+void *zalloc(size_t bytes)
+{
+	const size_t rounded = (bytes + 63) & ~size_t{63};
+	void *p = std::aligned_alloc(64, rounded);
+	if (p != nullptr)
+		std::memset(p, 0, rounded);
+	return p;
+}
+
+} // namespace
+
+Result<std::unique_ptr<Coherence>> Coherence::create(const CoherenceConfig &config)
+{
+	if (config.max_workers == 0 || config.max_workers > RTE_MAX_LCORE * 4)
+		return Status::error(-EINVAL, "coherence: max_workers %u is out of range",
+				     config.max_workers);
+	if (config.ring_entries < 8 || (config.ring_entries & (config.ring_entries - 1)))
+		return Status::error(-EINVAL, "coherence: ring_entries %u is not a power of two "
+				     ">= 8", config.ring_entries);
+	std::unique_ptr<Coherence> c(new Coherence());
+	c->config_ = config;
+	// rte_rcu_qsbr and rte_ring work in memory we give them: no EAL needed, so a driver
+	// thread in library mode can use them too.
+	const size_t qsz = rte_rcu_qsbr_get_memsize(config.max_workers);
+	c->qsbr_ = static_cast<rte_rcu_qsbr *>(zalloc(qsz));
+	if (c->qsbr_ == nullptr || rte_rcu_qsbr_init(c->qsbr_, config.max_workers) != 0)
+		return Status::error(-ENOMEM, "coherence: cannot set up rte_rcu_qsbr for %u "
+				     "workers", config.max_workers);
+	c->workers_ = std::make_unique<Worker[]>(config.max_workers);
+	return c;
+}
+
+Coherence::~Coherence()
+{
+	if (workers_ != nullptr)
+		for (unsigned i = 0; i < config_.max_workers; i++)
+			std::free(workers_[i].ring);
+	for (Retired &r : retired_)
+		r.fn();
+	std::free(qsbr_);
+}
+
+Result<unsigned> Coherence::register_worker(Shard *shard)
+{
+	std::lock_guard g(lock_);
+	for (unsigned id = 0; id < config_.max_workers; id++) {
+		Worker &w = workers_[id];
+		if (w.registered)
+			continue;
+		const ssize_t rsz = rte_ring_get_memsize_elem(sizeof(inval::Descriptor),
+							      config_.ring_entries);
+		if (rsz < 0)
+			return Status::error(-EINVAL, "coherence: bad ring size");
+		auto *ring = static_cast<rte_ring *>(zalloc(static_cast<size_t>(rsz)));
+		if (ring == nullptr)
+			return Status::error(-ENOMEM, "coherence: no memory for worker %u's ring", id);
+		char name[RTE_RING_NAMESIZE];
+		std::snprintf(name, sizeof(name), "iodp_inval_%p_%u", static_cast<void *>(this),
+			      id);
+		// rte_ring_init wants count = entries: one slot stays free, as usual.
+		if (rte_ring_init(ring, name, config_.ring_entries,
+				  RING_F_SP_ENQ | RING_F_SC_DEQ) != 0) {
+			std::free(ring);
+			return Status::error(-EINVAL, "coherence: rte_ring_init failed");
+		}
+		// rte_ring_init sets up a pointer ring; element rings share its header layout.
+		std::free(w.ring);
+		w.ring = ring;
+		w.shard = shard;
+		w.overflowed.store(false, std::memory_order_relaxed);
+		w.registered = true;
+		rte_rcu_qsbr_thread_register(qsbr_, id);
+		rte_rcu_qsbr_thread_online(qsbr_, id);
+		return id;
+	}
+	return Status::error(-ENOSPC, "coherence: all %u worker slots are taken",
+			     config_.max_workers);
+}
+
+void Coherence::unregister_worker(unsigned id)
+{
+	std::lock_guard g(lock_);
+	if (id >= config_.max_workers || !workers_[id].registered)
+		return;
+	rte_rcu_qsbr_thread_offline(qsbr_, id);
+	rte_rcu_qsbr_thread_unregister(qsbr_, id);
+	workers_[id].registered = false;
+	workers_[id].shard = nullptr;
+}
+
+unsigned Coherence::drain(unsigned id)
+{
+	Worker &w = workers_[id];
+	constexpr unsigned kBatch = 32;
+	inval::Descriptor batch[kBatch];
+	unsigned total = 0;
+	for (;;) {
+		const unsigned n = rte_ring_sc_dequeue_burst_elem(w.ring, batch, sizeof(batch[0]),
+								  kBatch, nullptr);
+		for (unsigned i = 0; i < n; i++)
+			w.shard->apply(batch[i]);
+		total += n;
+		if (n < kBatch)
+			break;
+	}
+	// A post that found the ring full marked us instead: forget everything.
+	if (w.overflowed.load(std::memory_order_acquire)) {
+		w.overflowed.store(false, std::memory_order_relaxed);
+		w.shard->flush_all();
+	}
+	return total;
+}
+
+void Coherence::quiescent(unsigned id)
+{
+	rte_rcu_qsbr_quiescent(qsbr_, id);
+}
+
+void Coherence::offline(unsigned id)
+{
+	rte_rcu_qsbr_thread_offline(qsbr_, id);
+}
+
+void Coherence::online(unsigned id)
+{
+	rte_rcu_qsbr_thread_online(qsbr_, id);
+	drain(id);
+}
+
+void Coherence::post(const inval::Descriptor &d)
+{
+	std::lock_guard g(lock_);
+	for (unsigned id = 0; id < config_.max_workers; id++) {
+		Worker &w = workers_[id];
+		if (!w.registered)
+			continue;
+		if (rte_ring_sp_enqueue_elem(w.ring, const_cast<inval::Descriptor *>(&d),
+					     sizeof(d)) != 0) {
+			w.overflowed.store(true, std::memory_order_release);
+			overflows_.fetch_add(1, std::memory_order_relaxed);
+		}
+	}
+}
+
+void Coherence::sync()
+{
+	const uint64_t token = rte_rcu_qsbr_start(qsbr_);
+	rte_rcu_qsbr_check(qsbr_, token, true);
+	reclaim();
+}
+
+void Coherence::retire(std::function<void()> fn)
+{
+	const uint64_t token = rte_rcu_qsbr_start(qsbr_);
+	std::lock_guard g(lock_);
+	retired_.push_back({token, std::move(fn)});
+}
+
+size_t Coherence::reclaim()
+{
+	std::deque<Retired> ready;
+	{
+		std::lock_guard g(lock_);
+		while (!retired_.empty() &&
+		       rte_rcu_qsbr_check(qsbr_, retired_.front().token, false) == 1) {
+			ready.push_back(std::move(retired_.front()));
+			retired_.pop_front();
+		}
+	}
+	for (Retired &r : ready)
+		r.fn();
+	return ready.size();
+}
+
+unsigned Coherence::workers() const
+{
+	std::lock_guard g(lock_);
+	unsigned n = 0;
+	for (unsigned id = 0; id < config_.max_workers; id++)
+		n += workers_[id].registered;
+	return n;
+}
+
+} // namespace iodp::iotlb

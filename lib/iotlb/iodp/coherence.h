@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#pragma once
+
+/**
+ * @file
+ * Keeping every worker's shard coherent: invalidation fan-out and sync.
+ *
+ * The control side posts each invalidation to every worker's single-producer /
+ * single-consumer ring (DPDK rte_ring). A worker drains its ring into its shard at the start
+ * of every burst, before it takes requests, and reports a quiescent state (DPDK
+ * rte_rcu_qsbr) at the end. sync() returns once every online worker has reported a
+ * quiescent state after the sync began, so every request a worker takes after sync()
+ * returned is answered from a shard that has applied everything posted before it.
+ *
+ * A worker that stops polling goes offline (it then holds no sync up) and drains before
+ * it answers anything when it comes back. A ring that fills up while its worker is slow or
+ * offline is not waited for: the worker is marked overflowed and flushes its whole shard
+ * on its next drain (over-invalidation, never under).
+ *
+ * retire() defers work (freeing unmapped table pages) until a grace period has passed.
+ */
+
+#include <iodp/inval.h>
+#include <iodp/iotlb.h>
+#include <iodp/status.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+struct rte_ring;
+struct rte_rcu_qsbr;
+
+namespace iodp::iotlb {
+
+struct CoherenceConfig {
+	unsigned max_workers = 64;
+	unsigned ring_entries = 1024; ///< per worker, a power of two
+};
+
+class Coherence {
+public:
+	static Result<std::unique_ptr<Coherence>> create(const CoherenceConfig &config = {});
+	~Coherence();
+	Coherence(const Coherence &) = delete;
+	Coherence &operator=(const Coherence &) = delete;
+
+	/* Worker side (each id used by one thread) ---------------------------------------- */
+
+	/** Register @p shard; the worker starts online. Returns its id. */
+	Result<unsigned> register_worker(Shard *shard);
+	void unregister_worker(unsigned id);
+	/** Apply everything posted to this worker; call before taking a burst. */
+	unsigned drain(unsigned id);
+	/** The end of a burst: nothing from before this point is in use. */
+	void quiescent(unsigned id);
+	/** Stop holding syncs up while not polling; online() drains before returning. */
+	void offline(unsigned id);
+	void online(unsigned id);
+
+	/* Control side (any thread) ------------------------------------------------------ */
+
+	/** Send @p d to every registered worker. */
+	void post(const inval::Descriptor &d);
+	/** Return once every online worker has passed a quiescent state after this call began. */
+	void sync();
+	/** Run @p fn once a grace period that starts now has passed (at a later sync/reclaim). */
+	void retire(std::function<void()> fn);
+	/** Run the retired work whose grace period is over; returns how many ran. */
+	size_t reclaim();
+
+	unsigned workers() const;
+	uint64_t overflows() const { return overflows_.load(std::memory_order_relaxed); }
+
+private:
+	Coherence() = default;
+
+	struct Worker {
+		Shard *shard = nullptr;
+		rte_ring *ring = nullptr;
+		std::atomic<bool> overflowed{false};
+		bool registered = false;
+	};
+	struct Retired {
+		uint64_t token;
+		std::function<void()> fn;
+	};
+
+	CoherenceConfig config_;
+	rte_rcu_qsbr *qsbr_ = nullptr;
+	std::unique_ptr<Worker[]> workers_;
+	mutable std::mutex lock_; // control side: one poster at a time (rings are single-producer)
+	std::deque<Retired> retired_;
+	std::atomic<uint64_t> overflows_{0};
+};
+
+} // namespace iodp::iotlb
