@@ -15,6 +15,7 @@
 
 void register_walk_benchmarks();
 void register_iotlb_benchmarks();
+void register_inval_benchmarks();
 
 namespace {
 
@@ -49,6 +50,7 @@ int main(int argc, char **argv)
 	}
 	register_walk_benchmarks();
 	register_iotlb_benchmarks();
+	register_inval_benchmarks();
 	benchmark::Initialize(&argc, argv);
 	if (benchmark::ReportUnrecognizedArguments(argc, argv))
 		return 1;
