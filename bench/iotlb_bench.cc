@@ -50,9 +50,23 @@ uint64_t host_of(uint64_t iova)
 	return kHostBase + (iova - kIovaBase);
 }
 
-void finish(benchmark::State &s, uint64_t checksum)
+/**
+ * The timed loop every implementation shares: burst(pos, host) translates the kBurst
+ * addresses of the stream starting at pos into host[] and returns how many hit.
+ */
+template <class Burst> void run_bursts(benchmark::State &s, Burst &&burst)
 {
-	benchmark::DoNotOptimize(checksum);
+	uint64_t host[kBurst];
+	size_t pos = 0;
+	uint64_t sum = 0, hits = 0;
+	for (auto _ : s) {
+		hits += burst(pos, host);
+		sum += host[kBurst - 1];
+		pos = (pos + kBurst) % kStream;
+	}
+	benchmark::DoNotOptimize(sum);
+	if (hits != s.iterations() * kBurst)
+		s.SkipWithError("a lookup missed");
 	s.SetItemsProcessed(static_cast<int64_t>(s.iterations()) * kBurst);
 }
 
@@ -72,18 +86,10 @@ void iodp_shard(benchmark::State &s, uint64_t entries)
 	const std::vector<uint64_t> addrs = stream(entries);
 	for (size_t i = 0; i < kStream; i++)
 		probes[i] = {addrs[i], ctx};
-	uint64_t host[kBurst];
 	uint8_t perm[kBurst];
-	size_t pos = 0, hits = 0;
-	uint64_t sum = 0;
-	for (auto _ : s) {
-		hits += sh->lookup_bulk(&probes[pos], kBurst, host, perm);
-		sum += host[kBurst - 1];
-		pos = (pos + kBurst) % kStream;
-	}
-	if (hits != s.iterations() * kBurst)
-		s.SkipWithError("a lookup missed");
-	finish(s, sum);
+	run_bursts(s, [&](size_t pos, uint64_t *host) {
+		return sh->lookup_bulk(&probes[pos], kBurst, host, perm);
+	});
 }
 
 void array(benchmark::State &s, uint64_t entries)
@@ -92,19 +98,14 @@ void array(benchmark::State &s, uint64_t entries)
 	for (uint64_t p = 0; p < entries; p++)
 		table[p] = host_of(kIovaBase + p * 4096);
 	const std::vector<uint64_t> addrs = stream(entries);
-	uint64_t host[kBurst];
-	size_t pos = 0;
-	uint64_t sum = 0;
-	for (auto _ : s) {
+	run_bursts(s, [&](size_t pos, uint64_t *host) {
 		for (size_t i = 0; i < kBurst; i++) {
 			const uint64_t a = addrs[pos + i];
 			host[i] = table[(a - kIovaBase) >> 12] + (a & 0xfff);
 		}
 		benchmark::DoNotOptimize(host);
-		sum += host[kBurst - 1];
-		pos = (pos + kBurst) % kStream;
-	}
-	finish(s, sum);
+		return kBurst;
+	});
 }
 
 void dpdk_hash(benchmark::State &s, uint64_t entries)
@@ -133,21 +134,15 @@ void dpdk_hash(benchmark::State &s, uint64_t entries)
 	for (size_t i = 0; i < kStream; i++)
 		key_ptrs[i] = &keys[i];
 	void *data[kBurst];
-	uint64_t host[kBurst];
-	size_t pos = 0;
-	uint64_t sum = 0, hit_mask = 0, hits = 0;
-	for (auto _ : s) {
-		hits += static_cast<uint64_t>(
-			rte_hash_lookup_bulk_data(h, &key_ptrs[pos], kBurst, &hit_mask, data));
+	uint64_t hit_mask = 0;
+	run_bursts(s, [&](size_t pos, uint64_t *host) {
+		const int hits =
+			rte_hash_lookup_bulk_data(h, &key_ptrs[pos], kBurst, &hit_mask, data);
 		for (size_t i = 0; i < kBurst; i++)
 			host[i] = reinterpret_cast<uintptr_t>(data[i]) + (addrs[pos + i] & 0xfff);
-		sum += host[kBurst - 1];
-		pos = (pos + kBurst) % kStream;
-	}
-	if (hits != s.iterations() * kBurst)
-		s.SkipWithError("a lookup missed");
+		return static_cast<size_t>(hits);
+	});
 	rte_hash_free(h);
-	finish(s, sum);
 }
 
 void umap_mutex(benchmark::State &s, uint64_t entries)
@@ -157,20 +152,17 @@ void umap_mutex(benchmark::State &s, uint64_t entries)
 	for (uint64_t p = 0; p < entries; p++)
 		map[(kIovaBase >> 12) + p] = host_of(kIovaBase + p * 4096);
 	const std::vector<uint64_t> addrs = stream(entries);
-	uint64_t host[kBurst];
-	size_t pos = 0;
-	uint64_t sum = 0;
-	for (auto _ : s) {
+	run_bursts(s, [&](size_t pos, uint64_t *host) {
+		size_t hits = 0;
 		for (size_t i = 0; i < kBurst; i++) {
 			const uint64_t a = addrs[pos + i];
 			std::lock_guard g(lock); // one lock per translation, as QEMU takes it
 			auto it = map.find(a >> 12);
 			host[i] = it == map.end() ? 0 : it->second + (a & 0xfff);
+			hits += it != map.end();
 		}
-		sum += host[kBurst - 1];
-		pos = (pos + kBurst) % kStream;
-	}
-	finish(s, sum);
+		return hits;
+	});
 }
 
 void vhost_list(benchmark::State &s, uint64_t entries)
@@ -184,10 +176,8 @@ void vhost_list(benchmark::State &s, uint64_t entries)
 	rte_rwlock_t lock;
 	rte_rwlock_init(&lock);
 	const std::vector<uint64_t> addrs = stream(entries);
-	uint64_t host[kBurst];
-	size_t pos = 0;
-	uint64_t sum = 0;
-	for (auto _ : s) {
+	run_bursts(s, [&](size_t pos, uint64_t *host) {
+		size_t hits = 0;
 		for (size_t i = 0; i < kBurst; i++) {
 			const uint64_t a = addrs[pos + i];
 			host[i] = 0;
@@ -197,15 +187,14 @@ void vhost_list(benchmark::State &s, uint64_t entries)
 					break;
 				if (a < n.iova + n.size) {
 					host[i] = n.uaddr + (a - n.iova);
+					hits++;
 					break;
 				}
 			}
 			rte_rwlock_read_unlock(&lock);
 		}
-		sum += host[kBurst - 1];
-		pos = (pos + kBurst) % kStream;
-	}
-	finish(s, sum);
+		return hits;
+	});
 }
 
 } // namespace
