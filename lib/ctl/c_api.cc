@@ -9,6 +9,7 @@
 #include <iodp/ctl.h>
 #include <iodp/iodp.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cinttypes>
 #include <cstddef>
@@ -56,7 +57,7 @@ static_assert(sizeof(struct iodp_hwpt_page_response) == 8);
 
 /** The last failure per (thread, context); contexts are told apart by a serial number. */
 thread_local std::unordered_map<uint64_t, std::string> t_last_error;
-uint64_t g_next_serial = 1;
+std::atomic<uint64_t> g_next_serial{1};
 
 int fail(iodp_ctx *ctx, const Status &s, iodp_extack *ext)
 {
@@ -489,7 +490,7 @@ int iodp_ctx_open(struct iodp_ctx **out)
 	if (out == nullptr)
 		return -EINVAL;
 	auto *c = new (std::nothrow)
-		iodp_ctx(__atomic_fetch_add(&g_next_serial, 1, __ATOMIC_RELAXED));
+		iodp_ctx(g_next_serial.fetch_add(1, std::memory_order_relaxed));
 	if (c == nullptr)
 		return -ENOMEM;
 	*out = c;

@@ -496,6 +496,14 @@ Outcome read_ipa(const HwptPaging &parent, uint64_t ipa, void *buf, size_t len)
 	return o;
 }
 
+/** Stage-1 bypass: the parent's stage 2 alone; a fault there is a stage-2 fault. */
+Outcome stage2_only(const HwptPaging &parent, uint64_t iova, uint8_t access)
+{
+	Outcome o = walk_paging(parent, iova, access);
+	o.walk.stage = o.fault == IODP_FAULT_NONE ? 0 : 2;
+	return o;
+}
+
 /** SMMUv3: STE -> (SSID) -> CD -> stage-1 walk over the parent's stage 2. */
 Outcome walk_smmuv3(const HwptNested &h, std::optional<uint32_t> pasid, uint64_t iova,
 		    uint8_t access)
@@ -505,11 +513,8 @@ Outcome walk_smmuv3(const HwptNested &h, std::optional<uint32_t> pasid, uint64_t
 	const unsigned config = (ste0 & 1) ? static_cast<unsigned>((ste0 >> 1) & 7) : 0;
 	if (config == 0) // abort (or an invalid STE): DMA is blocked
 		return fault(IODP_FAULT_PASID_NOT_ATTACHED);
-	if (config == 4) { // stage-1 bypass: stage 2 only
-		Outcome o = walk_paging(parent, iova, access);
-		o.walk.stage = o.fault == IODP_FAULT_NONE ? 0 : 2;
-		return o;
-	}
+	if (config == 4)
+		return stage2_only(parent, iova, access);
 	const unsigned cd_max = static_cast<unsigned>(ste0 >> 59);
 	uint32_t ssid = 0;
 	if (pasid) {
@@ -520,11 +525,8 @@ Outcome walk_smmuv3(const HwptNested &h, std::optional<uint32_t> pasid, uint64_t
 		switch (ste1 & 3) { // S1DSS: what a request without SSID does
 		case 0:
 			return fault(IODP_FAULT_PASID_NOT_ATTACHED);
-		case 1: {
-			Outcome o = walk_paging(parent, iova, access);
-			o.walk.stage = o.fault == IODP_FAULT_NONE ? 0 : 2;
-			return o;
-		}
+		case 1:
+			return stage2_only(parent, iova, access);
 		case 2:
 			break; // use SSID 0
 		default:

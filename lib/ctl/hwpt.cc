@@ -138,62 +138,71 @@ Result<uint32_t> Ctx::hwpt_alloc_paging(uint32_t dev_id, uint32_t ioas_id, uint3
 	return (*h)->id;
 }
 
-/** Checks shared by both nested kinds; returns the parent. */
-static Result<HwptPaging *> nested_parent(Ctx::Impl &impl, Device *dev, uint32_t parent_id,
-					  uint32_t flags, uint32_t fault_id, Format want)
+/**
+ * Checks shared by both nested kinds, in the order the errors are reported: the device, its
+ * IOMMU model, the flags and fault queue, the parent. Returns the parent.
+ */
+static Result<HwptPaging *> nested_parent(Ctx::Impl &impl, uint32_t dev_id, uint32_t parent_id,
+					  uint32_t flags, uint32_t fault_id, IommuModel model)
 {
+	Result<Device *> dev = impl.get_device(dev_id);
+	if (!dev)
+		return dev.status();
+	if ((*dev)->model != model) {
+		const bool vtd = model == IommuModel::vtd;
+		return Status::error(-EOPNOTSUPP, "hwpt alloc: device %s is behind %s IOMMU; %s "
+				     "data needs %s", (*dev)->name.c_str(),
+				     vtd ? "an smmuv3" : "a vtd", vtd ? "VTD_S1" : "ARM_SMMUV3",
+				     model_name(model));
+	}
 	if (flags & ~kNestedFlags)
 		return Status::error(-EOPNOTSUPP, "hwpt alloc: flags %#x are not for nested "
 				     "HWPTs", flags & ~kNestedFlags);
 	if (Status s = impl.check_fault_id(flags, fault_id); !s)
 		return s;
 	Object *o = impl.find(parent_id);
-	if (o == nullptr || o->type == ObjType::ioas || o->type == ObjType::hwpt_nested) {
-		if (o != nullptr)
-			return Status::error(-EINVAL, "hwpt alloc: pt_id %u is a %s; a nested HWPT "
-					     "needs a paging HWPT allocated with NEST_PARENT",
-					     parent_id, obj_type_name(o->type));
+	if (o == nullptr || o->type == ObjType::device || o->type == ObjType::fault_queue)
 		return impl.no_object(parent_id, "hwpt");
-	}
 	if (o->type != ObjType::hwpt_paging)
-		return impl.no_object(parent_id, "hwpt");
+		return Status::error(-EINVAL, "hwpt alloc: pt_id %u is a %s; a nested HWPT needs "
+				     "a paging HWPT allocated with NEST_PARENT", parent_id,
+				     obj_type_name(o->type));
 	auto *parent = static_cast<HwptPaging *>(o);
 	if (!(parent->flags & IODP_HWPT_ALLOC_NEST_PARENT))
 		return Status::error(-EINVAL, "hwpt alloc: hwpt %u was not allocated with "
 				     "NEST_PARENT", parent_id);
-	const Format pf = parent->table.stage().format;
-	const bool ok = want == Format::vtd_ss_4l ? (pf == Format::vtd_ss_3l ||
-						     pf == Format::vtd_ss_4l ||
-						     pf == Format::vtd_ss_5l)
-						  : pf == Format::arm_s2;
-	if (!ok || parent->model != dev->model)
+	// A NEST_PARENT table is a second stage of its model's family (make_paging checks).
+	if (parent->model != model)
 		return Status::error(-EINVAL, "hwpt alloc: parent hwpt %u (%s) cannot carry this "
-				     "stage 1", parent_id, pgtable::format_name(pf).data());
+				     "stage 1", parent_id,
+				     pgtable::format_name(parent->table.stage().format).data());
 	return parent;
 }
 
-static uint32_t add_nested(Ctx::Impl &impl, std::unique_ptr<HwptNested> h)
+/** The object both nested kinds share; the caller fills in its data. */
+static HwptNested *add_nested(Ctx::Impl &impl, HwptPaging *parent, uint32_t flags,
+			      uint32_t fault_id, uint32_t data_type)
 {
-	h->parent->users++;
+	auto h = std::make_unique<HwptNested>(impl.alloc_id());
+	h->flags = flags;
+	h->fault_id = (flags & IODP_HWPT_FAULT_ID_VALID) ? fault_id : 0;
+	h->model = parent->model;
+	h->parent = parent;
+	h->data_type = data_type;
+	parent->users++;
 	if (h->fault_id != 0)
 		impl.find(h->fault_id)->users++;
-	const uint32_t id = h->id;
-	impl.objects.emplace(id, std::move(h));
-	return id;
+	HwptNested *raw = h.get();
+	impl.objects.emplace(raw->id, std::move(h));
+	return raw;
 }
 
 Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uint32_t flags,
 					uint32_t fault_id, const VtdS1Data &data)
 {
 	std::lock_guard g(impl_->lock);
-	Result<Device *> dev = impl_->get_device(dev_id);
-	if (!dev)
-		return dev.status();
-	if ((*dev)->model != IommuModel::vtd)
-		return Status::error(-EOPNOTSUPP, "hwpt alloc: device %s is behind an smmuv3 "
-				     "IOMMU; VTD_S1 data needs vtd", (*dev)->name.c_str());
 	Result<HwptPaging *> parent =
-		nested_parent(*impl_, *dev, parent_id, flags, fault_id, Format::vtd_ss_4l);
+		nested_parent(*impl_, dev_id, parent_id, flags, fault_id, IommuModel::vtd);
 	if (!parent)
 		return parent.status();
 	constexpr uint64_t kKnown = IODP_VTD_S1_SRE | IODP_VTD_S1_EAFE | IODP_VTD_S1_WPE;
@@ -206,28 +215,17 @@ Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uin
 	if (data.pgtbl_addr & 0xfff)
 		return Status::error(-EINVAL, "hwpt alloc: vtd_s1 pgtbl_addr 0x%" PRIx64
 				     " is not 4 KiB aligned", data.pgtbl_addr);
-	auto h = std::make_unique<HwptNested>(impl_->alloc_id());
-	h->flags = flags;
-	h->fault_id = (flags & IODP_HWPT_FAULT_ID_VALID) ? fault_id : 0;
-	h->model = IommuModel::vtd;
-	h->parent = *parent;
-	h->data_type = IODP_HWPT_DATA_VTD_S1;
+	HwptNested *h = add_nested(*impl_, *parent, flags, fault_id, IODP_HWPT_DATA_VTD_S1);
 	h->vtd = data;
-	return add_nested(*impl_, std::move(h));
+	return h->id;
 }
 
 Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uint32_t flags,
 					uint32_t fault_id, const SmmuV3Data &data)
 {
 	std::lock_guard g(impl_->lock);
-	Result<Device *> dev = impl_->get_device(dev_id);
-	if (!dev)
-		return dev.status();
-	if ((*dev)->model != IommuModel::smmuv3)
-		return Status::error(-EOPNOTSUPP, "hwpt alloc: device %s is behind a vtd IOMMU; "
-				     "ARM_SMMUV3 data needs smmuv3", (*dev)->name.c_str());
 	Result<HwptPaging *> parent =
-		nested_parent(*impl_, *dev, parent_id, flags, fault_id, Format::arm_s2);
+		nested_parent(*impl_, dev_id, parent_id, flags, fault_id, IommuModel::smmuv3);
 	if (!parent)
 		return parent.status();
 	if ((data.ste[0] & ~kSte0Allowed) || (data.ste[1] & ~kSte1Allowed))
@@ -238,14 +236,9 @@ Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uin
 	if ((data.ste[0] & 1) && cfg != 0 && cfg != 4 && cfg != 5)
 		return Status::error(-EIO, "hwpt alloc: STE Config %u is not abort (0), bypass (4) "
 				     "or stage 1 (5)", cfg);
-	auto h = std::make_unique<HwptNested>(impl_->alloc_id());
-	h->flags = flags;
-	h->fault_id = (flags & IODP_HWPT_FAULT_ID_VALID) ? fault_id : 0;
-	h->model = IommuModel::smmuv3;
-	h->parent = *parent;
-	h->data_type = IODP_HWPT_DATA_ARM_SMMUV3;
+	HwptNested *h = add_nested(*impl_, *parent, flags, fault_id, IODP_HWPT_DATA_ARM_SMMUV3);
 	h->smmu = data;
-	return add_nested(*impl_, std::move(h));
+	return h->id;
 }
 
 /* Dirty tracking --------------------------------------------------------------------------- */

@@ -47,8 +47,11 @@ struct Ctx::Impl {
 	std::vector<Reserved> reserved(const Ioas &ioas) const;
 	std::vector<IovaRange> usable(const Ioas &ioas) const;
 	uint64_t alignment(const Ioas &ioas) const;
+	/** Map into the IOAS and its tables; the caller rebuilds the host maps once after. */
 	Status map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byte *host,
 			 uint64_t length, std::optional<uint64_t> gpa, const char *what);
+	/** Unmap one whole mapping from the tables and the IOAS; returns its length. */
+	uint64_t remove_mapping(Ioas &ioas, uint64_t iova);
 	Result<uint64_t> alloc_iova(const Ioas &ioas, uint64_t length, uint64_t host_align) const;
 	Status check_fixed(const Ioas &ioas, uint64_t iova, uint64_t length) const;
 	Status table_map(HwptPaging &h, const Mapping &m);

@@ -242,8 +242,18 @@ Status Ctx::Impl::map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byt
 		}
 	}
 	ioas.mappings.emplace(iova, m);
-	rebuild_host_maps(ioas);
 	return {};
+}
+
+uint64_t Ctx::Impl::remove_mapping(Ioas &ioas, uint64_t iova)
+{
+	auto it = ioas.mappings.find(iova);
+	const Mapping &m = it->second;
+	for (HwptPaging *h : ioas.hwpts)
+		(void)h->table.unmap(m.iova, m.length);
+	const uint64_t length = m.length;
+	ioas.mappings.erase(it);
+	return length;
 }
 
 /* Commands --------------------------------------------------------------------------------- */
@@ -311,6 +321,7 @@ Result<uint64_t> Ctx::ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, 
 					length, std::nullopt, "map");
 	    !s)
 		return s;
+	impl_->rebuild_host_maps(**ioas);
 	return iova;
 }
 
@@ -329,6 +340,7 @@ Result<uint64_t> Ctx::ioas_map_guest(uint32_t ioas_id, uint32_t flags, uint64_t 
 	if (Status s = impl_->map_range(**ioas, flags, iova, host, length, gpa, "map");
 	    !s)
 		return s;
+	impl_->rebuild_host_maps(**ioas);
 	return iova;
 }
 
@@ -372,13 +384,8 @@ Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t lengt
 				     ": nothing is mapped there", ioas_id, iova, length);
 	}
 	uint64_t unmapped = 0;
-	for (uint64_t v : victims) {
-		const Mapping &m = ioas.mappings.at(v);
-		for (HwptPaging *h : ioas.hwpts)
-			(void)h->table.unmap(m.iova, m.length);
-		unmapped += m.length;
-		ioas.mappings.erase(v);
-	}
+	for (uint64_t v : victims)
+		unmapped += impl_->remove_mapping(ioas, v);
 	impl_->rebuild_host_maps(ioas);
 	return unmapped;
 }
@@ -449,17 +456,13 @@ Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags
 		uint64_t at = dst_iova + p.offset;
 		Status s = impl_->map_range(d, map_flags, at, p.host, p.length, p.gpa, "copy");
 		if (!s) {
-			for (uint64_t v : done) {
-				const Mapping m = d.mappings.at(v);
-				for (HwptPaging *h : d.hwpts)
-					(void)h->table.unmap(m.iova, m.length);
-				d.mappings.erase(v);
-			}
-			impl_->rebuild_host_maps(d);
+			for (uint64_t v : done)
+				impl_->remove_mapping(d, v);
 			return s;
 		}
 		done.push_back(at);
 	}
+	impl_->rebuild_host_maps(d);
 	return dst_iova;
 }
 
