@@ -85,21 +85,26 @@ uint16_t Shard::context(uint32_t domain, uint32_t asid, uint32_t pasid)
 }
 
 /*
- * Compare a whole set without branching on which way matched: with random traffic the way
- * is unpredictable, and a mispredict costs more than the whole lookup. The matching way's
- * referenced bit (value bit 3) is set for the replacement policy.
+ * Find @p key in a set's four keys with two SSE compares: no branch on which way matched,
+ * since with random traffic the way is unpredictable and a mispredict costs more than the
+ * whole lookup. A hit sets the way's referenced bit (for NRU) unless it is set already.
  */
-static inline bool match_set(uint64_t *keys, uint64_t *values, uint64_t k, uint64_t *v_out)
+static inline bool find_in_set(const uint64_t *keys, uint64_t *values, uint64_t key,
+			       uint64_t *value)
 {
-	const uint64_t m0 = keys[0] == k, m1 = keys[1] == k, m2 = keys[2] == k, m3 = keys[3] == k;
-	const uint64_t any = m0 | m1 | m2 | m3;
-	const uint64_t v = (values[0] & (0 - m0)) | (values[1] & (0 - m1)) |
-			   (values[2] & (0 - m2)) | (values[3] & (0 - m3));
-	if (any) {
-		values[m1 | (m2 << 1) | (m3 * 3)] |= Shard::kReferenced;
-		*v_out = v;
-	}
-	return any != 0;
+	const __m128i want = _mm_set1_epi64x(static_cast<long long>(key));
+	const __m128i *k = reinterpret_cast<const __m128i *>(keys);
+	const unsigned match = static_cast<unsigned>(
+		_mm_movemask_pd(_mm_castsi128_pd(_mm_cmpeq_epi64(_mm_load_si128(k), want))) |
+		(_mm_movemask_pd(_mm_castsi128_pd(_mm_cmpeq_epi64(_mm_load_si128(k + 1), want)))
+		 << 2));
+	if (match == 0)
+		return false;
+	const unsigned w = static_cast<unsigned>(__builtin_ctz(match));
+	*value = values[w];
+	if (!(*value & Shard::kReferenced))
+		values[w] = *value | Shard::kReferenced;
+	return true;
 }
 
 bool Shard::probe_one(const Context &c, uint64_t iova, uint64_t *host, uint8_t *perm)
@@ -110,7 +115,7 @@ bool Shard::probe_one(const Context &c, uint64_t iova, uint64_t *host, uint8_t *
 		const uint64_t base = iova & ~((1ull << shift) - 1);
 		Set &s = sets_ptr_[set_of(iova >> shift, c.key)];
 		uint64_t v;
-		if (match_set(s.key, s.value, make_key(base >> 12, c.key, cls), &v)) {
+		if (find_in_set(s.key, s.value, make_key(base >> 12, c.key, cls), &v)) {
 			*host = (v & ~0xfffull) + (iova - base);
 			*perm = static_cast<uint8_t>(v & 7);
 			return true;
@@ -140,21 +145,10 @@ size_t Shard::lookup_run(const Context &c, const Probe *probes, size_t n, uint64
 		for (size_t k = 0; k < m; k++) {
 			const uint64_t iova = probes[base + k].iova;
 			const uint64_t key = ((iova >> kShift) << (kShift - 12 + 19)) | tag;
-			const __m128i want = _mm_set1_epi64x(static_cast<long long>(key));
-			const __m128i *keys = reinterpret_cast<const __m128i *>(sets[k]->key);
-			unsigned match = static_cast<unsigned>(
-				_mm_movemask_pd(_mm_castsi128_pd(
-					_mm_cmpeq_epi64(_mm_load_si128(keys), want))) |
-				(_mm_movemask_pd(_mm_castsi128_pd(
-					 _mm_cmpeq_epi64(_mm_load_si128(keys + 1), want)))
-				 << 2));
+			uint64_t v;
 			// Inputs too high for the key are never cached (and must not alias).
-			match &= 0u - static_cast<unsigned>(iova < kMaxCachedIova);
-			if (match != 0) {
-				const unsigned w = static_cast<unsigned>(__builtin_ctz(match));
-				const uint64_t v = sets[k]->value[w];
-				if (!(v & kReferenced)) // mostly set already: skip the store
-					sets[k]->value[w] = v | kReferenced;
+			if (iova < kMaxCachedIova &&
+			    find_in_set(sets[k]->key, sets[k]->value, key, &v)) {
 				host[base + k] = (v & ~0xfffull) + (iova & kMask);
 				perm[base + k] = static_cast<uint8_t>(v & 7);
 				hits++;
@@ -166,6 +160,13 @@ size_t Shard::lookup_run(const Context &c, const Probe *probes, size_t n, uint64
 	}
 	return hits;
 }
+
+/** lookup_run for each size class. */
+const Shard::RunFn Shard::kRuns[kSizeClasses] = {
+	&Shard::lookup_run<0>, &Shard::lookup_run<1>, &Shard::lookup_run<2>,
+	&Shard::lookup_run<3>, &Shard::lookup_run<4>, &Shard::lookup_run<5>,
+	&Shard::lookup_run<6>,
+};
 
 size_t Shard::lookup_bulk(const Probe *probes, size_t n, uint64_t *host, uint8_t *perm)
 {
@@ -190,15 +191,8 @@ size_t Shard::lookup_bulk(const Probe *probes, size_t n, uint64_t *host, uint8_t
 		}
 		// One page size in use (the common case): one set per request, with the
 		// shift a constant in each instantiation.
-		switch (c.largest_first[0]) {
-		case 0: hits += lookup_run<0>(c, probes + i, end - i, host + i, perm + i); break;
-		case 1: hits += lookup_run<1>(c, probes + i, end - i, host + i, perm + i); break;
-		case 2: hits += lookup_run<2>(c, probes + i, end - i, host + i, perm + i); break;
-		case 3: hits += lookup_run<3>(c, probes + i, end - i, host + i, perm + i); break;
-		case 4: hits += lookup_run<4>(c, probes + i, end - i, host + i, perm + i); break;
-		case 5: hits += lookup_run<5>(c, probes + i, end - i, host + i, perm + i); break;
-		default: hits += lookup_run<6>(c, probes + i, end - i, host + i, perm + i); break;
-		}
+		hits += (this->*kRuns[c.largest_first[0]])(c, probes + i, end - i, host + i,
+							    perm + i);
 		i = end;
 	}
 	stats_.hits += hits;

@@ -142,6 +142,9 @@ private:
 	template <unsigned Cls>
 	size_t lookup_run(const Context &c, const Probe *probes, size_t n, uint64_t *host,
 			  uint8_t *perm);
+	using RunFn = size_t (Shard::*)(const Context &, const Probe *, size_t, uint64_t *,
+					uint8_t *);
+	static const RunFn kRuns[kSizeClasses];
 
 	GuestRam ram_;
 	Set *sets_ptr_ = nullptr;
