@@ -124,7 +124,8 @@ void dpdk_hash(benchmark::State &s, uint64_t entries)
 	}
 	for (uint64_t pg = 0; pg < entries; pg++) {
 		const uint64_t key = (kIovaBase >> 12) + pg;
-		rte_hash_add_key_data(h, &key, reinterpret_cast<void *>(host_of(kIovaBase + pg * 4096)));
+		void *data = reinterpret_cast<void *>(host_of(kIovaBase + pg * 4096));
+		rte_hash_add_key_data(h, &key, data);
 	}
 	const std::vector<uint64_t> addrs = stream(entries);
 	std::vector<uint64_t> keys(kStream);
@@ -211,7 +212,7 @@ void register_iotlb_benchmarks()
 	for (const Impl &impl : impls)
 		for (uint64_t entries : {1024ull, 16384ull, 262144ull})
 			benchmark::RegisterBenchmark(
-				(std::string("IotlbHit/") + impl.name + "/" + std::to_string(entries))
-					.c_str(),
+				("IotlbHit/" + std::string(impl.name) + "/" +
+				 std::to_string(entries)).c_str(),
 				[impl, entries](benchmark::State &s) { impl.fn(s, entries); });
 }

@@ -42,7 +42,8 @@ static_assert(sizeof(struct iodp_ioas_iova_ranges) == 32);
 static_assert(sizeof(struct iodp_ioas_map) == 40);
 static_assert(sizeof(struct iodp_ioas_unmap) == 24);
 static_assert(sizeof(struct iodp_option) == 24);
-static_assert(sizeof(struct iodp_hwpt_alloc) == 48 && offsetof(struct iodp_hwpt_alloc, fault_id) == 40);
+static_assert(sizeof(struct iodp_hwpt_alloc) == 48 &&
+	      offsetof(struct iodp_hwpt_alloc, fault_id) == 40);
 static_assert(sizeof(struct iodp_hw_info) == 40 &&
 	      offsetof(struct iodp_hw_info, out_capabilities) == 32);
 static_assert(sizeof(struct iodp_hwpt_set_dirty_tracking) == 16);
@@ -312,9 +313,9 @@ Status do_dirty_bitmap(Ctx &c, struct iodp_hwpt_get_dirty_bitmap &k)
 		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
 	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
 		return s;
+	auto *bitmap = reinterpret_cast<uint64_t *>(static_cast<uintptr_t>(k.data));
 	return c.hwpt_get_dirty_bitmap(k.hwpt_id, k.iova, k.length, k.page_size,
-				       k.flags & IODP_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
-				       reinterpret_cast<uint64_t *>(static_cast<uintptr_t>(k.data)));
+				       k.flags & IODP_HWPT_GET_DIRTY_BITMAP_NO_CLEAR, bitmap);
 }
 
 Status do_invalidate(Ctx &c, struct iodp_hwpt_invalidate &k)
@@ -323,9 +324,9 @@ Status do_invalidate(Ctx &c, struct iodp_hwpt_invalidate &k)
 	k.entry_num = 0;
 	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
 		return s;
-	return c.hwpt_invalidate(k.hwpt_id, k.data_type,
-				 reinterpret_cast<const void *>(static_cast<uintptr_t>(k.data_uptr)),
-				 k.entry_len, num, &k.entry_num);
+	const auto *entries = reinterpret_cast<const void *>(static_cast<uintptr_t>(k.data_uptr));
+	return c.hwpt_invalidate(k.hwpt_id, k.data_type, entries, k.entry_len, num,
+				 &k.entry_num);
 }
 
 Status do_fault_alloc(Ctx &c, struct iodp_fault_alloc &k)

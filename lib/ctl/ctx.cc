@@ -135,13 +135,14 @@ std::string Ctx::Impl::first_user(const Object &obj) const
 	for_each_binding([&](Binding &b) {
 		std::string parked_note;
 		if (b.detached)
-			parked_note = " (detached, parked until " + std::to_string(b.pending_faults) +
-				      " fault(s) get a response)";
+			parked_note = " (detached, parked until " +
+				      std::to_string(b.pending_faults) + " fault(s) get a response)";
 		if (b.hwpt == &obj)
 			note("is attached to " + binding_name(b) + parked_note);
 		if (b.dev == &obj)
 			note("is attached to hwpt " + std::to_string(b.hwpt->id) +
-			     (b.pasid ? " by pasid " + std::to_string(*b.pasid) : "") + parked_note);
+			     (b.pasid ? " by pasid " + std::to_string(*b.pasid) : "") +
+			     parked_note);
 	});
 	for (const auto &[id, o] : objects) {
 		if (o->type == ObjType::hwpt_paging) {

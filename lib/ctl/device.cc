@@ -154,7 +154,8 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 			Result<HwptPaging *> h = impl_->make_paging(
 				&dev, ioas, pasid ? IODP_HWPT_ALLOC_PASID : 0, 0, std::nullopt);
 			if (!h)
-				return Status::error(h.status().code(), "cannot attach %s to ioas %u: %s",
+				return Status::error(h.status().code(),
+						     "cannot attach %s to ioas %u: %s",
 						     dev.name.c_str(), pt_id,
 						     h.status().message().c_str());
 			made = *h;
@@ -191,17 +192,17 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 	const IovaRange msi = Impl::msi_window(dev);
 	for (const auto &[iova, m] : ioas->mappings)
 		if (m.iova <= msi.last && msi.start <= m.iova + (m.length - 1))
-			return fail(Status::error(-EADDRINUSE, "cannot attach %s to hwpt %u: ioas %u "
-						  "maps 0x%" PRIx64 "+0x%" PRIx64 " over the device's "
-						  "MSI window 0x%" PRIx64 "-0x%" PRIx64,
-						  dev.name.c_str(), target->id, ioas->id, m.iova,
-						  m.length, msi.start, msi.last));
+			return fail(Status::error(
+				-EADDRINUSE, "cannot attach %s to hwpt %u: ioas %u maps 0x%" PRIx64
+				"+0x%" PRIx64 " over the device's MSI window 0x%" PRIx64 "-0x%" PRIx64,
+				dev.name.c_str(), target->id, ioas->id, m.iova, m.length, msi.start,
+				msi.last));
 	for (const IovaRange &a : ioas->allowed)
 		if (a.start <= msi.last && msi.start <= a.last)
-			return fail(Status::error(-EADDRINUSE, "cannot attach %s to hwpt %u: ioas %u "
-						  "allows 0x%" PRIx64 "-0x%" PRIx64 ", which holds the "
-						  "device's MSI window", dev.name.c_str(), target->id,
-						  ioas->id, a.start, a.last));
+			return fail(Status::error(
+				-EADDRINUSE, "cannot attach %s to hwpt %u: ioas %u allows 0x%" PRIx64
+				"-0x%" PRIx64 ", which holds the device's MSI window",
+				dev.name.c_str(), target->id, ioas->id, a.start, a.last));
 
 	auto *b = new Binding;
 	b->dev = &dev;

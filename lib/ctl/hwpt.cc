@@ -58,8 +58,8 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 								       : Format::arm_s2);
 	if (!model_has_format(dev->model, cfg.format))
 		return Status::error(-EINVAL, "hwpt alloc: device %s is behind a %s IOMMU, which "
-				     "cannot walk %s tables", dev->name.c_str(),
-				     model_name(dev->model), pgtable::format_name(cfg.format).data());
+				     "cannot walk %s tables", dev->name.c_str(), model_name(dev->model),
+				     pgtable::format_name(cfg.format).data());
 	if ((flags & IODP_HWPT_ALLOC_NEST_PARENT) && pgtable::format_stage(cfg.format) != 2)
 		return Status::error(-EINVAL, "hwpt alloc: a NEST_PARENT table must be a second "
 				     "stage, not %s", pgtable::format_name(cfg.format).data());
@@ -351,8 +351,8 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 			s = inval::decode_smmuv3_cmd(c.cmd, true, h->parent->id, &d);
 		}
 		if (!s)
-			return Status::error(s.code(), "hwpt %u invalidate entry %u: %s", hwpt_id, i,
-					     s.message().c_str());
+			return Status::error(s.code(), "hwpt %u invalidate entry %u: %s", hwpt_id,
+					     i, s.message().c_str());
 		if (impl_->sink)
 			impl_->sink(d);
 		*handled = i + 1;

@@ -60,7 +60,8 @@ struct Ctx::Impl {
 
 	/* HWPTs (hwpt.cc) */
 	Result<HwptPaging *> make_paging(Device *dev, Ioas *ioas, uint32_t flags,
-					 uint32_t fault_id, std::optional<pgtable::TableConfig> fmt);
+					 uint32_t fault_id,
+					 std::optional<pgtable::TableConfig> fmt);
 	Status check_fault_id(uint32_t flags, uint32_t fault_id) const;
 
 	/* Devices and faults (device.cc) */

@@ -57,7 +57,8 @@ std::vector<Reserved> Ctx::Impl::reserved(const Ioas &ioas) const
 	}
 	for_each_binding([&](Binding &b) {
 		if (!b.detached && ioas_of(b.hwpt) == &ioas)
-			out.push_back({msi_window(*b.dev), "device " + b.dev->name + " (MSI window)"});
+			out.push_back(
+				{msi_window(*b.dev), "device " + b.dev->name + " (MSI window)"});
 	});
 	std::sort(out.begin(), out.end(),
 		  [](const Reserved &a, const Reserved &b) { return a.range.start < b.range.start; });
@@ -277,8 +278,9 @@ Status Ctx::ioas_allow_iovas(uint32_t ioas_id, std::span<const IovaRange> ranges
 		  [](const IovaRange &a, const IovaRange &b) { return a.start < b.start; });
 	for (size_t i = 0; i < sorted.size(); i++) {
 		if (sorted[i].start > sorted[i].last)
-			return Status::error(-EINVAL, "ioas %u allow: range 0x%" PRIx64 "-0x%" PRIx64
-					     " ends before it starts", ioas_id, sorted[i].start,
+			return Status::error(-EINVAL, "ioas %u allow: range 0x%" PRIx64
+					     "-0x%" PRIx64 " ends before it starts", ioas_id,
+					     sorted[i].start,
 					     sorted[i].last);
 		if (i > 0 && sorted[i].start <= sorted[i - 1].last)
 			return Status::error(-EINVAL, "ioas %u allow: ranges 0x%" PRIx64 "-0x%" PRIx64
@@ -289,10 +291,11 @@ Status Ctx::ioas_allow_iovas(uint32_t ioas_id, std::span<const IovaRange> ranges
 	for (const Reserved &r : impl_->reserved(**ioas))
 		for (const IovaRange &a : sorted)
 			if (overlaps(r.range, a.start, a.last))
-				return Status::error(-EADDRINUSE, "ioas %u allow: 0x%" PRIx64
-						     "-0x%" PRIx64 " overlaps 0x%" PRIx64 "-0x%" PRIx64
-						     " reserved by %s", ioas_id, a.start, a.last,
-						     r.range.start, r.range.last, r.owner.c_str());
+				return Status::error(
+					-EADDRINUSE, "ioas %u allow: 0x%" PRIx64 "-0x%" PRIx64
+					" overlaps 0x%" PRIx64 "-0x%" PRIx64 " reserved by %s",
+					ioas_id, a.start, a.last, r.range.start, r.range.last,
+					r.owner.c_str());
 	(*ioas)->allowed = std::move(sorted);
 	return {};
 }
@@ -420,7 +423,8 @@ Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags
 	const uint64_t last = src_iova + (length - 1);
 	while (true) {
 		auto it = (*src)->mappings.upper_bound(pos);
-		const Mapping *m = it == (*src)->mappings.begin() ? nullptr : &std::prev(it)->second;
+		const Mapping *m =
+			it == (*src)->mappings.begin() ? nullptr : &std::prev(it)->second;
 		if (m == nullptr || m->iova + (m->length - 1) < pos)
 			return Status::error(-ENOENT, "ioas %u copy: source 0x%" PRIx64
 					     " is not mapped in ioas %u", dst_id, pos, src_id);

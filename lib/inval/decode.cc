@@ -287,7 +287,8 @@ Status decode_vtd_qi(const uint64_t desc[2], Descriptor *out)
 	case kContextCache:
 		d.targets = kTargetConfig;
 		if (g == 0)
-			return Status::error(-EINVAL, "vt-d context-cache: granularity 0 is reserved");
+			return Status::error(-EINVAL,
+					     "vt-d context-cache: granularity 0 is reserved");
 		if (g >= 2) {
 			d.match = kMatchDomain;
 			d.domain = did;
@@ -312,7 +313,8 @@ Status decode_vtd_qi(const uint64_t desc[2], Descriptor *out)
 	case kPasidIotlb:
 		d.targets = kTargetIotlb | kTargetWalkCache;
 		if (g < 2)
-			return Status::error(-EINVAL, "vt-d pasid-iotlb: granularity %u is reserved", g);
+			return Status::error(-EINVAL,
+					     "vt-d pasid-iotlb: granularity %u is reserved", g);
 		d.match = kMatchDomain | kMatchPasid;
 		d.domain = did;
 		d.pasid = pasid;
@@ -323,7 +325,8 @@ Status decode_vtd_qi(const uint64_t desc[2], Descriptor *out)
 	case kPasidCache:
 		d.targets = kTargetConfig;
 		if (g == 2)
-			return Status::error(-EINVAL, "vt-d pasid-cache: granularity 2 is reserved");
+			return Status::error(-EINVAL,
+					     "vt-d pasid-cache: granularity 2 is reserved");
 		if (g != 3) {
 			d.match = kMatchDomain;
 			d.domain = did;

@@ -70,7 +70,8 @@ Result<unsigned> Coherence::register_worker(Shard *shard)
 			return Status::error(-EINVAL, "coherence: bad ring size");
 		auto *ring = static_cast<rte_ring *>(zalloc(static_cast<size_t>(rsz)));
 		if (ring == nullptr)
-			return Status::error(-ENOMEM, "coherence: no memory for worker %u's ring", id);
+			return Status::error(-ENOMEM, "coherence: no memory for worker %u's ring",
+					     id);
 		char name[RTE_RING_NAMESIZE];
 		std::snprintf(name, sizeof(name), "iodp_inval_%p_%u", static_cast<void *>(this),
 			      id);
