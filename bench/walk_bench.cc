@@ -102,7 +102,7 @@ struct WalkSetup {
 			const uint64_t oa = kOutIpa + (rng() % (64 * GiB / page)) * page;
 			if (Status s = s1.map(iova, c.nested ? oa : oa - kOutIpa, page, perm); !s)
 				return fail(s);
-			reqs.push_back({iova | (rng() & (page - 1)), kAccessRead});
+			reqs.push_back(walk_request(iova | (rng() & (page - 1)), kAccessRead));
 		}
 		std::shuffle(reqs.begin(), reqs.end(), rng);
 		table_bytes = s1_pool.pages_in_use() * page;

@@ -119,7 +119,7 @@ int run_example(const OutputMode &mode)
 	std::vector<WalkRequest> reqs;
 	std::vector<std::string> notes;
 	for (const Probe &p : kProbes) {
-		reqs.push_back({p.iova, p.access});
+		reqs.push_back(walk_request(p.iova, p.access));
 		notes.emplace_back(p.note);
 	}
 	const size_t faults = translate_and_print(*xlat, reqs, mode, notes);

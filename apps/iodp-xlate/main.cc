@@ -494,7 +494,7 @@ Status read_address_file(const std::string &path, uint8_t access,
 					       static_cast<int>(s.size()), s.data());
 			break;
 		}
-		reqs.push_back({*iova, access});
+		reqs.push_back(walk_request(*iova, access));
 	}
 	if (status && std::ferror(f))
 		status = Status::error(-EIO, "--addresses '%s': read error", path.c_str());
@@ -538,7 +538,7 @@ int run(int argc, char **argv)
 		if (!iova)
 			return fail(Status::error(-EINVAL, "address '%s' is not a number (decimal or "
 						  "0x hex)", src.text.c_str()), true);
-		reqs.push_back({*iova, access});
+		reqs.push_back(walk_request(*iova, access));
 	}
 
 	GuestMemory mem;

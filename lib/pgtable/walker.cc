@@ -42,6 +42,17 @@ struct Cursor {
 		path[0] = st.root;
 		path_bytes[0] = st.table_bytes(st.start_height);
 	}
+	/** Resume at a cached table; loops are checked from there down (@p known: on the path). */
+	void begin_at(uint64_t input, const TableRef &t, const Stage &st, bool known)
+	{
+		in = input;
+		table = t.table;
+		h = t.height;
+		acc = t.acc;
+		depth = known ? 1 : 0;
+		path[0] = t.table;
+		path_bytes[0] = st.table_bytes(t.height);
+	}
 	uint64_t entry_address(const Stage &st) const
 	{
 		const uint64_t index = (in >> st.shift(h)) & ((1ull << st.index_bits(h)) - 1);
@@ -74,14 +85,23 @@ public:
 	bool done() const { return pending_ == nullptr; }
 	const WalkResult &result() const { return res_; }
 
-	void start(uint64_t iova, uint8_t access)
+	void start(const WalkRequest &req)
 	{
 		res_ = WalkResult{};
-		access_ = access;
+		access_ = req.access;
+		stage1_only_ = kNested && (req.flags & kWalkStage1Only);
 		in_s2_ = false;
-		if (!P1::in_range(iova, x_.s1))
+		table_in_mem_ = false;
+		path_[0] = path_[1] = TableRef{};
+		if (!P1::in_range(req.iova, x_.s1))
 			return fail(FaultKind::address_size, x_.s1, x_.s1.start_height);
-		c1_.begin(iova, x_.s1, P1::kInitAccum);
+		if (req.start.valid() && req.start.height < x_.s1.start_height) {
+			// A nested resume point is already in memory: its first read skips stage 2.
+			c1_.begin_at(req.iova, req.start, x_.s1, !kNested);
+			table_in_mem_ = kNested;
+		} else {
+			c1_.begin(req.iova, x_.s1, P1::kInitAccum);
+		}
 		fetch_s1();
 	}
 
@@ -89,6 +109,7 @@ public:
 	{
 		std::byte *const entry_ptr = pending_;
 		const uint64_t e = GuestMemory::load_le64(entry_ptr);
+		res_.reads++;
 		if constexpr (kNested) {
 			if (in_s2_)
 				return advance_s2<kTrace>(entry_ptr, e, tracer);
@@ -115,7 +136,14 @@ private:
 	{
 		const uint64_t addr = c1_.entry_address(x_.s1);
 		if constexpr (kNested) {
-			begin_s2(addr, false);
+			if (!table_in_mem_)
+				return begin_s2(addr, false);
+			std::byte *p = x_.mem->translate(addr, 8);
+			if (p == nullptr)
+				return fail(FaultKind::bad_table_pointer, x_.s1, c1_.h);
+			entry_mem_ = addr;
+			entry_contiguous_ = true;
+			set_pending(p);
 		} else {
 			std::byte *p = x_.mem->translate(addr, 8);
 			if (p == nullptr)
@@ -201,9 +229,27 @@ private:
 		return true;
 	}
 
+	/** Note the stage-1 table being read, for a paging-structure cache to keep. */
+	void record_table()
+	{
+		TableRef t;
+		if (c1_.h < x_.s1.start_height) {
+			t.height = static_cast<int8_t>(c1_.h);
+			t.acc = static_cast<uint8_t>(c1_.acc);
+			if (!kNested)
+				t.table = c1_.table;
+			else if (entry_contiguous_)
+				t.table = entry_mem_ - (c1_.entry_address(x_.s1) - c1_.table);
+		}
+		path_[1] = path_[0];
+		path_[0] = t;
+	}
+
 	template <bool kTrace> void advance_s1(std::byte *entry_ptr, uint64_t e, WalkTracer *tracer)
 	{
 		trace<kTrace>(tracer, x_.s1, c1_, e, false);
+		record_table();
+		table_in_mem_ = false;
 		uint64_t out, size;
 		uint8_t perm;
 		if (!step<P1>(entry_ptr, e, x_.s1, c1_, access_, out, size, perm)) {
@@ -212,6 +258,8 @@ private:
 			return;
 		}
 		if constexpr (kNested) {
+			if (stage1_only_)
+				return finish(out, size, perm);
 			s1_size_ = size;
 			s1_perm_ = perm;
 			return begin_s2(out, true);
@@ -241,6 +289,9 @@ private:
 			std::byte *p = x_.mem->translate(out, 8);
 			if (p == nullptr)
 				return fail(FaultKind::bad_table_pointer, x_.s1, c1_.h);
+			// The table has one memory address if one stage-2 page holds all of it.
+			entry_mem_ = out;
+			entry_contiguous_ = size >= x_.s1.table_bytes(c1_.h);
 			set_pending(p);
 		}
 	}
@@ -250,6 +301,8 @@ private:
 		res_.out = out;
 		res_.page_size = size;
 		res_.perm = perm;
+		res_.path[0] = path_[0];
+		res_.path[1] = path_[1];
 		pending_ = nullptr;
 	}
 
@@ -258,6 +311,11 @@ private:
 	uint8_t access_ = 0;
 	bool in_s2_ = false;
 	bool s2_for_output_ = false;
+	bool stage1_only_ = false;
+	bool table_in_mem_ = false;     // c1_.table is a memory address (nested resume)
+	bool entry_contiguous_ = false; // the current stage-1 table is contiguous in memory
+	uint64_t entry_mem_ = 0;        // memory address of the stage-1 entry being read
+	TableRef path_[2];
 	uint64_t s1_size_ = 0;
 	uint8_t s1_perm_ = 0;
 	Cursor c1_, c2_;
@@ -265,10 +323,10 @@ private:
 };
 
 template <class P1, class P2>
-WalkResult walk_one(const Translation &x, uint64_t iova, uint8_t access, WalkTracer *tracer)
+WalkResult walk_one(const Translation &x, const WalkRequest &req, WalkTracer *tracer)
 {
 	Walk<P1, P2> w(x);
-	w.start(iova, access);
+	w.start(req);
 	if (tracer != nullptr) {
 		while (!w.done())
 			w.template advance<true>(tracer);
@@ -298,7 +356,7 @@ void walk_many(const Translation &x, const WalkRequest *reqs, WalkResult *result
 	// are answered here and do not occupy the slot.
 	auto refill = [&](size_t k) {
 		while (next < n) {
-			slots[k].start(reqs[next].iova, reqs[next].access);
+			slots[k].start(reqs[next]);
 			owner[k] = next++;
 			if (!slots[k].done())
 				return true;
@@ -343,8 +401,18 @@ template <class Fn> decltype(auto) dispatch(const Translation &x, Fn &&fn)
 
 WalkResult walk(const Translation &x, uint64_t iova, uint8_t access, WalkTracer *tracer)
 {
+	WalkRequest req;
+	req.iova = iova;
+	req.access = access;
 	return dispatch(x, [&](auto p1, auto p2) {
-		return walk_one<decltype(p1), decltype(p2)>(x, iova, access, tracer);
+		return walk_one<decltype(p1), decltype(p2)>(x, req, tracer);
+	});
+}
+
+WalkResult walk(const Translation &x, const WalkRequest &req)
+{
+	return dispatch(x, [&](auto p1, auto p2) {
+		return walk_one<decltype(p1), decltype(p2)>(x, req, nullptr);
 	});
 }
 

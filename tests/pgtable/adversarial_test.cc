@@ -133,7 +133,8 @@ TEST(Adversarial, RandomGarbageTables)
 		ASSERT_TRUE(x.ok()) << x.status().message();
 		std::vector<WalkRequest> reqs(512);
 		for (WalkRequest &r : reqs)
-			r = {(rng() & 0x7fffffffffffull) >> (rng() % 16), static_cast<uint8_t>(rng() % 16)};
+			r = walk_request((rng() & 0x7fffffffffffull) >> (rng() % 16),
+					 static_cast<uint8_t>(rng() % 16));
 		std::vector<WalkResult> burst(reqs.size());
 		walk_burst(*x, reqs.data(), burst.data(), reqs.size());
 		for (size_t i = 0; i < reqs.size(); i++) {

@@ -21,7 +21,7 @@ WalkResult walk_cfg(const GuestMemory &mem, const TableConfig &s1, uint64_t iova
 		return {};
 	const WalkResult one = walk(*x, iova, access);
 	// Every golden case doubles as a check that a burst of one agrees.
-	WalkRequest req{iova, access};
+	WalkRequest req = walk_request(iova, access);
 	WalkResult burst;
 	walk_burst(*x, &req, &burst, 1);
 	EXPECT_EQ(one, burst);

@@ -152,10 +152,45 @@ struct Translation {
 Result<Translation> make_translation(const GuestMemory &mem, const TableConfig &s1,
 				     const TableConfig *s2 = nullptr);
 
+/**
+ * A table below the root of stage 1 (or of the only stage), as a paging-structure cache
+ * keeps it: where it is in guest memory and what the levels above it allowed.
+ */
+struct TableRef {
+	/**
+	 * Address in the walker's memory (nested: after stage 2, so resuming there reads no
+	 * stage-2 tables); 0 when the table is not contiguous there and cannot be cached.
+	 */
+	uint64_t table = 0;
+	int8_t height = -1; ///< height above the leaf table; -1: none
+	uint8_t acc = 0;    ///< the format's permission state from the levels above (opaque)
+
+	bool valid() const { return height >= 0 && table != 0; }
+	bool operator==(const TableRef &) const = default;
+};
+
+/** WalkRequest::flags: nested walks stop at the stage-1 leaf; out is its IPA. */
+inline constexpr uint8_t kWalkStage1Only = 1;
+
 struct WalkRequest {
 	uint64_t iova = 0;
 	uint8_t access = kAccessRead; ///< kAccess* bits
+	uint8_t flags = 0;            ///< kWalk* bits
+	/**
+	 * Begin at this table instead of the root (a paging-structure cache hit for iova). A
+	 * resumed walk checks for table loops only below it, as hardware does.
+	 */
+	TableRef start;
 };
+
+/** A WalkRequest from the root, in one expression. */
+constexpr WalkRequest walk_request(uint64_t iova, uint8_t access = kAccessRead)
+{
+	WalkRequest r;
+	r.iova = iova;
+	r.access = access;
+	return r;
+}
 
 struct WalkResult {
 	uint64_t out = 0;       ///< output address, page offset included
@@ -164,6 +199,12 @@ struct WalkResult {
 	FaultKind fault = FaultKind::none;
 	uint8_t stage = 0;      ///< faulting stage: 2 for a second-stage format, else 1
 	int8_t level = 0;       ///< architecture level of the entry that faulted
+	uint8_t reads = 0;      ///< table entries read, both stages
+	/**
+	 * Stage-1 tables below the root that this walk read, lowest first: [0] holds the
+	 * entry the walk ended on, [1] its parent. What a paging-structure cache fills from.
+	 */
+	TableRef path[2];
 
 	bool ok() const { return fault == FaultKind::none; }
 	bool operator==(const WalkResult &) const = default;
@@ -197,6 +238,8 @@ std::string describe_entry(Format format, uint64_t entry, int height, uint8_t gr
 /** Walk one address. Thread-safe for concurrent walks of the same tables. */
 WalkResult walk(const Translation &xlat, uint64_t iova, uint8_t access,
 		WalkTracer *tracer = nullptr);
+/** Walk one request (resume point and flags included). */
+WalkResult walk(const Translation &xlat, const WalkRequest &req);
 
 /** Walks kept in flight at once by walk_burst(): enough to cover DRAM latency. */
 inline constexpr size_t kWalkInFlight = 32;
@@ -204,7 +247,7 @@ inline constexpr size_t kWalkInFlight = 32;
 /**
  * Walk @p n requests interleaved: every walk advances one table entry at a time and the
  * entry it needs next is prefetched while the others advance, so up to kWalkInFlight table
- * reads overlap. results[i] is exactly what walk(xlat, reqs[i].iova, reqs[i].access) gives.
+ * reads overlap. results[i] is exactly what walk(xlat, reqs[i]) gives.
  */
 void walk_burst(const Translation &xlat, const WalkRequest *reqs, WalkResult *results,
 		size_t n);
