@@ -18,7 +18,9 @@ static_assert(static_cast<int>(FaultKind::not_present) == IODP_FAULT_NOT_PRESENT
 	      static_cast<int>(FaultKind::reserved_bit) == IODP_FAULT_RESERVED_BIT &&
 	      static_cast<int>(FaultKind::bad_table_pointer) == IODP_FAULT_BAD_TABLE_POINTER &&
 	      static_cast<int>(FaultKind::access_flag) == IODP_FAULT_ACCESS_FLAG &&
-	      static_cast<int>(FaultKind::loop) == IODP_FAULT_LOOP);
+	      static_cast<int>(FaultKind::loop) == IODP_FAULT_LOOP &&
+	      static_cast<int>(FaultKind::not_attached) == IODP_FAULT_PASID_NOT_ATTACHED &&
+	      static_cast<int>(FaultKind::bad_config) == IODP_FAULT_BAD_CONFIG);
 static_assert(pgtable::kAccessRead == IODP_PGFAULT_PERM_READ &&
 	      pgtable::kAccessWrite == IODP_PGFAULT_PERM_WRITE &&
 	      pgtable::kAccessExec == IODP_PGFAULT_PERM_EXEC &&

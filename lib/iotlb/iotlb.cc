@@ -36,6 +36,22 @@ Result<Shard> Shard::create(const ShardConfig &config)
 		return Status::error(-ENOMEM, "iotlb shard: %s", ram.status().message().c_str());
 	sh.ram_ = std::move(*ram);
 	sh.sets_ptr_ = reinterpret_cast<Set *>(sh.ram_.data());
+
+	if (config.walk_entries > (1u << 24))
+		return Status::error(-EINVAL, "iotlb shard: %u walk-cache entries is more than 2^24",
+				     config.walk_entries);
+	sh.walk_nsets_ = std::bit_ceil(std::max<uint32_t>(64, config.walk_entries)) / kWays;
+	Result<GuestRam> wram = GuestRam::allocate(size_t{sh.walk_nsets_} * sizeof(Set));
+	if (!wram)
+		return Status::error(-ENOMEM, "iotlb shard walk cache: %s",
+				     wram.status().message().c_str());
+	sh.walk_ram_ = std::move(*wram);
+	sh.walk_sets_ = reinterpret_cast<Set *>(sh.walk_ram_.data());
+
+	if (config.routes > (1u << 16))
+		return Status::error(-EINVAL, "iotlb shard: %u routes is more than 2^16",
+				     config.routes);
+	sh.routes_.resize(std::bit_ceil(std::max<uint32_t>(16, config.routes)));
 	sh.contexts_.emplace_back(); // handle 0: a context that never hits
 	return sh;
 }
@@ -45,6 +61,7 @@ void Shard::new_key(Context &c)
 	if (next_key_ > 0xffff) {
 		// Keys ran out: forget everything once and hand out keys from 1 again.
 		std::memset(sets_ptr_, 0, size_t{sets_} * sizeof(Set));
+		std::memset(walk_sets_, 0, size_t{walk_nsets_} * sizeof(Set));
 		next_key_ = 1;
 		for (size_t h = 1; h < contexts_.size(); h++) {
 			contexts_[h].key = static_cast<uint16_t>(next_key_++);
@@ -67,17 +84,27 @@ void Shard::recompute_sizes(Context &c)
 			c.largest_first[c.n_sizes++] = static_cast<uint8_t>(cls);
 }
 
-uint16_t Shard::context(uint32_t domain, uint32_t asid, uint32_t pasid)
+uint16_t Shard::context(uint32_t domain, uint32_t asid, uint32_t pasid, uint32_t s2_domain)
 {
 	const auto tag = std::make_tuple(domain, asid, pasid);
 	auto it = by_tag_.find(tag);
-	if (it != by_tag_.end())
+	if (it != by_tag_.end()) {
+		Context &c = contexts_[it->second];
+		if (c.s2_domain != s2_domain) {
+			// Its entries were made over another stage 2: they must not be used.
+			c.s2_domain = s2_domain;
+			flush_context(it->second);
+		}
 		return it->second;
+	}
+	if (contexts_.size() > 0xffff)
+		return 0; // out of handles: translate() walks every request of such a route
 	const auto h = static_cast<uint16_t>(contexts_.size());
 	Context c;
 	c.domain = domain;
 	c.asid = asid;
 	c.pasid = pasid;
+	c.s2_domain = s2_domain;
 	contexts_.push_back(c);
 	new_key(contexts_.back());
 	by_tag_.emplace(tag, h);
@@ -107,6 +134,23 @@ static inline bool find_in_set(const uint64_t *keys, uint64_t *values, uint64_t 
 	return true;
 }
 
+/** The way a fill takes in a set: its own key, a free way, else not-recently-used. */
+static unsigned victim_way(uint64_t *keys, uint64_t *values, unsigned ways, uint64_t k)
+{
+	for (unsigned i = 0; i < ways; i++)
+		if (keys[i] == k)
+			return i;
+	for (unsigned i = 0; i < ways; i++)
+		if (keys[i] == 0)
+			return i;
+	for (unsigned i = 0; i < ways; i++)
+		if (!(values[i] & Shard::kReferenced))
+			return i;
+	for (unsigned i = 0; i < ways; i++)
+		values[i] &= ~Shard::kReferenced;
+	return 0;
+}
+
 bool Shard::probe_one(const Context &c, uint64_t iova, uint64_t *host, uint8_t *perm)
 {
 	for (unsigned i = 0; i < c.n_sizes; i++) {
@@ -117,7 +161,7 @@ bool Shard::probe_one(const Context &c, uint64_t iova, uint64_t *host, uint8_t *
 		uint64_t v;
 		if (find_in_set(s.key, s.value, make_key(base >> 12, c.key, cls), &v)) {
 			*host = (v & ~0xfffull) + (iova - base);
-			*perm = static_cast<uint8_t>(v & 7);
+			*perm = static_cast<uint8_t>((v & 7) | (cls << 4));
 			return true;
 		}
 	}
@@ -150,7 +194,7 @@ size_t Shard::lookup_run(const Context &c, const Probe *probes, size_t n, uint64
 			if (iova < kMaxCachedIova &&
 			    find_in_set(sets[k]->key, sets[k]->value, key, &v)) {
 				host[base + k] = (v & ~0xfffull) + (iova & kMask);
-				perm[base + k] = static_cast<uint8_t>(v & 7);
+				perm[base + k] = static_cast<uint8_t>((v & 7) | (Cls << 4));
 				hits++;
 			} else {
 				host[base + k] = 0;
@@ -215,21 +259,7 @@ void Shard::fill(uint16_t ctx, uint64_t iova, unsigned page_shift, uint64_t host
 	// Not-recently-used: refresh in place, else a free way, else the first way not hit
 	// since the set last filled up. New entries start unreferenced, so one-off fills
 	// replace each other before they replace entries that are being hit.
-	unsigned w = kWays;
-	for (unsigned i = 0; i < kWays && w == kWays; i++)
-		if (s.key[i] == k)
-			w = i;
-	for (unsigned i = 0; i < kWays && w == kWays; i++)
-		if (s.key[i] == 0)
-			w = i;
-	for (unsigned i = 0; i < kWays && w == kWays; i++)
-		if (!(s.value[i] & kReferenced))
-			w = i;
-	if (w == kWays) {
-		for (unsigned i = 0; i < kWays; i++)
-			s.value[i] &= ~kReferenced;
-		w = 0;
-	}
+	const unsigned w = victim_way(s.key, s.value, kWays, k);
 	if (s.key[w] != 0 && s.key[w] != k)
 		stats_.evictions++;
 	s.key[w] = k;
@@ -286,9 +316,94 @@ void Shard::flush_range(uint16_t ctx, uint64_t addr, uint64_t size)
 	stats_.range_flushes++;
 }
 
-void Shard::flush_all()
+/*
+ * Paging-structure entries live in their own sets: key = the input region the table maps
+ * (iova >> the reach of a table at that height) | context key | height; value = the
+ * table's memory address | the permission state above it (bits 11:4) | referenced.
+ */
+uint64_t Shard::walk_key(uint16_t key, const pgtable::Stage &st, int height, uint64_t iova,
+			 uint32_t *set) const
+{
+	const uint64_t region = iova >> st.shift(height + 1);
+	const uint64_t h = (region ^ (uint64_t{key} << 43) ^ (uint64_t(height) << 59)) *
+			   0x9e3779b97f4a7c15ull;
+	*set = static_cast<uint32_t>(((h >> 32) * walk_nsets_) >> 32);
+	return (region << 19) | (uint64_t{key} << 3) | static_cast<unsigned>(height);
+}
+
+pgtable::TableRef Shard::walk_lookup(uint16_t ctx, const pgtable::Stage &st, uint64_t iova)
+{
+	const Context &c = contexts_[ctx];
+	if (ctx != 0 && walk_nsets_ != 0) {
+		// The leaf table first (one read left), then its parent (two).
+		for (int h = 0; h < 2 && h < st.start_height; h++) {
+			uint32_t set;
+			const uint64_t k = walk_key(c.key, st, h, iova, &set);
+			Set &s = walk_sets_[set];
+			uint64_t v;
+			if (find_in_set(s.key, s.value, k, &v)) {
+				pgtable::TableRef t;
+				t.table = v & ~0xfffull;
+				t.height = static_cast<int8_t>(h);
+				t.acc = static_cast<uint8_t>(v >> 4);
+				return t;
+			}
+		}
+	}
+	return {};
+}
+
+void Shard::walk_fill(uint16_t ctx, const pgtable::Stage &st, uint64_t iova,
+		      const pgtable::TableRef &t)
+{
+	if (ctx == 0 || ctx >= contexts_.size() || walk_nsets_ == 0 || !t.valid() ||
+	    t.height > 1 || t.height >= st.start_height || (t.table & 0xfff) != 0)
+		return;
+	uint32_t set;
+	const uint64_t k = walk_key(contexts_[ctx].key, st, t.height, iova, &set);
+	Set &s = walk_sets_[set];
+	const unsigned w = victim_way(s.key, s.value, kWays, k);
+	s.key[w] = k;
+	s.value[w] = t.table | (uint64_t{t.acc} << 4);
+	Context &c = contexts_[ctx];
+	c.stage = st;
+	c.has_walks = true;
+}
+
+void Shard::flush_walk_range(uint16_t ctx, uint64_t addr, uint64_t size)
+{
+	if (ctx == 0 || ctx >= contexts_.size() || size == 0)
+		return;
+	const Context &c = contexts_[ctx];
+	if (!c.has_walks)
+		return; // no table of it was ever cached
+	const uint64_t last = addr + (size - 1) < addr ? UINT64_MAX : addr + (size - 1);
+	const pgtable::Stage &st = c.stage;
+	constexpr uint64_t kMaxProbes = 64;
+	for (int h = 0; h < 2; h++) {
+		const unsigned reach = st.shift(h + 1);
+		if ((last >> reach) - (addr >> reach) >= kMaxProbes) {
+			flush_context(ctx);
+			return;
+		}
+	}
+	for (int h = 0; h < 2; h++) {
+		const unsigned reach = st.shift(h + 1);
+		for (uint64_t r = addr >> reach; r <= (last >> reach); r++) {
+			uint32_t set;
+			const uint64_t k = walk_key(c.key, st, h, r << reach, &set);
+			Set &s = walk_sets_[set];
+			for (unsigned w = 0; w < kWays; w++)
+				if (s.key[w] == k)
+					s.key[w] = 0;
+		}
+	}
+}
+
+void Shard::clear_translations()
 {
 	std::memset(sets_ptr_, 0, size_t{sets_} * sizeof(Set));
+	std::memset(walk_sets_, 0, size_t{walk_nsets_} * sizeof(Set));
 	for (Context &c : contexts_) {
 		c.size_mask = 0;
 		c.n_sizes = 0;
@@ -296,26 +411,62 @@ void Shard::flush_all()
 	stats_.full_flushes++;
 }
 
+void Shard::flush_all()
+{
+	clear_translations();
+	for (CachedRoute &r : routes_)
+		r.used = false;
+}
+
 void Shard::apply(const inval::Descriptor &d)
 {
 	using namespace inval;
-	if (d.op != Op::invalidate || !(d.targets & kTargetIotlb))
+	if (d.op != Op::invalidate)
+		return;
+	if (d.targets & kTargetConfig) {
+		for (CachedRoute &r : routes_)
+			if (r.used && route_matches(r, d)) {
+				r.used = false;
+				stats_.route_flushes++;
+			}
+	}
+	const bool leaves = d.targets & kTargetIotlb;
+	// Leaf-only promises the tables above stayed: their cached entries may stay too.
+	const bool tables = (d.targets & kTargetWalkCache) && !d.leaf_only;
+	if (!leaves && !tables)
 		return;
 	if ((d.match & (kMatchDomain | kMatchAsid | kMatchPasid)) == 0) {
-		flush_all(); // no tag to match on (device-only matches included): everything
+		clear_translations(); // no tag to match on (device-only matches too): everything
 		return;
 	}
 	for (size_t h = 1; h < contexts_.size(); h++) {
 		const Context &c = contexts_[h];
-		if (((d.match & kMatchDomain) && c.domain != d.domain) ||
-		    ((d.match & kMatchAsid) && c.asid != d.asid) ||
-		    ((d.match & kMatchPasid) && c.pasid != d.pasid))
+		const auto ctx = static_cast<uint16_t>(h);
+		if (d.match & kMatchStage2) {
+			// A stage-2 change: the domain's own IPA entries in the range, and every
+			// nested context over it whole (its entries and cached tables combine
+			// both stages, so no IOVA range is known).
+			if (c.s2_domain != kNoDomain &&
+			    (!(d.match & kMatchDomain) || c.s2_domain == d.domain)) {
+				flush_context(ctx);
+				continue;
+			}
+			if (((d.match & kMatchDomain) && c.domain != d.domain) ||
+			    c.asid != kStage2Asid)
+				continue;
+		} else if (((d.match & kMatchDomain) && c.domain != d.domain) ||
+			   ((d.match & kMatchAsid) && c.asid != d.asid) ||
+			   ((d.match & kMatchPasid) && c.pasid != d.pasid)) {
 			continue;
-		// A stage-2 (IPA) range says nothing about which IOVAs moved: drop them all.
-		if ((d.match & kMatchRange) && !(d.match & kMatchStage2))
-			flush_range(static_cast<uint16_t>(h), d.addr, d.size);
-		else
-			flush_context(static_cast<uint16_t>(h));
+		}
+		if (!(d.match & kMatchRange)) {
+			flush_context(ctx); // leaves and tables alike: over-invalidation is allowed
+			continue;
+		}
+		if (leaves)
+			flush_range(ctx, d.addr, d.size);
+		if (tables)
+			flush_walk_range(ctx, d.addr, d.size);
 	}
 }
 

@@ -78,6 +78,10 @@ std::string_view fault_name(FaultKind kind)
 		return "access-flag";
 	case FaultKind::loop:
 		return "loop";
+	case FaultKind::not_attached:
+		return "not-attached";
+	case FaultKind::bad_config:
+		return "bad-config";
 	}
 	return "?";
 }

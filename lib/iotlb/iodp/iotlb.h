@@ -26,11 +26,23 @@
  * New entries start unreferenced, so a stream of one-off fills replaces itself before it
  * replaces entries that are being hit: skewed traffic keeps its hot set (see
  * doc/performance.md).
+ *
+ * Beside the leaf entries a shard keeps the two caches a miss needs:
+ *  - a paging-structure cache: for each context, the stage-1 tables one and two levels
+ *    above the leaves (with the permissions the levels above them granted), so a miss
+ *    resumes the walk there and reads one or two entries instead of the whole path;
+ *  - a PASID/config cache: (device, PASID) -> Route (format, roots, tags), so requests never
+ *    re-read PASID, context, STE or CD tables.
+ * Nested translations keep their stage-2 results as leaf entries of the stage-2 domain's
+ * own context (asid kStage2Asid): the stage-2 cache is the IOTLB, shared by every stage 1
+ * nested on that domain and by devices attached to the domain directly.
  */
 
 #include <iodp/inval.h>
 #include <iodp/mem.h>
+#include <iodp/pgtable.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -48,9 +60,23 @@ int size_class(unsigned shift);
 /** Inputs at or above this are not cached (they would not fit the key). */
 inline constexpr uint64_t kMaxCachedIova = 1ull << 57;
 
+/** Tag of translations that carry no PASID (RID requests; SMMU, whose tag is the ASID). */
+inline constexpr uint32_t kNoPasid = UINT32_MAX;
+/**
+ * ASID tag of a stage-2 (or single-stage paging) domain's own translations: IPA -> host,
+ * shared by nested stage 1s (their stage-2 cache) and devices attached directly.
+ */
+inline constexpr uint32_t kStage2Asid = UINT32_MAX;
+/** "No domain" for Shard::context()'s s2_domain. */
+inline constexpr uint32_t kNoDomain = 0;
+
 struct ShardConfig {
 	/** Entries (rounded up to a power of two, at least 64). 32Ki x 16 B = 512 KiB: L2. */
 	uint32_t entries = 32768;
+	/** Paging-structure cache entries (same rules). 2Ki tables x 2 MiB = 4 GiB of reach. */
+	uint32_t walk_entries = 2048;
+	/** PASID/config cache entries (a power of two, at least 16). */
+	uint32_t routes = 256;
 };
 
 struct ShardStats {
@@ -61,6 +87,57 @@ struct ShardStats {
 	uint64_t context_flushes = 0;
 	uint64_t range_flushes = 0;
 	uint64_t full_flushes = 0;
+	uint64_t walks = 0;          ///< walks started by translate() (stage-2 walks included)
+	uint64_t walk_reads = 0;     ///< table entries those walks read
+	uint64_t walk_cache_hits = 0;   ///< walks resumed below the root
+	uint64_t walk_cache_misses = 0; ///< walks from the root
+	uint64_t s2_hits = 0;        ///< nested outputs found in the stage-2 cache
+	uint64_t s2_misses = 0;
+	uint64_t route_hits = 0;     ///< PASID/config cache
+	uint64_t route_misses = 0;
+	uint64_t route_flushes = 0;  ///< routes dropped by invalidations
+};
+
+/**
+ * How to translate one (device, PASID)'s requests: what a PASID/config cache entry holds.
+ * The control side (lib/ctl) resolves it from the binding, PASID table, STE and CD.
+ */
+struct Route {
+	/** not_attached (DMA blocked), bad_config, ...: every request faults with this. */
+	pgtable::FaultKind blocked = pgtable::FaultKind::not_attached;
+	uint8_t blocked_stage = 0;
+	/** Privileged requests fault at stage 1 (VT-d first stage without SRE). */
+	bool priv_faults = false;
+	/** The stage requests enter (stage 1, or the only stage) and, nested, stage 2. */
+	pgtable::Stage s1;
+	std::optional<pgtable::Stage> s2;
+	/**
+	 * The memory walks read. The control side publishes a new one when it changes (with a
+	 * release store) and frees the old one after a grace period; translate() loads it once.
+	 */
+	const std::atomic<const GuestMemory *> *mem = nullptr;
+	/** TLB tag of what s1 maps: (domain, asid, pasid) as Shard::context() takes them. */
+	uint32_t domain = 0, asid = 0, pasid = kNoPasid;
+	/** Nested: the stage-2 domain (its context is (s2_domain, kStage2Asid, kNoPasid)). */
+	uint32_t s2_domain = kNoDomain;
+	/** Who the translation belongs to, for fault reports and config invalidations. */
+	uint32_t hwpt = 0;
+};
+
+/** A route in the PASID/config cache, with its contexts resolved. */
+struct CachedRoute {
+	uint32_t device = 0;
+	uint32_t pasid = kNoPasid;
+	Route route;
+	uint16_t ctx = 0;    ///< leaf entries and paging-structure entries of s1
+	uint16_t s2_ctx = 0; ///< nested: the stage-2 domain's context
+	bool used = false;
+};
+
+/** One request of a translate() burst. */
+struct Request {
+	uint64_t iova;
+	uint8_t access; ///< pgtable::kAccess*
 };
 
 /** A lookup: which context, which address. */
@@ -78,12 +155,17 @@ public:
 	Shard(Shard &&) = default;
 	Shard &operator=(Shard &&) = default;
 
-	/** The handle of (domain, asid, pasid), made on first use. Not for the per-request path. */
-	uint16_t context(uint32_t domain, uint32_t asid, uint32_t pasid);
+	/**
+	 * The handle of (domain, asid, pasid), made on first use. Not for the per-request path.
+	 * A nested context names its stage-2 domain: a stage-2 invalidation of that domain
+	 * then drops it whole (its entries combine both stages).
+	 */
+	uint16_t context(uint32_t domain, uint32_t asid, uint32_t pasid,
+			 uint32_t s2_domain = kNoDomain);
 
 	/**
 	 * Look up @p n probes. host[i] is the translated host address (page base + offset) or 0
-	 * on a miss; perm[i] the page's permissions. Sets of the next probes are prefetched
+	 * on a miss; perm[i] the page's permissions (bits 2:0) and size class (bits 6:4). Sets of the next probes are prefetched
 	 * while the current ones are compared. Returns the number of hits.
 	 */
 	size_t lookup_bulk(const Probe *probes, size_t n, uint64_t *host, uint8_t *perm);
@@ -92,16 +174,47 @@ public:
 	void fill(uint16_t ctx, uint64_t iova, unsigned page_shift, uint64_t host_page,
 		  uint8_t perm);
 
-	/** Drop every entry of a context (a new key; nothing is scanned). */
+	/** Drop every entry of a context, leaf and paging-structure (a new key; no scan). */
 	void flush_context(uint16_t ctx);
-	/** Drop entries of @p ctx whose page overlaps [addr, addr + size). */
+	/** Drop leaf entries of @p ctx whose page overlaps [addr, addr + size). */
 	void flush_range(uint16_t ctx, uint64_t addr, uint64_t size);
+	/** Drop paging-structure entries of @p ctx whose tables map part of the range. */
+	void flush_walk_range(uint16_t ctx, uint64_t addr, uint64_t size);
+	/** Drop everything: leaves, tables and routes (what a lost invalidation calls for). */
 	void flush_all();
 	/**
-	 * Apply an invalidation to the leaf entries (targets without kTargetIotlb change
-	 * nothing here). May drop more than asked, never less.
+	 * Apply an invalidation to whichever of the leaf, paging-structure and config caches
+	 * it targets. May drop more than asked, never less.
 	 */
 	void apply(const inval::Descriptor &d);
+
+	/* Paging-structure cache ----------------------------------------------------------- */
+
+	/** The lowest cached stage-1 table of @p ctx for @p iova (in @p st), or none. */
+	pgtable::TableRef walk_lookup(uint16_t ctx, const pgtable::Stage &st, uint64_t iova);
+	/** Keep @p t (from WalkResult::path) as the table for @p iova in @p ctx. */
+	void walk_fill(uint16_t ctx, const pgtable::Stage &st, uint64_t iova,
+		       const pgtable::TableRef &t);
+
+	/* PASID/config cache ---------------------------------------------------------------- */
+
+	/** The cached route of (device, pasid), or nullptr. */
+	const CachedRoute *route_lookup(uint32_t device, uint32_t pasid);
+	/** Cache @p r for (device, pasid), replacing whatever was there. */
+	const CachedRoute *route_fill(uint32_t device, uint32_t pasid, const Route &r);
+
+	/* Translation ------------------------------------------------------------------------ */
+
+	/**
+	 * Translate @p n requests of one route: leaf entries first; the misses are walked
+	 * together (walk_burst), each resumed from the paging-structure cache when it can be,
+	 * nested outputs through the stage-2 cache (stage-2 walks for its misses); then every
+	 * cache is filled. out[i] is what pgtable::walk() of the route's tables gives, except
+	 * that hits report reads = 0 and path = {}. Privileged requests are walked (resumed)
+	 * but not cached: leaf permissions depend on privilege and the tag does not hold it.
+	 */
+	void translate(const CachedRoute &r, const Request *reqs, size_t n,
+		       pgtable::WalkResult *out);
 
 	/** Value bit 3: the entry was hit since its set last filled up (NRU replacement). */
 	static constexpr uint64_t kReferenced = 8;
@@ -119,6 +232,9 @@ private:
 	};
 	struct Context {
 		uint32_t domain = 0, asid = 0, pasid = 0;
+		uint32_t s2_domain = kNoDomain;
+		bool has_walks = false;    ///< walk_fill() ran: stage holds the geometry
+		pgtable::Stage stage;
 		uint16_t key = 0;          ///< current key; 0 = no entries can match
 		uint8_t size_mask = 0;     ///< size classes filled since the last flush
 		uint8_t largest_first[kSizeClasses] = {}; ///< classes in mask, largest first
@@ -137,6 +253,7 @@ private:
 		return (vpn4k << 19) | (uint64_t{key} << 3) | cls;
 	}
 	void new_key(Context &c);
+	void clear_translations();
 	void recompute_sizes(Context &c);
 	bool probe_one(const Context &c, uint64_t iova, uint64_t *host, uint8_t *perm);
 	template <unsigned Cls>
@@ -146,8 +263,20 @@ private:
 					uint8_t *);
 	static const RunFn kRuns[kSizeClasses];
 
+	uint64_t walk_key(uint16_t key, const pgtable::Stage &st, int height, uint64_t iova,
+			  uint32_t *set) const;
+	bool route_matches(const CachedRoute &r, const inval::Descriptor &d) const;
+	void translate_chunk(const CachedRoute &r, const Request *reqs, size_t n,
+			     pgtable::WalkResult *out);
+	void resolve_stage2(const CachedRoute &r, const pgtable::Translation &x, size_t n,
+			    const uint64_t *ipa, const uint8_t *access, pgtable::WalkResult *res);
+
 	GuestRam ram_;
 	Set *sets_ptr_ = nullptr;
+	GuestRam walk_ram_;
+	Set *walk_sets_ = nullptr;
+	uint32_t walk_nsets_ = 0;
+	std::vector<CachedRoute> routes_;
 	uint32_t sets_ = 0;
 	unsigned set_bits_ = 0;
 	uint32_t next_key_ = 1;

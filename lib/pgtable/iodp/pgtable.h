@@ -73,6 +73,9 @@ enum class FaultKind : uint8_t {
 	bad_table_pointer, ///< a table fetch outside guest memory
 	access_flag,       ///< Arm AF clear (and hardware AF update off)
 	loop,              ///< a table pointer back to a table already on this walk's path
+	/* Not from a walk: what a translation context (PASID / CD / STE) says. */
+	not_attached,      ///< no translation attached for the device / PASID (DMA blocked)
+	bad_config,        ///< the context entry is malformed (invalid CD, STE, ...)
 };
 std::string_view fault_name(FaultKind kind);
 

@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * The shard's miss path: routes (the PASID/config cache) and translate(), which takes a
+ * burst through the leaf entries, resumed walks and the stage-2 cache and fills all three.
+ */
+#include <iodp/iotlb.h>
+
+#include <algorithm>
+#include <bit>
+
+namespace iodp::iotlb {
+
+using pgtable::FaultKind;
+using pgtable::TableRef;
+using pgtable::WalkRequest;
+using pgtable::WalkResult;
+
+namespace {
+
+/** Slots a route may sit in from its home slot (open addressing, linear probing). */
+constexpr unsigned kRouteProbes = 8;
+/** Requests translated together: the leaf lookups, then the walks of the misses. */
+constexpr size_t kChunk = 64;
+
+size_t route_home(uint32_t device, uint32_t pasid, size_t slots)
+{
+	const uint64_t h = ((uint64_t{device} << 32) | pasid) * 0x9e3779b97f4a7c15ull;
+	return static_cast<size_t>(h >> 40) & (slots - 1);
+}
+
+bool cacheable(uint8_t access) { return !(access & pgtable::kAccessPriv); }
+
+WalkResult fault_result(FaultKind kind, uint8_t stage)
+{
+	WalkResult r;
+	r.fault = kind;
+	r.stage = stage;
+	return r;
+}
+
+} // namespace
+
+const CachedRoute *Shard::route_lookup(uint32_t device, uint32_t pasid)
+{
+	const size_t slots = routes_.size();
+	for (unsigned p = 0; slots != 0 && p < kRouteProbes; p++) {
+		const CachedRoute &r = routes_[(route_home(device, pasid, slots) + p) & (slots - 1)];
+		if (r.used && r.device == device && r.pasid == pasid) {
+			stats_.route_hits++;
+			return &r;
+		}
+	}
+	stats_.route_misses++;
+	return nullptr;
+}
+
+const CachedRoute *Shard::route_fill(uint32_t device, uint32_t pasid, const Route &route)
+{
+	const size_t slots = routes_.size();
+	if (slots == 0)
+		return nullptr;
+	const size_t home = route_home(device, pasid, slots);
+	CachedRoute *slot = nullptr;
+	for (unsigned p = 0; p < kRouteProbes && slot == nullptr; p++) {
+		CachedRoute &r = routes_[(home + p) & (slots - 1)];
+		if (r.used && r.device == device && r.pasid == pasid)
+			slot = &r;
+	}
+	for (unsigned p = 0; p < kRouteProbes && slot == nullptr; p++) {
+		CachedRoute &r = routes_[(home + p) & (slots - 1)];
+		if (!r.used)
+			slot = &r;
+	}
+	if (slot == nullptr)
+		slot = &routes_[home]; // a full window: the home slot's route is re-read later
+	slot->device = device;
+	slot->pasid = pasid;
+	slot->route = route;
+	slot->ctx = 0;
+	slot->s2_ctx = 0;
+	if (route.blocked == FaultKind::none) {
+		if (route.s2) {
+			slot->s2_ctx = context(route.s2_domain, kStage2Asid, kNoPasid);
+			slot->ctx = context(route.domain, route.asid, route.pasid, route.s2_domain);
+		} else {
+			slot->ctx = context(route.domain, route.asid, route.pasid);
+		}
+	}
+	slot->used = true;
+	return slot;
+}
+
+bool Shard::route_matches(const CachedRoute &r, const inval::Descriptor &d) const
+{
+	using namespace inval;
+	if ((d.match & kMatchDevice) && r.device != d.device)
+		return false;
+	if ((d.match & kMatchPasid) && r.pasid != d.pasid)
+		return false;
+	// A domain tag may name the route's stage 1, its stage 2 or its HWPT: any will do.
+	if ((d.match & kMatchDomain) && r.route.domain != d.domain &&
+	    r.route.s2_domain != d.domain && r.route.hwpt != d.domain)
+		return false;
+	return true;
+}
+
+void Shard::translate(const CachedRoute &r, const Request *reqs, size_t n, WalkResult *out)
+{
+	for (size_t i = 0; i < n; i += kChunk)
+		translate_chunk(r, reqs + i, std::min(kChunk, n - i), out + i);
+}
+
+/*
+ * Leaf entries hold translations for the access that filled them: with accessed/dirty
+ * updates on, a read-filled entry is kept read-only so that the first write walks and sets
+ * the dirty bit, as hardware does.
+ */
+static uint8_t cached_perm(const Route &rt, const WalkResult &res, uint8_t access)
+{
+	const bool tracks = rt.s1.update_accessed || (rt.s2 && rt.s2->update_accessed);
+	if (tracks && !(access & pgtable::kAccessWrite))
+		return res.perm & ~pgtable::kPermWrite;
+	return res.perm;
+}
+
+void Shard::translate_chunk(const CachedRoute &r, const Request *reqs, size_t n,
+			    WalkResult *out)
+{
+	const Route &rt = r.route;
+	if (rt.blocked != FaultKind::none || rt.mem == nullptr) {
+		const FaultKind k = rt.blocked != FaultKind::none ? rt.blocked
+								  : FaultKind::not_attached;
+		for (size_t i = 0; i < n; i++)
+			out[i] = fault_result(k, rt.blocked_stage);
+		return;
+	}
+	pgtable::Translation x;
+	x.mem = rt.mem->load(std::memory_order_acquire);
+	x.s1 = rt.s1;
+	x.s2 = rt.s2;
+	const bool nested = rt.s2.has_value();
+
+	Probe probes[kChunk];
+	uint64_t host[kChunk];
+	uint8_t perm[kChunk];
+	for (size_t i = 0; i < n; i++)
+		probes[i] = {reqs[i].iova, cacheable(reqs[i].access) ? r.ctx : uint16_t{0}};
+	lookup_bulk(probes, n, host, perm);
+
+	WalkRequest walks[kChunk];
+	size_t who[kChunk];
+	size_t nw = 0;
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t access = reqs[i].access;
+		if (rt.priv_faults && (access & pgtable::kAccessPriv)) {
+			out[i] = fault_result(FaultKind::permission, 1);
+			continue;
+		}
+		// A hit that does not allow the access walks again: the entry may be older
+		// than a change that granted it (hardware re-walks before it faults, too).
+		if (host[i] != 0 && (access & 7 & ~perm[i]) == 0) {
+			out[i] = WalkResult{};
+			out[i].out = host[i];
+			out[i].page_size = 1ull << kSizeShift[perm[i] >> 4];
+			out[i].perm = perm[i] & 7;
+			continue;
+		}
+		WalkRequest &w = walks[nw];
+		w = pgtable::walk_request(reqs[i].iova, access);
+		w.flags = nested ? pgtable::kWalkStage1Only : 0;
+		w.start = walk_lookup(r.ctx, rt.s1, reqs[i].iova);
+		if (w.start.valid())
+			stats_.walk_cache_hits++;
+		else
+			stats_.walk_cache_misses++;
+		who[nw++] = i;
+	}
+	if (nw == 0)
+		return;
+
+	WalkResult res[kChunk];
+	pgtable::walk_burst(x, walks, res, nw);
+	stats_.walks += nw;
+	for (size_t k = 0; k < nw; k++) {
+		stats_.walk_reads += res[k].reads;
+		for (const TableRef &t : res[k].path)
+			walk_fill(r.ctx, rt.s1, walks[k].iova, t);
+	}
+	if (nested) {
+		uint64_t ipa[kChunk];
+		uint8_t access[kChunk];
+		for (size_t k = 0; k < nw; k++) {
+			ipa[k] = res[k].out;
+			access[k] = walks[k].access;
+		}
+		resolve_stage2(r, x, nw, ipa, access, res);
+	}
+	for (size_t k = 0; k < nw; k++) {
+		out[who[k]] = res[k];
+		if (!res[k].ok() || !cacheable(walks[k].access))
+			continue;
+		const uint64_t size = res[k].page_size;
+		fill(r.ctx, walks[k].iova, static_cast<unsigned>(std::countr_zero(size)),
+		     res[k].out & ~(size - 1), cached_perm(rt, res[k], walks[k].access));
+	}
+}
+
+/*
+ * Nested: res[k] holds stage 1's answer (its output is an IPA). Map each IPA through the
+ * stage-2 domain's own entries, walking stage 2 (resumed from its cached tables) for the
+ * misses, and combine: the smaller page, the permissions both stages grant.
+ */
+void Shard::resolve_stage2(const CachedRoute &r, const pgtable::Translation &x, size_t n,
+			   const uint64_t *ipa, const uint8_t *access, WalkResult *res)
+{
+	const pgtable::Stage &s2 = *r.route.s2;
+	Probe probes[kChunk];
+	uint64_t host[kChunk];
+	uint8_t perm[kChunk];
+	for (size_t k = 0; k < n; k++) {
+		const bool want = res[k].ok() && cacheable(access[k]);
+		probes[k] = {ipa[k], want ? r.s2_ctx : uint16_t{0}};
+	}
+	lookup_bulk(probes, n, host, perm);
+
+	WalkRequest walks[kChunk];
+	size_t who[kChunk];
+	size_t nw = 0;
+	for (size_t k = 0; k < n; k++) {
+		if (!res[k].ok())
+			continue;
+		if (host[k] != 0 && (access[k] & 7 & ~perm[k]) == 0) {
+			stats_.s2_hits++;
+			res[k].out = host[k];
+			res[k].page_size = std::min(res[k].page_size,
+						    uint64_t{1} << kSizeShift[perm[k] >> 4]);
+			res[k].perm &= perm[k] & 7;
+			continue;
+		}
+		stats_.s2_misses++;
+		WalkRequest &w = walks[nw];
+		w = pgtable::walk_request(ipa[k], access[k]);
+		w.start = walk_lookup(r.s2_ctx, s2, ipa[k]);
+		who[nw++] = k;
+	}
+	if (nw == 0)
+		return;
+	pgtable::Translation x2;
+	x2.mem = x.mem;
+	x2.s1 = s2;
+	WalkResult s2res[kChunk];
+	pgtable::walk_burst(x2, walks, s2res, nw);
+	stats_.walks += nw;
+	for (size_t j = 0; j < nw; j++) {
+		const WalkResult &t = s2res[j];
+		WalkResult &s1 = res[who[j]];
+		stats_.walk_reads += t.reads;
+		for (const TableRef &ref : t.path)
+			walk_fill(r.s2_ctx, s2, walks[j].iova, ref);
+		s1.reads = static_cast<uint8_t>(s1.reads + t.reads);
+		if (!t.ok()) {
+			s1.out = 0;
+			s1.page_size = 0;
+			s1.perm = 0;
+			s1.fault = t.fault;
+			s1.stage = t.stage;
+			s1.level = t.level;
+			continue;
+		}
+		if (cacheable(walks[j].access)) {
+			const uint64_t size = t.page_size;
+			fill(r.s2_ctx, walks[j].iova, static_cast<unsigned>(std::countr_zero(size)),
+			     t.out & ~(size - 1), cached_perm(r.route, t, walks[j].access));
+		}
+		s1.out = t.out;
+		s1.page_size = std::min(s1.page_size, t.page_size);
+		s1.perm &= t.perm;
+	}
+}
+
+} // namespace iodp::iotlb
