@@ -446,13 +446,14 @@ void Shard::apply(const inval::Descriptor &d)
 			// A stage-2 change: the domain's own IPA entries in the range, and every
 			// nested context over it whole (its entries and cached tables combine
 			// both stages, so no IOVA range is known).
-			if (c.s2_domain != kNoDomain &&
-			    (!(d.match & kMatchDomain) || c.s2_domain == d.domain)) {
-				flush_context(ctx);
+			const bool over = c.s2_domain != kNoDomain &&
+					  (!(d.match & kMatchDomain) || c.s2_domain == d.domain);
+			const bool tagged = !(d.match & kMatchDomain) || c.domain == d.domain;
+			if (over || (tagged && c.asid != kStage2Asid)) {
+				flush_context(ctx); // SMMU: stage 1 tagged with the VMID as well
 				continue;
 			}
-			if (((d.match & kMatchDomain) && c.domain != d.domain) ||
-			    c.asid != kStage2Asid)
+			if (!tagged)
 				continue;
 		} else if (((d.match & kMatchDomain) && c.domain != d.domain) ||
 			   ((d.match & kMatchAsid) && c.asid != d.asid) ||
