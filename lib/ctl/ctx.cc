@@ -4,7 +4,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
 #include <unistd.h>
+#include <utility>
 
 namespace iodp::ctl {
 
@@ -227,13 +230,22 @@ void Ctx::Impl::destroy_object(Object *o)
 		auto *h = static_cast<Hwpt *>(o);
 		if (h->fault_id != 0)
 			find(h->fault_id)->users--;
+		// Workers may hold routes to it until the grace period: drop them, free it after.
+		inval::Descriptor d;
+		d.targets = inval::kTargetAll;
+		d.match = inval::kMatchDomain;
+		d.domain = h->id;
+		notify(d);
 	}
-	objects.erase(o->id);
+	auto it = objects.find(o->id);
+	std::shared_ptr<Object> gone(std::move(it->second));
+	objects.erase(it);
+	retire([gone] {});
 }
 
 Status Ctx::destroy(uint32_t id)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Object *o = impl_->find(id);
 	if (o == nullptr)
 		return Status::error(-ENOENT, "destroy: no object %u", id);
@@ -249,10 +261,26 @@ Status Ctx::destroy(uint32_t id)
 Ctx::Ctx(const CtxConfig &config) : impl_(std::make_unique<Impl>())
 {
 	impl_->cfg = config;
+	iotlb::CoherenceConfig cc;
+	cc.max_workers = config.max_workers;
+	cc.ring_entries = config.inval_ring_entries;
+	Result<std::unique_ptr<iotlb::Coherence>> c = iotlb::Coherence::create(cc);
+	if (!c) {
+		// Only a bad worker count or ring size gets here (or no memory at all): keep
+		// going with the defaults, which are known to be valid.
+		std::fprintf(stderr, "iodp ctl: %s; using the default worker settings\n",
+			     c.status().message().c_str());
+		c = iotlb::Coherence::create();
+		if (!c)
+			std::abort();
+	}
+	impl_->coherence = std::move(*c);
 }
 
 Ctx::~Ctx()
 {
+	// Whatever waits for a grace period (workers are gone by now) is freed first.
+	impl_->coherence->sync();
 	// Bindings first: they point at devices and HWPTs.
 	for (const auto &[id, o] : impl_->objects) {
 		if (o->type == ObjType::device) {
@@ -270,20 +298,91 @@ Ctx::~Ctx()
 
 const Object *Ctx::find(uint32_t id) const
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	return impl_->find(id);
 }
 
 size_t Ctx::object_count() const
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	return impl_->objects.size();
 }
 
 void Ctx::set_invalidation_sink(std::function<void(const inval::Descriptor &)> sink)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	impl_->sink = std::move(sink);
+}
+
+iotlb::Coherence &Ctx::coherence()
+{
+	return *impl_->coherence;
+}
+
+/* Invalidation and grace periods ----------------------------------------------------------- */
+
+Ctx::Impl::Guard::~Guard()
+{
+	impl_.retire_table_pages();
+	const bool sync = std::exchange(impl_.sync_due, false);
+	lock_.unlock();
+	if (sync)
+		impl_.coherence->sync(); // also runs what was retired before it began
+}
+
+void Ctx::Impl::notify(const inval::Descriptor &d)
+{
+	if (sink)
+		sink(d);
+	coherence->post(d);
+	sync_due = true;
+}
+
+void Ctx::Impl::invalidate_range(const HwptPaging &h, uint64_t iova, uint64_t length)
+{
+	inval::Descriptor d;
+	d.targets = inval::kTargetIotlb | inval::kTargetWalkCache | inval::kTargetDeviceTlb;
+	// The HWPT's own translations in the range, and whole any stage 1 nested on it.
+	d.match = inval::kMatchDomain | inval::kMatchRange | inval::kMatchStage2;
+	d.domain = h.id;
+	d.addr = iova;
+	d.size = length;
+	notify(d);
+}
+
+void Ctx::Impl::invalidate_routes(const Device &dev)
+{
+	inval::Descriptor d;
+	d.targets = inval::kTargetConfig;
+	d.match = inval::kMatchDevice;
+	d.device = dev.id;
+	notify(d);
+}
+
+void Ctx::Impl::retire(std::function<void()> fn)
+{
+	coherence->retire(std::move(fn));
+	sync_due = true;
+}
+
+void Ctx::Impl::retire_table_pages()
+{
+	for (const auto &[id, o] : objects) {
+		if (o->type != ObjType::hwpt_paging)
+			continue;
+		auto *h = static_cast<HwptPaging *>(o.get());
+		auto held = h->pool.take_held();
+		if (held.empty())
+			continue;
+		// The pool is only touched under the lock. A HWPT destroyed meanwhile was
+		// retired after this, so it is still there when this runs (grace periods end
+		// in the order they began).
+		retire([this, h, held = std::move(held)] {
+			std::lock_guard g(lock);
+			for (const auto &[addr, bytes] : held)
+				h->pool.release(addr, bytes);
+		});
+	}
 }
 
 } // namespace iodp::ctl

@@ -45,7 +45,7 @@ Ioas *Ctx::Impl::ioas_of(Hwpt *h) const
 
 Result<uint32_t> Ctx::device_create(const DeviceSpec &spec)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	if (spec.name.empty() || spec.name.size() >= IODP_DEVICE_NAME_LEN)
 		return Status::error(-EINVAL, "device alloc: name must be 1..%d characters",
 				     IODP_DEVICE_NAME_LEN - 1);
@@ -88,7 +88,7 @@ Result<uint32_t> Ctx::device_create(const DeviceSpec &spec)
 
 Result<uint32_t> Ctx::device_id(const std::string &name) const
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	for (const auto &[id, o] : impl_->objects)
 		if (o->type == ObjType::device && static_cast<Device *>(o.get())->name == name)
 			return id;
@@ -111,7 +111,7 @@ static Binding *binding_of(const Device &d, std::optional<uint32_t> pasid)
 Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pasid,
 				    uint32_t pt_id)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<Device *> dr = impl_->get_device(dev_id);
 	if (!dr)
 		return dr.status();
@@ -217,12 +217,13 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 	slot = b; // the replacement is one pointer store
 	if (old != nullptr)
 		impl_->unbind(old);
+	impl_->invalidate_routes(dev);
 	return target->id;
 }
 
 Status Ctx::device_detach(uint32_t dev_id, std::optional<uint32_t> pasid)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<Device *> dr = impl_->get_device(dev_id);
 	if (!dr)
 		return dr.status();
@@ -240,12 +241,13 @@ Status Ctx::device_detach(uint32_t dev_id, std::optional<uint32_t> pasid)
 	else
 		dev.rid_binding = nullptr;
 	impl_->unbind(b);
+	impl_->invalidate_routes(dev); // returns once no worker translates for it any more
 	return {};
 }
 
 Result<iodp_hw_info_iodp> Ctx::get_hw_info(uint32_t dev_id, uint64_t *capabilities)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<Device *> dr = impl_->get_device(dev_id);
 	if (!dr)
 		return dr.status();
@@ -271,7 +273,7 @@ Result<iodp_hw_info_iodp> Ctx::get_hw_info(uint32_t dev_id, uint64_t *capabiliti
 
 Result<uint32_t> Ctx::vpasid_set(uint32_t vpasid, uint32_t ppasid)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	constexpr uint32_t kMax = (1u << 20) - 1;
 	if (vpasid == 0 || vpasid > kMax || ppasid > kMax)
 		return Status::error(-EINVAL, "vpasid %u -> %u: PASIDs are 1..%u", vpasid, ppasid,
@@ -299,7 +301,7 @@ Result<uint32_t> Ctx::vpasid_set(uint32_t vpasid, uint32_t ppasid)
 
 Status Ctx::vpasid_clear(uint32_t vpasid)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	auto it = impl_->vpasid_to_ppasid.find(vpasid);
 	if (it == impl_->vpasid_to_ppasid.end())
 		return Status::error(-ENOENT, "vpasid %u is not bound", vpasid);
@@ -318,7 +320,7 @@ Status Ctx::vpasid_clear(uint32_t vpasid)
 
 Result<uint32_t> Ctx::vpasid_lookup(uint32_t vpasid) const
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	auto it = impl_->vpasid_to_ppasid.find(vpasid);
 	if (it == impl_->vpasid_to_ppasid.end())
 		return Status::error(-ENOENT, "vpasid %u is not bound", vpasid);
@@ -329,7 +331,7 @@ Result<uint32_t> Ctx::vpasid_lookup(uint32_t vpasid) const
 
 Result<uint32_t> Ctx::fault_queue_alloc(int *fd_out)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	const int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (fd < 0)
 		return Status::error(-errno, "fault queue alloc: eventfd failed");
@@ -387,7 +389,7 @@ uint32_t Ctx::Impl::record_fault(Binding *b, const Device &dev, std::optional<ui
 
 Result<std::vector<iodp_hwpt_pgfault>> Ctx::fault_read(uint32_t fault_id, size_t max)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<FaultQueue *> q = impl_->get_fault_queue(fault_id);
 	if (!q)
 		return q.status();
@@ -405,7 +407,7 @@ Result<std::vector<iodp_hwpt_pgfault>> Ctx::fault_read(uint32_t fault_id, size_t
 
 Status Ctx::fault_respond(uint32_t fault_id, uint32_t cookie, uint32_t code)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<FaultQueue *> q = impl_->get_fault_queue(fault_id);
 	if (!q)
 		return q.status();
@@ -429,7 +431,7 @@ Status Ctx::fault_respond(uint32_t fault_id, uint32_t cookie, uint32_t code)
 
 std::vector<iodp_fault_event> Ctx::fault_events(size_t max, uint64_t *lost)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	std::vector<iodp_fault_event> out;
 	while (out.size() < max && !impl_->events.empty()) {
 		out.push_back(impl_->events.front());
@@ -441,99 +443,99 @@ std::vector<iodp_fault_event> Ctx::fault_events(size_t max, uint64_t *lost)
 	return out;
 }
 
-/* Translation ------------------------------------------------------------------------------ */
+/* Routes and translation ------------------------------------------------------------------ */
 
 namespace {
 
-struct Outcome {
-	pgtable::WalkResult walk;
-	iodp_fault_kind fault = IODP_FAULT_NONE;
-};
+using iotlb::Route;
 
-Outcome fault(iodp_fault_kind kind, uint8_t stage = 0, int8_t level = 0)
+Route blocked(FaultKind kind, uint8_t stage = 0, int8_t level = 0)
 {
-	Outcome o;
-	o.fault = kind;
-	o.walk.stage = stage;
-	o.walk.level = level;
-	return o;
+	Route r;
+	r.blocked = kind;
+	r.blocked_stage = stage;
+	r.blocked_level = level;
+	return r;
 }
 
-Outcome from_walk(const pgtable::WalkResult &r)
+/** A paging HWPT's own translations: the domain's stage-2-style context. */
+Route paging_route(const HwptPaging &h)
 {
-	Outcome o;
-	o.walk = r;
-	o.fault = static_cast<iodp_fault_kind>(r.fault);
-	return o;
+	Result<pgtable::Stage> st = pgtable::make_stage(h.config());
+	if (!st)
+		return blocked(FaultKind::bad_config);
+	Route r;
+	r.blocked = FaultKind::none;
+	r.s1 = *st;
+	r.mem = &h.view;
+	r.domain = h.id;
+	r.asid = iotlb::kStage2Asid;
+	r.hwpt = h.id;
+	return r;
 }
 
-Outcome walk_paging(const HwptPaging &h, uint64_t iova, uint8_t access)
+/** A guest stage 1 over the parent's stage 2, tagged (domain, asid, pasid). */
+Route nested_route(const HwptNested &h, const pgtable::TableConfig &s1, uint32_t domain,
+		   uint32_t asid, uint32_t pasid)
 {
-	const pgtable::TableConfig c = h.config();
-	Result<pgtable::Translation> x = pgtable::make_translation(h.host_map, c);
-	if (!x)
-		return fault(IODP_FAULT_BAD_CONFIG);
-	return from_walk(pgtable::walk(*x, iova, access));
-}
-
-Outcome walk_nested(const HwptPaging &parent, const pgtable::TableConfig &s1, uint64_t iova,
-		    uint8_t access)
-{
-	const pgtable::TableConfig s2 = parent.config();
-	Result<pgtable::Translation> x = pgtable::make_translation(parent.host_map, s1, &s2);
-	if (!x)
-		return fault(IODP_FAULT_BAD_CONFIG, 1);
-	return from_walk(pgtable::walk(*x, iova, access));
+	Result<pgtable::Stage> st1 = pgtable::make_stage(s1);
+	Result<pgtable::Stage> st2 = pgtable::make_stage(h.parent->config());
+	if (!st1 || !st2)
+		return blocked(FaultKind::bad_config, 1);
+	Route r;
+	r.blocked = FaultKind::none;
+	r.s1 = *st1;
+	r.s2 = *st2;
+	r.mem = &h.parent->view;
+	r.domain = domain;
+	r.asid = asid;
+	r.pasid = pasid;
+	r.s2_domain = h.parent->id;
+	r.hwpt = h.id;
+	return r;
 }
 
 /** Read @p len bytes at a stage-1 (IPA) address through the parent's stage 2. */
-Outcome read_ipa(const HwptPaging &parent, uint64_t ipa, void *buf, size_t len)
+std::optional<Route> read_ipa(const HwptPaging &parent, uint64_t ipa, void *buf, size_t len)
 {
-	Outcome o = walk_paging(parent, ipa, pgtable::kAccessRead);
-	if (o.fault != IODP_FAULT_NONE) {
-		o.walk.stage = 2;
-		return o;
-	}
-	if (!parent.host_map.read(o.walk.out, buf, len))
-		return fault(IODP_FAULT_BAD_TABLE_POINTER, 2);
-	return o;
+	const GuestMemory &mem = *parent.host_map;
+	Result<pgtable::Translation> x = pgtable::make_translation(mem, parent.config());
+	if (!x)
+		return blocked(FaultKind::bad_config, 2);
+	const pgtable::WalkResult w = pgtable::walk(*x, ipa, pgtable::kAccessRead);
+	if (!w.ok())
+		return blocked(w.fault, 2, w.level);
+	if (!mem.read(w.out, buf, len))
+		return blocked(FaultKind::bad_table_pointer, 2);
+	return std::nullopt;
 }
 
-/** Stage-1 bypass: the parent's stage 2 alone; a fault there is a stage-2 fault. */
-Outcome stage2_only(const HwptPaging &parent, uint64_t iova, uint8_t access)
-{
-	Outcome o = walk_paging(parent, iova, access);
-	o.walk.stage = o.fault == IODP_FAULT_NONE ? 0 : 2;
-	return o;
-}
-
-/** SMMUv3: STE -> (SSID) -> CD -> stage-1 walk over the parent's stage 2. */
-Outcome walk_smmuv3(const HwptNested &h, std::optional<uint32_t> pasid, uint64_t iova,
-		    uint8_t access)
+/** SMMUv3: STE -> (SSID) -> CD -> stage 1 over the parent's stage 2, tagged (VMID, ASID). */
+Route smmuv3_route(const HwptNested &h, std::optional<uint32_t> pasid)
 {
 	const uint64_t ste0 = h.smmu.ste[0], ste1 = h.smmu.ste[1];
 	const HwptPaging &parent = *h.parent;
 	const unsigned config = (ste0 & 1) ? static_cast<unsigned>((ste0 >> 1) & 7) : 0;
 	if (config == 0) // abort (or an invalid STE): DMA is blocked
-		return fault(IODP_FAULT_PASID_NOT_ATTACHED);
-	if (config == 4)
-		return stage2_only(parent, iova, access);
+		return blocked(FaultKind::not_attached);
+	if (config == 4) // stage-1 bypass: the parent's stage 2 alone
+		return paging_route(parent);
 	const unsigned cd_max = static_cast<unsigned>(ste0 >> 59);
 	uint32_t ssid = 0;
 	if (pasid) {
 		if (cd_max == 0 || *pasid >= (1u << cd_max))
-			return fault(IODP_FAULT_BAD_CONFIG, 1);
+			return blocked(FaultKind::bad_config, 1);
 		ssid = *pasid;
 	} else if (cd_max != 0) {
 		switch (ste1 & 3) { // S1DSS: what a request without SSID does
 		case 0:
-			return fault(IODP_FAULT_PASID_NOT_ATTACHED);
+			return blocked(FaultKind::not_attached);
 		case 1:
-			return stage2_only(parent, iova, access);
+			return paging_route(parent);
 		case 2:
 			break; // use SSID 0
 		default:
-			return fault(IODP_FAULT_BAD_CONFIG, 1);
+			return blocked(FaultKind::bad_config, 1);
 		}
 	}
 	const uint64_t ctx_ptr = ste0 & (((1ull << 46) - 1) << 6);
@@ -542,52 +544,43 @@ Outcome walk_smmuv3(const HwptNested &h, std::optional<uint32_t> pasid, uint64_t
 	if (fmt != 0 && cd_max != 0) {
 		// Two levels: an L1 descriptor (V bit 0, L2Ptr 51:12) per 64 or 1024 CDs.
 		if (fmt == 3)
-			return fault(IODP_FAULT_BAD_CONFIG, 1);
+			return blocked(FaultKind::bad_config, 1);
 		const unsigned split = fmt == 1 ? 6 : 10;
 		uint64_t l1 = 0;
-		Outcome o = read_ipa(parent, ctx_ptr + uint64_t{ssid >> split} * 8, &l1, 8);
-		if (o.fault != IODP_FAULT_NONE)
-			return o;
+		if (auto f = read_ipa(parent, ctx_ptr + uint64_t{ssid >> split} * 8, &l1, 8))
+			return *f;
 		l1 = le64toh(l1);
 		if (!(l1 & 1))
-			return fault(IODP_FAULT_BAD_CONFIG, 1);
+			return blocked(FaultKind::bad_config, 1);
 		cd_addr = (l1 & (((1ull << 40) - 1) << 12)) +
 			  uint64_t{ssid & ((1u << split) - 1)} * 64;
 	}
 	uint64_t cd[2] = {0, 0};
-	Outcome o = read_ipa(parent, cd_addr, cd, sizeof(cd));
-	if (o.fault != IODP_FAULT_NONE)
-		return o;
+	if (auto f = read_ipa(parent, cd_addr, cd, sizeof(cd)))
+		return *f;
 	const uint64_t cd0 = le64toh(cd[0]), cd1 = le64toh(cd[1]);
 	const bool valid = (cd0 >> 31) & 1, aa64 = (cd0 >> 41) & 1;
 	if (!valid || !aa64)
-		return fault(IODP_FAULT_BAD_CONFIG, 1);
+		return blocked(FaultKind::bad_config, 1);
 	if ((cd0 >> 14) & 1) // EPD0: TTB0 walks disabled
-		return fault(IODP_FAULT_NOT_PRESENT, 1);
+		return blocked(FaultKind::not_present, 1);
 	static const int kGranule[] = {12, 16, 14, -1};
 	const int granule = kGranule[(cd0 >> 6) & 3];
 	const unsigned t0sz = static_cast<unsigned>(cd0 & 0x3f);
 	if (granule < 0 || t0sz < 16 || t0sz > 48)
-		return fault(IODP_FAULT_BAD_CONFIG, 1);
+		return blocked(FaultKind::bad_config, 1);
 	pgtable::TableConfig s1 = pgtable::table_config(
 		Format::arm_s1, cd1 & (((1ull << 48) - 1) << 4), static_cast<unsigned>(granule),
 		64 - t0sz);
 	s1.update_accessed = (cd0 >> 43) & 1; // HA
-	return walk_nested(parent, s1, iova, access);
+	// SMMU TLB entries are tagged VMID + ASID (CD bits 63:48), not with the SSID.
+	return nested_route(h, s1, parent.id, static_cast<uint32_t>(cd0 >> 48), iotlb::kNoPasid);
 }
 
 } // namespace
 
-Result<Translated> Ctx::translate(uint32_t dev_id, std::optional<uint32_t> pasid, uint64_t iova,
-				  uint8_t access)
+Binding *Ctx::Impl::route_binding(const Device &dev, std::optional<uint32_t> pasid) const
 {
-	std::lock_guard g(impl_->lock);
-	Result<Device *> dr = impl_->get_device(dev_id);
-	if (!dr)
-		return dr.status();
-	if (access & ~0xf)
-		return Status::error(-EINVAL, "translate: access %#x has unknown bits", access);
-	Device &dev = **dr;
 	Binding *b = binding_of(dev, pasid);
 	// SMMUv3: SSIDs come from the CD table of the STE attached by RID.
 	if (b == nullptr && pasid && dev.rid_binding != nullptr &&
@@ -595,39 +588,75 @@ Result<Translated> Ctx::translate(uint32_t dev_id, std::optional<uint32_t> pasid
 	    static_cast<HwptNested *>(dev.rid_binding->hwpt)->data_type ==
 		    IODP_HWPT_DATA_ARM_SMMUV3)
 		b = dev.rid_binding;
+	return b;
+}
 
-	Outcome o;
-	if (b == nullptr) {
-		o = fault(IODP_FAULT_PASID_NOT_ATTACHED);
-	} else if (b->hwpt->type == ObjType::hwpt_paging) {
-		o = walk_paging(*static_cast<HwptPaging *>(b->hwpt), iova, access);
+Route Ctx::Impl::route_of(const Binding *b, std::optional<uint32_t> pasid) const
+{
+	if (b == nullptr)
+		return blocked(FaultKind::not_attached);
+	if (b->hwpt->type == ObjType::hwpt_paging)
+		return paging_route(*static_cast<const HwptPaging *>(b->hwpt));
+	const auto &h = *static_cast<const HwptNested *>(b->hwpt);
+	if (h.data_type == IODP_HWPT_DATA_ARM_SMMUV3)
+		return smmuv3_route(h, pasid);
+	const Format f = h.vtd.addr_width == 57 ? Format::x86_64_5l : Format::x86_64_4l;
+	// VT-d tags first-stage entries with the domain (this HWPT) and the PASID.
+	Route r = nested_route(h, pgtable::table_config(f, h.vtd.pgtbl_addr), h.id, 0,
+			       pasid ? *pasid : iotlb::kNoPasid);
+	// Without SRE the PASID entry refuses supervisor requests outright.
+	r.priv_faults = !(h.vtd.flags & IODP_VTD_S1_SRE);
+	return r;
+}
+
+Result<iotlb::Route> Ctx::resolve(uint32_t dev_id, std::optional<uint32_t> pasid)
+{
+	Impl::Guard g(*impl_);
+	Result<Device *> dr = impl_->get_device(dev_id);
+	if (!dr)
+		return dr.status();
+	return impl_->route_of(impl_->route_binding(**dr, pasid), pasid);
+}
+
+Result<Translated> Ctx::translate(uint32_t dev_id, std::optional<uint32_t> pasid, uint64_t iova,
+				  uint8_t access)
+{
+	Impl::Guard g(*impl_);
+	Result<Device *> dr = impl_->get_device(dev_id);
+	if (!dr)
+		return dr.status();
+	if (access & ~0xf)
+		return Status::error(-EINVAL, "translate: access %#x has unknown bits", access);
+	Device &dev = **dr;
+	Binding *b = impl_->route_binding(dev, pasid);
+	// The route a worker would cache, walked uncached.
+	const Route r = impl_->route_of(b, pasid);
+	pgtable::WalkResult w;
+	if (r.blocked != FaultKind::none) {
+		w.fault = r.blocked;
+		w.stage = r.blocked_stage;
+		w.level = r.blocked_level;
+	} else if (r.priv_faults && (access & pgtable::kAccessPriv)) {
+		w.fault = FaultKind::permission;
+		w.stage = 1;
 	} else {
-		const auto &h = *static_cast<HwptNested *>(b->hwpt);
-		if (h.data_type == IODP_HWPT_DATA_ARM_SMMUV3) {
-			o = walk_smmuv3(h, pasid, iova, access);
-		} else if ((access & pgtable::kAccessPriv) && !(h.vtd.flags & IODP_VTD_S1_SRE)) {
-			// Without SRE the PASID entry refuses supervisor requests outright.
-			o = fault(IODP_FAULT_PERMISSION, 1);
-		} else {
-			const Format f = h.vtd.addr_width == 57 ? Format::x86_64_5l
-								: Format::x86_64_4l;
-			o = walk_nested(*h.parent, pgtable::table_config(f, h.vtd.pgtbl_addr), iova,
-					access);
-		}
+		pgtable::Translation x;
+		x.mem = r.mem->load(std::memory_order_acquire);
+		x.s1 = r.s1;
+		x.s2 = r.s2;
+		w = pgtable::walk(x, iova, access);
 	}
 	Translated t;
-	t.fault = o.fault;
-	t.stage = o.walk.stage;
-	t.level = o.walk.level;
-	if (o.fault == IODP_FAULT_NONE) {
-		t.host = o.walk.out;
-		t.page_size = o.walk.page_size;
-		t.perm = o.walk.perm;
-		t.stage = 0;
-		t.level = 0;
+	t.fault = static_cast<iodp_fault_kind>(w.fault);
+	if (w.ok()) {
+		t.host = w.out;
+		t.page_size = w.page_size;
+		t.perm = w.perm;
 	} else {
-		t.cookie = impl_->record_fault(b, dev, pasid, iova, access, o.fault, o.walk.stage,
-					       o.walk.level);
+		t.stage = w.stage;
+		t.level = w.level;
+		t.cookie = impl_->record_fault(b, dev, pasid, iova, access, t.fault, w.stage,
+					       w.level);
 	}
 	return t;
 }

@@ -98,6 +98,7 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 	h->pool_ram = std::move(*ram);
 	h->pool = pgtable::TablePool(reinterpret_cast<uintptr_t>(h->pool_ram.data()),
 				     h->pool_ram.data(), h->pool_ram.size(), granule);
+	h->pool.set_deferred(true); // freed pages wait out a grace period (Impl::Guard)
 	Result<pgtable::TableBuilder> tb = pgtable::TableBuilder::create(cfg, &h->pool);
 	if (!tb)
 		return Status::error(tb.status().code(), "hwpt alloc: %s",
@@ -121,7 +122,7 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 Result<uint32_t> Ctx::hwpt_alloc_paging(uint32_t dev_id, uint32_t ioas_id, uint32_t flags,
 					uint32_t fault_id, std::optional<pgtable::TableConfig> fmt)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<Device *> dev = impl_->get_device(dev_id);
 	if (!dev)
 		return dev.status();
@@ -200,7 +201,7 @@ static HwptNested *add_nested(Ctx::Impl &impl, HwptPaging *parent, uint32_t flag
 Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uint32_t flags,
 					uint32_t fault_id, const VtdS1Data &data)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<HwptPaging *> parent =
 		nested_parent(*impl_, dev_id, parent_id, flags, fault_id, IommuModel::vtd);
 	if (!parent)
@@ -223,7 +224,7 @@ Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uin
 Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uint32_t flags,
 					uint32_t fault_id, const SmmuV3Data &data)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<HwptPaging *> parent =
 		nested_parent(*impl_, dev_id, parent_id, flags, fault_id, IommuModel::smmuv3);
 	if (!parent)
@@ -260,18 +261,27 @@ static Result<HwptPaging *> dirty_hwpt(Ctx::Impl &impl, uint32_t hwpt_id)
 
 Status Ctx::hwpt_set_dirty_tracking(uint32_t hwpt_id, bool enable)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<HwptPaging *> h = dirty_hwpt(*impl_, hwpt_id);
 	if (!h)
 		return h.status();
+	if ((*h)->dirty_tracking == enable)
+		return {};
 	(*h)->dirty_tracking = enable;
+	// Routes carry the accessed/dirty setting, and entries cached while it was off would
+	// let writes through without marking pages dirty.
+	inval::Descriptor d;
+	d.targets = inval::kTargetAll;
+	d.match = inval::kMatchDomain | inval::kMatchStage2;
+	d.domain = hwpt_id;
+	impl_->notify(d);
 	return {};
 }
 
 Status Ctx::hwpt_get_dirty_bitmap(uint32_t hwpt_id, uint64_t iova, uint64_t length,
 				  uint64_t page_size, bool no_clear, uint64_t *bitmap)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<HwptPaging *> h = dirty_hwpt(*impl_, hwpt_id);
 	if (!h)
 		return h.status();
@@ -292,12 +302,19 @@ Status Ctx::hwpt_get_dirty_bitmap(uint32_t hwpt_id, uint64_t iova, uint64_t leng
 	if (iova > aperture)
 		return {}; // nothing can be mapped, so nothing is dirty
 	const uint64_t span = std::min(last, aperture) - iova + 1;
-	return (*h)->table.harvest_dirty(iova, span, no_clear, [&](uint64_t leaf, uint64_t size) {
+	bool cleared = false;
+	Status s = (*h)->table.harvest_dirty(iova, span, no_clear, [&](uint64_t leaf,
+								       uint64_t size) {
 		const uint64_t lo = std::max(leaf, iova);
 		const uint64_t hi = std::min(leaf + (size - 1), last);
 		for (uint64_t p = (lo - iova) / page_size; p <= (hi - iova) / page_size; p++)
 			bitmap[p / 64] |= 1ull << (p % 64);
+		cleared = !no_clear;
 	});
+	// A cached writable entry would let the next write skip setting the bit again.
+	if (cleared)
+		impl_->invalidate_range(**h, iova, span);
+	return s;
 }
 
 /* Invalidation ----------------------------------------------------------------------------- */
@@ -305,7 +322,7 @@ Status Ctx::hwpt_get_dirty_bitmap(uint32_t hwpt_id, uint64_t iova, uint64_t leng
 Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *entries,
 			    uint32_t entry_len, uint32_t entry_num, uint32_t *handled)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	*handled = 0;
 	Result<Hwpt *> hr = impl_->get_hwpt(hwpt_id);
 	if (!hr)
@@ -353,8 +370,18 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 		if (!s)
 			return Status::error(s.code(), "hwpt %u invalidate entry %u: %s", hwpt_id,
 					     i, s.message().c_str());
-		if (impl_->sink)
-			impl_->sink(d);
+		if (d.targets & inval::kTargetConfig) {
+			// Guest stream IDs and SSIDs are not iodp's device ids: drop the config
+			// of every route through this HWPT (more than asked, never less).
+			inval::Descriptor cfg;
+			cfg.targets = inval::kTargetConfig;
+			cfg.match = inval::kMatchDomain;
+			cfg.domain = h->id;
+			impl_->notify(cfg);
+			d.targets &= static_cast<uint8_t>(~inval::kTargetConfig);
+		}
+		if (d.targets != 0 || d.op == inval::Op::sync)
+			impl_->notify(d);
 		*handled = i + 1;
 	}
 	return {};

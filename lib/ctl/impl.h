@@ -25,6 +25,36 @@ struct Ctx::Impl {
 	std::deque<iodp_fault_event> events;
 	uint64_t events_lost = 0;
 	std::function<void(const inval::Descriptor &)> sink;
+	std::unique_ptr<iotlb::Coherence> coherence;
+	bool sync_due = false; ///< something was posted or retired under the lock
+
+	/**
+	 * The lock, for one public call. When the call posted invalidations or retired memory,
+	 * the guard syncs after letting the lock go (a worker resolving a route needs the
+	 * lock to reach its quiescent state) and the call returns after the grace period.
+	 */
+	class Guard {
+	public:
+		explicit Guard(Impl &impl) : impl_(impl), lock_(impl.lock) {}
+		~Guard();
+		Guard(const Guard &) = delete;
+		Guard &operator=(const Guard &) = delete;
+
+	private:
+		Impl &impl_;
+		std::unique_lock<std::mutex> lock_;
+	};
+
+	/** Send @p d to the sink and every worker; the call syncs before it returns. */
+	void notify(const inval::Descriptor &d);
+	/** Invalidate what a paging HWPT maps in [iova, iova + length) (it is a stage 2 too). */
+	void invalidate_range(const HwptPaging &h, uint64_t iova, uint64_t length);
+	/** Drop every worker's cached routes of @p dev (an attach, replace or detach). */
+	void invalidate_routes(const Device &dev);
+	/** Free @p fn's memory after the call's grace period (runs without the lock). */
+	void retire(std::function<void()> fn);
+	/** Hand the table pages unmaps freed to a grace period (called by Guard). */
+	void retire_table_pages();
 
 	uint32_t alloc_id();
 	Object *find(uint32_t id) const;
@@ -55,6 +85,7 @@ struct Ctx::Impl {
 	Result<uint64_t> alloc_iova(const Ioas &ioas, uint64_t length, uint64_t host_align) const;
 	Status check_fixed(const Ioas &ioas, uint64_t iova, uint64_t length) const;
 	Status table_map(HwptPaging &h, const Mapping &m);
+	/** Walk-time view of a paging HWPT: its tables and its IOAS's memory. */
 	void rebuild_host_map(HwptPaging &h);
 	void rebuild_host_maps(Ioas &ioas);
 
@@ -66,6 +97,8 @@ struct Ctx::Impl {
 
 	/* Devices and faults (device.cc) */
 	static IovaRange msi_window(const Device &d);
+	Binding *route_binding(const Device &dev, std::optional<uint32_t> pasid) const;
+	iotlb::Route route_of(const Binding *b, std::optional<uint32_t> pasid) const;
 	Ioas *ioas_of(Hwpt *h) const;
 	uint32_t record_fault(Binding *b, const Device &dev, std::optional<uint32_t> pasid,
 			      uint64_t iova, uint8_t access, iodp_fault_kind kind, uint8_t stage,

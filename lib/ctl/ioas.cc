@@ -185,10 +185,16 @@ void Ctx::Impl::rebuild_host_map(HwptPaging &h)
 		else
 			merged.push_back(s);
 	}
-	GuestMemory mem;
+	auto mem = std::make_unique<GuestMemory>();
 	for (const IovaRange &r : merged)
-		(void)mem.add_region(r.start, r.last - r.start + 1,
-				     reinterpret_cast<void *>(static_cast<uintptr_t>(r.start)));
+		(void)mem->add_region(r.start, r.last - r.start + 1,
+				      reinterpret_cast<void *>(static_cast<uintptr_t>(r.start)));
+	// Publish the new map; a worker inside a burst may still read the old one.
+	h.view.store(mem.get(), std::memory_order_release);
+	if (h.host_map != nullptr) {
+		std::shared_ptr<GuestMemory> old(std::move(h.host_map));
+		retire([old] {});
+	}
 	h.host_map = std::move(mem);
 }
 
@@ -250,8 +256,10 @@ uint64_t Ctx::Impl::remove_mapping(Ioas &ioas, uint64_t iova)
 {
 	auto it = ioas.mappings.find(iova);
 	const Mapping &m = it->second;
-	for (HwptPaging *h : ioas.hwpts)
+	for (HwptPaging *h : ioas.hwpts) {
 		(void)h->table.unmap(m.iova, m.length);
+		invalidate_range(*h, m.iova, m.length);
+	}
 	const uint64_t length = m.length;
 	ioas.mappings.erase(it);
 	return length;
@@ -261,7 +269,7 @@ uint64_t Ctx::Impl::remove_mapping(Ioas &ioas, uint64_t iova)
 
 Result<uint32_t> Ctx::ioas_alloc()
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	const uint32_t id = impl_->alloc_id();
 	impl_->objects.emplace(id, std::make_unique<Ioas>(id));
 	return id;
@@ -269,7 +277,7 @@ Result<uint32_t> Ctx::ioas_alloc()
 
 Status Ctx::ioas_allow_iovas(uint32_t ioas_id, std::span<const IovaRange> ranges)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
 	if (!ioas)
 		return ioas.status();
@@ -302,7 +310,7 @@ Status Ctx::ioas_allow_iovas(uint32_t ioas_id, std::span<const IovaRange> ranges
 
 Result<std::vector<IovaRange>> Ctx::ioas_iova_ranges(uint32_t ioas_id, uint64_t *alignment)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
 	if (!ioas)
 		return ioas.status();
@@ -314,7 +322,7 @@ Result<std::vector<IovaRange>> Ctx::ioas_iova_ranges(uint32_t ioas_id, uint64_t 
 Result<uint64_t> Ctx::ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, void *host,
 			       uint64_t length)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
 	if (!ioas)
 		return ioas.status();
@@ -331,7 +339,7 @@ Result<uint64_t> Ctx::ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, 
 Result<uint64_t> Ctx::ioas_map_guest(uint32_t ioas_id, uint32_t flags, uint64_t iova,
 				     const GuestMemory &mem, uint64_t gpa, uint64_t length)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
 	if (!ioas)
 		return ioas.status();
@@ -349,7 +357,7 @@ Result<uint64_t> Ctx::ioas_map_guest(uint32_t ioas_id, uint32_t flags, uint64_t 
 
 Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t length)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<Ioas *> ioas_r = impl_->get_ioas(ioas_id);
 	if (!ioas_r)
 		return ioas_r.status();
@@ -396,7 +404,7 @@ Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t lengt
 Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags,
 				uint64_t dst_iova, uint64_t src_iova, uint64_t length)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	Result<Ioas *> src = impl_->get_ioas(src_id);
 	if (!src)
 		return src.status();
@@ -472,7 +480,7 @@ Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags
 
 Status Ctx::option(uint32_t option_id, uint16_t op, uint32_t object_id, uint64_t *val)
 {
-	std::lock_guard g(impl_->lock);
+	Impl::Guard g(*impl_);
 	if (op != IODP_OPTION_OP_SET && op != IODP_OPTION_OP_GET)
 		return Status::error(-EOPNOTSUPP, "option: unknown op %u", op);
 	if (op == IODP_OPTION_OP_SET && *val > 1)

@@ -130,8 +130,10 @@ void Shard::translate_chunk(const CachedRoute &r, const Request *reqs, size_t n,
 	if (rt.blocked != FaultKind::none || rt.mem == nullptr) {
 		const FaultKind k = rt.blocked != FaultKind::none ? rt.blocked
 								  : FaultKind::not_attached;
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
 			out[i] = fault_result(k, rt.blocked_stage);
+			out[i].level = rt.blocked_level;
+		}
 		return;
 	}
 	pgtable::Translation x;

@@ -48,10 +48,23 @@ Result<uint64_t> TablePool::alloc(uint64_t bytes)
 void TablePool::free(uint64_t addr, uint64_t bytes)
 {
 	const uint64_t n = std::max<uint64_t>(1, (bytes + page_ - 1) / page_);
-	std::memset(host(addr, n * page_), 0, n * page_);
-	for (uint64_t i = 0; i < n; i++)
-		free_pages_.push_back(addr + i * page_);
 	in_use_ -= n;
+	if (deferred_)
+		held_.emplace_back(addr, n * page_);
+	else
+		release(addr, n * page_);
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> TablePool::take_held()
+{
+	return std::exchange(held_, {});
+}
+
+void TablePool::release(uint64_t addr, uint64_t bytes)
+{
+	std::memset(host(addr, bytes), 0, bytes);
+	for (uint64_t off = 0; off < bytes; off += page_)
+		free_pages_.push_back(addr + off);
 }
 
 std::byte *TablePool::host(uint64_t addr, uint64_t len) const

@@ -19,15 +19,26 @@
  * period) is parked: its HWPT stays busy until the last holder lets go.
  *
  * Thread safety: every call takes the context's lock; calls from several threads are safe.
+ *
+ * Workers. Translation is done by worker threads, each with its own IOTLB shard registered
+ * with coherence(). A worker resolves (device, PASID) with resolve() on a config-cache miss
+ * and translates through iotlb::Shard::translate(). Every call that takes a translation
+ * away (unmap, detach, replace, destroy, an iommufd invalidation, clearing dirty bits)
+ * posts the invalidations to every worker and returns only after a sync: once it returned,
+ * no worker can answer from what it removed. Table pages and other memory walkers may read
+ * are freed after the same grace period.
  */
 
+#include <iodp/coherence.h>
 #include <iodp/iodp.h>
 #include <iodp/inval.h>
+#include <iodp/iotlb.h>
 #include <iodp/mem.h>
 #include <iodp/pgtable.h>
 #include <iodp/pgtable_builder.h>
 #include <iodp/status.h>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -103,8 +114,13 @@ struct HwptPaging : Hwpt {
 	GuestRam pool_ram;
 	pgtable::TablePool pool;
 	pgtable::TableBuilder table;
-	/** Identity map (address = host address) of the table pool and the IOAS's memory. */
-	GuestMemory host_map;
+	/**
+	 * Identity map (address = host address) of the table pool and the IOAS's memory: all
+	 * a walk may read. Replaced, never changed, when mappings change; workers load `view`
+	 * once per burst and the old map is freed after a grace period.
+	 */
+	std::unique_ptr<GuestMemory> host_map;
+	std::atomic<const GuestMemory *> view{nullptr};
 
 	/** The stage as walkers use it (accessed/dirty updates on while tracking). */
 	pgtable::TableConfig config() const
@@ -183,6 +199,9 @@ struct CtxConfig {
 	uint64_t table_pool_bytes = 8ull << 20;
 	/** Fault events kept for IODP_FAULT_EVENTS_READ before the oldest are dropped. */
 	size_t fault_event_log = 1024;
+	/** Worker threads that may register with coherence(), and each one's ring. */
+	unsigned max_workers = 64;
+	unsigned inval_ring_entries = 1024;
 };
 
 /** What translate() found. */
@@ -251,7 +270,10 @@ public:
 	Status hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *entries,
 			       uint32_t entry_len, uint32_t entry_num, uint32_t *handled);
 
-	/** Where decoded invalidations go (the engine fans them out; tests record them). */
+	/**
+	 * Also hand every invalidation this context posts to @p sink (tests record them; a
+	 * device model can forward device-TLB ones). Called under the context's lock.
+	 */
 	void set_invalidation_sink(std::function<void(const inval::Descriptor &)> sink);
 
 	/* Devices -------------------------------------------------------------------------- */
@@ -291,6 +313,17 @@ public:
 	 */
 	Result<Translated> translate(uint32_t dev_id, std::optional<uint32_t> pasid, uint64_t iova,
 				     uint8_t access);
+
+	/* Workers -------------------------------------------------------------------------- */
+	/** Where workers register their shards; every invalidation of this context goes there. */
+	iotlb::Coherence &coherence();
+	/**
+	 * How a worker translates requests of @p dev_id with @p pasid (none: the RID): what its
+	 * PASID/config cache keeps until a config invalidation drops it. Reads the binding,
+	 * and for SMMUv3 the STE and CD (through stage 2); a context the hardware would refuse
+	 * gives a blocked route (every request faults), not an error. ENOENT for no device.
+	 */
+	Result<iotlb::Route> resolve(uint32_t dev_id, std::optional<uint32_t> pasid);
 
 	/* Introspection (tests, tools) --------------------------------------------------- */
 	/** The object with @p id, or nullptr. Only valid under the caller's care (no lock). */

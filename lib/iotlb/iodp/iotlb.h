@@ -106,6 +106,7 @@ struct Route {
 	/** not_attached (DMA blocked), bad_config, ...: every request faults with this. */
 	pgtable::FaultKind blocked = pgtable::FaultKind::not_attached;
 	uint8_t blocked_stage = 0;
+	int8_t blocked_level = 0;
 	/** Privileged requests fault at stage 1 (VT-d first stage without SRE). */
 	bool priv_faults = false;
 	/** The stage requests enter (stage 1, or the only stage) and, nested, stage 2. */

@@ -17,6 +17,7 @@
 #include <iodp/pgtable.h>
 
 #include <functional>
+#include <utility>
 #include <vector>
 
 namespace iodp::pgtable {
@@ -41,8 +42,17 @@ public:
 
 	/** @p bytes zeroed bytes aligned to their own size (rounded up to a page); ENOMEM. */
 	Result<uint64_t> alloc(uint64_t bytes);
-	/** Return pages from alloc(); they are zeroed for reuse. */
+	/** Return pages from alloc(); they are zeroed for reuse (or held: set_deferred). */
 	void free(uint64_t addr, uint64_t bytes);
+	/**
+	 * Hold freed pages instead of reusing them, untouched, until release(): walkers that
+	 * run concurrently with unmaps may still be reading them until a grace period ends.
+	 */
+	void set_deferred(bool on) { deferred_ = on; }
+	/** The pages held since the last call, as (address, bytes); the pool forgets them. */
+	std::vector<std::pair<uint64_t, uint64_t>> take_held();
+	/** Make pages from take_held() reusable (zeroed). */
+	void release(uint64_t addr, uint64_t bytes);
 	/** Host address of [addr, addr + len) if it lies in the pool, else nullptr. */
 	std::byte *host(uint64_t addr, uint64_t len) const;
 
@@ -58,6 +68,8 @@ private:
 	uint64_t bump_ = 0; // offset of the first never-used page
 	uint64_t in_use_ = 0;
 	std::vector<uint64_t> free_pages_;
+	bool deferred_ = false;
+	std::vector<std::pair<uint64_t, uint64_t>> held_;
 };
 
 class TableBuilder {
