@@ -96,17 +96,22 @@ public:
 
 	std::span<const GuestRegion> regions() const { return regions_; }
 
-	/** Little-endian load/store of a table entry at a host address that translate() gave. */
+	/**
+	 * Little-endian load/store of an 8-byte-aligned table entry at a host address that
+	 * translate() gave. Single-copy atomic, as hardware reads entries: walkers read tables
+	 * while the control side edits them. The store releases (a new table's entries are
+	 * visible before the pointer to it) and the load acquires; both are plain moves on x86.
+	 */
 	static uint64_t load_le64(const std::byte *p)
 	{
-		uint64_t v;
-		std::memcpy(&v, p, sizeof(v));
-		return le64toh(v);
+		const std::atomic_ref<uint64_t> entry(
+			*const_cast<uint64_t *>(reinterpret_cast<const uint64_t *>(p)));
+		return le64toh(entry.load(std::memory_order_acquire));
 	}
 	static void store_le64(std::byte *p, uint64_t v)
 	{
-		v = htole64(v);
-		std::memcpy(p, &v, sizeof(v));
+		std::atomic_ref<uint64_t> entry(*reinterpret_cast<uint64_t *>(p));
+		entry.store(htole64(v), std::memory_order_release);
 	}
 	/**
 	 * Atomically set bits in an 8-byte-aligned entry, as hardware sets accessed/dirty flags:
