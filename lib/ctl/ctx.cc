@@ -314,6 +314,13 @@ void Ctx::set_invalidation_sink(std::function<void(const inval::Descriptor &)> s
 	impl_->sink = std::move(sink);
 }
 
+void Ctx::set_device_tlb_handler(
+	std::function<void(uint32_t dev_id, const inval::Descriptor &)> handler)
+{
+	Impl::Guard g(*impl_);
+	impl_->device_tlb = std::move(handler);
+}
+
 iotlb::Coherence &Ctx::coherence()
 {
 	return *impl_->coherence;
@@ -334,8 +341,37 @@ void Ctx::Impl::notify(const inval::Descriptor &d)
 {
 	if (sink)
 		sink(d);
+	if ((d.targets & inval::kTargetDeviceTlb) && device_tlb)
+		report_device_tlb(d);
 	coherence->post(d);
 	sync_due = true;
+}
+
+void Ctx::Impl::report_device_tlb(const inval::Descriptor &d)
+{
+	for (const auto &[id, o] : objects) {
+		if (o->type != ObjType::device)
+			continue;
+		const auto &dev = static_cast<const Device &>(*o);
+		bool hit = false;
+		auto look = [&](const Binding *b) {
+			if (b == nullptr)
+				return;
+			const Hwpt *h = b->hwpt;
+			const uint32_t parent = h->type == ObjType::hwpt_nested
+							? static_cast<const HwptNested *>(h)->parent->id
+							: 0;
+			hit |= !(d.match & inval::kMatchDomain) || h->id == d.domain ||
+			       parent == d.domain;
+		};
+		look(dev.rid_binding);
+		for (const auto &[pasid, b] : dev.pasid_bindings)
+			look(b);
+		if ((d.match & inval::kMatchDevice) && !(d.match & inval::kMatchDomain))
+			hit = dev.id == d.device;
+		if (hit)
+			device_tlb(dev.id, d);
+	}
 }
 
 void Ctx::Impl::invalidate_range(const HwptPaging &h, uint64_t iova, uint64_t length)

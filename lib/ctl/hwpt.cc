@@ -380,6 +380,12 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 			impl_->notify(cfg);
 			d.targets &= static_cast<uint8_t>(~inval::kTargetConfig);
 		}
+		if ((d.targets & inval::kTargetDeviceTlb) && (d.match & inval::kMatchDevice)) {
+			// ATC_INV names a guest stream ID: report to the devices behind this HWPT.
+			d.match = static_cast<uint8_t>((d.match & ~inval::kMatchDevice) |
+						       inval::kMatchDomain);
+			d.domain = h->id;
+		}
 		if (d.targets != 0 || d.op == inval::Op::sync)
 			impl_->notify(d);
 		*handled = i + 1;

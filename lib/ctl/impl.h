@@ -25,6 +25,7 @@ struct Ctx::Impl {
 	std::deque<iodp_fault_event> events;
 	uint64_t events_lost = 0;
 	std::function<void(const inval::Descriptor &)> sink;
+	std::function<void(uint32_t, const inval::Descriptor &)> device_tlb;
 	std::unique_ptr<iotlb::Coherence> coherence;
 	bool sync_due = false; ///< something was posted or retired under the lock
 
@@ -45,8 +46,9 @@ struct Ctx::Impl {
 		std::unique_lock<std::mutex> lock_;
 	};
 
-	/** Send @p d to the sink and every worker; the call syncs before it returns. */
+	/** Send @p d to the sink, every worker and the device TLBs; the call then syncs. */
 	void notify(const inval::Descriptor &d);
+	void report_device_tlb(const inval::Descriptor &d);
 	/** Invalidate what a paging HWPT maps in [iova, iova + length) (it is a stage 2 too). */
 	void invalidate_range(const HwptPaging &h, uint64_t iova, uint64_t length);
 	/** Drop every worker's cached routes of @p dev (an attach, replace or detach). */

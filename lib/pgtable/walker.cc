@@ -31,6 +31,7 @@ struct Cursor {
 	int depth = 0;      // tables on the path so far
 	uint64_t path[kMaxHeights] = {};
 	uint64_t path_bytes[kMaxHeights] = {};
+	uint8_t path_acc[kMaxHeights] = {}; // acc on entering each table of the path
 
 	void begin(uint64_t input, const Stage &st, uint32_t init_acc)
 	{
@@ -41,6 +42,7 @@ struct Cursor {
 		depth = 1;
 		path[0] = st.root;
 		path_bytes[0] = st.table_bytes(st.start_height);
+		path_acc[0] = static_cast<uint8_t>(init_acc);
 	}
 	/** Resume at a cached table; loops are checked from there down (@p known: on the path). */
 	void begin_at(uint64_t input, const TableRef &t, const Stage &st, bool known)
@@ -52,6 +54,7 @@ struct Cursor {
 		depth = known ? 1 : 0;
 		path[0] = t.table;
 		path_bytes[0] = st.table_bytes(t.height);
+		path_acc[0] = t.acc;
 	}
 	uint64_t entry_address(const Stage &st) const
 	{
@@ -72,6 +75,7 @@ struct Cursor {
 		table = next;
 		path[depth] = next;
 		path_bytes[depth] = st.table_bytes(h);
+		path_acc[depth] = static_cast<uint8_t>(acc);
 		depth++;
 	}
 };
@@ -229,7 +233,11 @@ private:
 		return true;
 	}
 
-	/** Note the stage-1 table being read, for a paging-structure cache to keep. */
+	/**
+	 * Nested: note the stage-1 table being read, for a paging-structure cache to keep (its
+	 * memory address is known only now, from the stage-2 walk that fetched the entry).
+	 * A single stage finds its path in the cursor when it finishes instead.
+	 */
 	void record_table()
 	{
 		TableRef t;
@@ -248,8 +256,10 @@ private:
 	template <bool kTrace> void advance_s1(std::byte *entry_ptr, uint64_t e, WalkTracer *tracer)
 	{
 		trace<kTrace>(tracer, x_.s1, c1_, e, false);
-		record_table();
-		table_in_mem_ = false;
+		if constexpr (kNested) {
+			record_table();
+			table_in_mem_ = false;
+		}
 		uint64_t out, size;
 		uint8_t perm;
 		if (!step<P1>(entry_ptr, e, x_.s1, c1_, access_, out, size, perm)) {
@@ -301,9 +311,20 @@ private:
 		res_.out = out;
 		res_.page_size = size;
 		res_.perm = perm;
-		res_.path[0] = path_[0];
-		res_.path[1] = path_[1];
 		pending_ = nullptr;
+		if constexpr (kNested) {
+			res_.path[0] = path_[0];
+			res_.path[1] = path_[1];
+		} else {
+			// The leaf's table and its parent, if they are below the root.
+			const int top = x_.s1.start_height;
+			for (int k = 0; k < 2 && c1_.depth - 1 - k >= 0 && c1_.h + k < top; k++) {
+				const int d = c1_.depth - 1 - k;
+				res_.path[k].table = c1_.path[d];
+				res_.path[k].height = static_cast<int8_t>(c1_.h + k);
+				res_.path[k].acc = c1_.path_acc[d];
+			}
+		}
 	}
 
 	const Translation &x_;

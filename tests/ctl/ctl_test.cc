@@ -2,6 +2,7 @@
 /* Control-plane behaviour through the C++ API: lifecycle, groups, PASIDs, nesting, faults. */
 #include "ctl_fixture.h"
 
+#include <iodp/iotlb.h>
 #include <iodp/pgtable_builder.h>
 
 #include <atomic>
@@ -548,6 +549,178 @@ TEST(CtlThreads, ConcurrentMapUnmapTranslate)
 	c.join();
 	EXPECT_EQ(errors.load(), 0);
 	EXPECT_TRUE(static_cast<const Ioas *>(ctx.find(ioas))->mappings.empty());
+}
+
+/* Workers: routes, invalidation fan-out, sync ------------------------------------------ */
+
+/** One worker shard registered with a context; offline unless a test says otherwise. */
+struct Worker {
+	explicit Worker(Ctx &c) : ctx(c)
+	{
+		id = ok(ctx.coherence().register_worker(&shard));
+		ctx.coherence().offline(id);
+	}
+	~Worker() { ctx.coherence().unregister_worker(id); }
+
+	/** What the shard answers for @p reqs on (dev, pasid), resolving on a config miss. */
+	std::vector<pgtable::WalkResult> translate(uint32_t dev, std::optional<uint32_t> pasid,
+						   std::vector<iotlb::Request> reqs)
+	{
+		const uint32_t key = pasid ? *pasid : iotlb::kNoPasid;
+		const iotlb::CachedRoute *r = shard.route_lookup(dev, key);
+		if (r == nullptr)
+			r = shard.route_fill(dev, key, ok(ctx.resolve(dev, pasid)));
+		std::vector<pgtable::WalkResult> out(reqs.size());
+		shard.translate(*r, reqs.data(), reqs.size(), out.data());
+		return out;
+	}
+
+	Ctx &ctx;
+	iotlb::Shard shard = std::move(*iotlb::Shard::create({1024, 256, 16}));
+	unsigned id = 0;
+};
+
+/** The shard's answers agree with the control path's, request by request. */
+void expect_same_answers(Ctx &ctx, Worker &w, uint32_t dev, std::optional<uint32_t> pasid,
+			 const std::vector<iotlb::Request> &reqs)
+{
+	for (int pass = 0; pass < 2; pass++) { // cold, then from the caches
+		const std::vector<pgtable::WalkResult> got = w.translate(dev, pasid, reqs);
+		for (size_t i = 0; i < reqs.size(); i++) {
+			const Translated t = ok(ctx.translate(dev, pasid, reqs[i].iova,
+							      reqs[i].access));
+			EXPECT_EQ(static_cast<int>(got[i].fault), static_cast<int>(t.fault))
+				<< std::hex << "0x" << reqs[i].iova << " pass " << pass;
+			if (t.fault == IODP_FAULT_NONE) {
+				EXPECT_EQ(got[i].out, t.host) << std::hex << "0x" << reqs[i].iova;
+			}
+		}
+	}
+}
+
+TEST_F(NestedTest, WorkerRoutesAnswerAsTheControlPathDoes)
+{
+	map_guest_ram();
+	pgtable::TableBuilder s1 = ok(pgtable::TableBuilder::create(
+		pgtable::table_config(Format::x86_64_4l), &pool));
+	ok(s1.map(0x7f0000000000, kGuestBase + 0x200000, 0x2000,
+		  pgtable::kMapRead | pgtable::kMapWrite | pgtable::kMapUser));
+	const uint32_t dev = device(vtd_device("emul0"));
+	const uint32_t parent =
+		ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0));
+	const uint32_t nested =
+		ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, VtdS1Data{0, s1.root(), 48}));
+	ok(ctx.device_attach(dev, 4, nested).status());
+	ok(ctx.device_attach(dev, std::nullopt, ioas).status());
+	Worker w(ctx);
+	const std::vector<iotlb::Request> s1_reqs = {
+		{0x7f0000001008, pgtable::kAccessWrite},
+		{0x7f0000000010, pgtable::kAccessRead},
+		{0x7f0000002000, pgtable::kAccessRead},                       // not mapped
+		{0x7f0000001008, pgtable::kAccessRead | pgtable::kAccessPriv}, // no SRE
+	};
+	expect_same_answers(ctx, w, dev, 4, s1_reqs);
+	expect_same_answers(ctx, w, dev, 9, s1_reqs); // PASID 9 is not attached
+	expect_same_answers(ctx, w, dev, std::nullopt,
+			    {{0x100010, pgtable::kAccessWrite}, {0x900000, pgtable::kAccessRead}});
+}
+
+TEST_F(SmmuTest, WorkerRoutesReadTheCdOnceAndAnswerAsTheControlPathDoes)
+{
+	pgtable::TableBuilder a = ok(pgtable::TableBuilder::create(
+		pgtable::table_config(Format::arm_s1), &pool));
+	ok(a.map(0x10000, kGuestBase + 0x200000, 0x1000,
+		  pgtable::kMapRead | pgtable::kMapWrite | pgtable::kMapUser));
+	write_cd(kCdTable + 64 * 2, a.root(), 2);
+	const SmmuV3Data ste{{ste0(5, kCdTable, 3), 2}};
+	const uint32_t nested = ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, ste));
+	ok(ctx.device_attach(dev, std::nullopt, nested).status());
+	Worker w(ctx);
+	const std::vector<iotlb::Request> reqs = {{0x10008, pgtable::kAccessWrite},
+						  {0x11000, pgtable::kAccessRead}};
+	expect_same_answers(ctx, w, dev, 2, reqs);
+	expect_same_answers(ctx, w, dev, 1, reqs); // SSID 1: an invalid CD
+	// The guest rewrites SSID 2's CD; the cached route keeps the old one until CFGI_CD.
+	write_cd(kCdTable + 64 * 2, a.root(), 2, false);
+	EXPECT_TRUE(w.translate(dev, 2, reqs)[0].ok()) << "the config cache does cache";
+	iodp_hwpt_arm_smmuv3_invalidate cfgi{};
+	cfgi.cmd[0] = 0x05 | (2ull << 12) | (uint64_t{0} << 32); // CFGI_CD, SSID 2, SID 0
+	uint32_t handled = 0;
+	ok(ctx.hwpt_invalidate(nested, IODP_HWPT_INVALIDATE_DATA_ARM_SMMUV3, &cfgi, sizeof(cfgi),
+			       1, &handled));
+	ctx.coherence().online(w.id); // drains what was posted while it was offline
+	EXPECT_EQ(w.translate(dev, 2, reqs)[0].fault, pgtable::FaultKind::bad_config);
+}
+
+TEST_F(CtlTest, UnmapInvalidatesTheRangeAndReportsDeviceTlbs)
+{
+	const uint32_t d1 = device(vtd_device("emul1")), d2 = device(vtd_device("emul2"));
+	const uint32_t d3 = device(vtd_device("emul3"));
+	const uint32_t hwpt = ok(ctx.device_attach(d1, std::nullopt, ioas));
+	ok(ctx.device_attach(d2, std::nullopt, ioas).status());
+	const uint32_t other = ok(ctx.ioas_alloc());
+	ok(ctx.device_attach(d3, std::nullopt, other).status());
+	std::vector<inval::Descriptor> seen;
+	std::vector<uint32_t> atc;
+	ctx.set_invalidation_sink([&](const inval::Descriptor &d) { seen.push_back(d); });
+	ctx.set_device_tlb_handler([&](uint32_t dev, const inval::Descriptor &) {
+		atc.push_back(dev);
+	});
+	ok(ctx.ioas_map(ioas, kFixedRW, 0x800000, buf.at(2u << 20), 0x2000).status());
+	EXPECT_TRUE(seen.empty()) << "a new mapping replaces nothing cached";
+	ok(ctx.ioas_unmap(ioas, 0x800000, 0x2000).status());
+	ASSERT_EQ(seen.size(), 1u);
+	EXPECT_EQ(seen[0].domain, hwpt);
+	EXPECT_EQ(seen[0].match, inval::kMatchDomain | inval::kMatchRange | inval::kMatchStage2);
+	EXPECT_EQ(seen[0].addr, 0x800000u);
+	EXPECT_EQ(seen[0].size, 0x2000u);
+	EXPECT_EQ(atc, (std::vector<uint32_t>{d1, d2})) << "only devices behind the domain";
+}
+
+TEST_F(CtlTest, AnIdleWorkerHoldsNoSyncUpAndCatchesUpWhenBack)
+{
+	const uint32_t dev = device(vtd_device("emul0"));
+	ok(ctx.device_attach(dev, std::nullopt, ioas).status());
+	Worker w(ctx);
+	ctx.coherence().online(w.id);
+	ASSERT_TRUE(w.translate(dev, std::nullopt, {{0x100000, pgtable::kAccessRead}})[0].ok());
+	ctx.coherence().quiescent(w.id);
+	ctx.coherence().offline(w.id);
+	// Offline: neither the unmap's sync nor the detach's waits for it.
+	ok(ctx.ioas_unmap(ioas, 0x100000, 2u << 20).status());
+	ok(ctx.device_detach(dev, std::nullopt));
+	ctx.coherence().online(w.id);
+	EXPECT_EQ(w.shard.route_lookup(dev, iotlb::kNoPasid), nullptr) << "route dropped";
+	EXPECT_EQ(w.translate(dev, std::nullopt, {{0x100000, pgtable::kAccessRead}})[0].fault,
+		  pgtable::FaultKind::not_attached);
+	ctx.coherence().offline(w.id);
+}
+
+TEST_F(CtlTest, ASyncWaitsForABusyWorkerToFinishItsBurst)
+{
+	const uint32_t dev = device(vtd_device("emul0"));
+	ok(ctx.device_attach(dev, std::nullopt, ioas).status());
+	Worker w(ctx);
+	ctx.coherence().online(w.id);
+	ASSERT_TRUE(w.translate(dev, std::nullopt, {{0x100000, pgtable::kAccessRead}})[0].ok());
+	// The worker is inside a burst (no quiescent state yet): the unmap must not return.
+	std::atomic<bool> returned{false};
+	std::thread control([&] {
+		ok(ctx.ioas_unmap(ioas, 0x100000, 2u << 20).status());
+		returned = true;
+	});
+	std::this_thread::sleep_for(std::chrono::milliseconds(50));
+	EXPECT_FALSE(returned.load());
+	// The stale entry is still usable inside this burst (the unmap has not returned)...
+	EXPECT_TRUE(w.translate(dev, std::nullopt, {{0x100000, pgtable::kAccessRead}})[0].ok());
+	ctx.coherence().quiescent(w.id);
+	control.join();
+	EXPECT_TRUE(returned.load());
+	// ...and the next burst drains first: not any more.
+	ctx.coherence().drain(w.id);
+	EXPECT_EQ(w.translate(dev, std::nullopt, {{0x100000, pgtable::kAccessRead}})[0].fault,
+		  pgtable::FaultKind::not_present);
+	ctx.coherence().offline(w.id);
 }
 
 } // namespace

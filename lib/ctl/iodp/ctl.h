@@ -275,6 +275,13 @@ public:
 	 * device model can forward device-TLB ones). Called under the context's lock.
 	 */
 	void set_invalidation_sink(std::function<void(const inval::Descriptor &)> sink);
+	/**
+	 * Where device-TLB (ATS) invalidations go: once per affected device (those attached to
+	 * the domain it names, the device it names, else every attached one), for the
+	 * device's driver to drop its own cached translations. Called under the lock.
+	 */
+	void set_device_tlb_handler(
+		std::function<void(uint32_t dev_id, const inval::Descriptor &)> handler);
 
 	/* Devices -------------------------------------------------------------------------- */
 	Result<uint32_t> device_create(const DeviceSpec &spec);
