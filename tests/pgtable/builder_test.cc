@@ -40,6 +40,35 @@ TEST_F(BuilderTest, LargestPageThatFits)
 	expect_ok(w(4 * GiB + 3 * MiB), 7 * GiB + 4 * KiB + 3 * MiB, 4 * KiB, "r");
 }
 
+/* Deferred frees: a walker may still be inside the tables an unmap emptied. */
+TEST_F(BuilderTest, DeferredPoolHoldsFreedTablesUntilReleased)
+{
+	make(cfg_x86());
+	pool.set_deferred(true);
+	ASSERT_TRUE(b.map(1 * GiB, 5 * GiB, 4 * KiB, kMapRead).ok());
+	const uint64_t in_use = pool.pages_in_use();
+	const WalkResult before = w(1 * GiB);
+	ASSERT_TRUE(before.ok());
+	uint64_t unmapped = 0;
+	ASSERT_TRUE(b.unmap(1 * GiB, 4 * KiB, &unmapped).ok());
+	auto held = pool.take_held();
+	ASSERT_EQ(held.size(), 3u) << "every table below the root went empty";
+	EXPECT_EQ(pool.pages_in_use(), in_use - 3);
+	// Untouched: the emptied page table still holds the old leaf for a late reader.
+	const uint64_t leaf_table = before.path[0].table;
+	EXPECT_NE(g.get(leaf_table + ((1 * GiB >> 12) & 511) * 8), 0u);
+	// Not reused while held...
+	ASSERT_TRUE(b.map(3 * GiB, 6 * GiB, 4 * KiB, kMapRead).ok());
+	const WalkResult other = w(3 * GiB);
+	for (const auto &[addr, bytes] : held)
+		EXPECT_NE(other.path[0].table, addr);
+	// ...and reusable, zeroed, once released.
+	for (const auto &[addr, bytes] : held)
+		pool.release(addr, bytes);
+	EXPECT_EQ(g.get(leaf_table + ((1 * GiB >> 12) & 511) * 8), 0u);
+	EXPECT_TRUE(pool.take_held().empty());
+}
+
 TEST_F(BuilderTest, PartialUnmapSplitsBlocks)
 {
 	make(cfg_x86());
