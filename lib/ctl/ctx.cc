@@ -231,11 +231,7 @@ void Ctx::Impl::destroy_object(Object *o)
 		if (h->fault_id != 0)
 			find(h->fault_id)->users--;
 		// Workers may hold routes to it until the grace period: drop them, free it after.
-		inval::Descriptor d;
-		d.targets = inval::kTargetAll;
-		d.match = inval::kMatchDomain;
-		d.domain = h->id;
-		notify(d);
+		invalidate_domain(h->id, inval::kTargetAll);
 	}
 	auto it = objects.find(o->id);
 	std::shared_ptr<Object> gone(std::move(it->second));
@@ -386,6 +382,22 @@ void Ctx::Impl::invalidate_range(const HwptPaging &h, uint64_t iova, uint64_t le
 	notify(d);
 }
 
+void Ctx::Impl::unmap_tables(HwptPaging &h, uint64_t iova, uint64_t length)
+{
+	(void)h.table.unmap(iova, length);
+	invalidate_range(h, iova, length);
+	pages_held = true;
+}
+
+void Ctx::Impl::invalidate_domain(uint32_t domain, uint8_t targets, uint8_t match)
+{
+	inval::Descriptor d;
+	d.targets = targets;
+	d.match = static_cast<uint8_t>(inval::kMatchDomain | match);
+	d.domain = domain;
+	notify(d);
+}
+
 void Ctx::Impl::invalidate_routes(const Device &dev)
 {
 	inval::Descriptor d;
@@ -403,6 +415,8 @@ void Ctx::Impl::retire(std::function<void()> fn)
 
 void Ctx::Impl::retire_table_pages()
 {
+	if (!std::exchange(pages_held, false))
+		return; // most calls unmap nothing: no need to look at every HWPT
 	for (const auto &[id, o] : objects) {
 		if (o->type != ObjType::hwpt_paging)
 			continue;

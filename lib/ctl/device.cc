@@ -632,20 +632,8 @@ Result<Translated> Ctx::translate(uint32_t dev_id, std::optional<uint32_t> pasid
 	// The route a worker would cache, walked uncached.
 	const Route r = impl_->route_of(b, pasid);
 	pgtable::WalkResult w;
-	if (r.blocked != FaultKind::none) {
-		w.fault = r.blocked;
-		w.stage = r.blocked_stage;
-		w.level = r.blocked_level;
-	} else if (r.priv_faults && (access & pgtable::kAccessPriv)) {
-		w.fault = FaultKind::permission;
-		w.stage = 1;
-	} else {
-		pgtable::Translation x;
-		x.mem = r.mem->load(std::memory_order_acquire);
-		x.s1 = r.s1;
-		x.s2 = r.s2;
-		w = pgtable::walk(x, iova, access);
-	}
+	if (!r.refuses(access, &w))
+		w = pgtable::walk(r.translation(), iova, access);
 	Translated t;
 	t.fault = static_cast<iodp_fault_kind>(w.fault);
 	if (w.ok()) {

@@ -270,11 +270,7 @@ Status Ctx::hwpt_set_dirty_tracking(uint32_t hwpt_id, bool enable)
 	(*h)->dirty_tracking = enable;
 	// Routes carry the accessed/dirty setting, and entries cached while it was off would
 	// let writes through without marking pages dirty.
-	inval::Descriptor d;
-	d.targets = inval::kTargetAll;
-	d.match = inval::kMatchDomain | inval::kMatchStage2;
-	d.domain = hwpt_id;
-	impl_->notify(d);
+	impl_->invalidate_domain(hwpt_id, inval::kTargetAll, inval::kMatchStage2);
 	return {};
 }
 
@@ -373,11 +369,7 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 		if (d.targets & inval::kTargetConfig) {
 			// Guest stream IDs and SSIDs are not iodp's device ids: drop the config
 			// of every route through this HWPT (more than asked, never less).
-			inval::Descriptor cfg;
-			cfg.targets = inval::kTargetConfig;
-			cfg.match = inval::kMatchDomain;
-			cfg.domain = h->id;
-			impl_->notify(cfg);
+			impl_->invalidate_domain(h->id, inval::kTargetConfig);
 			d.targets &= static_cast<uint8_t>(~inval::kTargetConfig);
 		}
 		if ((d.targets & inval::kTargetDeviceTlb) && (d.match & inval::kMatchDevice)) {

@@ -27,7 +27,8 @@ struct Ctx::Impl {
 	std::function<void(const inval::Descriptor &)> sink;
 	std::function<void(uint32_t, const inval::Descriptor &)> device_tlb;
 	std::unique_ptr<iotlb::Coherence> coherence;
-	bool sync_due = false; ///< something was posted or retired under the lock
+	bool sync_due = false;     ///< something was posted or retired under the lock
+	bool pages_held = false;   ///< an unmap left table pages waiting for a grace period
 
 	/**
 	 * The lock, for one public call. When the call posted invalidations or retired memory,
@@ -51,6 +52,10 @@ struct Ctx::Impl {
 	void report_device_tlb(const inval::Descriptor &d);
 	/** Invalidate what a paging HWPT maps in [iova, iova + length) (it is a stage 2 too). */
 	void invalidate_range(const HwptPaging &h, uint64_t iova, uint64_t length);
+	/** Remove [iova, iova + length) from @p h's table: the one way entries go away. */
+	void unmap_tables(HwptPaging &h, uint64_t iova, uint64_t length);
+	/** Invalidate @p targets of everything tagged @p domain (match adds to kMatchDomain). */
+	void invalidate_domain(uint32_t domain, uint8_t targets, uint8_t match = 0);
 	/** Drop every worker's cached routes of @p dev (an attach, replace or detach). */
 	void invalidate_routes(const Device &dev);
 	/** Free @p fn's memory after the call's grace period (runs without the lock). */

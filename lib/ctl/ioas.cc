@@ -243,8 +243,9 @@ Status Ctx::Impl::map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byt
 	Mapping m{iova, length, host, flags & ~IODP_IOAS_MAP_FIXED_IOVA, gpa};
 	for (size_t i = 0; i < ioas.hwpts.size(); i++) {
 		if (Status s = table_map(*ioas.hwpts[i], m); !s) {
+			// Workers may have walked the part already made: invalidate it too.
 			for (size_t j = 0; j < i; j++)
-				(void)ioas.hwpts[j]->table.unmap(iova, length);
+				unmap_tables(*ioas.hwpts[j], iova, length);
 			return s;
 		}
 	}
@@ -256,10 +257,8 @@ uint64_t Ctx::Impl::remove_mapping(Ioas &ioas, uint64_t iova)
 {
 	auto it = ioas.mappings.find(iova);
 	const Mapping &m = it->second;
-	for (HwptPaging *h : ioas.hwpts) {
-		(void)h->table.unmap(m.iova, m.length);
-		invalidate_range(*h, m.iova, m.length);
-	}
+	for (HwptPaging *h : ioas.hwpts)
+		unmap_tables(*h, m.iova, m.length);
 	const uint64_t length = m.length;
 	ioas.mappings.erase(it);
 	return length;

@@ -30,14 +30,6 @@ size_t route_home(uint32_t device, uint32_t pasid, size_t slots)
 
 bool cacheable(uint8_t access) { return !(access & pgtable::kAccessPriv); }
 
-WalkResult fault_result(FaultKind kind, uint8_t stage)
-{
-	WalkResult r;
-	r.fault = kind;
-	r.stage = stage;
-	return r;
-}
-
 } // namespace
 
 const CachedRoute *Shard::route_lookup(uint32_t device, uint32_t pasid)
@@ -128,18 +120,11 @@ void Shard::translate_chunk(const CachedRoute &r, const Request *reqs, size_t n,
 {
 	const Route &rt = r.route;
 	if (rt.blocked != FaultKind::none || rt.mem == nullptr) {
-		const FaultKind k = rt.blocked != FaultKind::none ? rt.blocked
-								  : FaultKind::not_attached;
-		for (size_t i = 0; i < n; i++) {
-			out[i] = fault_result(k, rt.blocked_stage);
-			out[i].level = rt.blocked_level;
-		}
+		for (size_t i = 0; i < n; i++)
+			rt.refuses(reqs[i].access, &out[i]);
 		return;
 	}
-	pgtable::Translation x;
-	x.mem = rt.mem->load(std::memory_order_acquire);
-	x.s1 = rt.s1;
-	x.s2 = rt.s2;
+	const pgtable::Translation x = rt.translation();
 	const bool nested = rt.s2.has_value();
 
 	Probe probes[kChunk];
@@ -154,10 +139,8 @@ void Shard::translate_chunk(const CachedRoute &r, const Request *reqs, size_t n,
 	size_t nw = 0;
 	for (size_t i = 0; i < n; i++) {
 		const uint8_t access = reqs[i].access;
-		if (rt.priv_faults && (access & pgtable::kAccessPriv)) {
-			out[i] = fault_result(FaultKind::permission, 1);
+		if (rt.refuses(access, &out[i]))
 			continue;
-		}
 		// A hit that does not allow the access walks again: the entry may be older
 		// than a change that granted it (hardware re-walks before it faults, too).
 		if (host[i] != 0 && (access & 7 & ~perm[i]) == 0) {

@@ -368,21 +368,36 @@ struct NestedTest : CtlTest {
 		pool = pgtable::TablePool(kGuestBase + (4u << 20), ram.at(4u << 20), 4u << 20,
 					  granule);
 	}
+
+	struct VtdNested {
+		pgtable::TableBuilder s1;
+		uint32_t dev, parent, nested;
+	};
+	/**
+	 * A VT-d device whose PASID 4 is attached to a guest stage 1 (no SRE) mapping
+	 * 0x7f0000000000 + 8 KiB (rw, user) to guest RAM at +0x200000, over a nest parent.
+	 */
+	VtdNested vtd_nested()
+	{
+		map_guest_ram();
+		VtdNested v;
+		v.s1 = ok(pgtable::TableBuilder::create(pgtable::table_config(Format::x86_64_4l),
+							&pool));
+		ok(v.s1.map(0x7f0000000000, kGuestBase + 0x200000, 0x2000,
+			    pgtable::kMapRead | pgtable::kMapWrite | pgtable::kMapUser));
+		v.dev = device(vtd_device("emul0"));
+		v.parent = ok(ctx.hwpt_alloc_paging(v.dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0));
+		v.nested = ok(ctx.hwpt_alloc_nested(v.dev, v.parent, 0, 0,
+						    VtdS1Data{0, v.s1.root(), 48}));
+		ok(ctx.device_attach(v.dev, 4, v.nested).status());
+		return v;
+	}
 };
 
 TEST_F(NestedTest, VtdFirstStageOverSecondStage)
 {
-	map_guest_ram();
-	pgtable::TableBuilder s1 = ok(pgtable::TableBuilder::create(
-		pgtable::table_config(Format::x86_64_4l), &pool));
-	ok(s1.map(0x7f0000000000, kGuestBase + 0x200000, 0x2000,
-		  pgtable::kMapRead | pgtable::kMapWrite | pgtable::kMapUser));
-	const uint32_t dev = device(vtd_device("emul0"));
-	const uint32_t parent =
-		ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0));
-	const uint32_t nested =
-		ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, VtdS1Data{0, s1.root(), 48}));
-	ok(ctx.device_attach(dev, 4, nested).status());
+	VtdNested v = vtd_nested();
+	const uint32_t dev = v.dev, parent = v.parent;
 	Translated t = xlate(dev, 4, 0x7f0000001008, pgtable::kAccessWrite);
 	EXPECT_EQ(t.fault, IODP_FAULT_NONE);
 	EXPECT_EQ(t.host, ram.addr(0x201008));
@@ -390,7 +405,7 @@ TEST_F(NestedTest, VtdFirstStageOverSecondStage)
 	t = xlate(dev, 4, 0x7f0000001008, pgtable::kAccessRead | pgtable::kAccessPriv);
 	EXPECT_EQ(t.fault, IODP_FAULT_PERMISSION);
 	const uint32_t sre = ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0,
-						      VtdS1Data{IODP_VTD_S1_SRE, s1.root(), 48}));
+						      VtdS1Data{IODP_VTD_S1_SRE, v.s1.root(), 48}));
 	ok(ctx.device_attach(dev, 4, sre).status());
 	t = xlate(dev, 4, 0x7f0000001008, pgtable::kAccessRead | pgtable::kAccessPriv);
 	EXPECT_EQ(t.fault, IODP_FAULT_NONE);
@@ -600,17 +615,7 @@ void expect_same_answers(Ctx &ctx, Worker &w, uint32_t dev, std::optional<uint32
 
 TEST_F(NestedTest, WorkerRoutesAnswerAsTheControlPathDoes)
 {
-	map_guest_ram();
-	pgtable::TableBuilder s1 = ok(pgtable::TableBuilder::create(
-		pgtable::table_config(Format::x86_64_4l), &pool));
-	ok(s1.map(0x7f0000000000, kGuestBase + 0x200000, 0x2000,
-		  pgtable::kMapRead | pgtable::kMapWrite | pgtable::kMapUser));
-	const uint32_t dev = device(vtd_device("emul0"));
-	const uint32_t parent =
-		ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0));
-	const uint32_t nested =
-		ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, VtdS1Data{0, s1.root(), 48}));
-	ok(ctx.device_attach(dev, 4, nested).status());
+	const uint32_t dev = vtd_nested().dev;
 	ok(ctx.device_attach(dev, std::nullopt, ioas).status());
 	Worker w(ctx);
 	const std::vector<iotlb::Request> s1_reqs = {

@@ -123,6 +123,38 @@ struct Route {
 	uint32_t s2_domain = kNoDomain;
 	/** Who the translation belongs to, for fault reports and config invalidations. */
 	uint32_t hwpt = 0;
+
+	/**
+	 * Whether a request with @p access faults before any walk (a blocked route, or a
+	 * privileged request where they are refused); if so *fault says how.
+	 */
+	bool refuses(uint8_t access, pgtable::WalkResult *fault) const
+	{
+		if (blocked == pgtable::FaultKind::none && mem != nullptr &&
+		    !(priv_faults && (access & pgtable::kAccessPriv)))
+			return false;
+		*fault = pgtable::WalkResult{};
+		if (blocked != pgtable::FaultKind::none || mem == nullptr) {
+			fault->fault = blocked != pgtable::FaultKind::none
+					       ? blocked
+					       : pgtable::FaultKind::not_attached;
+			fault->stage = blocked_stage;
+			fault->level = blocked_level;
+		} else {
+			fault->fault = pgtable::FaultKind::permission;
+			fault->stage = 1;
+		}
+		return true;
+	}
+	/** The stages over the memory published now (for a route that does not refuse). */
+	pgtable::Translation translation() const
+	{
+		pgtable::Translation x;
+		x.mem = mem->load(std::memory_order_acquire);
+		x.s1 = s1;
+		x.s2 = s2;
+		return x;
+	}
 };
 
 /** A route in the PASID/config cache, with its contexts resolved. */
