@@ -29,6 +29,11 @@ struct iodp_ctx {
 	Ctx ctx;
 };
 
+Ctx &iodp::ctl::ctx_of(struct iodp_ctx *c)
+{
+	return c->ctx;
+}
+
 namespace {
 
 #define OFFSETOFEND(type, field) (offsetof(type, field) + sizeof(((type *)nullptr)->field))

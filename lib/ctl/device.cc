@@ -649,4 +649,22 @@ Result<Translated> Ctx::translate(uint32_t dev_id, std::optional<uint32_t> pasid
 	return t;
 }
 
+Result<uint32_t> Ctx::report_fault(uint32_t dev_id, std::optional<uint32_t> pasid,
+				   uint64_t iova, uint8_t access, iodp_fault_kind kind,
+				   uint8_t stage, int8_t level)
+{
+	Impl::Guard g(*impl_);
+	Result<Device *> dr = impl_->get_device(dev_id);
+	if (!dr)
+		return dr.status();
+	if (kind == IODP_FAULT_NONE || kind > IODP_FAULT_BAD_CONFIG)
+		return Status::error(-EINVAL, "report_fault: fault kind %d is not a fault",
+				     static_cast<int>(kind));
+	Device &dev = **dr;
+	// The binding the request would use now: a fault raced with a detach is still logged
+	// (no binding: no recoverable queue).
+	Binding *b = impl_->route_binding(dev, pasid);
+	return impl_->record_fault(b, dev, pasid, iova, access, kind, stage, level);
+}
+
 } // namespace iodp::ctl

@@ -5,7 +5,10 @@
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
 
+#include <algorithm>
+#include <bit>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -24,7 +27,65 @@ void *zalloc(size_t bytes)
 	return p;
 }
 
+/** The worker this thread last drained as (sync() must not wait for its own caller). */
+struct SelfWorker {
+	const Coherence *owner = nullptr;
+	unsigned id = 0;
+};
+thread_local SelfWorker tls_self;
+
 } // namespace
+
+unsigned LatencyHistogram::bucket_of(uint64_t ns)
+{
+	if (ns < kSubBuckets)
+		return static_cast<unsigned>(ns);
+	const unsigned msb = 63 - static_cast<unsigned>(std::countl_zero(ns));
+	// The two bits below the top one pick the sub-bucket.
+	const unsigned sub = static_cast<unsigned>(ns >> (msb - 2)) & (kSubBuckets - 1);
+	const unsigned b = (msb - 1) * kSubBuckets + sub;
+	return b < kBuckets ? b : kBuckets - 1;
+}
+
+uint64_t LatencyHistogram::upper_edge(unsigned bucket)
+{
+	if (bucket < kSubBuckets)
+		return bucket;
+	const unsigned msb = bucket / kSubBuckets + 1;
+	const uint64_t sub = bucket % kSubBuckets;
+	return ((uint64_t{kSubBuckets} + sub + 1) << (msb - 2)) - 1;
+}
+
+void LatencyHistogram::record(uint64_t ns)
+{
+	buckets_[bucket_of(ns)].fetch_add(1, std::memory_order_relaxed);
+	count_.fetch_add(1, std::memory_order_relaxed);
+	if (ns > max_.load(std::memory_order_relaxed))
+		max_.store(ns, std::memory_order_relaxed);
+}
+
+uint64_t LatencyHistogram::quantile(double q) const
+{
+	const uint64_t total = count();
+	if (total == 0)
+		return 0;
+	const double want = q <= 0 ? 1 : q >= 1 ? static_cast<double>(total) : q * total;
+	uint64_t seen = 0;
+	for (unsigned b = 0; b < kBuckets; b++) {
+		seen += buckets_[b].load(std::memory_order_relaxed);
+		if (static_cast<double>(seen) >= want)
+			return std::min(upper_edge(b), max());
+	}
+	return max();
+}
+
+void LatencyHistogram::reset()
+{
+	for (std::atomic<uint64_t> &b : buckets_)
+		b.store(0, std::memory_order_relaxed);
+	count_.store(0, std::memory_order_relaxed);
+	max_.store(0, std::memory_order_relaxed);
+}
 
 Result<std::unique_ptr<Coherence>> Coherence::create(const CoherenceConfig &config)
 {
@@ -89,6 +150,7 @@ Result<unsigned> Coherence::register_worker(Shard *shard)
 		w.registered = true;
 		rte_rcu_qsbr_thread_register(qsbr_, id);
 		rte_rcu_qsbr_thread_online(qsbr_, id);
+		w.online = true;
 		return id;
 	}
 	return Status::error(-ENOSPC, "coherence: all %u worker slots are taken",
@@ -103,12 +165,16 @@ void Coherence::unregister_worker(unsigned id)
 	rte_rcu_qsbr_thread_offline(qsbr_, id);
 	rte_rcu_qsbr_thread_unregister(qsbr_, id);
 	workers_[id].registered = false;
+	workers_[id].online = false;
+	if (tls_self.owner == this && tls_self.id == id)
+		tls_self = {};
 	workers_[id].shard = nullptr;
 }
 
 unsigned Coherence::drain(unsigned id)
 {
 	Worker &w = workers_[id];
+	tls_self = {this, id};
 	constexpr unsigned kBatch = 32;
 	inval::Descriptor batch[kBatch];
 	unsigned total = 0;
@@ -136,12 +202,14 @@ void Coherence::quiescent(unsigned id)
 
 void Coherence::offline(unsigned id)
 {
+	workers_[id].online = false;
 	rte_rcu_qsbr_thread_offline(qsbr_, id);
 }
 
 void Coherence::online(unsigned id)
 {
 	rte_rcu_qsbr_thread_online(qsbr_, id);
+	workers_[id].online = true;
 	drain(id);
 }
 
@@ -162,8 +230,17 @@ void Coherence::post(const inval::Descriptor &d)
 
 void Coherence::sync()
 {
+	const auto t0 = std::chrono::steady_clock::now();
 	const uint64_t token = rte_rcu_qsbr_start(qsbr_);
+	// Called by a worker between bursts: it holds nothing, say so rather than wait for it.
+	// (A quiescent report on an offline thread would bring it online: check first.)
+	if (tls_self.owner == this && workers_[tls_self.id].online)
+		rte_rcu_qsbr_quiescent(qsbr_, tls_self.id);
 	rte_rcu_qsbr_check(qsbr_, token, true);
+	sync_latency_.record(static_cast<uint64_t>(
+		std::chrono::duration_cast<std::chrono::nanoseconds>(
+			std::chrono::steady_clock::now() - t0)
+			.count()));
 	reclaim();
 }
 

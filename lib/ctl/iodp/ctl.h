@@ -321,6 +321,16 @@ public:
 	Result<Translated> translate(uint32_t dev_id, std::optional<uint32_t> pasid, uint64_t iova,
 				     uint8_t access);
 
+	/**
+	 * Record a fault a worker found (the same record translate() makes: the event log, and
+	 * the HWPT's fault queue when recoverable). Workers queue their faults and a control
+	 * thread reports them here, so the hot path never takes this context's lock. Returns
+	 * the cookie of a queued recoverable fault, else 0. ENOENT for no device.
+	 */
+	Result<uint32_t> report_fault(uint32_t dev_id, std::optional<uint32_t> pasid,
+				      uint64_t iova, uint8_t access, iodp_fault_kind kind,
+				      uint8_t stage, int8_t level);
+
 	/* Workers -------------------------------------------------------------------------- */
 	/** Where workers register their shards; every invalidation of this context goes there. */
 	iotlb::Coherence &coherence();
@@ -343,5 +353,8 @@ public:
 private:
 	std::unique_ptr<Impl> impl_;
 };
+
+/** The C++ context behind a C handle (for libraries that extend the C API). */
+Ctx &ctx_of(struct iodp_ctx *c);
 
 } // namespace iodp::ctl

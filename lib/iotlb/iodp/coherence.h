@@ -37,6 +37,32 @@ struct rte_rcu_qsbr;
 
 namespace iodp::iotlb {
 
+/**
+ * Latencies in nanoseconds, log-linear buckets (four per power of two, about 19% wide):
+ * constant memory, percentiles good to a bucket. Written by one control thread at a time;
+ * readers (stats, telemetry) take a snapshot.
+ */
+class LatencyHistogram {
+public:
+	static constexpr unsigned kSubBuckets = 4;
+	static constexpr unsigned kBuckets = 64 * kSubBuckets;
+
+	void record(uint64_t ns);
+	/** The value at quantile @p q in [0, 1] (upper edge of its bucket), 0 when empty. */
+	uint64_t quantile(double q) const;
+	uint64_t count() const { return count_.load(std::memory_order_relaxed); }
+	uint64_t max() const { return max_.load(std::memory_order_relaxed); }
+	void reset();
+
+private:
+	static unsigned bucket_of(uint64_t ns);
+	static uint64_t upper_edge(unsigned bucket);
+
+	std::atomic<uint64_t> buckets_[kBuckets] = {};
+	std::atomic<uint64_t> count_{0};
+	std::atomic<uint64_t> max_{0};
+};
+
 struct CoherenceConfig {
 	unsigned max_workers = 64;
 	unsigned ring_entries = 1024; ///< per worker, a power of two
@@ -66,8 +92,16 @@ public:
 
 	/** Send @p d to every registered worker. */
 	void post(const inval::Descriptor &d);
-	/** Return once every online worker has passed a quiescent state after this call began. */
+	/**
+	 * Return once every online worker has passed a quiescent state after this call began.
+	 * A worker thread may call it between its bursts (library mode: the driver's own thread
+	 * maps and unmaps): its own quiescent state is reported first, so it does not wait
+	 * for itself.
+	 */
 	void sync();
+	/** How long sync() calls took (all callers). */
+	const LatencyHistogram &sync_latency() const { return sync_latency_; }
+	LatencyHistogram &sync_latency() { return sync_latency_; }
 	/** Run @p fn once a grace period that starts now has passed (at a later sync/reclaim). */
 	void retire(std::function<void()> fn);
 	/** Run the retired work whose grace period is over; returns how many ran. */
@@ -84,6 +118,7 @@ private:
 		rte_ring *ring = nullptr;
 		std::atomic<bool> overflowed{false};
 		bool registered = false;
+		bool online = false; ///< read and written by the worker's own thread only
 	};
 	struct Retired {
 		uint64_t token;
@@ -96,6 +131,7 @@ private:
 	mutable std::mutex lock_; // control side: one poster at a time (rings are single-producer)
 	std::deque<Retired> retired_;
 	std::atomic<uint64_t> overflows_{0};
+	LatencyHistogram sync_latency_;
 };
 
 } // namespace iodp::iotlb

@@ -1,0 +1,402 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#include <iodp/dev.h>
+
+#include <rte_kvargs.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace iodp::dev {
+
+namespace {
+
+std::string known_keys(const char *const *keys)
+{
+	std::string s;
+	for (const char *const *k = keys; k != nullptr && *k != nullptr; k++)
+		s += (s.empty() ? "" : ", ") + std::string(*k);
+	return s.empty() ? "none" : s;
+}
+
+bool key_known(const char *const *keys, const std::string &key)
+{
+	for (const char *const *k = keys; k != nullptr && *k != nullptr; k++)
+		if (key == *k)
+			return true;
+	return false;
+}
+
+/** An element ring in plain memory (no EAL needed: library-mode users have none). */
+rte_ring *make_ring(const std::string &name, unsigned elem_size, unsigned entries)
+{
+	const ssize_t sz = rte_ring_get_memsize_elem(elem_size, entries);
+	if (sz < 0)
+		return nullptr;
+	void *mem = std::aligned_alloc(64, (static_cast<size_t>(sz) + 63) & ~size_t{63});
+	if (mem == nullptr)
+		return nullptr;
+	std::memset(mem, 0, static_cast<size_t>(sz));
+	auto *r = static_cast<rte_ring *>(mem);
+	char rname[RTE_RING_NAMESIZE];
+	std::snprintf(rname, sizeof(rname), "%s", name.c_str());
+	// Multi-producer, multi-consumer: a device's queues may sit on several workers.
+	if (rte_ring_init(r, rname, entries, 0) != 0) {
+		std::free(mem);
+		return nullptr;
+	}
+	return r;
+}
+
+} // namespace
+
+/* DevArgs ----------------------------------------------------------------------------- */
+
+Result<DevArgs> DevArgs::parse(std::string_view devargs, const char *const *keys)
+{
+	DevArgs a;
+	const size_t comma = devargs.find(',');
+	a.name_ = std::string(devargs.substr(0, comma));
+	if (a.name_.empty())
+		return Status::error(-EINVAL, "devargs '%.*s': no device name",
+				     static_cast<int>(devargs.size()), devargs.data());
+	for (char c : a.name_)
+		if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-')
+			return Status::error(-EINVAL, "devargs '%.*s': device name '%s' may only "
+					     "hold letters, digits, '_' and '-'",
+					     static_cast<int>(devargs.size()), devargs.data(),
+					     a.name_.c_str());
+	if (comma == std::string_view::npos)
+		return a;
+	const std::string rest(devargs.substr(comma + 1));
+	// No valid-key list for rte_kvargs: it would refuse unknown keys without naming them.
+	rte_kvargs *kv = rte_kvargs_parse(rest.c_str(), nullptr);
+	if (kv == nullptr)
+		return Status::error(-EINVAL, "%s: cannot parse arguments '%s' (expected "
+				     "key=value,key=value)", a.name_.c_str(), rest.c_str());
+	Status bad;
+	for (unsigned i = 0; i < kv->count && bad.ok(); i++) {
+		const char *k = kv->pairs[i].key;
+		const char *v = kv->pairs[i].value;
+		const std::string key = k != nullptr ? k : "";
+		if (!key_known(keys, key))
+			bad = Status::error(-EINVAL, "%s: unknown argument '%s' (known: %s)",
+					    a.name_.c_str(), key.c_str(), known_keys(keys).c_str());
+		else if (v == nullptr || *v == '\0')
+			bad = Status::error(-EINVAL, "%s: argument '%s' needs a value",
+					    a.name_.c_str(), key.c_str());
+		else if (a.find(key) != nullptr)
+			bad = Status::error(-EINVAL, "%s: argument '%s' is given twice",
+					    a.name_.c_str(), key.c_str());
+		else
+			a.pairs_.emplace_back(key, v);
+	}
+	rte_kvargs_free(kv);
+	if (!bad.ok())
+		return bad;
+	return a;
+}
+
+const std::string *DevArgs::find(std::string_view key) const
+{
+	for (const auto &[k, v] : pairs_)
+		if (k == key)
+			return &v;
+	return nullptr;
+}
+
+static Result<uint64_t> parse_number(const std::string &dev, std::string_view key,
+				     const std::string &text, bool suffixes)
+{
+	const char *s = text.c_str();
+	if (!std::isdigit(static_cast<unsigned char>(*s)))
+		return Status::error(-EINVAL, "%s: %.*s='%s' is not a number", dev.c_str(),
+				     static_cast<int>(key.size()), key.data(), s);
+	errno = 0;
+	char *end = nullptr;
+	uint64_t v = std::strtoull(s, &end, 0);
+	if (errno != 0)
+		return Status::error(-EINVAL, "%s: %.*s='%s' is too large", dev.c_str(),
+				     static_cast<int>(key.size()), key.data(), s);
+	unsigned shift = 0;
+	if (suffixes && *end != '\0' && end[1] == '\0') {
+		switch (std::toupper(static_cast<unsigned char>(*end))) {
+		case 'K': shift = 10; end++; break;
+		case 'M': shift = 20; end++; break;
+		case 'G': shift = 30; end++; break;
+		default: break;
+		}
+	}
+	if (*end != '\0')
+		return Status::error(-EINVAL, "%s: %.*s='%s' has trailing characters%s",
+				     dev.c_str(), static_cast<int>(key.size()), key.data(), s,
+				     suffixes ? " (sizes take K, M or G)" : "");
+	if (shift != 0 && (v >> (64 - shift)) != 0)
+		return Status::error(-EINVAL, "%s: %.*s='%s' is too large", dev.c_str(),
+				     static_cast<int>(key.size()), key.data(), s);
+	return v << shift;
+}
+
+Result<uint64_t> DevArgs::get_uint(std::string_view key, uint64_t def, uint64_t min,
+				   uint64_t max) const
+{
+	const std::string *v = find(key);
+	if (v == nullptr)
+		return def;
+	Result<uint64_t> n = parse_number(name_, key, *v, false);
+	if (n && (*n < min || *n > max))
+		return Status::error(-EINVAL, "%s: %.*s=%s is outside [%llu, %llu]", name_.c_str(),
+				     static_cast<int>(key.size()), key.data(), v->c_str(),
+				     static_cast<unsigned long long>(min),
+				     static_cast<unsigned long long>(max));
+	return n;
+}
+
+Result<uint64_t> DevArgs::get_size(std::string_view key, uint64_t def, uint64_t min,
+				   uint64_t max) const
+{
+	const std::string *v = find(key);
+	if (v == nullptr)
+		return def;
+	Result<uint64_t> n = parse_number(name_, key, *v, true);
+	if (n && (*n < min || *n > max))
+		return Status::error(-EINVAL, "%s: %.*s=%s is outside [%llu, %llu] bytes",
+				     name_.c_str(), static_cast<int>(key.size()), key.data(),
+				     v->c_str(), static_cast<unsigned long long>(min),
+				     static_cast<unsigned long long>(max));
+	return n;
+}
+
+Result<bool> DevArgs::get_bool(std::string_view key, bool def) const
+{
+	const std::string *v = find(key);
+	if (v == nullptr)
+		return def;
+	if (*v == "1" || *v == "yes" || *v == "on" || *v == "true")
+		return true;
+	if (*v == "0" || *v == "no" || *v == "off" || *v == "false")
+		return false;
+	return Status::error(-EINVAL, "%s: %.*s='%s' is not 0/1, yes/no, on/off", name_.c_str(),
+			     static_cast<int>(key.size()), key.data(), v->c_str());
+}
+
+Result<unsigned> DevArgs::get_choice(std::string_view key, const char *const *choices,
+				     unsigned def) const
+{
+	const std::string *v = find(key);
+	if (v == nullptr)
+		return def;
+	for (unsigned i = 0; choices[i] != nullptr; i++)
+		if (*v == choices[i])
+			return i;
+	return Status::error(-EINVAL, "%s: %.*s='%s' is not one of %s", name_.c_str(),
+			     static_cast<int>(key.size()), key.data(), v->c_str(),
+			     known_keys(choices).c_str());
+}
+
+/* Device ------------------------------------------------------------------------------ */
+
+Device::Device(const Driver &driver, std::string name, ctl::Ctx &ctx, uint16_t queues)
+	: driver_(driver), name_(std::move(name)), ctx_(ctx), queues_(queues)
+{
+}
+
+Device::~Device()
+{
+	close();
+	std::free(cmds_);
+	std::free(done_);
+}
+
+Status Device::configure()
+{
+	if (state_ != State::created)
+		return Status::error(-EBUSY, "%s: already configured", name_.c_str());
+	if (queues_ == 0 || queues_ > kMaxQueues)
+		return Status::error(-EINVAL, "%s: %u queues (1 to %u)", name_.c_str(), queues_,
+				     kMaxQueues);
+	constexpr unsigned kCmdEntries = 1024;
+	cmds_ = make_ring("cmd_" + name_, sizeof(Command), kCmdEntries);
+	done_ = make_ring("done_" + name_, sizeof(CommandDone), kCmdEntries);
+	if (cmds_ == nullptr || done_ == nullptr)
+		return Status::error(-ENOMEM, "%s: no memory for the invalidation queue",
+				     name_.c_str());
+	Status s = driver_.ops->configure(*this);
+	if (!s.ok())
+		return s;
+	state_ = State::configured;
+	return {};
+}
+
+Status Device::start()
+{
+	if (state_ != State::configured && state_ != State::stopped)
+		return Status::error(-EINVAL, "%s: start needs a configured, stopped device",
+				     name_.c_str());
+	if (gone())
+		return Status::error(-ENODEV, "%s: the device is gone (%s)", name_.c_str(),
+				     gone_reason_.c_str());
+	Status s = driver_.ops->start(*this);
+	if (!s.ok())
+		return s;
+	if (fast_path_.rx_burst == nullptr || fast_path_.tx_burst == nullptr)
+		return Status::error(-EINVAL, "%s: driver %s left no burst functions",
+				     name_.c_str(), driver_.name);
+	for (unsigned q = 0; q < queues_; q++)
+		if (fast_path_.queue[q] == nullptr)
+			return Status::error(-EINVAL, "%s: driver %s left queue %u unset",
+					     name_.c_str(), driver_.name, q);
+	state_ = State::started;
+	return {};
+}
+
+void Device::stop()
+{
+	if (state_ != State::started)
+		return;
+	driver_.ops->stop(*this);
+	state_ = State::stopped;
+}
+
+void Device::close()
+{
+	if (state_ == State::closed)
+		return;
+	stop();
+	if (state_ != State::created)
+		driver_.ops->close(*this);
+	state_ = State::closed;
+}
+
+DevInfo Device::info() const
+{
+	DevInfo i;
+	i.driver = driver_.name;
+	i.name = name_;
+	i.queues = queues_;
+	i.ctl_device = ctl_id;
+	if (state_ != State::created && state_ != State::closed)
+		driver_.ops->info(*this, &i);
+	return i;
+}
+
+DevStats Device::stats() const
+{
+	DevStats s;
+	if (state_ != State::created && state_ != State::closed)
+		driver_.ops->stats(*this, &s);
+	return s;
+}
+
+void Device::reset_stats()
+{
+	if (state_ != State::created && state_ != State::closed)
+		driver_.ops->stats_reset(*this);
+}
+
+void Device::service()
+{
+	if (state_ == State::started && driver_.ops->service != nullptr)
+		driver_.ops->service(*this);
+}
+
+void Device::mark_gone(const char *why)
+{
+	// The first reason wins; it is written before the flag is published.
+	if (gone_claimed_.exchange(true))
+		return;
+	gone_reason_ = why;
+	gone_.store(true, std::memory_order_release);
+}
+
+bool Device::post_command(const Command &cmd)
+{
+	return cmds_ != nullptr &&
+	       rte_ring_mp_enqueue_elem(cmds_, const_cast<Command *>(&cmd), sizeof(cmd)) == 0;
+}
+
+unsigned Device::take_done(CommandDone *done, unsigned n)
+{
+	return done_ == nullptr ? 0
+				: rte_ring_mc_dequeue_burst_elem(done_, done, sizeof(*done), n,
+								 nullptr);
+}
+
+unsigned Device::take_commands(Command *cmds, unsigned n)
+{
+	return cmds_ == nullptr ? 0
+				: rte_ring_mc_dequeue_burst_elem(cmds_, cmds, sizeof(*cmds), n,
+								 nullptr);
+}
+
+bool Device::complete(const CommandDone &done)
+{
+	return done_ != nullptr && rte_ring_mp_enqueue_elem(done_, const_cast<CommandDone *>(&done),
+							    sizeof(done)) == 0;
+}
+
+/* Registry ---------------------------------------------------------------------------- */
+
+Status Registry::add(const Driver &driver)
+{
+	if (driver.name == nullptr || *driver.name == '\0' || driver.ops == nullptr ||
+	    driver.probe == nullptr)
+		return Status::error(-EINVAL, "driver registry: a driver needs a name, ops and a "
+				     "probe function");
+	const DevOps &o = *driver.ops;
+	if (o.configure == nullptr || o.start == nullptr || o.stop == nullptr ||
+	    o.close == nullptr || o.info == nullptr || o.stats == nullptr ||
+	    o.stats_reset == nullptr)
+		return Status::error(-EINVAL, "driver %s: its ops table is missing a required "
+				     "operation", driver.name);
+	for (const char *c = driver.name; *c != '\0'; c++)
+		if (!std::isalpha(static_cast<unsigned char>(*c)) && *c != '_')
+			return Status::error(-EINVAL, "driver %s: names are letters and '_' "
+					     "(devices add a number)", driver.name);
+	if (find(driver.name) != nullptr)
+		return Status::error(-EEXIST, "driver %s: already registered", driver.name);
+	drivers_.push_back(&driver);
+	return {};
+}
+
+const Driver *Registry::find(std::string_view name) const
+{
+	for (const Driver *d : drivers_)
+		if (name == d->name)
+			return d;
+	return nullptr;
+}
+
+Result<std::unique_ptr<Device>> Registry::create(ctl::Ctx &ctx, std::string_view devargs) const
+{
+	const std::string_view name = devargs.substr(0, devargs.find(','));
+	size_t letters = 0;
+	while (letters < name.size() &&
+	       (std::isalpha(static_cast<unsigned char>(name[letters])) || name[letters] == '_'))
+		letters++;
+	const Driver *drv = find(name.substr(0, letters));
+	if (drv == nullptr) {
+		std::string known;
+		for (const Driver *d : drivers_)
+			known += (known.empty() ? "" : ", ") + std::string(d->name);
+		return Status::error(-ENOENT, "device '%.*s': no driver '%.*s' (known: %s)",
+				     static_cast<int>(name.size()), name.data(),
+				     static_cast<int>(letters), name.data(),
+				     known.empty() ? "none" : known.c_str());
+	}
+	Result<DevArgs> args = DevArgs::parse(devargs, drv->keys);
+	if (!args)
+		return args.status();
+	Result<std::unique_ptr<Device>> dev = drv->probe(ctx, *args);
+	if (!dev)
+		return dev.status();
+	Status s = (*dev)->configure();
+	if (!s.ok())
+		return s;
+	return dev;
+}
+
+} // namespace iodp::dev

@@ -1,0 +1,409 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#include <iodp/engine.h>
+#include <iodp/mem.h>
+
+#include <rte_eal.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_log.h>
+#include <rte_pause.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+
+namespace iodp::engine {
+
+struct Engine::PollEntry {
+	dev::RxBurst rx;
+	dev::TxBurst tx;
+	void *queue;
+	uint16_t port;
+};
+
+struct Engine::PollList {
+	std::vector<PollEntry> entries;
+};
+
+struct Engine::Port {
+	uint16_t id = 0;
+	dev::Device *dev = nullptr;
+	std::vector<unsigned> queue_worker;
+	bool active = false;
+	std::string gone_reason;
+};
+
+namespace {
+
+struct Launch {
+	Engine *engine;
+	unsigned worker;
+};
+
+/** Completions a worker keeps per queue burst: the largest request split page by page. */
+constexpr size_t kCplCap = 1024;
+constexpr unsigned kMaxBurst = 512;
+
+} // namespace
+
+Engine::Engine(ctl::Ctx &ctx, const EngineConfig &config) : ctx_(ctx), config_(config) {}
+
+Result<std::unique_ptr<Engine>> Engine::create(ctl::Ctx &ctx, const EngineConfig &config)
+{
+	if (config.burst == 0 || config.burst > kMaxBurst)
+		return Status::error(-EINVAL, "engine: burst %u is outside [1, %u]", config.burst,
+				     kMaxBurst);
+	if (!dpdk_eal_running())
+		return Status::error(-ENODEV, "engine: DPDK's EAL is not initialised (workers "
+				     "are EAL lcores; library mode needs no engine)");
+	std::unique_ptr<Engine> e(new Engine(ctx, config));
+	std::vector<unsigned> lcores = config.lcores;
+	if (lcores.empty()) {
+		unsigned l;
+		RTE_LCORE_FOREACH_WORKER(l)
+			lcores.push_back(l);
+	}
+	if (lcores.empty())
+		return Status::error(-EINVAL, "engine: no worker lcores: give the EAL at least two "
+				     "lcores (-l 0-1; the first one is the control thread)");
+	for (size_t i = 0; i < lcores.size(); i++) {
+		const unsigned l = lcores[i];
+		if (l >= RTE_MAX_LCORE || !rte_lcore_is_enabled(l) || l == rte_get_main_lcore())
+			return Status::error(-EINVAL, "engine: lcore %u is not an EAL worker lcore "
+					     "(see -l / --lcores; lcore %u is the main one)", l,
+					     rte_get_main_lcore());
+		if (std::find(lcores.begin(), lcores.begin() + i, l) != lcores.begin() + i)
+			return Status::error(-EINVAL, "engine: lcore %u is listed twice", l);
+	}
+	e->lcores_ = lcores;
+	e->lists_ = std::make_unique<std::atomic<PollList *>[]>(lcores.size());
+	for (size_t i = 0; i < lcores.size(); i++) {
+		Result<std::unique_ptr<Worker>> w = Worker::create(ctx, config.worker);
+		if (!w)
+			return w.status();
+		// Offline until its lcore runs it: a sync must not wait for a worker not polling.
+		(*w)->offline();
+		e->workers_.push_back(std::move(*w));
+		e->lcore_node_.push_back(dev::cpu_node(rte_lcore_to_cpu_id(static_cast<int>(lcores[i]))));
+		e->lists_[i].store(new PollList(), std::memory_order_relaxed);
+	}
+	return e;
+}
+
+Engine::~Engine()
+{
+	unregister_telemetry(this);
+	stop();
+	for (auto &p : ports_)
+		if (p->active && p->dev != nullptr)
+			p->dev->stop();
+	if (lists_ != nullptr)
+		for (size_t i = 0; i < workers_.size(); i++)
+			delete lists_[i].load(std::memory_order_relaxed);
+	// Lists retired by earlier publishes run with the coherence's reclaim / destructor.
+	ctx_.coherence().reclaim();
+}
+
+int Engine::worker_node(unsigned w) const
+{
+	return lcore_node_[w];
+}
+
+Result<uint16_t> Engine::add_device(dev::Device &device)
+{
+	if (ports_.size() >= kMaxPorts)
+		return Status::error(-ENOSPC, "engine: %s: all %u ports are taken",
+				     device.name().c_str(), kMaxPorts);
+	for (const auto &p : ports_)
+		if (p->dev == &device && p->active)
+			return Status::error(-EEXIST, "engine: %s is already port %u",
+					     device.name().c_str(), p->id);
+	if (!device.started()) {
+		Status s = device.start();
+		if (!s.ok())
+			return s;
+	}
+	auto port = std::make_unique<Port>();
+	port->id = static_cast<uint16_t>(ports_.size());
+	port->dev = &device;
+	port->active = true;
+	const dev::DevInfo info = device.info();
+	// One queue, one worker: the least loaded worker on the queue memory's node, else the
+	// least loaded of all (what RSS spreading does with queues).
+	std::vector<unsigned> load(workers_.size(), 0);
+	for (const auto &p : ports_)
+		if (p->active)
+			for (unsigned w : p->queue_worker)
+				load[w]++;
+	for (unsigned q = 0; q < device.queues(); q++) {
+		int best = -1;
+		for (int pass = 0; pass < 2 && best < 0; pass++)
+			for (unsigned w = 0; w < workers_.size(); w++) {
+				if (pass == 0 && (info.numa_node < 0 || worker_node(w) != info.numa_node))
+					continue;
+				if (best < 0 || load[w] < load[static_cast<unsigned>(best)])
+					best = static_cast<int>(w);
+			}
+		port->queue_worker.push_back(static_cast<unsigned>(best));
+		load[static_cast<unsigned>(best)]++;
+	}
+	for (auto &w : workers_) {
+		Status s = w->set_port(port->id, device.ctl_id);
+		if (!s.ok())
+			return s;
+	}
+	const uint16_t id = port->id;
+	{
+		std::lock_guard g(ports_lock_);
+		ports_.push_back(std::move(port));
+	}
+	publish_lists();
+	return id;
+}
+
+/*
+ * New poll lists for every worker; the old ones are freed after a grace period, when no
+ * worker can still be walking them.
+ */
+void Engine::publish_lists()
+{
+	for (unsigned w = 0; w < workers_.size(); w++) {
+		auto *l = new PollList();
+		for (const auto &p : ports_) {
+			if (!p->active)
+				continue;
+			const dev::FastPath &fp = p->dev->fast_path();
+			for (unsigned q = 0; q < p->queue_worker.size(); q++)
+				if (p->queue_worker[q] == w)
+					l->entries.push_back({fp.rx_burst, fp.tx_burst, fp.queue[q], p->id});
+		}
+		PollList *old = lists_[w].exchange(l, std::memory_order_acq_rel);
+		ctx_.coherence().retire([old] { delete old; });
+	}
+}
+
+Status Engine::remove_device(uint16_t port, const std::string &reason)
+{
+	if (port >= ports_.size() || !ports_[port]->active)
+		return Status::error(-ENOENT, "engine: no active port %u", port);
+	Port &p = *ports_[port];
+	{
+		std::lock_guard g(ports_lock_);
+		p.active = false;
+		p.gone_reason = reason;
+	}
+	publish_lists();
+	// After this no worker is inside the device's burst functions.
+	ctx_.coherence().sync();
+	p.dev->stop();
+	event(p.dev->name() + " (port " + std::to_string(port) + ") removed: " + reason);
+	return {};
+}
+
+int Engine::worker_main(void *arg)
+{
+	const Launch launch = *static_cast<Launch *>(arg);
+	delete static_cast<Launch *>(arg);
+	Engine &e = *launch.engine;
+	Worker &w = *e.workers_[launch.worker];
+	std::atomic<PollList *> &list = e.lists_[launch.worker];
+	const uint16_t burst = e.config_.burst;
+	dev::Request reqs[kMaxBurst];
+	dev::Completion cpls[kCplCap];
+	w.online();
+	while (!e.stop_.load(std::memory_order_relaxed)) {
+		w.begin_burst();
+		const PollList *l = list.load(std::memory_order_acquire);
+		bool busy = false;
+		for (const PollEntry &q : l->entries) {
+			const uint16_t n = q.rx(q.queue, reqs, burst);
+			if (n == 0)
+				continue;
+			busy = true;
+			size_t done = 0;
+			while (done < n) {
+				size_t used = 0;
+				const size_t c = w.translate_port(q.port, reqs + done, n - done, cpls,
+								  kCplCap, &used);
+				const uint16_t sent = q.tx(q.queue, cpls, static_cast<uint16_t>(c));
+				if (sent < c)
+					w.count_lost(c - sent);
+				if (used == 0)
+					break;
+				done += used;
+			}
+		}
+		w.end_burst(busy);
+		if (!busy)
+			rte_pause();
+	}
+	w.offline();
+	return 0;
+}
+
+Status Engine::start()
+{
+	if (running_)
+		return Status::error(-EBUSY, "engine: already running");
+	stop_.store(false, std::memory_order_relaxed);
+	for (unsigned i = 0; i < workers_.size(); i++) {
+		auto *arg = new Launch{this, i};
+		const int rc = rte_eal_remote_launch(worker_main, arg, lcores_[i]);
+		if (rc != 0) {
+			delete arg;
+			stop_.store(true, std::memory_order_relaxed);
+			for (unsigned j = 0; j < i; j++)
+				rte_eal_wait_lcore(lcores_[j]);
+			return Status::error(rc, "engine: cannot launch worker %u on lcore %u "
+					     "(busy?)", i, lcores_[i]);
+		}
+	}
+	running_ = true;
+	return {};
+}
+
+void Engine::stop()
+{
+	if (!running_)
+		return;
+	stop_.store(true, std::memory_order_relaxed);
+	for (unsigned l : lcores_)
+		rte_eal_wait_lcore(l);
+	running_ = false;
+	// Faults still queued belong in the log.
+	for (auto &w : workers_)
+		faults_reported_.fetch_add(w->report_faults(), std::memory_order_relaxed);
+}
+
+void Engine::event(std::string line)
+{
+	RTE_LOG(WARNING, USER1, "iodp: %s\n", line.c_str());
+	std::lock_guard g(events_lock_);
+	events_.push_back(std::move(line));
+}
+
+std::vector<std::string> Engine::take_events()
+{
+	std::lock_guard g(events_lock_);
+	return std::exchange(events_, {});
+}
+
+static Status run_command(ctl::Ctx &ctx, const dev::Command &c)
+{
+	switch (c.type) {
+	case IODP_DEV_CMD_HWPT_INVALIDATE: {
+		uint32_t len = 0;
+		if (c.arg == IODP_HWPT_INVALIDATE_DATA_VTD_S1)
+			len = sizeof(iodp_hwpt_vtd_s1_invalidate);
+		else if (c.arg == IODP_HWPT_INVALIDATE_DATA_ARM_SMMUV3)
+			len = sizeof(iodp_hwpt_arm_smmuv3_invalidate);
+		else
+			return Status::error(-EOPNOTSUPP, "invalidation data type %u is unknown",
+					     c.arg);
+		uint32_t handled = 0;
+		return ctx.hwpt_invalidate(c.object, c.arg, c.data, len, 1, &handled);
+	}
+	case IODP_DEV_CMD_IOAS_UNMAP: {
+		Result<uint64_t> r = ctx.ioas_unmap(c.object, c.iova, c.length);
+		return r ? Status{} : r.status();
+	}
+	case IODP_DEV_CMD_IOAS_MAP: {
+		Result<uint64_t> r = ctx.ioas_map(c.object, c.flags | IODP_IOAS_MAP_FIXED_IOVA,
+						  c.iova, reinterpret_cast<void *>(c.host),
+						  c.length);
+		return r ? Status{} : r.status();
+	}
+	default:
+		return Status::error(-EOPNOTSUPP, "command type %u is unknown", c.type);
+	}
+}
+
+unsigned Engine::poll_control()
+{
+	unsigned work = 0;
+	for (auto &pp : ports_) {
+		Port &p = *pp;
+		if (!p.active)
+			continue;
+		if (p.dev->gone()) {
+			devices_lost_.fetch_add(1, std::memory_order_relaxed);
+			(void)remove_device(p.id, "device gone: " + p.dev->gone_reason());
+			work++;
+			continue;
+		}
+		dev::Command cmds[32];
+		const unsigned n = p.dev->take_commands(cmds, 32);
+		for (unsigned i = 0; i < n; i++) {
+			Status s = run_command(ctx_, cmds[i]);
+			commands_.fetch_add(1, std::memory_order_relaxed);
+			if (!s.ok()) {
+				command_errors_.fetch_add(1, std::memory_order_relaxed);
+				event(p.dev->name() + ": invalidation-queue command failed: " +
+				      s.message());
+			}
+			const dev::CommandDone done{cmds[i].cookie, s.code(), 0};
+			if (!p.dev->complete(done))
+				event(p.dev->name() + ": completion queue full, a completion is lost");
+		}
+		work += n;
+		p.dev->service();
+	}
+	for (auto &w : workers_) {
+		const unsigned n = w->report_faults();
+		faults_reported_.fetch_add(n, std::memory_order_relaxed);
+		work += n;
+	}
+	ctx_.coherence().reclaim();
+	return work;
+}
+
+std::vector<WorkerStats> Engine::worker_stats() const
+{
+	std::vector<WorkerStats> v;
+	for (const auto &w : workers_)
+		v.push_back(w->stats());
+	return v;
+}
+
+EngineStats Engine::stats() const
+{
+	EngineStats e;
+	e.workers = static_cast<unsigned>(workers_.size());
+	for (const auto &w : workers_) {
+		const WorkerStats s = w->stats();
+		uint64_t *dst = reinterpret_cast<uint64_t *>(&e.total);
+		const uint64_t *src = reinterpret_cast<const uint64_t *>(&s);
+		for (size_t i = 0; i < sizeof(WorkerStats) / sizeof(uint64_t); i++)
+			dst[i] += src[i];
+	}
+	e.commands = commands_.load(std::memory_order_relaxed);
+	e.command_errors = command_errors_.load(std::memory_order_relaxed);
+	e.faults_reported = faults_reported_.load(std::memory_order_relaxed);
+	e.devices_lost = devices_lost_.load(std::memory_order_relaxed);
+	const iotlb::LatencyHistogram &h = ctx_.coherence().sync_latency();
+	e.sync_count = h.count();
+	e.sync_p50_ns = h.quantile(0.5);
+	e.sync_p99_ns = h.quantile(0.99);
+	e.sync_max_ns = h.max();
+	return e;
+}
+
+std::vector<PortReport> Engine::ports() const
+{
+	std::lock_guard g(ports_lock_);
+	std::vector<PortReport> v;
+	for (const auto &p : ports_) {
+		PortReport r;
+		r.port = p->id;
+		r.info = p->dev->info();
+		r.stats = p->dev->stats();
+		r.gone = !p->active;
+		r.gone_reason = p->gone_reason;
+		r.queue_worker = p->queue_worker;
+		v.push_back(std::move(r));
+	}
+	return v;
+}
+
+} // namespace iodp::engine
