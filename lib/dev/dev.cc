@@ -373,6 +373,9 @@ const Driver *Registry::find(std::string_view name) const
 Result<std::unique_ptr<Device>> Registry::create(ctl::Ctx &ctx, std::string_view devargs) const
 {
 	const std::string_view name = devargs.substr(0, devargs.find(','));
+	if (name.empty())
+		return Status::error(-EINVAL, "devargs '%.*s': no device name",
+				     static_cast<int>(devargs.size()), devargs.data());
 	size_t letters = 0;
 	while (letters < name.size() &&
 	       (std::isalpha(static_cast<unsigned char>(name[letters])) || name[letters] == '_'))

@@ -64,6 +64,11 @@ struct DevInfo {
 	uint32_t ctl_device = 0; ///< the lib/ctl device id
 	uint32_t group = 0;      ///< its IOMMU group
 	int numa_node = -1;      ///< where its queues' memory is (-1: unknown)
+	/** How it is attached: the HWPT its requests use, under which PASID (or none). */
+	uint32_t hwpt = 0;
+	uint32_t pasid = IODP_PASID_NONE;
+	uint32_t ioas = 0;
+	uint16_t asid = 0;       ///< SMMUv3 stage-1 ASID in its CD (0: none)
 };
 
 struct DevStats {

@@ -1,0 +1,414 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * drivers/emul: the device side (probe, guest RAM, mappings through lib/ctl) and the guest
+ * driver side of strict mode (map before DMA, unmap + invalidate after), which runs on
+ * the control thread through the service hook.
+ */
+#include "emul_impl.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+
+namespace iodp::emul {
+
+namespace {
+
+const char *const kKeys[] = {"profile", "format", "queues", "ws",   "pgsize", "len",  "faults",
+			     "verify",  "dma",    "vanish", "group", "seed", nullptr};
+const char *const kProfiles[] = {"nic", "nvme", "random", "zipf", "stream", "strict", nullptr};
+const char *const kLayouts[] = {"vtd", "smmu", "vtd-nested", "smmu-nested", nullptr};
+const char *const kPgsizes[] = {"4k", "2m", nullptr};
+
+constexpr uint32_t kRW = IODP_IOAS_MAP_READABLE | IODP_IOAS_MAP_WRITEABLE;
+constexpr uint8_t kS1Perm = pgtable::kMapRead | pgtable::kMapWrite | pgtable::kMapUser;
+
+Emul &emul_of(const dev::Device &d)
+{
+	return *static_cast<Emul *>(d.priv);
+}
+
+uint32_t next_rid()
+{
+	static std::atomic<uint32_t> rid{0x100};
+	return rid.fetch_add(1);
+}
+
+Result<std::unique_ptr<dev::Device>> probe(ctl::Ctx &ctx, const dev::DevArgs &a)
+{
+	auto e = std::make_unique<Emul>();
+	Result<unsigned> profile = a.get_choice("profile", kProfiles, 2);
+	Result<unsigned> layout = a.get_choice("format", kLayouts, 0);
+	Result<uint64_t> queues = a.get_uint("queues", 1, 1, dev::kMaxQueues);
+	Result<uint64_t> ws = a.get_size("ws", 64u << 20, 4u << 20, 64ull << 30);
+	Result<unsigned> pg = a.get_choice("pgsize", kPgsizes, 0);
+	Result<uint64_t> faults = a.get_uint("faults", 0, 0, 1000);
+	Result<bool> verify = a.get_bool("verify", false);
+	Result<bool> dma = a.get_bool("dma", false);
+	Result<uint64_t> vanish = a.get_uint("vanish", 0, 0, UINT64_MAX);
+	Result<uint64_t> group = a.get_uint("group", 0, 0, UINT32_MAX);
+	Result<uint64_t> seed = a.get_uint("seed", 1, 0, UINT64_MAX);
+	for (const Status *s : {&profile.status(), &layout.status(), &queues.status(), &ws.status(),
+				&pg.status(), &faults.status(), &verify.status(), &dma.status(),
+				&vanish.status(), &group.status(), &seed.status()})
+		if (!s->ok())
+			return *s;
+	e->profile = static_cast<Profile>(*profile);
+	e->layout = static_cast<Layout>(*layout);
+	e->queues = static_cast<uint16_t>(*queues);
+	e->pgsize = *pg == 0 ? kPage : (2u << 20);
+	const uint32_t def_len = e->profile == Profile::stream ? 256 : 64;
+	Result<uint64_t> len = a.get_uint("len", def_len, 1, IODP_REQUEST_MAX_LEN);
+	if (!len)
+		return len.status();
+	e->len = static_cast<uint32_t>(*len);
+	if (*ws % e->pgsize != 0)
+		return Status::error(-EINVAL, "%s: ws=%llu is not a multiple of pgsize",
+				     a.name().c_str(), static_cast<unsigned long long>(*ws));
+	if (e->len > *ws - kMeta)
+		return Status::error(-EINVAL, "%s: len=%u does not fit the working set",
+				     a.name().c_str(), e->len);
+	e->ws = *ws;
+	e->faults_pm = static_cast<unsigned>(*faults);
+	e->verify = *verify;
+	e->dma = *dma;
+	e->vanish = *vanish;
+	e->group = static_cast<uint32_t>(*group);
+	e->seed = *seed;
+	auto d = std::make_unique<dev::Device>(driver(), a.name(), ctx, e->queues);
+	e->dev = d.get();
+	d->priv = e.release();
+	return d;
+}
+
+/** Guest stage 1 for the nested layouts: tables in guest RAM above the working set. */
+Status build_stage1(Emul &e, uint64_t ws_aligned, uint64_t table_bytes)
+{
+	e.pool = pgtable::TablePool(kGpaBase + ws_aligned, e.host + ws_aligned, table_bytes, kPage);
+	const pgtable::Format fmt = e.layout == Layout::vtd_nested ? pgtable::Format::x86_64_4l
+								   : pgtable::Format::arm_s1;
+	Result<pgtable::TableBuilder> b = pgtable::TableBuilder::create(pgtable::table_config(fmt),
+									&e.pool);
+	if (!b)
+		return b.status();
+	e.s1 = std::move(*b);
+	for (uint64_t p = 0; p < e.npages; p++) {
+		Status s = e.s1.map(kIovaBase + p * e.pgsize, kGpaBase + e.scatter(p) * e.pgsize,
+				    e.pgsize, kS1Perm);
+		if (!s.ok())
+			return s;
+	}
+	if (e.profile == Profile::strict)
+		for (unsigned q = 0; q < e.queues; q++) {
+			// Page 0 of each queue's slot region stays mapped, so the leaf table that
+			// holds the slots never empties (and is never freed under a walker).
+			Status s = e.s1.map(e.slot_iova(q, 0) - kPage, kGpaBase, kPage, kS1Perm);
+			if (!s.ok())
+				return s;
+		}
+	return {};
+}
+
+Status configure(dev::Device &d)
+{
+	Emul &e = emul_of(d);
+	ctl::Ctx &ctx = d.ctx();
+	const bool nested = e.nested_layout();
+	const uint64_t ws_aligned = (e.ws + (2u << 20) - 1) & ~uint64_t{(2u << 20) - 1};
+	// Stage-1 tables: a leaf table per 2 MiB (4 KiB pages) plus the levels above and slack.
+	const uint64_t table_bytes = nested ? ws_aligned / 256 + (4u << 20) : 0;
+	Result<GuestRam> ram = GuestRam::allocate(ws_aligned + table_bytes);
+	if (!ram)
+		return ram.status();
+	e.ram = std::move(*ram);
+	e.host = e.ram.data();
+	e.npages = e.ws / e.pgsize;
+	e.data_pages = (e.ws - kMeta) / kPage;
+	e.payload = std::make_unique<std::byte[]>(IODP_REQUEST_MAX_LEN);
+	for (uint32_t i = 0; i < IODP_REQUEST_MAX_LEN; i++)
+		e.payload[i] = static_cast<std::byte>(i * 31 + 7);
+
+	ctl::DeviceSpec spec;
+	spec.name = d.name();
+	spec.model = (e.layout == Layout::smmu || e.layout == Layout::smmu_nested)
+			     ? ctl::IommuModel::smmuv3
+			     : ctl::IommuModel::vtd;
+	spec.group = e.group;
+	spec.rid = next_rid();
+	Result<uint32_t> id = ctx.device_create(spec);
+	if (!id)
+		return id.status();
+	d.ctl_id = *id;
+	Result<uint32_t> ioas = ctx.ioas_alloc();
+	if (!ioas)
+		return ioas.status();
+	e.ioas = *ioas;
+	if (!nested) {
+		if (e.pgsize == kPage) {
+			uint64_t off = 0;
+			Status s = ctx.option(IODP_OPTION_HUGE_PAGES, IODP_OPTION_OP_SET, e.ioas, &off);
+			if (!s.ok())
+				return s;
+		}
+		Result<uint64_t> m = ctx.ioas_map(e.ioas, kRW | IODP_IOAS_MAP_FIXED_IOVA, kIovaBase,
+						  e.host, e.ws);
+		if (!m)
+			return m.status();
+		Result<uint32_t> h = ctx.device_attach(d.ctl_id, std::nullopt, e.ioas);
+		if (!h)
+			return h.status();
+		e.hwpt = *h;
+	} else {
+		Result<uint64_t> m = ctx.ioas_map(e.ioas, kRW | IODP_IOAS_MAP_FIXED_IOVA, kGpaBase,
+						  e.host, ws_aligned + table_bytes);
+		if (!m)
+			return m.status();
+		Result<uint32_t> parent = ctx.hwpt_alloc_paging(d.ctl_id, e.ioas,
+								IODP_HWPT_ALLOC_NEST_PARENT, 0);
+		if (!parent)
+			return parent.status();
+		e.parent = *parent;
+		Status s = build_stage1(e, ws_aligned, table_bytes);
+		if (!s.ok())
+			return s;
+		Result<uint32_t> nh = Status{};
+		if (e.layout == Layout::vtd_nested) {
+			nh = ctx.hwpt_alloc_nested(d.ctl_id, e.parent, 0, 0,
+						   ctl::VtdS1Data{0, e.s1.root(), 48});
+			e.pasid = kNestedPasid;
+		} else {
+			// One CD (SSID 0, used for requests without a PASID: S1DSS=2) -> stage 1.
+			Result<uint64_t> cd = e.pool.alloc(kPage);
+			if (!cd)
+				return cd.status();
+			e.asid = static_cast<uint16_t>(1 + d.ctl_id % 0xfffe);
+			const uint64_t cd0 = 16 /* T0SZ: 48 bits */ | (1ull << 31) /* V */ |
+					     (1ull << 41) /* AA64 */ | (uint64_t{e.asid} << 48);
+			std::byte *cdp = e.pool.host(*cd, 16);
+			GuestMemory::store_le64(cdp, cd0);
+			GuestMemory::store_le64(cdp + 8, e.s1.root());
+			const uint64_t ste0 = 1 | (5ull << 1) /* S1 + S2 */ | *cd | (1ull << 59);
+			nh = ctx.hwpt_alloc_nested(d.ctl_id, e.parent, 0, 0,
+						   ctl::SmmuV3Data{{ste0, 2 /* S1DSS: SSID 0 */}});
+		}
+		if (!nh)
+			return nh.status();
+		e.nested = *nh;
+		Result<uint32_t> at = ctx.device_attach(
+			d.ctl_id, e.layout == Layout::vtd_nested ? std::optional<uint32_t>(e.pasid)
+								  : std::nullopt,
+			e.nested);
+		if (!at)
+			return at.status();
+	}
+
+	if (e.profile == Profile::zipf) {
+		// 64Ki samples of Zipf(0.99) over the data pages, popular pages scattered.
+		const uint64_t n = e.data_pages;
+		std::vector<double> cdf(n);
+		double sum = 0;
+		for (uint64_t i = 0; i < n; i++)
+			cdf[i] = (sum += 1.0 / std::pow(static_cast<double>(i + 1), 0.99));
+		uint64_t rng = e.seed * 0x9e3779b97f4a7c15ull + 1;
+		e.zipf.resize(65536);
+		for (uint32_t &z : e.zipf) {
+			const double u = static_cast<double>(next_rand(rng) >> 11) / 9007199254740992.0 * sum;
+			const uint64_t rank = static_cast<uint64_t>(
+				std::lower_bound(cdf.begin(), cdf.end(), u) - cdf.begin());
+			z = static_cast<uint32_t>((std::min(rank, n - 1) * 2654435761ull + 13) % n);
+		}
+	}
+	e.q = std::make_unique<Queue[]>(e.queues);
+	for (uint16_t i = 0; i < e.queues; i++) {
+		Queue &q = e.q[i];
+		q.emul = &e;
+		q.id = i;
+		q.rng = (e.seed + 1) * 0x9e3779b97f4a7c15ull ^ (uint64_t{i} << 32 | 0x5bd1e995);
+		q.recs = std::make_unique<Record[]>(kDepth);
+		q.scratch = std::make_unique<std::byte[]>(IODP_REQUEST_MAX_LEN);
+		if (e.profile == Profile::strict)
+			q.slots = std::make_unique<Slot[]>(kSlots);
+	}
+	return {};
+}
+
+Status start(dev::Device &d)
+{
+	Emul &e = emul_of(d);
+	dev::FastPath &fp = d.fast_path();
+	fp.rx_burst = rx_burst_of(e.profile);
+	fp.tx_burst = tx_burst;
+	for (uint16_t i = 0; i < e.queues; i++)
+		fp.queue[i] = &e.q[i];
+	return {};
+}
+
+void stop(dev::Device &) {}
+
+void close(dev::Device &d)
+{
+	Emul *e = &emul_of(d);
+	ctl::Ctx &ctx = d.ctx();
+	if (d.ctl_id != 0) {
+		// Detach first, then the objects in the order that frees them.
+		(void)ctx.device_detach(d.ctl_id, e->layout == Layout::vtd_nested
+							   ? std::optional<uint32_t>(e->pasid)
+							   : std::nullopt);
+		for (uint32_t id : {e->nested, e->parent, e->ioas, d.ctl_id})
+			if (id != 0)
+				(void)ctx.destroy(id);
+	}
+	d.priv = nullptr;
+	delete e;
+}
+
+void info(const dev::Device &d, dev::DevInfo *i)
+{
+	const Emul &e = emul_of(d);
+	static const char *const kPg[] = {"4k", "2m"};
+	char buf[160];
+	std::snprintf(buf, sizeof(buf), "%s traffic, %s tables, ws %llu MiB, %s pages%s%s",
+		      kProfiles[static_cast<unsigned>(e.profile)],
+		      kLayouts[static_cast<unsigned>(e.layout)],
+		      static_cast<unsigned long long>(e.ws >> 20), kPg[e.pgsize != kPage],
+		      e.verify ? ", verify" : "", e.dma ? ", dma" : "");
+	i->description = buf;
+	i->group = e.group;
+	i->numa_node = dev::memory_node(e.host, e.ram.size());
+	i->hwpt = e.nested != 0 ? e.nested : e.hwpt;
+	i->pasid = e.pasid;
+	i->ioas = e.ioas;
+	i->asid = e.asid;
+}
+
+void stats(const dev::Device &d, dev::DevStats *s)
+{
+	const Emul &e = emul_of(d);
+	for (uint16_t i = 0; i < e.queues; i++) {
+		const Queue &q = e.q[i];
+		s->requests += q.requests.get();
+		s->completions += q.completions.get();
+		s->faults += q.faults.get();
+		s->expected_faults += q.expected_faults.get();
+		s->mismatches += q.mismatches.get();
+		s->dma_bytes += q.dma_bytes.get();
+	}
+	s->commands = e.commands.load(std::memory_order_relaxed);
+}
+
+void stats_reset(dev::Device &d)
+{
+	Emul &e = emul_of(d);
+	for (uint16_t i = 0; i < e.queues; i++)
+		for (Counter *c : {&e.q[i].requests, &e.q[i].completions, &e.q[i].faults,
+				   &e.q[i].expected_faults, &e.q[i].mismatches, &e.q[i].dma_bytes})
+			c->reset();
+	e.commands.store(0, std::memory_order_relaxed);
+}
+
+/** strict, guest side: tell the IOMMU about an unmapped slot. */
+bool post_invalidation(dev::Device &d, Emul &e, unsigned qid, unsigned s)
+{
+	dev::Command c{};
+	c.cookie = (uint64_t{qid} << 32) | s;
+	const uint64_t iova = e.slot_iova(qid, s);
+	if (e.layout == Layout::vtd_nested) {
+		c.type = IODP_DEV_CMD_HWPT_INVALIDATE;
+		c.object = e.nested;
+		c.arg = IODP_HWPT_INVALIDATE_DATA_VTD_S1;
+		const iodp_hwpt_vtd_s1_invalidate inv{iova, 1, IODP_VTD_INV_FLAGS_LEAF, 0};
+		std::memcpy(c.data, &inv, sizeof(inv));
+	} else if (e.layout == Layout::smmu_nested) {
+		c.type = IODP_DEV_CMD_HWPT_INVALIDATE;
+		c.object = e.nested;
+		c.arg = IODP_HWPT_INVALIDATE_DATA_ARM_SMMUV3;
+		c.data[0] = 0x12 /* CMD_TLBI_NH_VA */ | (uint64_t{e.asid} << 48);
+		c.data[1] = iova | 1 /* leaf */;
+	} else {
+		c.type = IODP_DEV_CMD_IOAS_UNMAP;
+		c.object = e.ioas;
+		c.iova = iova;
+		c.length = kPage;
+	}
+	return d.post_command(c);
+}
+
+/**
+ * strict, guest side (control thread): slots whose DMA is done are unmapped and
+ * invalidated; slots whose invalidation completed are mapped again, each time onto
+ * another page, so an answer from a stale entry would point at the wrong page.
+ */
+void service(dev::Device &d)
+{
+	Emul &e = emul_of(d);
+	if (e.profile != Profile::strict || d.gone())
+		return;
+	ctl::Ctx &ctx = d.ctx();
+	dev::CommandDone done[64];
+	unsigned n;
+	while ((n = d.take_done(done, 64)) != 0)
+		for (unsigned i = 0; i < n; i++) {
+			const unsigned qid = static_cast<unsigned>(done[i].cookie >> 32);
+			const unsigned s = static_cast<unsigned>(done[i].cookie & 0xffffffff);
+			if (qid >= e.queues || s >= kSlots)
+				continue;
+			if (done[i].status != 0)
+				e.q[qid].mismatches.add(1);
+			e.q[qid].slots[s].state.store(kUnmapped, std::memory_order_relaxed);
+			e.commands.store(e.commands.load(std::memory_order_relaxed) + 1,
+					 std::memory_order_relaxed);
+		}
+	for (unsigned qid = 0; qid < e.queues; qid++)
+		for (unsigned s = 0; s < kSlots; s++) {
+			Slot &slot = e.q[qid].slots[s];
+			const uint8_t st = slot.state.load(std::memory_order_acquire);
+			const uint64_t iova = e.slot_iova(qid, s);
+			if (st == kUnmapped) {
+				const uint64_t page = ((uint64_t{qid} * kSlots + s) * 7919 +
+						       ++slot.generation * 104729) % e.data_pages;
+				const uint64_t gpa_off = kMeta + page * kPage;
+				Status st2 = e.nested_layout()
+						     ? e.s1.map(iova, kGpaBase + gpa_off, kPage, kS1Perm)
+						     : ctx.ioas_map(e.ioas, kRW | IODP_IOAS_MAP_FIXED_IOVA,
+								    iova, e.host + gpa_off, kPage)
+							       .status();
+				if (!st2.ok()) {
+					d.mark_gone(("strict: cannot map a buffer: " + st2.message()).c_str());
+					return;
+				}
+				slot.host_page = reinterpret_cast<uint64_t>(e.host + gpa_off);
+				slot.state.store(kMapped, std::memory_order_release);
+			} else if (st == kDmaDone || st == kNeedInval) {
+				if (st == kDmaDone && e.nested_layout()) {
+					Status u = e.s1.unmap(iova, kPage);
+					if (!u.ok()) {
+						d.mark_gone(("strict: cannot unmap a buffer: " +
+							     u.message()).c_str());
+						return;
+					}
+				}
+				slot.state.store(post_invalidation(d, e, qid, s) ? kUnmapping : kNeedInval,
+						 std::memory_order_relaxed);
+			}
+		}
+}
+
+const dev::DevOps kOps = {configure, start, stop, close, info, stats, stats_reset, service};
+
+const dev::Driver kDriver = {
+	"emul",
+	"emulated devices: nic, nvme, random, zipf, stream and strict traffic profiles",
+	kKeys,
+	&kOps,
+	probe,
+};
+
+} // namespace
+
+const dev::Driver &driver()
+{
+	return kDriver;
+}
+
+} // namespace iodp::emul
