@@ -8,6 +8,9 @@
 
 #include <rte_eal.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -16,6 +19,7 @@
 void register_walk_benchmarks();
 void register_iotlb_benchmarks();
 void register_inval_benchmarks();
+void register_engine_benchmarks();
 
 namespace {
 
@@ -34,12 +38,15 @@ long free_hugepages()
 
 int main(int argc, char **argv)
 {
-	std::vector<std::string> eal = {"iodp-bench", "--no-pci", "-l", "0",
+	// The main lcore plus up to eight workers, one per CPU (Engine/<profile>/<workers>).
+	const long cpus = std::max(1L, std::min(9L, sysconf(_SC_NPROCESSORS_ONLN)));
+	std::vector<std::string> eal = {"iodp-bench", "--no-pci", "-l",
+					"0-" + std::to_string(cpus - 1),
 					"--file-prefix=iodp_bench", "--log-level=error"};
 	if (free_hugepages() < 64) {
 		std::fprintf(stderr, "iodp-bench: fewer than 64 free hugepages; running the EAL "
 				     "with --no-huge (hash and walk numbers will be lower)\n");
-		eal.insert(eal.end(), {"--no-huge", "-m", "1024"});
+		eal.insert(eal.end(), {"--no-huge", "-m", "2048"});
 	}
 	std::vector<char *> eal_argv;
 	for (std::string &a : eal)
@@ -51,6 +58,7 @@ int main(int argc, char **argv)
 	register_walk_benchmarks();
 	register_iotlb_benchmarks();
 	register_inval_benchmarks();
+	register_engine_benchmarks();
 	benchmark::Initialize(&argc, argv);
 	if (benchmark::ReportUnrecognizedArguments(argc, argv))
 		return 1;

@@ -289,7 +289,9 @@ std::vector<std::string> Engine::take_events()
 	return std::exchange(events_, {});
 }
 
-static Status run_command(ctl::Ctx &ctx, const dev::Command &c)
+namespace {
+
+Status run_command(ctl::Ctx &ctx, const dev::Command &c)
 {
 	switch (c.type) {
 	case IODP_DEV_CMD_HWPT_INVALIDATE: {
@@ -319,6 +321,25 @@ static Status run_command(ctl::Ctx &ctx, const dev::Command &c)
 	}
 }
 
+} // namespace
+
+unsigned serve_commands(ctl::Ctx &ctx, dev::Device &device, std::vector<std::string> *failures)
+{
+	dev::Command cmds[32];
+	const unsigned n = device.take_commands(cmds, 32);
+	for (unsigned i = 0; i < n; i++) {
+		Status s = run_command(ctx, cmds[i]);
+		if (!s.ok() && failures != nullptr)
+			failures->push_back(device.name() + ": invalidation-queue command failed: " +
+					    s.message());
+		const dev::CommandDone done{cmds[i].cookie, s.code(), 0};
+		if (!device.complete(done) && failures != nullptr)
+			failures->push_back(device.name() +
+					    ": completion queue full, a completion is lost");
+	}
+	return n;
+}
+
 unsigned Engine::poll_control()
 {
 	unsigned work = 0;
@@ -332,20 +353,12 @@ unsigned Engine::poll_control()
 			work++;
 			continue;
 		}
-		dev::Command cmds[32];
-		const unsigned n = p.dev->take_commands(cmds, 32);
-		for (unsigned i = 0; i < n; i++) {
-			Status s = run_command(ctx_, cmds[i]);
-			commands_.fetch_add(1, std::memory_order_relaxed);
-			if (!s.ok()) {
-				command_errors_.fetch_add(1, std::memory_order_relaxed);
-				event(p.dev->name() + ": invalidation-queue command failed: " +
-				      s.message());
-			}
-			const dev::CommandDone done{cmds[i].cookie, s.code(), 0};
-			if (!p.dev->complete(done))
-				event(p.dev->name() + ": completion queue full, a completion is lost");
-		}
+		std::vector<std::string> failures;
+		const unsigned n = serve_commands(ctx_, *p.dev, &failures);
+		commands_.fetch_add(n, std::memory_order_relaxed);
+		command_errors_.fetch_add(failures.size(), std::memory_order_relaxed);
+		for (std::string &f : failures)
+			event(std::move(f));
 		work += n;
 		p.dev->service();
 	}

@@ -164,8 +164,8 @@ TEST_F(DevTest, LibraryModeTranslatesCrossingPagesFaultsAndSeesUnmaps)
 /* The engine end to end -------------------------------------------------------------- */
 
 struct EngineTest : DevTest {
+	std::vector<std::unique_ptr<dev::Device>> devs; // outlive the engine that serves them
 	std::unique_ptr<Engine> eng;
-	std::vector<std::unique_ptr<dev::Device>> devs;
 
 	dev::Device &add(const std::string &devargs)
 	{

@@ -169,6 +169,13 @@ private:
 	std::unique_ptr<Published> pub_;
 };
 
+/**
+ * Carry out up to 32 of @p device's invalidation-queue commands through lib/ctl (each
+ * synced on every worker before it completes) and complete them. Failures are completed
+ * with their errno and described in @p failures. Returns the commands taken.
+ */
+unsigned serve_commands(ctl::Ctx &ctx, dev::Device &device, std::vector<std::string> *failures);
+
 struct EngineConfig {
 	WorkerConfig worker;
 	/** Requests taken from a queue at a time. */
@@ -208,7 +215,7 @@ public:
 
 	/**
 	 * Serve a configured device: start it and give each of its queues to a worker. Before
-	 * start() or while running. Returns its port.
+	 * start() or while running. Returns its port. The device must outlive the engine.
 	 */
 	Result<uint16_t> add_device(dev::Device &device);
 	/** Stop serving @p port (workers let go of it before this returns) and stop it. */
