@@ -256,6 +256,8 @@ size_t Coherence::reclaim()
 	std::deque<Retired> ready;
 	{
 		std::lock_guard g(lock_);
+		if (retired_.empty())
+			return 0;
 		while (!retired_.empty() &&
 		       rte_rcu_qsbr_check(qsbr_, retired_.front().token, false) == 1) {
 			ready.push_back(std::move(retired_.front()));
