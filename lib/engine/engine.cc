@@ -310,12 +310,6 @@ Status run_command(ctl::Ctx &ctx, const dev::Command &c)
 		Result<uint64_t> r = ctx.ioas_unmap(c.object, c.iova, c.length);
 		return r ? Status{} : r.status();
 	}
-	case IODP_DEV_CMD_IOAS_MAP: {
-		Result<uint64_t> r = ctx.ioas_map(c.object, c.flags | IODP_IOAS_MAP_FIXED_IOVA,
-						  c.iova, reinterpret_cast<void *>(c.host),
-						  c.length);
-		return r ? Status{} : r.status();
-	}
 	default:
 		return Status::error(-EOPNOTSUPP, "command type %u is unknown", c.type);
 	}

@@ -352,6 +352,42 @@ TEST_F(EngineTest, TelemetryAnswersIodpCommands)
 	EXPECT_NE(devices.find("\"state\":\"running\""), std::string::npos) << devices;
 }
 
+TEST_F(EngineTest, BadInvalidationCommandsFailWithAReasonAndTheDeviceRuns)
+{
+	engine::EngineConfig cfg;
+	cfg.lcores = {1};
+	eng = ok(Engine::create(ctx, cfg));
+	ASSERT_NE(eng, nullptr);
+	dev::Device &d = add("emul0,profile=random,ws=8M,verify=1");
+	ASSERT_TRUE(eng->start().ok());
+	dev::Command bogus{};
+	bogus.type = 99;
+	bogus.cookie = 7;
+	dev::Command stranger{};
+	stranger.type = IODP_DEV_CMD_HWPT_INVALIDATE;
+	stranger.object = 4242; // no such HWPT
+	stranger.arg = IODP_HWPT_INVALIDATE_DATA_VTD_S1;
+	stranger.cookie = 8;
+	ASSERT_TRUE(d.post_command(bogus));
+	ASSERT_TRUE(d.post_command(stranger));
+	dev::CommandDone done[4];
+	unsigned n = 0;
+	run_for(std::chrono::milliseconds(50), {}, [&] { return (n += d.take_done(done + n, 4 - n)) >= 2; });
+	eng->stop();
+	ASSERT_EQ(n, 2u);
+	EXPECT_EQ(done[0].cookie, 7u);
+	EXPECT_EQ(done[0].status, -EOPNOTSUPP);
+	EXPECT_EQ(done[1].cookie, 8u);
+	EXPECT_EQ(done[1].status, -ENOENT);
+	const std::vector<std::string> events = eng->take_events();
+	ASSERT_EQ(events.size(), 2u);
+	EXPECT_NE(events[0].find("emul0: invalidation-queue command failed: command type 99 is "
+				 "unknown"), std::string::npos) << events[0];
+	EXPECT_EQ(eng->stats().command_errors, 2u);
+	EXPECT_GT(d.stats().completions, 0u);
+	EXPECT_EQ(d.stats().mismatches, 0u);
+}
+
 TEST_F(EngineTest, RefusesBadLcoresAndBursts)
 {
 	engine::EngineConfig cfg;

@@ -72,10 +72,9 @@ enum iodp_dev_cmd_type {
 	/** data: one iommufd invalidation entry for the nested HWPT @object (data_type in
 	 *  @arg: IODP_HWPT_INVALIDATE_DATA_VTD_S1 or _ARM_SMMUV3), then a sync. */
 	IODP_DEV_CMD_HWPT_INVALIDATE = 1,
-	/** An engine-managed IOAS @object: unmap [iova, iova + length), invalidate, sync. */
+	/** An engine-managed IOAS @object: unmap [iova, iova + length), invalidate, sync.
+	 *  (There is no map command: a device must not name host memory to map.) */
 	IODP_DEV_CMD_IOAS_UNMAP = 2,
-	/** An engine-managed IOAS @object: map host memory (the DMA API's map). */
-	IODP_DEV_CMD_IOAS_MAP = 3,
 };
 
 /**
@@ -86,10 +85,10 @@ struct iodp_dev_cmd {
 	uint32_t type;     /* enum iodp_dev_cmd_type */
 	uint32_t object;   /* HWPT or IOAS id */
 	uint64_t cookie;
-	uint64_t iova;     /* MAP / UNMAP */
-	uint64_t length;
-	uint64_t host;     /* MAP: host address */
-	uint32_t flags;    /* MAP: IODP_IOAS_MAP_*; HWPT_INVALIDATE: unused */
+	uint64_t iova;     /* UNMAP */
+	uint64_t length;   /* UNMAP */
+	uint64_t __reserved1;
+	uint32_t __reserved2;
 	uint32_t arg;      /* HWPT_INVALIDATE: data type */
 	uint64_t data[3];  /* HWPT_INVALIDATE: the entry (up to 24 bytes) */
 };
