@@ -123,6 +123,7 @@ Status configure(dev::Device &d)
 		return ram.status();
 	e.ram = std::move(*ram);
 	e.host = e.ram.data();
+	e.numa_node = dev::memory_node(e.host, e.ram.size());
 	e.npages = e.ws / e.pgsize;
 	e.data_pages = (e.ws - kMeta) / kPage;
 	e.payload = std::make_unique<std::byte[]>(IODP_REQUEST_MAX_LEN);
@@ -275,7 +276,7 @@ void info(const dev::Device &d, dev::DevInfo *i)
 		      e.verify ? ", verify" : "", e.dma ? ", dma" : "");
 	i->description = buf;
 	i->group = e.group;
-	i->numa_node = dev::memory_node(e.host, e.ram.size());
+	i->numa_node = e.numa_node;
 	i->hwpt = e.nested != 0 ? e.nested : e.hwpt;
 	i->pasid = e.pasid;
 	i->ioas = e.ioas;

@@ -98,6 +98,7 @@ struct Emul {
 	uint32_t ioas = 0, parent = 0, nested = 0;
 	uint32_t hwpt = 0; ///< paging: the auto domain the attach made
 	uint16_t asid = 0;
+	int numa_node = -1; ///< of guest RAM, found once at configure
 	pgtable::TablePool pool;
 	pgtable::TableBuilder s1;
 	std::vector<uint32_t> zipf;         ///< samples: data page numbers

@@ -140,33 +140,18 @@ static Result<uint64_t> parse_number(const std::string &dev, std::string_view ke
 	return v << shift;
 }
 
-Result<uint64_t> DevArgs::get_uint(std::string_view key, uint64_t def, uint64_t min,
-				   uint64_t max) const
+Result<uint64_t> DevArgs::get_number(std::string_view key, uint64_t def, uint64_t min,
+				     uint64_t max, bool sizes) const
 {
 	const std::string *v = find(key);
 	if (v == nullptr)
 		return def;
-	Result<uint64_t> n = parse_number(name_, key, *v, false);
+	Result<uint64_t> n = parse_number(name_, key, *v, sizes);
 	if (n && (*n < min || *n > max))
-		return Status::error(-EINVAL, "%s: %.*s=%s is outside [%llu, %llu]", name_.c_str(),
+		return Status::error(-EINVAL, "%s: %.*s=%s is outside [%llu, %llu]%s", name_.c_str(),
 				     static_cast<int>(key.size()), key.data(), v->c_str(),
 				     static_cast<unsigned long long>(min),
-				     static_cast<unsigned long long>(max));
-	return n;
-}
-
-Result<uint64_t> DevArgs::get_size(std::string_view key, uint64_t def, uint64_t min,
-				   uint64_t max) const
-{
-	const std::string *v = find(key);
-	if (v == nullptr)
-		return def;
-	Result<uint64_t> n = parse_number(name_, key, *v, true);
-	if (n && (*n < min || *n > max))
-		return Status::error(-EINVAL, "%s: %.*s=%s is outside [%llu, %llu] bytes",
-				     name_.c_str(), static_cast<int>(key.size()), key.data(),
-				     v->c_str(), static_cast<unsigned long long>(min),
-				     static_cast<unsigned long long>(max));
+				     static_cast<unsigned long long>(max), sizes ? " bytes" : "");
 	return n;
 }
 

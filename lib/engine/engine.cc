@@ -105,11 +105,6 @@ Engine::~Engine()
 	ctx_.coherence().reclaim();
 }
 
-int Engine::worker_node(unsigned w) const
-{
-	return lcore_node_[w];
-}
-
 Result<uint16_t> Engine::add_device(dev::Device &device)
 {
 	if (ports_.size() >= kMaxPorts)
@@ -140,7 +135,7 @@ Result<uint16_t> Engine::add_device(dev::Device &device)
 		int best = -1;
 		for (int pass = 0; pass < 2 && best < 0; pass++)
 			for (unsigned w = 0; w < workers_.size(); w++) {
-				if (pass == 0 && (info.numa_node < 0 || worker_node(w) != info.numa_node))
+				if (pass == 0 && (info.numa_node < 0 || lcore_node_[w] != info.numa_node))
 					continue;
 				if (best < 0 || load[w] < load[static_cast<unsigned>(best)])
 					best = static_cast<int>(w);
@@ -377,13 +372,8 @@ EngineStats Engine::stats() const
 {
 	EngineStats e;
 	e.workers = static_cast<unsigned>(workers_.size());
-	for (const auto &w : workers_) {
-		const WorkerStats s = w->stats();
-		uint64_t *dst = reinterpret_cast<uint64_t *>(&e.total);
-		const uint64_t *src = reinterpret_cast<const uint64_t *>(&s);
-		for (size_t i = 0; i < sizeof(WorkerStats) / sizeof(uint64_t); i++)
-			dst[i] += src[i];
-	}
+	for (const auto &w : workers_)
+		e.total += w->stats();
 	e.commands = commands_.load(std::memory_order_relaxed);
 	e.command_errors = command_errors_.load(std::memory_order_relaxed);
 	e.faults_reported = faults_reported_.load(std::memory_order_relaxed);

@@ -160,15 +160,15 @@ const iotlb::CachedRoute *Worker::route(uint32_t ctl_dev, uint32_t pasid)
 	return shard_.route_fill(ctl_dev, pasid, *r);
 }
 
-void Worker::fault(const Request &r, uint32_t ctl_dev, uint64_t iova, const WalkResult &w)
+void Worker::fault(const Request &r, uint32_t ctl_dev, uint64_t iova, unsigned kind,
+		   uint8_t stage, int8_t level)
 {
-	const unsigned kind = static_cast<unsigned>(w.fault);
 	own_.faults++;
 	own_.faults_by_kind[kind < kFaultKinds ? kind : kFaultKinds - 1]++;
 	if (ctl_dev == 0 || kind == IODP_FAULT_BAD_REQUEST)
 		return; // nobody to report it to: the completion says it all
-	FaultNote note{iova, ctl_dev, r.pasid, r.access, static_cast<uint8_t>(kind), w.stage,
-		       w.level, 0};
+	FaultNote note{iova, ctl_dev, r.pasid, r.access, static_cast<uint8_t>(kind), stage, level,
+		       0};
 	if (rte_ring_sp_enqueue_elem(faults_, &note, sizeof(note)) != 0)
 		own_.faults_dropped++;
 }
@@ -249,9 +249,7 @@ size_t Worker::run(uint16_t port, const Request *reqs, size_t n, Completion *cpl
 			if (p0 == p1) {
 				c0 = Completion{r.cookie, 0, 0, 0, IODP_FAULT_BAD_REQUEST, 0, 0,
 						IODP_CPL_LAST, 0};
-				WalkResult bad{};
-				bad.fault = static_cast<pgtable::FaultKind>(IODP_FAULT_BAD_REQUEST);
-				fault(r, dev, r.iova, bad);
+				fault(r, dev, r.iova, IODP_FAULT_BAD_REQUEST, 0, 0);
 				nc++;
 				continue;
 			}
@@ -268,7 +266,8 @@ size_t Worker::run(uint16_t port, const Request *reqs, size_t n, Completion *cpl
 									 pieces[bad].iova - r.iova);
 				c0 = Completion{r.cookie, 0, off, 0, static_cast<uint8_t>(w.fault),
 						w.stage, w.level, IODP_CPL_LAST, 0};
-				fault(r, dev, pieces[bad].iova, w);
+				fault(r, dev, pieces[bad].iova, static_cast<unsigned>(w.fault),
+				      w.stage, w.level);
 				nc++;
 				continue;
 			}
@@ -340,6 +339,17 @@ void Worker::publish()
 	std::memcpy(words, &s, sizeof(s));
 	for (unsigned i = 0; i < kStatWords; i++)
 		pub_->word[i].store(words[i], std::memory_order_relaxed);
+}
+
+WorkerStats &WorkerStats::operator+=(const WorkerStats &o)
+{
+	uint64_t a[kStatWords], b[kStatWords];
+	std::memcpy(a, this, sizeof(a));
+	std::memcpy(b, &o, sizeof(b));
+	for (unsigned i = 0; i < kStatWords; i++)
+		a[i] += b[i];
+	std::memcpy(this, a, sizeof(a));
+	return *this;
 }
 
 WorkerStats Worker::stats() const

@@ -59,7 +59,7 @@ inline DeviceSpec smmu_device(const std::string &name, uint32_t group = 0)
 template <class T> T ok(Result<T> r)
 {
 	EXPECT_TRUE(r.ok()) << r.status().message();
-	return r.ok() ? *r : T{};
+	return r.ok() ? std::move(*r) : T{};
 }
 
 inline void ok(const Status &s)

@@ -6,6 +6,8 @@
  * faults on purpose and one that disappears. Plus the device interface's argument checks,
  * library mode, and telemetry read over DPDK's socket.
  */
+#include "../ctl/ctl_fixture.h"
+
 #include <iodp/emul.h>
 #include <iodp/engine.h>
 
@@ -31,18 +33,8 @@ using dev::Request;
 using engine::Engine;
 using engine::Worker;
 
-#define EXPECT_FAILS(expr, err, text)                                                       \
-	do {                                                                                \
-		const Status s_ = (expr).status();                                          \
-		EXPECT_EQ(s_.code(), -(err)) << s_.message();                               \
-		EXPECT_NE(s_.message().find(text), std::string::npos) << s_.message();      \
-	} while (0)
-
-template <class T> T ok(Result<T> r)
-{
-	EXPECT_TRUE(r.ok()) << r.status().message();
-	return r.ok() ? std::move(*r) : T{};
-}
+using ctl::test::ok;
+using ctl::test::status_of;
 
 struct DevTest : testing::Test {
 	ctl::Ctx ctx;

@@ -122,16 +122,25 @@ public:
 
 	/** Typed getters: @p def when absent, an error naming the device and key when bad. */
 	Result<uint64_t> get_uint(std::string_view key, uint64_t def, uint64_t min,
-				  uint64_t max) const;
+				  uint64_t max) const
+	{
+		return get_number(key, def, min, max, false);
+	}
 	/** A size with an optional K/M/G suffix (powers of 1024). */
 	Result<uint64_t> get_size(std::string_view key, uint64_t def, uint64_t min,
-				  uint64_t max) const;
+				  uint64_t max) const
+	{
+		return get_number(key, def, min, max, true);
+	}
 	Result<bool> get_bool(std::string_view key, bool def) const;
 	/** One of @p choices (nullptr-terminated); returns its index. */
 	Result<unsigned> get_choice(std::string_view key, const char *const *choices,
 				    unsigned def) const;
 
 private:
+	Result<uint64_t> get_number(std::string_view key, uint64_t def, uint64_t min,
+				    uint64_t max, bool sizes) const;
+
 	std::string name_;
 	std::vector<std::pair<std::string, std::string>> pairs_;
 };

@@ -83,6 +83,8 @@ struct WorkerStats {
 	uint64_t total_cycles = 0;
 
 	double hit_rate() const { return pages ? static_cast<double>(hits) / pages : 0.0; }
+	/** Add every counter of @p other (totals over workers). */
+	WorkerStats &operator+=(const WorkerStats &other);
 };
 
 /** A fault a worker found, for the control thread to report (lib/ctl report_fault). */
@@ -150,8 +152,8 @@ private:
 	size_t run(uint16_t port, const dev::Request *reqs, size_t n, dev::Completion *cpls,
 		   size_t cap, size_t *consumed);
 	const iotlb::CachedRoute *route(uint32_t ctl_dev, uint32_t pasid);
-	void fault(const dev::Request &r, uint32_t ctl_dev, uint64_t iova,
-		   const pgtable::WalkResult &w);
+	void fault(const dev::Request &r, uint32_t ctl_dev, uint64_t iova, unsigned kind,
+		   uint8_t stage, int8_t level);
 	void publish();
 
 	ctl::Ctx &ctx_;
@@ -255,7 +257,6 @@ private:
 	static int worker_main(void *arg);
 	void publish_lists();
 	void event(std::string line);
-	int worker_node(unsigned w) const;
 
 	ctl::Ctx &ctx_;
 	EngineConfig config_;
