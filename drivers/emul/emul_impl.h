@@ -31,13 +31,7 @@ inline constexpr unsigned kSlots = 32;
 /** PASID of a VT-d nested device's stage 1; CD 0 / no PASID on SMMUv3. */
 inline constexpr uint32_t kNestedPasid = 1;
 
-/** A counter with one writer (its queue's worker) and readers anywhere. */
-struct Counter {
-	std::atomic<uint64_t> v{0};
-	void add(uint64_t n) { v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
-	uint64_t get() const { return v.load(std::memory_order_relaxed); }
-	void reset() { v.store(0, std::memory_order_relaxed); }
-};
+using Counter = dev::StatCounter;
 
 /** What a queue remembers about a request until it is answered. */
 struct Record {

@@ -210,8 +210,12 @@ Status Device::configure()
 		return Status::error(-ENOMEM, "%s: no memory for the invalidation queue",
 				     name_.c_str());
 	Status s = driver_.ops->configure(*this);
-	if (!s.ok())
+	if (!s.ok()) {
+		// Drivers' close() takes a half-configured device apart: nothing is left behind.
+		driver_.ops->close(*this);
+		state_ = State::closed;
 		return s;
+	}
 	state_ = State::configured;
 	return {};
 }

@@ -32,6 +32,10 @@ struct Engine::Port {
 	std::vector<unsigned> queue_worker;
 	bool active = false;
 	std::string gone_reason;
+	/** A device that went away is closed; what it last reported stays here. */
+	bool closed = false;
+	dev::DevInfo final_info;
+	dev::DevStats final_stats;
 };
 
 namespace {
@@ -339,6 +343,13 @@ unsigned Engine::poll_control()
 		if (p.dev->gone()) {
 			devices_lost_.fetch_add(1, std::memory_order_relaxed);
 			(void)remove_device(p.id, "device gone: " + p.dev->gone_reason());
+			// Nothing will use it again: release its memory and lib/ctl objects now,
+			// keeping its last numbers for ports() and the summaries built on them.
+			std::lock_guard g(ports_lock_);
+			p.final_info = p.dev->info();
+			p.final_stats = p.dev->stats();
+			p.dev->close();
+			p.closed = true;
 			work++;
 			continue;
 		}
@@ -393,8 +404,8 @@ std::vector<PortReport> Engine::ports() const
 	for (const auto &p : ports_) {
 		PortReport r;
 		r.port = p->id;
-		r.info = p->dev->info();
-		r.stats = p->dev->stats();
+		r.info = p->closed ? p->final_info : p->dev->info();
+		r.stats = p->closed ? p->final_stats : p->dev->stats();
 		r.gone = !p->active;
 		r.gone_reason = p->gone_reason;
 		r.queue_worker = p->queue_worker;

@@ -64,19 +64,49 @@ void LatencyHistogram::record(uint64_t ns)
 		max_.store(ns, std::memory_order_relaxed);
 }
 
-uint64_t LatencyHistogram::quantile(double q) const
+template <typename Bucket>
+uint64_t LatencyHistogram::quantile_of(const Bucket *buckets, uint64_t total, double q)
 {
-	const uint64_t total = count();
 	if (total == 0)
 		return 0;
 	const double want = q <= 0 ? 1 : q >= 1 ? static_cast<double>(total) : q * total;
 	uint64_t seen = 0;
 	for (unsigned b = 0; b < kBuckets; b++) {
-		seen += buckets_[b].load(std::memory_order_relaxed);
+		seen += buckets[b];
 		if (static_cast<double>(seen) >= want)
-			return std::min(upper_edge(b), max());
+			return upper_edge(b);
 	}
-	return max();
+	return upper_edge(kBuckets - 1);
+}
+
+uint64_t LatencyHistogram::quantile(double q) const
+{
+	return std::min(quantile_of(buckets_, count(), q), max());
+}
+
+LatencyHistogram::Counts LatencyHistogram::counts() const
+{
+	Counts c;
+	for (unsigned b = 0; b < kBuckets; b++) {
+		c.bucket[b] = buckets_[b].load(std::memory_order_relaxed);
+		c.total += c.bucket[b];
+	}
+	return c;
+}
+
+uint64_t LatencyHistogram::Counts::quantile(double q) const
+{
+	return quantile_of(bucket, total, q);
+}
+
+LatencyHistogram::Counts LatencyHistogram::Counts::operator-(const Counts &earlier) const
+{
+	Counts d;
+	for (unsigned b = 0; b < kBuckets; b++) {
+		d.bucket[b] = bucket[b] - earlier.bucket[b];
+		d.total += d.bucket[b];
+	}
+	return d;
 }
 
 void LatencyHistogram::reset()

@@ -81,6 +81,20 @@ struct DevStats {
 	uint64_t dma_bytes = 0;     ///< bytes really copied (dma=1)
 };
 
+/**
+ * A driver's counter with one writer (the worker polling its queue) and readers anywhere
+ * (stats, telemetry): a plain add, no read-modify-write on the hot path.
+ */
+struct StatCounter {
+	std::atomic<uint64_t> v{0};
+	void add(uint64_t n)
+	{
+		v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+	}
+	uint64_t get() const { return v.load(std::memory_order_relaxed); }
+	void reset() { v.store(0, std::memory_order_relaxed); }
+};
+
 class Device;
 class DevArgs;
 
@@ -91,7 +105,10 @@ struct DevOps {
 	/** Fill dev.fast_path() and begin producing. */
 	Status (*start)(Device &dev);
 	void (*stop)(Device &dev);
-	/** Release everything (the lib/ctl objects included); the device is not used again. */
+	/**
+	 * Release everything (the lib/ctl objects included); the device is not used again.
+	 * Also called when configure fails, so it must undo a partial configure.
+	 */
 	void (*close)(Device &dev);
 	void (*info)(const Device &dev, DevInfo *info);
 	void (*stats)(const Device &dev, DevStats *stats);

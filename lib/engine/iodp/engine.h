@@ -231,7 +231,9 @@ public:
 
 	/**
 	 * The control thread's work: invalidation-queue commands, fault reports, driver
-	 * service hooks, devices that went away. Returns how much it did (0: idle).
+	 * service hooks, devices that went away (removed, then closed so that their memory
+	 * is released; ports() keeps their last info and stats). Returns how much it did
+	 * (0: idle).
 	 */
 	unsigned poll_control();
 

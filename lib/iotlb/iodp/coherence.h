@@ -47,9 +47,19 @@ public:
 	static constexpr unsigned kSubBuckets = 4;
 	static constexpr unsigned kBuckets = 64 * kSubBuckets;
 
+	/** Bucket counts at one moment; the difference of two describes the time between. */
+	struct Counts {
+		uint64_t bucket[kBuckets] = {};
+		uint64_t total = 0;
+		/** The upper edge of the bucket holding quantile @p q, 0 when empty. */
+		uint64_t quantile(double q) const;
+		Counts operator-(const Counts &earlier) const;
+	};
+
 	void record(uint64_t ns);
 	/** The value at quantile @p q in [0, 1] (upper edge of its bucket), 0 when empty. */
 	uint64_t quantile(double q) const;
+	Counts counts() const;
 	uint64_t count() const { return count_.load(std::memory_order_relaxed); }
 	uint64_t max() const { return max_.load(std::memory_order_relaxed); }
 	void reset();
@@ -57,6 +67,8 @@ public:
 private:
 	static unsigned bucket_of(uint64_t ns);
 	static uint64_t upper_edge(unsigned bucket);
+	template <typename Bucket>
+	static uint64_t quantile_of(const Bucket *buckets, uint64_t total, double q);
 
 	std::atomic<uint64_t> buckets_[kBuckets] = {};
 	std::atomic<uint64_t> count_{0};

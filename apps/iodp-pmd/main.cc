@@ -1,0 +1,447 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * iodp-pmd: the standalone poll-mode app. EAL arguments, "--", then its own; devices from a
+ * configuration file (or a built-in default); workers on the EAL's worker lcores; a line
+ * of rates every second; a summary (and --json) when it stops.
+ */
+#include "config.h"
+#include "report.h"
+
+#include <iodp/emul.h>
+#include <iodp/engine.h>
+#include <iodp/ipc.h>
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sched.h>
+#include <string>
+#include <vector>
+
+namespace iodp::pmd {
+
+namespace {
+
+const char kUsage[] =
+	"Usage: iodp-pmd [EAL options] -- [--config FILE | --device DEVARGS ...]\n"
+	"                [--duration SECONDS] [--json FILE] [--stats-interval SECONDS]\n"
+	"       iodp-pmd -- --print-config | --help\n"
+	"\n"
+	"Serve devices' translation requests on the EAL's worker lcores until --duration\n"
+	"passes or SIGINT / SIGTERM, printing a line of rates every interval and a summary at\n"
+	"the end. Without --config or --device it runs its built-in default (--print-config\n"
+	"shows it): emulated devices of several traffic profiles and table layouts.\n"
+	"\n"
+	"  --config FILE           devices and engine settings (doc/user-guide.md)\n"
+	"  --device DEVARGS        a device, such as emul0,profile=nic,format=vtd or\n"
+	"                          ipc0,path=/tmp/ipc0.sock (repeatable; adds to --config)\n"
+	"  --duration SECONDS      stop after this long (default: run until a signal)\n"
+	"  --json FILE             write the summary as JSON ('-': standard output)\n"
+	"  --stats-interval SECONDS  the live line's period (default 1; 0: no live line)\n"
+	"  --print-config          print the built-in default configuration and exit\n"
+	"  --help                  this text\n"
+	"\n"
+	"EAL defaults added unless given: --no-pci, --file-prefix=iodp-pmd, and --no-huge -m\n"
+	"1024 when no hugepages are free.\n"
+	"Exit status: 0 done, 1 wrong answers (mismatches) or a runtime failure, 2 bad usage\n"
+	"or configuration.\n";
+
+std::atomic<int> g_signal{0};
+
+void on_signal(int sig)
+{
+	g_signal.store(sig, std::memory_order_relaxed);
+}
+
+struct Options {
+	std::string config;
+	std::vector<std::string> devices;
+	double duration = 0;
+	std::string json;
+	double interval = 1.0;
+	bool print_config = false;
+	bool help = false;
+};
+
+int usage_error(const std::string &msg)
+{
+	std::fprintf(stderr, "iodp-pmd: %s\n(iodp-pmd -- --help for usage)\n", msg.c_str());
+	return 2;
+}
+
+bool parse_seconds(const char *s, double *out)
+{
+	char *end = nullptr;
+	errno = 0;
+	const double v = std::strtod(s, &end);
+	if (errno != 0 || end == s || *end != '\0' || !(v >= 0) || v > 1e9)
+		return false;
+	*out = v;
+	return true;
+}
+
+bool has_option(const std::vector<std::string> &args, std::initializer_list<const char *> opts)
+{
+	for (const std::string &a : args)
+		for (const char *o : opts) {
+			const size_t n = std::strlen(o);
+			if (a.compare(0, n, o) == 0 && (a.size() == n || a[n] == '=' || o[1] != '-'))
+				return true;
+		}
+	return false;
+}
+
+/** The app's own arguments (after "--"); returns an exit status on error, else -1. */
+int parse_options(const std::vector<std::string> &args, Options *o)
+{
+	for (size_t i = 0; i < args.size(); i++) {
+		const std::string &a = args[i];
+		auto value = [&](const char *what) -> const char * {
+			if (i + 1 >= args.size())
+				return nullptr;
+			(void)what;
+			return args[++i].c_str();
+		};
+		const char *v = nullptr;
+		if (a == "--help" || a == "-h") {
+			o->help = true;
+		} else if (a == "--print-config") {
+			o->print_config = true;
+		} else if (a == "--config") {
+			if ((v = value("FILE")) == nullptr)
+				return usage_error("--config needs a FILE");
+			o->config = v;
+		} else if (a == "--device") {
+			if ((v = value("DEVARGS")) == nullptr)
+				return usage_error("--device needs DEVARGS such as emul0,profile=nic");
+			o->devices.push_back(v);
+		} else if (a == "--duration") {
+			if ((v = value("SECONDS")) == nullptr || !parse_seconds(v, &o->duration) ||
+			    o->duration == 0)
+				return usage_error("--duration needs a positive number of seconds");
+		} else if (a == "--json") {
+			if ((v = value("FILE")) == nullptr)
+				return usage_error("--json needs a FILE (or - for standard output)");
+			o->json = v;
+		} else if (a == "--stats-interval") {
+			if ((v = value("SECONDS")) == nullptr || !parse_seconds(v, &o->interval))
+				return usage_error("--stats-interval needs a number of seconds (0: off)");
+		} else {
+			const bool eal_like = has_option({a}, {"-l", "-c", "-n", "-m", "-a", "--lcores",
+							       "--no-huge", "--no-pci", "--file-prefix",
+							       "--vdev", "--log-level", "--socket-mem"});
+			return usage_error("unknown option '" + a + "'" +
+					   (eal_like ? " (EAL options go before '--')" : ""));
+		}
+	}
+	return -1;
+}
+
+struct Hugepages {
+	bool usable = false;
+	uint64_t free_pages = 0;
+	uint64_t page_kib = 0;
+	std::string mount;
+};
+
+/** Free default-size hugepages and a hugetlbfs mount: what the EAL needs to use them. */
+Hugepages probe_hugepages()
+{
+	Hugepages h;
+	std::ifstream meminfo("/proc/meminfo");
+	std::string key;
+	uint64_t val = 0;
+	while (meminfo >> key >> val) {
+		if (key == "HugePages_Free:")
+			h.free_pages = val;
+		else if (key == "Hugepagesize:")
+			h.page_kib = val;
+		meminfo.ignore(256, '\n');
+	}
+	std::ifstream mounts("/proc/mounts");
+	std::string dev, dir, type, rest;
+	while (mounts >> dev >> dir >> type && std::getline(mounts, rest))
+		if (type == "hugetlbfs") {
+			h.mount = dir;
+			break;
+		}
+	h.usable = h.free_pages > 0 && !h.mount.empty();
+	return h;
+}
+
+unsigned cpus_available()
+{
+	cpu_set_t set;
+	return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+}
+
+/** The worker lcores the configuration asks for, or an error naming what is missing. */
+Result<std::vector<unsigned>> worker_lcores(const Config &c)
+{
+	std::vector<unsigned> all;
+	unsigned lc;
+	RTE_LCORE_FOREACH_WORKER(lc)
+	all.push_back(lc);
+	if (!c.lcores.empty())
+		return c.lcores; // the engine checks each one
+	if (all.empty())
+		return Status::error(-EINVAL, "the EAL gave no worker lcore (the main lcore runs "
+				     "control): give it two or more, e.g. -l 0-1");
+	if (c.workers == 0)
+		return all;
+	if (c.workers > all.size())
+		return Status::error(-EINVAL, "%s: [engine] workers = %u, but the EAL has %zu "
+				     "worker lcore(s); give it more (-l / --lcores)",
+				     c.source.c_str(), c.workers, all.size());
+	all.resize(c.workers);
+	return all;
+}
+
+int run(int argc, char **argv)
+{
+	// DPDK's convention: EAL arguments, "--", the app's. Without "--" all are the app's.
+	std::vector<std::string> eal_args, app_args;
+	int dashdash = -1;
+	for (int i = 1; i < argc; i++)
+		if (std::strcmp(argv[i], "--") == 0) {
+			dashdash = i;
+			break;
+		}
+	for (int i = 1; i < argc; i++)
+		(dashdash < 0 || i > dashdash ? app_args : eal_args)
+			.push_back(argv[i]);
+	if (dashdash >= 0)
+		eal_args.pop_back(); // the "--" itself
+	Options opt;
+	if (int rc = parse_options(app_args, &opt); rc >= 0)
+		return rc;
+	if (opt.help) {
+		std::fputs(kUsage, stdout);
+		return 0;
+	}
+	if (opt.print_config) {
+		std::fputs(kDefaultConfig, stdout);
+		return 0;
+	}
+
+	dev::Registry drivers;
+	(void)drivers.add(emul::driver());
+	(void)drivers.add(ipc::driver());
+
+	// The configuration is checked before the EAL starts: a typo costs no startup.
+	Config config;
+	if (!opt.config.empty()) {
+		Result<Config> c = load_config(opt.config, drivers);
+		if (!c)
+			return usage_error(c.status().message());
+		config = std::move(*c);
+	} else if (opt.devices.empty()) {
+		Result<Config> c = parse_config(kDefaultConfig, "built-in default", drivers);
+		if (!c)
+			return usage_error(c.status().message());
+		config = std::move(*c);
+	} else {
+		config.source = "--device";
+	}
+	for (const std::string &d : opt.devices) {
+		DeviceConf dc;
+		dc.name = d; // line 0: created from the devargs as given
+		config.devices.push_back(std::move(dc));
+	}
+
+	// EAL arguments: the user's, plus the defaults they did not override.
+	std::vector<std::string> eal = {argv[0]};
+	eal.insert(eal.end(), eal_args.begin(), eal_args.end());
+	if (!has_option(eal_args, {"--no-pci", "-a", "--allow", "-b", "--block"}))
+		eal.push_back("--no-pci");
+	if (!has_option(eal_args, {"--file-prefix"}))
+		eal.push_back("--file-prefix=iodp-pmd");
+	if (!has_option(eal_args, {"-l", "-c", "--lcores"}) && cpus_available() == 1)
+		eal.push_back("--lcores=0@0,1@0"); // one CPU: the worker shares it with control
+	const Hugepages hp = probe_hugepages();
+	bool huge = false;
+	if (has_option(eal_args, {"--no-huge"})) {
+		std::printf("iodp-pmd: --no-huge given: DPDK memory and guest RAM on 4 KiB pages\n");
+	} else if (hp.usable) {
+		huge = true;
+		std::printf("iodp-pmd: hugepages: %llu x %llu KiB free at %s; DPDK memory, rings "
+			    "and guest RAM use them\n", static_cast<unsigned long long>(hp.free_pages),
+			    static_cast<unsigned long long>(hp.page_kib), hp.mount.c_str());
+	} else {
+		eal.push_back("--no-huge");
+		if (!has_option(eal_args, {"-m", "--socket-mem"})) {
+			eal.push_back("-m");
+			eal.push_back("1024");
+		}
+		std::printf("iodp-pmd: no free hugepages (%s): running with --no-huge. Rings, IOTLB "
+			    "shards and guest RAM sit on 4 KiB pages, so walks and DMA miss the CPU's "
+			    "TLB more often: about 10-25%% fewer requests/s on the emulated profiles "
+			    "(doc/user-guide.md). Reserve some with tools/setup.sh as root.\n",
+			    hp.mount.empty() ? "no hugetlbfs mounted" : "HugePages_Free is 0");
+	}
+	std::fflush(stdout);
+	std::vector<char *> eal_argv;
+	for (std::string &s : eal)
+		eal_argv.push_back(s.data());
+	if (rte_eal_init(static_cast<int>(eal_argv.size()), eal_argv.data()) < 0) {
+		std::fprintf(stderr, "iodp-pmd: EAL initialisation failed: %s\n",
+			     rte_strerror(rte_errno));
+		return rte_errno == EINVAL ? 2 : 1;
+	}
+	struct sigaction sa {};
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, nullptr);
+	sigaction(SIGTERM, &sa, nullptr);
+
+	int status = 0;
+	{
+		ctl::Ctx ctx;
+		Result<std::vector<unsigned>> lcores = worker_lcores(config);
+		if (!lcores) {
+			std::fprintf(stderr, "iodp-pmd: %s\n", lcores.status().message().c_str());
+			rte_eal_cleanup();
+			return 2;
+		}
+		engine::EngineConfig ec;
+		ec.lcores = *lcores;
+		ec.burst = config.burst;
+		ec.worker.shard.entries = config.iotlb_entries;
+		ec.worker.shard.walk_entries = config.walk_entries;
+		ec.worker.serial_walks = config.serial_walks;
+		std::vector<std::unique_ptr<dev::Device>> devices; // outlive the engine
+		Result<std::unique_ptr<engine::Engine>> eng = engine::Engine::create(ctx, ec);
+		if (!eng) {
+			std::fprintf(stderr, "iodp-pmd: %s: %s\n", config.source.c_str(),
+				     eng.status().message().c_str());
+			rte_eal_cleanup();
+			return 2;
+		}
+		engine::Engine &e = **eng;
+		for (const DeviceConf &dc : config.devices) {
+			const std::string devargs = dc.line == 0 ? dc.name : dc.devargs();
+			Result<std::unique_ptr<dev::Device>> d = drivers.create(ctx, devargs);
+			if (!d) {
+				const std::string msg = dc.line == 0
+								? "--device " + d.status().message()
+								: dc.locate(config.source, d.status().message());
+				std::fprintf(stderr, "iodp-pmd: %s\n", msg.c_str());
+				status = d.status().code() == -EINVAL || d.status().code() == -ENOENT ? 2
+													 : 1;
+				break;
+			}
+			Result<uint16_t> port = e.add_device(**d);
+			if (!port) {
+				std::fprintf(stderr, "iodp-pmd: %s\n", port.status().message().c_str());
+				status = 1;
+				break;
+			}
+			devices.push_back(std::move(*d));
+		}
+		if (status == 0) {
+			std::printf("iodp-pmd: config %s: %zu device(s) on %u worker(s) (lcores", 
+				    config.source.c_str(), devices.size(), e.workers());
+			for (unsigned w = 0; w < e.workers(); w++)
+				std::printf(" %u", e.worker_lcore(w));
+			std::printf("), control on lcore %u\n", rte_get_main_lcore());
+			for (const engine::PortReport &p : e.ports())
+				std::printf("  port %u: %s (%s): %s\n", p.port, p.info.name.c_str(),
+					    p.info.driver.c_str(), p.info.description.c_str());
+			std::printf("iodp-pmd: telemetry at %s/dpdk_telemetry.v2: /iodp/summary, "
+				    "/iodp/rates, /iodp/stats, /iodp/workers, /iodp/devices\n",
+				    rte_eal_get_runtime_dir());
+			std::fflush(stdout);
+			Status s = e.start();
+			if (!s.ok()) {
+				std::fprintf(stderr, "iodp-pmd: %s\n", s.message().c_str());
+				status = 1;
+			}
+		}
+		if (status == 0) {
+			engine::Engine::register_telemetry(&e);
+			Telemetry::register_commands();
+			RunInfo run;
+			run.config = config.source;
+			run.hugepages = huge;
+			const uint64_t hz = rte_get_tsc_hz(), t0 = rte_get_tsc_cycles();
+			auto now = [&] { return static_cast<double>(rte_get_tsc_cycles() - t0) / hz; };
+			const Sample start = Sample::take(e, 0);
+			Sample prev = start;
+			const double period = opt.interval > 0 ? opt.interval : 1.0;
+			double next = period;
+			for (;;) {
+				if (const int sig = g_signal.load(std::memory_order_relaxed); sig != 0) {
+					run.stop_reason = sig == SIGINT ? "SIGINT" : "SIGTERM";
+					break;
+				}
+				const double t = now();
+				if (opt.duration > 0 && t >= opt.duration) {
+					run.stop_reason = "--duration";
+					break;
+				}
+				const unsigned work = e.poll_control();
+				for (std::string &ev : e.take_events()) {
+					std::printf("iodp-pmd: event: %s\n", ev.c_str());
+					run.events.push_back(std::move(ev));
+				}
+				if (t >= next) {
+					const Sample s = Sample::take(e, t);
+					const Rates r = rates_between(prev, s, e);
+					if (opt.interval > 0)
+						std::printf("[%7.1fs] %s\n", t, stats_line(r).c_str());
+					std::fflush(stdout);
+					Telemetry::update(run, start, s, r, e);
+					prev = s;
+					next += period;
+				}
+				if (work == 0)
+					rte_delay_us_sleep(50);
+			}
+			e.stop();
+			for (std::string &ev : e.take_events())
+				run.events.push_back(std::move(ev));
+			const Sample end = Sample::take(e, now());
+			print_summary(stdout, run, start, end, e);
+			if (!opt.json.empty()) {
+				const std::string js = summary_json(run, start, end, e);
+				FILE *f = opt.json == "-" ? stdout : std::fopen(opt.json.c_str(), "w");
+				if (f == nullptr || std::fputs(js.c_str(), f) < 0) {
+					std::fprintf(stderr, "iodp-pmd: --json %s: %s\n", opt.json.c_str(),
+						     std::strerror(errno));
+					status = 1;
+				}
+				if (f != nullptr && f != stdout)
+					std::fclose(f);
+			}
+			if (total_mismatches(end) != 0) {
+				std::fprintf(stderr, "iodp-pmd: %llu wrong answers (mismatches)\n",
+					     static_cast<unsigned long long>(total_mismatches(end)));
+				status = 1;
+			}
+			Telemetry::clear();
+			engine::Engine::unregister_telemetry(&e);
+		}
+		eng->reset(); // before the devices it serves
+	}
+	rte_eal_cleanup();
+	return status;
+}
+
+} // namespace
+
+} // namespace iodp::pmd
+
+int main(int argc, char **argv)
+{
+	return iodp::pmd::run(argc, argv);
+}
