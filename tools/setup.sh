@@ -21,7 +21,8 @@ say() { echo "setup: $*"; }
 
 # --- packages ------------------------------------------------------------------------------
 packages=(g++ meson ninja-build pkgconf libdpdk-dev dpdk libhwloc-dev libgtest-dev
-	  libgmock-dev libbenchmark-dev python3)
+	  libgmock-dev libbenchmark-dev python3 dpdk-dev)
+# (dpdk-dev brings dpdk-telemetry.py, the client the app's telemetry test uses.)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -14,7 +14,7 @@ meson=$1 build_root=$2 prefix=$3 libdir=$4 example=$5
 CC=${CC:-cc}
 CXX=${CXX:-g++}
 # The headers a C program may include; every installed header must compile as C++.
-c_headers="iodp.h request.h worker.h"
+c_headers="iodp.h request.h worker.h ipc_proto.h"
 
 step=setup
 reported=0
