@@ -283,10 +283,11 @@ int run(int argc, char **argv)
 			eal.push_back("-m");
 			eal.push_back("1024");
 		}
-		std::printf("iodp-pmd: no free hugepages (%s): running with --no-huge. Rings, IOTLB "
-			    "shards and guest RAM sit on 4 KiB pages, so walks and DMA miss the CPU's "
-			    "TLB more often: about 10-25%% fewer requests/s on the emulated profiles "
-			    "(doc/user-guide.md). Reserve some with tools/setup.sh as root.\n",
+		std::printf("iodp-pmd: no free hugepages (%s): running with --no-huge -m 1024. "
+			    "Rings, IOTLB shards and guest RAM sit on 4 KiB pages: translation alone "
+			    "measures the same, but devices that copy data (dma=1) miss the CPU's TLB "
+			    "more, about 20-25%% fewer requests/s (doc/user-guide.md). tools/setup.sh "
+			    "reserves hugepages when run as root.\n",
 			    hp.mount.empty() ? "no hugetlbfs mounted" : "HugePages_Free is 0");
 	}
 	std::fflush(stdout);
