@@ -176,7 +176,8 @@ Result<Config> parse_config(std::string_view text, const std::string &source,
 	c.source = source;
 	enum class Section { none, engine, device } section = Section::none;
 	const dev::Driver *drv = nullptr;
-	std::vector<std::string> engine_seen;
+	bool engine_section = false;
+	std::vector<std::string> engine_keys;
 	unsigned line_no = 0;
 	while (!text.empty()) {
 		const size_t nl = text.find('\n');
@@ -193,9 +194,9 @@ Result<Config> parse_config(std::string_view text, const std::string &source,
 					  std::string(line));
 			const std::string_view inner = trim(line.substr(1, line.size() - 2));
 			if (inner == "engine") {
-				if (!engine_seen.empty() || section == Section::engine)
+				if (engine_section)
 					return at(source, line_no, "a second [engine] section%s", "");
-				engine_seen.push_back("engine");
+				engine_section = true;
 				section = Section::engine;
 				continue;
 			}
@@ -245,10 +246,10 @@ Result<Config> parse_config(std::string_view text, const std::string &source,
 			return at(source, line_no, "%s = %s: a device value cannot hold ','", key,
 				  value);
 		if (section == Section::engine) {
-			for (const std::string &k : engine_seen)
+			for (const std::string &k : engine_keys)
 				if (k == key)
 					return at(source, line_no, "[engine] %s: given twice", key);
-			engine_seen.push_back(key);
+			engine_keys.push_back(key);
 			Status s = engine_key(c, source, line_no, key, value);
 			if (!s.ok())
 				return s;

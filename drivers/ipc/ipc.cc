@@ -87,7 +87,6 @@ struct Ipc {
 	bool rings_huge = false;
 
 	std::byte *guest = nullptr;
-	uint64_t guest_size = 0;
 
 	uint32_t ioas = 0;
 	uint32_t hwpt = 0;
@@ -97,6 +96,7 @@ struct Ipc {
 	// What info() describes; written by the control thread, read by telemetry too.
 	mutable std::mutex info_lock;
 	bool attached = false;
+	uint64_t guest_size = 0;
 	bool guest_huge = false;
 	std::string driver_name;
 	pid_t driver_pid = 0;
@@ -480,6 +480,11 @@ Status attach(Ipc &p, const iodp_ipc_hello &h, int fd)
 				     "more than the fd holds (%lld bytes)", name,
 				     static_cast<unsigned long long>(h.mem_size),
 				     static_cast<long long>(st.st_size));
+	const bool huge = on_hugetlbfs(fd);
+	if (huge && h.mem_size % kHugePage != 0)
+		return Status::error(-EINVAL, "%s: mem_size=%llu: guest memory on hugepages is "
+				     "shared in whole 2 MiB pages", name,
+				     static_cast<unsigned long long>(h.mem_size));
 	const int seals = fcntl(fd, F_GET_SEALS);
 	if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
 		return Status::error(-EPERM, "%s: the guest memory fd must be a memfd sealed with "
@@ -489,7 +494,6 @@ Status attach(Ipc &p, const iodp_ipc_hello &h, int fd)
 		return Status::error(-errno, "%s: cannot map the guest memory: %s", name,
 				     std::strerror(errno));
 	p.guest = static_cast<std::byte *>(m);
-	p.guest_size = h.mem_size;
 	const int64_t to_driver = static_cast<int64_t>(h.mem_base - reinterpret_cast<uint64_t>(m));
 	for (uint16_t i = 0; i < p.queues; i++)
 		p.q[i].to_driver.store(to_driver, std::memory_order_relaxed);
@@ -498,7 +502,8 @@ Status attach(Ipc &p, const iodp_ipc_hello &h, int fd)
 	(void)getsockopt(p.conn_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
 	std::lock_guard g(p.info_lock);
 	p.attached = true;
-	p.guest_huge = on_hugetlbfs(fd);
+	p.guest_size = h.mem_size;
+	p.guest_huge = huge;
 	p.driver_name.assign(h.name, strnlen(h.name, sizeof(h.name)));
 	p.driver_pid = cred.pid;
 	return {};
