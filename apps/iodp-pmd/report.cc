@@ -333,11 +333,9 @@ std::string stats_line(const Rates &r)
 		      human(r.walks_per_s).c_str(), r.faults, human(r.invals_per_s).c_str(),
 		      r.syncs != 0 ? micros(r.sync_p99_ns).c_str() : "-");
 	std::string line = buf;
-	if (r.workers.size() > 1) {
-		line += "  |";
-		for (const WorkerRates &w : r.workers)
-			line += " lc" + std::to_string(w.lcore) + " " + human(w.requests_per_s);
-	}
+	line += "  |";
+	for (const WorkerRates &w : r.workers)
+		line += " lcore" + std::to_string(w.lcore) + " " + human(w.requests_per_s);
 	return line;
 }
 
