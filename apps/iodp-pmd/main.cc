@@ -33,7 +33,7 @@ namespace iodp::pmd {
 namespace {
 
 const char kUsage[] =
-	"Usage: iodp-pmd [EAL options] -- [--config FILE | --device DEVARGS ...]\n"
+	"Usage: iodp-pmd [EAL options] -- [--config FILE] [--device DEVARGS ...]\n"
 	"                [--duration SECONDS] [--json FILE] [--stats-interval SECONDS]\n"
 	"       iodp-pmd -- --print-config | --help\n"
 	"\n"
@@ -238,7 +238,8 @@ int run(int argc, char **argv)
 	(void)drivers.add(emul::driver());
 	(void)drivers.add(ipc::driver());
 
-	// The configuration is checked before the EAL starts: a typo costs no startup.
+	// Syntax, sections and keys are checked before the EAL starts (a typo costs no
+	// startup); values when the devices are created.
 	Config config;
 	if (!opt.config.empty()) {
 		Result<Config> c = load_config(opt.config, drivers);
@@ -329,6 +330,8 @@ int run(int argc, char **argv)
 			return 2;
 		}
 		engine::Engine &e = **eng;
+		uint64_t t0 = 0;
+		Sample start;
 		for (const DeviceConf &dc : config.devices) {
 			const std::string devargs = dc.line == 0 ? dc.name : dc.devargs();
 			Result<std::unique_ptr<dev::Device>> d = drivers.create(ctx, devargs);
@@ -362,6 +365,10 @@ int run(int argc, char **argv)
 				    "/iodp/rates, /iodp/stats, /iodp/workers, /iodp/devices\n",
 				    rte_eal_get_runtime_dir());
 			std::fflush(stdout);
+			// The first sample before the workers run: totals and rates then count the
+			// same requests.
+			t0 = rte_get_tsc_cycles();
+			start = Sample::take(e, 0);
 			Status s = e.start();
 			if (!s.ok()) {
 				std::fprintf(stderr, "iodp-pmd: %s\n", s.message().c_str());
@@ -374,9 +381,8 @@ int run(int argc, char **argv)
 			RunInfo run;
 			run.config = config.source;
 			run.hugepages = huge;
-			const uint64_t hz = rte_get_tsc_hz(), t0 = rte_get_tsc_cycles();
+			const uint64_t hz = rte_get_tsc_hz();
 			auto now = [&] { return static_cast<double>(rte_get_tsc_cycles() - t0) / hz; };
-			const Sample start = Sample::take(e, 0);
 			Sample prev = start;
 			const double period = opt.interval > 0 ? opt.interval : 1.0;
 			double next = period;

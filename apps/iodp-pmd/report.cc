@@ -50,10 +50,7 @@ public:
 			std::snprintf(buf, sizeof(buf), "%" PRIu64, *u);
 			out += buf;
 		} else if (const auto *d = std::get_if<double>(&v_)) {
-			// Rates in plain digits (a script may not expect 2.5e+07); fractions with
-			// six significant digits.
-			std::snprintf(buf, sizeof(buf), *d >= 1000 || *d <= -1000 ? "%.1f" : "%.6g", *d);
-			out += buf;
+			out += number(*d);
 		} else if (const auto *b = std::get_if<bool>(&v_)) {
 			out += *b ? "true" : "false";
 		} else if (const auto *s = std::get_if<std::string>(&v_)) {
@@ -87,12 +84,10 @@ public:
 	void to_telemetry(rte_tel_data *d, bool nested = false) const
 	{
 		for (const auto &[key, v] : std::get<Members>(v_)) {
-			char buf[64];
 			if (const auto *u = std::get_if<uint64_t>(&v.v_)) {
 				rte_tel_data_add_dict_u64(d, key.c_str(), *u);
 			} else if (const auto *f = std::get_if<double>(&v.v_)) {
-				std::snprintf(buf, sizeof(buf), "%.6g", *f);
-				rte_tel_data_add_dict_string(d, key.c_str(), buf);
+				rte_tel_data_add_dict_string(d, key.c_str(), number(*f).c_str());
 			} else if (const auto *b = std::get_if<bool>(&v.v_)) {
 				rte_tel_data_add_dict_u64(d, key.c_str(), *b ? 1 : 0);
 			} else if (const auto *s = std::get_if<std::string>(&v.v_)) {
@@ -121,6 +116,14 @@ public:
 	}
 
 private:
+	/** Rates in plain digits (a script may not expect 2.5e+07), fractions to 6 digits. */
+	static std::string number(double d)
+	{
+		char buf[64];
+		std::snprintf(buf, sizeof(buf), d >= 1000 || d <= -1000 ? "%.1f" : "%.6g", d);
+		return buf;
+	}
+
 	static void quote(const std::string &s, std::string &out)
 	{
 		out += '"';
