@@ -84,4 +84,4 @@ if [ "$asan" -eq 1 ]; then
 	configure build-asan -Dbuildtype=debugoptimized -Db_sanitize=address,undefined \
 		-Db_lundef=false -Dbench=false
 fi
-say "built: build/apps/iodp-xlate/iodp-xlate, build/bench/iodp-bench"
+say "built: build/apps/iodp-pmd/iodp-pmd, build/apps/iodp-xlate/iodp-xlate, build/bench/iodp-bench"
