@@ -65,12 +65,9 @@ std::string_view trim(std::string_view s)
 	return s.substr(b, s.find_last_not_of(ws) - b + 1);
 }
 
-Status at(const std::string &source, unsigned line, const char *fmt, const std::string &a = "",
-	  const std::string &b = "")
+Status at(const std::string &source, unsigned line, const std::string &msg)
 {
-	char msg[400];
-	std::snprintf(msg, sizeof(msg), fmt, a.c_str(), b.c_str());
-	return Status::error(-EINVAL, "%s:%u: %s", source.c_str(), line, msg);
+	return Status::error(-EINVAL, "%s:%u: %s", source.c_str(), line, msg.c_str());
 }
 
 bool parse_uint(std::string_view v, uint64_t min, uint64_t max, uint64_t *out)
@@ -83,17 +80,6 @@ bool parse_uint(std::string_view v, uint64_t min, uint64_t max, uint64_t *out)
 	return true;
 }
 
-bool parse_bool(std::string_view v, bool *out)
-{
-	for (const char *t : {"1", "yes", "true", "on"})
-		if (v == t)
-			return *out = true, true;
-	for (const char *f : {"0", "no", "false", "off"})
-		if (v == f)
-			return *out = false, true;
-	return false;
-}
-
 const char *const kEngineKeys =
 	"workers, lcores, burst, iotlb_entries, walk_entries, serial_walks";
 
@@ -103,7 +89,7 @@ Status engine_key(Config &c, const std::string &source, unsigned line, const std
 	uint64_t n = 0;
 	if (key == "workers") {
 		if (!parse_uint(value, 1, 128, &n))
-			return at(source, line, "[engine] workers = %s: expected 1 to 128", value);
+			return at(source, line, "[engine] workers = " + value + ": expected 1 to 128");
 		c.workers = static_cast<unsigned>(n);
 	} else if (key == "lcores") {
 		std::string_view rest = value;
@@ -111,40 +97,33 @@ Status engine_key(Config &c, const std::string &source, unsigned line, const std
 		while (!rest.empty()) {
 			const size_t comma = rest.find(',');
 			if (!parse_uint(trim(rest.substr(0, comma)), 0, 1023, &n))
-				return at(source, line, "[engine] lcores = %s: expected lcore ids "
-					  "separated by commas, such as 1,2,3", value);
+				return at(source, line, "[engine] lcores = " + value + ": expected "
+					  "lcore ids separated by commas, such as 1,2,3");
 			c.lcores.push_back(static_cast<unsigned>(n));
 			rest = comma == std::string_view::npos ? std::string_view{}
 							       : rest.substr(comma + 1);
 		}
 		if (c.lcores.empty())
-			return at(source, line, "[engine] lcores: no lcore given%s", "");
+			return at(source, line, "[engine] lcores: no lcore given");
 	} else if (key == "burst") {
 		if (!parse_uint(value, 1, 512, &n))
-			return at(source, line, "[engine] burst = %s: expected 1 to 512", value);
+			return at(source, line, "[engine] burst = " + value + ": expected 1 to 512");
 		c.burst = static_cast<uint16_t>(n);
 	} else if (key == "iotlb_entries" || key == "walk_entries") {
 		if (!parse_uint(value, 64, 1u << 24, &n))
-			return at(source, line, "[engine] %s = %s: expected 64 to 16777216 (rounded "
-				  "up to a power of two)", key, value);
+			return at(source, line, "[engine] " + key + " = " + value + ": expected 64 "
+				  "to 16777216 (rounded up to a power of two)");
 		(key == "iotlb_entries" ? c.iotlb_entries : c.walk_entries) =
 			static_cast<uint32_t>(n);
 	} else if (key == "serial_walks") {
-		if (!parse_bool(value, &c.serial_walks))
-			return at(source, line, "[engine] serial_walks = %s: expected yes or no",
-				  value);
+		if (!dev::parse_bool(value, &c.serial_walks))
+			return at(source, line, "[engine] serial_walks = " + value + ": expected "
+				  "yes or no");
 	} else {
-		return at(source, line, "[engine]: unknown key '%s' (known: %s)", key, kEngineKeys);
+		return at(source, line, "[engine]: unknown key '" + key + "' (known: " +
+					kEngineKeys + ")");
 	}
 	return {};
-}
-
-std::string key_list(const char *const *keys)
-{
-	std::string s;
-	for (const char *const *k = keys; *k != nullptr; k++)
-		s += (s.empty() ? "" : ", ") + std::string(*k);
-	return s;
 }
 
 } // namespace
@@ -190,65 +169,58 @@ Result<Config> parse_config(std::string_view text, const std::string &source,
 			continue;
 		if (line.front() == '[') {
 			if (line.back() != ']')
-				return at(source, line_no, "section header '%s' has no closing ']'",
-					  std::string(line));
+				return at(source, line_no, "section header '" + std::string(line) +
+							   "' has no closing ']'");
 			const std::string_view inner = trim(line.substr(1, line.size() - 2));
 			if (inner == "engine") {
 				if (engine_section)
-					return at(source, line_no, "a second [engine] section%s", "");
+					return at(source, line_no, "a second [engine] section");
 				engine_section = true;
 				section = Section::engine;
 				continue;
 			}
 			if (inner.substr(0, 7) != "device " && inner.substr(0, 7) != "device\t")
-				return at(source, line_no, "unknown section [%s] (sections: [engine], "
-					  "[device NAME])", std::string(inner));
+				return at(source, line_no, "unknown section [" + std::string(inner) +
+							   "] (sections: [engine], [device NAME])");
 			const std::string name(trim(inner.substr(7)));
 			bool word = !name.empty();
 			for (const char ch : name)
 				word = word && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_');
 			if (!word)
-				return at(source, line_no, "[device %s]: a device name is letters, digits "
-					  "and '_', such as emul0 or ipc0", name);
+				return at(source, line_no, "[device " + name + "]: a device name is "
+					  "letters, digits and '_', such as emul0 or ipc0");
 			for (const DeviceConf &d : c.devices)
 				if (d.name == name)
-					return at(source, line_no, "[device %s] again (first at line %s)",
-						  name, std::to_string(d.line));
-			size_t letters = 0;
-			while (letters < name.size() && (std::isalpha(static_cast<unsigned char>(
-								 name[letters])) || name[letters] == '_'))
-				letters++;
-			drv = drivers.find(std::string_view(name).substr(0, letters));
-			if (drv == nullptr) {
-				std::string known;
-				for (const dev::Driver *d : drivers.drivers())
-					known += (known.empty() ? "" : ", ") + std::string(d->name);
-				return at(source, line_no, "[device %s]: no driver by that name (a device "
-					  "is a driver's name and a number; drivers: %s)", name, known);
-			}
+					return at(source, line_no, "[device " + name + "] again (first at "
+						  "line " + std::to_string(d.line) + ")");
+			drv = drivers.driver_of(name);
+			if (drv == nullptr)
+				return at(source, line_no, "[device " + name + "]: no driver by that name "
+					  "(a device is a driver's name and a number; drivers: " +
+					  drivers.names() + ")");
 			c.devices.push_back(DeviceConf{name, line_no, {}});
 			section = Section::device;
 			continue;
 		}
 		const size_t eq = line.find('=');
 		if (eq == std::string_view::npos)
-			return at(source, line_no, "'%s': expected key = value", std::string(line));
+			return at(source, line_no, "'" + std::string(line) + "': expected key = value");
 		const std::string key(trim(line.substr(0, eq)));
 		const std::string value(trim(line.substr(eq + 1)));
 		if (key.empty())
-			return at(source, line_no, "'%s': no key before '='", std::string(line));
+			return at(source, line_no, "'" + std::string(line) + "': no key before '='");
 		if (value.empty())
-			return at(source, line_no, "%s: no value after '='", key);
+			return at(source, line_no, key + ": no value after '='");
 		if (section == Section::none)
-			return at(source, line_no, "%s: a key outside any section (start with [engine] "
-				  "or [device NAME])", key);
+			return at(source, line_no, key + ": a key outside any section (start with "
+				  "[engine] or [device NAME])");
 		if (value.find(',') != std::string::npos && section == Section::device)
-			return at(source, line_no, "%s = %s: a device value cannot hold ','", key,
-				  value);
+			return at(source, line_no, key + " = " + value + ": a device value cannot "
+				  "hold ','");
 		if (section == Section::engine) {
 			for (const std::string &k : engine_keys)
 				if (k == key)
-					return at(source, line_no, "[engine] %s: given twice", key);
+					return at(source, line_no, "[engine] " + key + ": given twice");
 			engine_keys.push_back(key);
 			Status s = engine_key(c, source, line_no, key, value);
 			if (!s.ok())
@@ -256,18 +228,14 @@ Result<Config> parse_config(std::string_view text, const std::string &source,
 			continue;
 		}
 		DeviceConf &d = c.devices.back();
-		bool known = false;
-		for (const char *const *k = drv->keys; *k != nullptr; k++)
-			known = known || key == *k;
-		if (!known)
-			return at(source, line_no, ("[device " + d.name + "]: unknown key '%s' for " +
-						    drv->name + " devices (known: %s)").c_str(),
-				  key, key_list(drv->keys));
+		if (!drv->takes(key))
+			return at(source, line_no, "[device " + d.name + "]: unknown key '" + key +
+						   "' for " + drv->name + " devices (known: " +
+						   drv->key_list() + ")");
 		for (const DeviceConf::Arg &a : d.args)
 			if (a.key == key)
-				return at(source, line_no, ("[device " + d.name +
-							    "] %s: given twice (first at line %s)").c_str(),
-					  key, std::to_string(a.line));
+				return at(source, line_no, "[device " + d.name + "] " + key + ": given "
+					  "twice (first at line " + std::to_string(a.line) + ")");
 		d.args.push_back({key, value, line_no});
 	}
 	if (c.workers != 0 && !c.lcores.empty())

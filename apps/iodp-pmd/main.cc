@@ -207,80 +207,49 @@ Result<std::vector<unsigned>> worker_lcores(const Config &c)
 	return all;
 }
 
-int run(int argc, char **argv)
+/** The configuration: --config's file, else the built-in default unless --device is given. */
+Result<Config> load(const Options &opt, const dev::Registry &drivers)
 {
-	// DPDK's convention: EAL arguments, "--", the app's. Without "--" all are the app's.
-	std::vector<std::string> eal_args, app_args;
-	int dashdash = -1;
-	for (int i = 1; i < argc; i++)
-		if (std::strcmp(argv[i], "--") == 0) {
-			dashdash = i;
-			break;
+	Result<Config> c = Config{};
+	if (!opt.config.empty())
+		c = load_config(opt.config, drivers);
+	else if (opt.devices.empty())
+		c = parse_config(kDefaultConfig, "built-in default", drivers);
+	else
+		c->source = "--device";
+	if (c)
+		for (const std::string &d : opt.devices) {
+			DeviceConf dc;
+			dc.name = d; // line 0: created from the devargs as given
+			c->devices.push_back(std::move(dc));
 		}
-	for (int i = 1; i < argc; i++)
-		(dashdash < 0 || i > dashdash ? app_args : eal_args)
-			.push_back(argv[i]);
-	if (dashdash >= 0)
-		eal_args.pop_back(); // the "--" itself
-	Options opt;
-	if (int rc = parse_options(app_args, &opt); rc >= 0)
-		return rc;
-	if (opt.help) {
-		std::fputs(kUsage, stdout);
-		return 0;
-	}
-	if (opt.print_config) {
-		std::fputs(kDefaultConfig, stdout);
-		return 0;
-	}
+	return c;
+}
 
-	dev::Registry drivers;
-	(void)drivers.add(emul::driver());
-	(void)drivers.add(ipc::driver());
-
-	// Syntax, sections and keys are checked before the EAL starts (a typo costs no
-	// startup); values when the devices are created.
-	Config config;
-	if (!opt.config.empty()) {
-		Result<Config> c = load_config(opt.config, drivers);
-		if (!c)
-			return usage_error(c.status().message());
-		config = std::move(*c);
-	} else if (opt.devices.empty()) {
-		Result<Config> c = parse_config(kDefaultConfig, "built-in default", drivers);
-		if (!c)
-			return usage_error(c.status().message());
-		config = std::move(*c);
-	} else {
-		config.source = "--device";
-	}
-	for (const std::string &d : opt.devices) {
-		DeviceConf dc;
-		dc.name = d; // line 0: created from the devargs as given
-		config.devices.push_back(std::move(dc));
-	}
-
-	// EAL arguments: the user's, plus the defaults they did not override.
-	std::vector<std::string> eal = {argv[0]};
-	eal.insert(eal.end(), eal_args.begin(), eal_args.end());
-	if (!has_option(eal_args, {"--no-pci", "-a", "--allow", "-b", "--block"}))
+/** The user's EAL arguments plus the defaults they did not override; says which memory. */
+std::vector<std::string> eal_arguments(const char *argv0, const std::vector<std::string> &user,
+				       bool *huge)
+{
+	std::vector<std::string> eal = {argv0};
+	eal.insert(eal.end(), user.begin(), user.end());
+	if (!has_option(user, {"--no-pci", "-a", "--allow", "-b", "--block"}))
 		eal.push_back("--no-pci");
-	if (!has_option(eal_args, {"--file-prefix"}))
+	if (!has_option(user, {"--file-prefix"}))
 		eal.push_back("--file-prefix=iodp-pmd");
-	if (!has_option(eal_args, {"-l", "-c", "--lcores"}) && cpus_available() == 1)
+	if (!has_option(user, {"-l", "-c", "--lcores"}) && cpus_available() == 1)
 		eal.push_back("--lcores=0@0,1@0"); // one CPU: the worker shares it with control
 	const Hugepages hp = probe_hugepages();
-	bool huge = false;
-	if (has_option(eal_args, {"--no-huge"})) {
+	*huge = false;
+	if (has_option(user, {"--no-huge"})) {
 		std::printf("iodp-pmd: --no-huge given: DPDK memory and guest RAM on 4 KiB pages\n");
 	} else if (hp.usable) {
-		huge = true;
+		*huge = true;
 		std::printf("iodp-pmd: hugepages: %llu x %llu KiB free at %s; DPDK memory, rings "
 			    "and guest RAM use them\n", static_cast<unsigned long long>(hp.free_pages),
 			    static_cast<unsigned long long>(hp.page_kib), hp.mount.c_str());
 	} else {
 		eal.push_back("--no-huge");
-		if (!has_option(eal_args, {"-m", "--socket-mem"})) {
+		if (!has_option(user, {"-m", "--socket-mem"})) {
 			eal.push_back("-m");
 			eal.push_back("1024");
 		}
@@ -292,6 +261,148 @@ int run(int argc, char **argv)
 			    hp.mount.empty() ? "no hugetlbfs mounted" : "HugePages_Free is 0");
 	}
 	std::fflush(stdout);
+	return eal;
+}
+
+/** Create the configured devices and give them to @p e; an exit status on failure, else -1. */
+int add_devices(const Config &config, const dev::Registry &drivers, ctl::Ctx &ctx,
+		engine::Engine &e, std::vector<std::unique_ptr<dev::Device>> *devices)
+{
+	for (const DeviceConf &dc : config.devices) {
+		Result<std::unique_ptr<dev::Device>> d =
+			drivers.create(ctx, dc.line == 0 ? dc.name : dc.devargs());
+		if (!d) {
+			const std::string msg = dc.line == 0
+							? "--device " + d.status().message()
+							: dc.locate(config.source, d.status().message());
+			std::fprintf(stderr, "iodp-pmd: %s\n", msg.c_str());
+			return d.status().code() == -EINVAL || d.status().code() == -ENOENT ? 2 : 1;
+		}
+		Result<uint16_t> port = e.add_device(**d);
+		if (!port) {
+			std::fprintf(stderr, "iodp-pmd: %s\n", port.status().message().c_str());
+			return 1;
+		}
+		devices->push_back(std::move(*d));
+	}
+	std::printf("iodp-pmd: config %s: %zu device(s) on %u worker(s) (lcores",
+		    config.source.c_str(), devices->size(), e.workers());
+	for (unsigned w = 0; w < e.workers(); w++)
+		std::printf(" %u", e.worker_lcore(w));
+	std::printf("), control on lcore %u\n", rte_get_main_lcore());
+	for (const engine::PortReport &p : e.ports())
+		std::printf("  port %u: %s (%s): %s\n", p.port, p.info.name.c_str(),
+			    p.info.driver.c_str(), p.info.description.c_str());
+	std::printf("iodp-pmd: telemetry at %s/dpdk_telemetry.v2: /iodp/summary, /iodp/rates, "
+		    "/iodp/stats, /iodp/workers, /iodp/devices\n", rte_eal_get_runtime_dir());
+	std::fflush(stdout);
+	return -1;
+}
+
+/** Run the engine until --duration or a signal, then report; returns the exit status. */
+int serve(engine::Engine &e, const Options &opt, RunInfo run)
+{
+	// The first sample before the workers run: totals and rates then count the same
+	// requests.
+	const uint64_t hz = rte_get_tsc_hz(), t0 = rte_get_tsc_cycles();
+	auto now = [&] { return static_cast<double>(rte_get_tsc_cycles() - t0) / hz; };
+	const Sample start = Sample::take(e, 0);
+	if (Status s = e.start(); !s.ok()) {
+		std::fprintf(stderr, "iodp-pmd: %s\n", s.message().c_str());
+		return 1;
+	}
+	engine::Engine::register_telemetry(&e);
+	Telemetry::register_commands();
+	Sample prev = start;
+	const double period = opt.interval > 0 ? opt.interval : 1.0;
+	double next = period;
+	for (;;) {
+		if (const int sig = g_signal.load(std::memory_order_relaxed); sig != 0) {
+			run.stop_reason = sig == SIGINT ? "SIGINT" : "SIGTERM";
+			break;
+		}
+		const double t = now();
+		if (opt.duration > 0 && t >= opt.duration) {
+			run.stop_reason = "--duration";
+			break;
+		}
+		const unsigned work = e.poll_control();
+		for (std::string &ev : e.take_events()) {
+			std::printf("iodp-pmd: event: %s\n", ev.c_str());
+			run.events.push_back(std::move(ev));
+		}
+		if (t >= next) {
+			const Sample s = Sample::take(e, t);
+			const Rates r = rates_between(prev, s, e);
+			if (opt.interval > 0)
+				std::printf("[%7.1fs] %s\n", t, stats_line(r).c_str());
+			std::fflush(stdout);
+			Telemetry::update(run, start, s, r, e);
+			prev = s;
+			next += period;
+		}
+		if (work == 0)
+			rte_delay_us_sleep(50);
+	}
+	e.stop();
+	for (std::string &ev : e.take_events())
+		run.events.push_back(std::move(ev));
+	const Sample end = Sample::take(e, now());
+	Telemetry::clear();
+	engine::Engine::unregister_telemetry(&e);
+
+	int status = 0;
+	print_summary(stdout, run, start, end, e);
+	if (!opt.json.empty()) {
+		const std::string js = summary_json(run, start, end, e);
+		FILE *f = opt.json == "-" ? stdout : std::fopen(opt.json.c_str(), "w");
+		if (f == nullptr || std::fputs(js.c_str(), f) < 0) {
+			std::fprintf(stderr, "iodp-pmd: --json %s: %s\n", opt.json.c_str(),
+				     std::strerror(errno));
+			status = 1;
+		}
+		if (f != nullptr && f != stdout)
+			std::fclose(f);
+	}
+	if (const uint64_t wrong = total_mismatches(end); wrong != 0) {
+		std::fprintf(stderr, "iodp-pmd: %llu wrong answers (mismatches)\n",
+			     static_cast<unsigned long long>(wrong));
+		status = 1;
+	}
+	return status;
+}
+
+int run(int argc, char **argv)
+{
+	// DPDK's convention: EAL arguments, "--", the app's. Without "--" all are the app's.
+	std::vector<std::string> eal_args, app_args;
+	int dashdash = -1;
+	for (int i = 1; i < argc && dashdash < 0; i++)
+		if (std::strcmp(argv[i], "--") == 0)
+			dashdash = i;
+	for (int i = 1; i < argc; i++)
+		if (i != dashdash)
+			(dashdash < 0 || i > dashdash ? app_args : eal_args).push_back(argv[i]);
+	Options opt;
+	if (int rc = parse_options(app_args, &opt); rc >= 0)
+		return rc;
+	if (opt.help || opt.print_config) {
+		std::fputs(opt.help ? kUsage : kDefaultConfig, stdout);
+		return 0;
+	}
+
+	dev::Registry drivers;
+	(void)drivers.add(emul::driver());
+	(void)drivers.add(ipc::driver());
+	// Syntax, sections and keys are checked before the EAL starts (a typo costs no
+	// startup); values when the devices are created.
+	Result<Config> config = load(opt, drivers);
+	if (!config)
+		return usage_error(config.status().message());
+
+	RunInfo run;
+	run.config = config->source;
+	std::vector<std::string> eal = eal_arguments(argv[0], eal_args, &run.hugepages);
 	std::vector<char *> eal_argv;
 	for (std::string &s : eal)
 		eal_argv.push_back(s.data());
@@ -306,139 +417,30 @@ int run(int argc, char **argv)
 	sigaction(SIGINT, &sa, nullptr);
 	sigaction(SIGTERM, &sa, nullptr);
 
-	int status = 0;
+	int status = 2;
 	{
 		ctl::Ctx ctx;
-		Result<std::vector<unsigned>> lcores = worker_lcores(config);
-		if (!lcores) {
-			std::fprintf(stderr, "iodp-pmd: %s\n", lcores.status().message().c_str());
-			rte_eal_cleanup();
-			return 2;
-		}
-		engine::EngineConfig ec;
-		ec.lcores = *lcores;
-		ec.burst = config.burst;
-		ec.worker.shard.entries = config.iotlb_entries;
-		ec.worker.shard.walk_entries = config.walk_entries;
-		ec.worker.serial_walks = config.serial_walks;
 		std::vector<std::unique_ptr<dev::Device>> devices; // outlive the engine
-		Result<std::unique_ptr<engine::Engine>> eng = engine::Engine::create(ctx, ec);
-		if (!eng) {
-			std::fprintf(stderr, "iodp-pmd: %s: %s\n", config.source.c_str(),
-				     eng.status().message().c_str());
-			rte_eal_cleanup();
-			return 2;
+		Result<std::vector<unsigned>> lcores = worker_lcores(*config);
+		Result<std::unique_ptr<engine::Engine>> eng = lcores.status();
+		if (lcores) {
+			engine::EngineConfig ec;
+			ec.lcores = *lcores;
+			ec.burst = config->burst;
+			ec.worker.shard.entries = config->iotlb_entries;
+			ec.worker.shard.walk_entries = config->walk_entries;
+			ec.worker.serial_walks = config->serial_walks;
+			eng = engine::Engine::create(ctx, ec);
 		}
-		engine::Engine &e = **eng;
-		uint64_t t0 = 0;
-		Sample start;
-		for (const DeviceConf &dc : config.devices) {
-			const std::string devargs = dc.line == 0 ? dc.name : dc.devargs();
-			Result<std::unique_ptr<dev::Device>> d = drivers.create(ctx, devargs);
-			if (!d) {
-				const std::string msg = dc.line == 0
-								? "--device " + d.status().message()
-								: dc.locate(config.source, d.status().message());
-				std::fprintf(stderr, "iodp-pmd: %s\n", msg.c_str());
-				status = d.status().code() == -EINVAL || d.status().code() == -ENOENT ? 2
-													 : 1;
-				break;
-			}
-			Result<uint16_t> port = e.add_device(**d);
-			if (!port) {
-				std::fprintf(stderr, "iodp-pmd: %s\n", port.status().message().c_str());
-				status = 1;
-				break;
-			}
-			devices.push_back(std::move(*d));
-		}
-		if (status == 0) {
-			std::printf("iodp-pmd: config %s: %zu device(s) on %u worker(s) (lcores", 
-				    config.source.c_str(), devices.size(), e.workers());
-			for (unsigned w = 0; w < e.workers(); w++)
-				std::printf(" %u", e.worker_lcore(w));
-			std::printf("), control on lcore %u\n", rte_get_main_lcore());
-			for (const engine::PortReport &p : e.ports())
-				std::printf("  port %u: %s (%s): %s\n", p.port, p.info.name.c_str(),
-					    p.info.driver.c_str(), p.info.description.c_str());
-			std::printf("iodp-pmd: telemetry at %s/dpdk_telemetry.v2: /iodp/summary, "
-				    "/iodp/rates, /iodp/stats, /iodp/workers, /iodp/devices\n",
-				    rte_eal_get_runtime_dir());
-			std::fflush(stdout);
-			// The first sample before the workers run: totals and rates then count the
-			// same requests.
-			t0 = rte_get_tsc_cycles();
-			start = Sample::take(e, 0);
-			Status s = e.start();
-			if (!s.ok()) {
-				std::fprintf(stderr, "iodp-pmd: %s\n", s.message().c_str());
-				status = 1;
-			}
-		}
-		if (status == 0) {
-			engine::Engine::register_telemetry(&e);
-			Telemetry::register_commands();
-			RunInfo run;
-			run.config = config.source;
-			run.hugepages = huge;
-			const uint64_t hz = rte_get_tsc_hz();
-			auto now = [&] { return static_cast<double>(rte_get_tsc_cycles() - t0) / hz; };
-			Sample prev = start;
-			const double period = opt.interval > 0 ? opt.interval : 1.0;
-			double next = period;
-			for (;;) {
-				if (const int sig = g_signal.load(std::memory_order_relaxed); sig != 0) {
-					run.stop_reason = sig == SIGINT ? "SIGINT" : "SIGTERM";
-					break;
-				}
-				const double t = now();
-				if (opt.duration > 0 && t >= opt.duration) {
-					run.stop_reason = "--duration";
-					break;
-				}
-				const unsigned work = e.poll_control();
-				for (std::string &ev : e.take_events()) {
-					std::printf("iodp-pmd: event: %s\n", ev.c_str());
-					run.events.push_back(std::move(ev));
-				}
-				if (t >= next) {
-					const Sample s = Sample::take(e, t);
-					const Rates r = rates_between(prev, s, e);
-					if (opt.interval > 0)
-						std::printf("[%7.1fs] %s\n", t, stats_line(r).c_str());
-					std::fflush(stdout);
-					Telemetry::update(run, start, s, r, e);
-					prev = s;
-					next += period;
-				}
-				if (work == 0)
-					rte_delay_us_sleep(50);
-			}
-			e.stop();
-			for (std::string &ev : e.take_events())
-				run.events.push_back(std::move(ev));
-			const Sample end = Sample::take(e, now());
-			print_summary(stdout, run, start, end, e);
-			if (!opt.json.empty()) {
-				const std::string js = summary_json(run, start, end, e);
-				FILE *f = opt.json == "-" ? stdout : std::fopen(opt.json.c_str(), "w");
-				if (f == nullptr || std::fputs(js.c_str(), f) < 0) {
-					std::fprintf(stderr, "iodp-pmd: --json %s: %s\n", opt.json.c_str(),
-						     std::strerror(errno));
-					status = 1;
-				}
-				if (f != nullptr && f != stdout)
-					std::fclose(f);
-			}
-			if (total_mismatches(end) != 0) {
-				std::fprintf(stderr, "iodp-pmd: %llu wrong answers (mismatches)\n",
-					     static_cast<unsigned long long>(total_mismatches(end)));
-				status = 1;
-			}
-			Telemetry::clear();
-			engine::Engine::unregister_telemetry(&e);
-		}
-		eng->reset(); // before the devices it serves
+		if (!eng)
+			std::fprintf(stderr, "iodp-pmd: %s%s%s\n", lcores ? config->source.c_str() : "",
+				     lcores ? ": " : "", eng.status().message().c_str());
+		else if (int rc = add_devices(*config, drivers, ctx, **eng, &devices); rc >= 0)
+			status = rc;
+		else
+			status = serve(**eng, opt, std::move(run));
+		if (eng)
+			eng->reset(); // before the devices it serves
 	}
 	rte_eal_cleanup();
 	return status;

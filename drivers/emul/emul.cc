@@ -29,12 +29,6 @@ Emul &emul_of(const dev::Device &d)
 	return *static_cast<Emul *>(d.priv);
 }
 
-uint32_t next_rid()
-{
-	static std::atomic<uint32_t> rid{0x100};
-	return rid.fetch_add(1);
-}
-
 Result<std::unique_ptr<dev::Device>> probe(ctl::Ctx &ctx, const dev::DevArgs &a)
 {
 	auto e = std::make_unique<Emul>();
@@ -136,7 +130,7 @@ Status configure(dev::Device &d)
 			     ? ctl::IommuModel::smmuv3
 			     : ctl::IommuModel::vtd;
 	spec.group = e.group;
-	spec.rid = next_rid();
+	spec.rid = dev::next_rid();
 	Result<uint32_t> id = ctx.device_create(spec);
 	if (!id)
 		return id.status();

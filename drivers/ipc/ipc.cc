@@ -57,9 +57,9 @@ struct alignas(64) Queue {
 	uint16_t id = 0;
 	rte_ring *req = nullptr;
 	rte_ring *cpl = nullptr;
-	// The worker's own copies; what the driver writes is never used as an address.
+	// The worker's own copy; what the driver writes is never used as an address. Rings
+	// without RING_F_EXACT_SZ hold one less than their size: the mask is the capacity.
 	uint32_t mask = 0;
-	uint32_t capacity = 0;
 	uint32_t req_head = 0; ///< request ring: our consumer index
 	uint32_t cpl_head = 0; ///< completion ring: our producer index
 	bool broken = false;
@@ -95,7 +95,6 @@ struct Ipc {
 
 	// What info() describes; written by the control thread, read by telemetry too.
 	mutable std::mutex info_lock;
-	bool attached = false;
 	uint64_t guest_size = 0;
 	bool guest_huge = false;
 	std::string driver_name;
@@ -105,13 +104,6 @@ struct Ipc {
 Ipc &ipc_of(const dev::Device &d)
 {
 	return *static_cast<Ipc *>(d.priv);
-}
-
-uint32_t next_rid()
-{
-	// Requester IDs apart from drivers/emul's (0x100 up).
-	static std::atomic<uint32_t> rid{0x8000};
-	return rid.fetch_add(1);
 }
 
 bool on_hugetlbfs(int fd)
@@ -241,7 +233,6 @@ Status make_rings(Ipc &p)
 		if (rc != 0)
 			return Status::error(rc, "%s: rte_ring_init failed for queue %u", name, i);
 		q.mask = p.entries - 1;
-		q.capacity = p.entries - 1;
 	}
 	return {};
 }
@@ -259,7 +250,7 @@ Status configure(dev::Device &d)
 	spec.name = d.name();
 	spec.model = p.model;
 	spec.group = p.group;
-	spec.rid = next_rid();
+	spec.rid = dev::next_rid();
 	Result<uint32_t> id = ctx.device_create(spec);
 	if (!id)
 		return id.status();
@@ -289,7 +280,7 @@ Status start(dev::Device &d)
 		const uint32_t avail = tail - q.req_head;
 		if (avail == 0)
 			return 0;
-		if (avail > q.capacity) [[unlikely]] {
+		if (avail > q.mask) [[unlikely]] {
 			q.broken = true;
 			q.ipc->dev->mark_gone("driver corrupted a request ring (its producer index "
 					      "is past what the ring holds)");
@@ -312,14 +303,14 @@ Status start(dev::Device &d)
 			return 0;
 		const uint32_t cons = __atomic_load_n(&q.cpl->cons.tail, __ATOMIC_ACQUIRE);
 		const uint32_t used = q.cpl_head - cons;
-		if (used > q.capacity) [[unlikely]] {
+		if (used > q.mask) [[unlikely]] {
 			q.broken = true;
 			q.ipc->dev->mark_gone("driver corrupted a completion ring (its consumer "
 					      "index is past what the app produced)");
 			return 0;
 		}
-		if (q.capacity - used < n)
-			n = static_cast<uint16_t>(q.capacity - used);
+		if (q.mask - used < n)
+			n = static_cast<uint16_t>(q.mask - used);
 		const int64_t to_driver = q.to_driver.load(std::memory_order_relaxed);
 		auto *slots = reinterpret_cast<dev::Completion *>(q.cpl + 1);
 		uint64_t done = 0, faults = 0;
@@ -384,7 +375,7 @@ void info(const dev::Device &d, dev::DevInfo *i)
 	const Ipc &p = ipc_of(d);
 	char buf[200];
 	std::lock_guard g(p.info_lock);
-	if (p.attached)
+	if (p.guest_size != 0) // attached
 		std::snprintf(buf, sizeof(buf), "driver '%s' (pid %d) on %s: %llu MiB guest memory "
 			      "on %s, rings on %s", p.driver_name.c_str(), static_cast<int>(p.driver_pid),
 			      p.path.c_str(), static_cast<unsigned long long>(p.guest_size >> 20),
@@ -501,7 +492,6 @@ Status attach(Ipc &p, const iodp_ipc_hello &h, int fd)
 	socklen_t len = sizeof(cred);
 	(void)getsockopt(p.conn_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
 	std::lock_guard g(p.info_lock);
-	p.attached = true;
 	p.guest_size = h.mem_size;
 	p.guest_huge = huge;
 	p.driver_name.assign(h.name, strnlen(h.name, sizeof(h.name)));

@@ -22,12 +22,21 @@ std::string known_keys(const char *const *keys)
 	return s.empty() ? "none" : s;
 }
 
-bool key_known(const char *const *keys, const std::string &key)
+bool key_known(const char *const *keys, std::string_view key)
 {
 	for (const char *const *k = keys; k != nullptr && *k != nullptr; k++)
 		if (key == *k)
 			return true;
 	return false;
+}
+
+/** How much of a device name is its driver's: the leading letters and '_'. */
+size_t driver_letters(std::string_view name)
+{
+	size_t n = 0;
+	while (n < name.size() && (std::isalpha(static_cast<unsigned char>(name[n])) || name[n] == '_'))
+		n++;
+	return n;
 }
 
 /** An element ring in plain memory (no EAL needed: library-mode users have none). */
@@ -52,6 +61,33 @@ rte_ring *make_ring(const std::string &name, unsigned elem_size, unsigned entrie
 }
 
 } // namespace
+
+bool Driver::takes(std::string_view key) const
+{
+	return key_known(keys, key);
+}
+
+std::string Driver::key_list() const
+{
+	return known_keys(keys);
+}
+
+bool parse_bool(std::string_view text, bool *out)
+{
+	for (const char *t : {"1", "yes", "on", "true"})
+		if (text == t)
+			return *out = true, true;
+	for (const char *f : {"0", "no", "off", "false"})
+		if (text == f)
+			return *out = false, true;
+	return false;
+}
+
+uint32_t next_rid()
+{
+	static std::atomic<uint32_t> rid{0x100};
+	return rid.fetch_add(1, std::memory_order_relaxed);
+}
 
 /* DevArgs ----------------------------------------------------------------------------- */
 
@@ -160,10 +196,9 @@ Result<bool> DevArgs::get_bool(std::string_view key, bool def) const
 	const std::string *v = find(key);
 	if (v == nullptr)
 		return def;
-	if (*v == "1" || *v == "yes" || *v == "on" || *v == "true")
-		return true;
-	if (*v == "0" || *v == "no" || *v == "off" || *v == "false")
-		return false;
+	bool b = false;
+	if (parse_bool(*v, &b))
+		return b;
 	return Status::error(-EINVAL, "%s: %.*s='%s' is not 0/1, yes/no, on/off", name_.c_str(),
 			     static_cast<int>(key.size()), key.data(), v->c_str());
 }
@@ -359,26 +394,31 @@ const Driver *Registry::find(std::string_view name) const
 	return nullptr;
 }
 
+const Driver *Registry::driver_of(std::string_view device_name) const
+{
+	return find(device_name.substr(0, driver_letters(device_name)));
+}
+
+std::string Registry::names() const
+{
+	std::string s;
+	for (const Driver *d : drivers_)
+		s += (s.empty() ? "" : ", ") + std::string(d->name);
+	return s.empty() ? "none" : s;
+}
+
 Result<std::unique_ptr<Device>> Registry::create(ctl::Ctx &ctx, std::string_view devargs) const
 {
 	const std::string_view name = devargs.substr(0, devargs.find(','));
 	if (name.empty())
 		return Status::error(-EINVAL, "devargs '%.*s': no device name",
 				     static_cast<int>(devargs.size()), devargs.data());
-	size_t letters = 0;
-	while (letters < name.size() &&
-	       (std::isalpha(static_cast<unsigned char>(name[letters])) || name[letters] == '_'))
-		letters++;
-	const Driver *drv = find(name.substr(0, letters));
-	if (drv == nullptr) {
-		std::string known;
-		for (const Driver *d : drivers_)
-			known += (known.empty() ? "" : ", ") + std::string(d->name);
+	const Driver *drv = driver_of(name);
+	if (drv == nullptr)
 		return Status::error(-ENOENT, "device '%.*s': no driver '%.*s' (known: %s)",
 				     static_cast<int>(name.size()), name.data(),
-				     static_cast<int>(letters), name.data(),
-				     known.empty() ? "none" : known.c_str());
-	}
+				     static_cast<int>(driver_letters(name)), name.data(),
+				     names().c_str());
 	Result<DevArgs> args = DevArgs::parse(devargs, drv->keys);
 	if (!args)
 		return args.status();

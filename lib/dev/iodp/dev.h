@@ -124,7 +124,17 @@ struct Driver {
 	const DevOps *ops;
 	/** Make a device from parsed devargs (keys already checked against @p keys). */
 	Result<std::unique_ptr<Device>> (*probe)(ctl::Ctx &ctx, const DevArgs &args);
+
+	bool takes(std::string_view key) const;
+	/** Its keys, ", "-separated (for messages). */
+	std::string key_list() const;
 };
+
+/** "1", "yes", "on", "true" / "0", "no", "off", "false": what devargs and configs accept. */
+bool parse_bool(std::string_view text, bool *out);
+
+/** A requester ID no other device of this process has (drivers' lib/ctl devices). */
+uint32_t next_rid();
 
 /** A parsed devargs string: the device name and its key=value pairs, in order. */
 class DevArgs {
@@ -243,6 +253,10 @@ public:
 	/** EEXIST for a name already taken, EINVAL for an incomplete driver. */
 	Status add(const Driver &driver);
 	const Driver *find(std::string_view name) const;
+	/** The driver of device @p device_name: its leading letters ("emul0" -> emul). */
+	const Driver *driver_of(std::string_view device_name) const;
+	/** Registered drivers' names, ", "-separated (for messages). */
+	std::string names() const;
 	const std::vector<const Driver *> &drivers() const { return drivers_; }
 
 	/**
