@@ -70,6 +70,9 @@ fi
 configure() {
 	local dir=$1
 	shift
+	# Also in meson.build's defaults; given here too so that build directories made
+	# before it was set get it on --reconfigure (defaults apply only at first setup).
+	set -- -Dpkgconfig.relocatable=true "$@"
 	if [ -f "$dir/build.ninja" ]; then
 		meson setup --reconfigure "$dir" "$@" >/dev/null
 	else

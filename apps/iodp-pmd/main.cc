@@ -24,7 +24,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <fcntl.h>
 #include <sched.h>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -226,18 +228,62 @@ Result<Config> load(const Options &opt, const dev::Registry &drivers)
 	return c;
 }
 
+/** The --file-prefix the EAL will use (the last one given, else DPDK's default). */
+std::string file_prefix(const std::vector<std::string> &eal)
+{
+	std::string prefix = "rte";
+	for (size_t i = 1; i < eal.size(); i++) {
+		if (eal[i].rfind("--file-prefix=", 0) == 0)
+			prefix = eal[i].substr(std::strlen("--file-prefix="));
+		else if (eal[i] == "--file-prefix" && i + 1 < eal.size())
+			prefix = eal[i + 1];
+	}
+	return prefix;
+}
+
+/**
+ * The pid of another process holding @p prefix's EAL lock, or 0. The EAL write-locks its
+ * runtime directory's `config` file for as long as a primary process runs; a second
+ * primary with the same prefix fails in rte_eal_init() with rte_errno still 0.
+ */
+pid_t prefix_holder(const std::string &prefix)
+{
+	std::string dir = getuid() == 0 ? "/var/run" : "/tmp";
+	if (const char *xdg = std::getenv("XDG_RUNTIME_DIR"); getuid() != 0 && xdg != nullptr)
+		dir = xdg;
+	const std::string path = dir + "/dpdk/" + prefix + "/config";
+	const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	struct flock lk {};
+	lk.l_type = F_WRLCK;
+	lk.l_whence = SEEK_SET; // l_start = l_len = 0: the whole file
+	const bool held = fcntl(fd, F_GETLK, &lk) == 0 && lk.l_type != F_UNLCK;
+	close(fd);
+	return held ? lk.l_pid : 0;
+}
+
 /** The user's EAL arguments plus the defaults they did not override; says which memory. */
 std::vector<std::string> eal_arguments(const char *argv0, const std::vector<std::string> &user,
 				       bool *huge)
 {
 	std::vector<std::string> eal = {argv0};
 	eal.insert(eal.end(), user.begin(), user.end());
+	std::vector<std::string> added; // what the user did not ask for, said at start
+	auto add = [&](std::initializer_list<const char *> args) {
+		std::string shown;
+		for (const char *a : args) {
+			eal.push_back(a);
+			shown += shown.empty() ? a : std::string(" ") + a;
+		}
+		added.push_back(shown);
+	};
 	if (!has_option(user, {"--no-pci", "-a", "--allow", "-b", "--block"}))
-		eal.push_back("--no-pci");
+		add({"--no-pci"});
 	if (!has_option(user, {"--file-prefix"}))
-		eal.push_back("--file-prefix=iodp-pmd");
+		add({"--file-prefix=iodp-pmd"});
 	if (!has_option(user, {"-l", "-c", "--lcores"}) && cpus_available() == 1)
-		eal.push_back("--lcores=0@0,1@0"); // one CPU: the worker shares it with control
+		add({"--lcores=0@0,1@0"}); // one CPU: the worker shares it with control
 	const Hugepages hp = probe_hugepages();
 	*huge = false;
 	if (has_option(user, {"--no-huge"})) {
@@ -248,11 +294,10 @@ std::vector<std::string> eal_arguments(const char *argv0, const std::vector<std:
 			    "and guest RAM use them\n", static_cast<unsigned long long>(hp.free_pages),
 			    static_cast<unsigned long long>(hp.page_kib), hp.mount.c_str());
 	} else {
-		eal.push_back("--no-huge");
-		if (!has_option(user, {"-m", "--socket-mem"})) {
-			eal.push_back("-m");
-			eal.push_back("1024");
-		}
+		if (!has_option(user, {"-m", "--socket-mem"}))
+			add({"--no-huge", "-m", "1024"});
+		else
+			add({"--no-huge"});
 		std::printf("iodp-pmd: no free hugepages (%s): running with --no-huge -m 1024. "
 			    "Rings, IOTLB shards and guest RAM sit on 4 KiB pages: translation alone "
 			    "measures the same, but devices that copy data (dma=1) miss the CPU's TLB "
@@ -260,8 +305,40 @@ std::vector<std::string> eal_arguments(const char *argv0, const std::vector<std:
 			    "reserves hugepages when run as root.\n",
 			    hp.mount.empty() ? "no hugetlbfs mounted" : "HugePages_Free is 0");
 	}
+	if (!added.empty()) {
+		std::string list;
+		for (const std::string &a : added)
+			list += " " + a;
+		std::printf("iodp-pmd: EAL options added:%s (give your own before '--' to change "
+			    "them)\n", list.c_str());
+	}
 	std::fflush(stdout);
 	return eal;
+}
+
+/**
+ * Warn when the control thread shares a CPU with a worker: a sync then waits for the
+ * worker's time slice (measured: sync p99 ~14 ms under `taskset -c 0`, and --duration 1
+ * ran 1.3 s), which nothing else would show.
+ */
+void warn_shared_cpus(const engine::Engine &e)
+{
+	const unsigned main = rte_get_main_lcore();
+	const rte_cpuset_t control = rte_lcore_cpuset(main);
+	for (unsigned w = 0; w < e.workers(); w++) {
+		const unsigned lc = e.worker_lcore(w);
+		rte_cpuset_t worker = rte_lcore_cpuset(lc), both;
+		CPU_AND(&both, &control, &worker);
+		if (CPU_COUNT(&both) == 0)
+			continue;
+		unsigned cpu = 0;
+		while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &both))
+			cpu++;
+		std::printf("iodp-pmd: warning: the control thread (lcore %u) shares CPU %u with "
+			    "worker lcore %u: invalidation syncs wait for the worker's time slice "
+			    "(milliseconds, not microseconds) and the run ends late; give each its "
+			    "own CPU, e.g. -l 0-%u\n", main, cpu, lc, e.workers());
+	}
 }
 
 /** Create the configured devices and give them to @p e; an exit status on failure, else -1. */
@@ -295,6 +372,7 @@ int add_devices(const Config &config, const dev::Registry &drivers, ctl::Ctx &ct
 			    p.info.driver.c_str(), p.info.description.c_str());
 	std::printf("iodp-pmd: telemetry at %s/dpdk_telemetry.v2: /iodp/summary, /iodp/rates, "
 		    "/iodp/stats, /iodp/workers, /iodp/devices\n", rte_eal_get_runtime_dir());
+	warn_shared_cpus(e);
 	std::fflush(stdout);
 	return -1;
 }
@@ -307,6 +385,7 @@ int serve(engine::Engine &e, const Options &opt, RunInfo run)
 	const uint64_t hz = rte_get_tsc_hz(), t0 = rte_get_tsc_cycles();
 	auto now = [&] { return static_cast<double>(rte_get_tsc_cycles() - t0) / hz; };
 	const Sample start = Sample::take(e, 0);
+	e.set_event_log(false); // printed below as "iodp-pmd: event: ...", once
 	if (Status s = e.start(); !s.ok()) {
 		std::fprintf(stderr, "iodp-pmd: %s\n", s.message().c_str());
 		return 1;
@@ -407,9 +486,18 @@ int run(int argc, char **argv)
 	for (std::string &s : eal)
 		eal_argv.push_back(s.data());
 	if (rte_eal_init(static_cast<int>(eal_argv.size()), eal_argv.data()) < 0) {
-		std::fprintf(stderr, "iodp-pmd: EAL initialisation failed: %s\n",
-			     rte_strerror(rte_errno));
-		return rte_errno == EINVAL ? 2 : 1;
+		const int err = rte_errno;
+		const std::string prefix = file_prefix(eal);
+		if (const pid_t pid = prefix_holder(prefix); pid != 0) {
+			std::fprintf(stderr, "iodp-pmd: EAL initialisation failed: another DPDK "
+				     "process (pid %d) runs with --file-prefix=%s; give this one its "
+				     "own, e.g. iodp-pmd --file-prefix=%s-2 -- ...\n",
+				     static_cast<int>(pid), prefix.c_str(), prefix.c_str());
+			return 1;
+		}
+		std::fprintf(stderr, "iodp-pmd: EAL initialisation failed: %s (DPDK's lines above "
+			     "say why)\n", err != 0 ? rte_strerror(err) : "no reason given");
+		return err == EINVAL ? 2 : 1;
 	}
 	struct sigaction sa {};
 	sa.sa_handler = on_signal;

@@ -8,8 +8,10 @@
 #include <iodp/mem.h>
 #include <iodp/pgtable_builder.h>
 
+#include <cerrno>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <iterator>
 #include <string>
 #include <vector>
@@ -75,9 +77,34 @@ int broken(const char *what, const Status &s)
 	return kExitUsage;
 }
 
+/** Write the guest RAM image and say how to translate from it; an exit status or -1. */
+int save_image(const OutputMode &mode, const std::string &dir, const GuestRam &ram,
+	       uint64_t root)
+{
+	const std::string path = dir + "/ram.img";
+	FILE *f = std::fopen(path.c_str(), "wb");
+	if (f == nullptr) {
+		std::fprintf(stderr, "iodp-xlate --example --save: %s: %s\n", path.c_str(),
+			     std::strerror(errno));
+		return kExitUsage;
+	}
+	const bool written = std::fwrite(ram.data(), 1, kRamSize, f) == kRamSize;
+	const int err = errno;
+	if (std::fclose(f) != 0 || !written) {
+		std::fprintf(stderr, "iodp-xlate --example --save: writing %s: %s\n", path.c_str(),
+			     std::strerror(written ? errno : err));
+		return kExitUsage;
+	}
+	say(mode, "Wrote %s (%llu MiB of guest RAM, loaded at GPA 0x0). Translate from it:\n"
+	    "  iodp-xlate --mem 0:%s --format x86-64-4l --root %s 0x7f0000401234 "
+	    "0x7f00006abcde\n\n", path.c_str(), static_cast<unsigned long long>(kRamSize / kMiB),
+	    path.c_str(), hex(root).c_str());
+	return -1;
+}
+
 } // namespace
 
-int run_example(const OutputMode &mode)
+int run_example(const OutputMode &mode, const std::string &save_dir)
 {
 	// Ordinary pages: 8 MiB gains nothing from hugepages, and on a host without free ones
 	// the hugetlb fallback maps fine but faults (SIGBUS) on first touch.
@@ -108,6 +135,9 @@ int run_example(const OutputMode &mode)
 	    hex(kPoolBase).c_str(), hex(table->root()).c_str());
 	for (const Mapping &m : kMappings)
 		say(mode, "  %-16s -> %-12s %s\n", hex(m.iova).c_str(), hex(m.oa).c_str(), m.what);
+	if (!save_dir.empty())
+		if (int rc = save_image(mode, save_dir, *ram, table->root()); rc >= 0)
+			return rc;
 	size_t expected_faults = 0;
 	for (const Probe &p : kProbes)
 		expected_faults += p.expect != FaultKind::none;

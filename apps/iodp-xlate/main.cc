@@ -35,7 +35,7 @@ const char kUsage[] =
 	"              [--s2-start-level N]]\n"
 	"             [--access r|w|x|rw|rx|rwx] [--priv] [--json] [--trace]\n"
 	"             [--addresses FILE] [ADDR ...]\n"
-	"  iodp-xlate --example [--json] [--trace]\n"
+	"  iodp-xlate --example [--json] [--trace] [--save DIR]\n"
 	"  iodp-xlate --help\n"
 	"\n"
 	"Translate each ADDR through the page table at --root, reading the tables from raw\n"
@@ -66,7 +66,9 @@ const char kUsage[] =
 	"  --trace             print every table entry read before each result (on stderr\n"
 	"                      with --json, so stdout stays JSON)\n"
 	"  --example           build a small x86-64 guest in memory and translate a few\n"
-	"                      addresses (takes only --json and --trace)\n"
+	"                      addresses (takes only --json, --trace and --save)\n"
+	"  --save DIR          with --example: also write its guest RAM to DIR/ram.img and\n"
+	"                      print the command line that translates from that image\n"
 	"  --help              show this help\n"
 	"\n"
 	"Numbers are decimal or 0x-prefixed hex.\n"
@@ -90,6 +92,7 @@ enum class Opt {
 	trace,
 	addresses,
 	example,
+	save,
 	help,
 	count_,
 };
@@ -119,6 +122,7 @@ constexpr OptionSpec kOptions[] = {
 	{"--trace", Opt::trace, nullptr, true},
 	{"--addresses", Opt::addresses, "FILE", true},
 	{"--example", Opt::example, nullptr, true},
+	{"--save", Opt::save, "DIR", false},
 	{"--help", Opt::help, nullptr, true},
 	{"-h", Opt::help, nullptr, true},
 };
@@ -170,6 +174,7 @@ struct Args {
 	bool priv = false;
 	OutputMode mode;
 	bool example = false;
+	std::string save_dir; ///< --example --save DIR
 	bool help = false;
 	std::vector<AddressSource> addresses;
 	bool seen[static_cast<size_t>(Opt::count_)] = {};
@@ -276,6 +281,11 @@ Status parse_value(const OptionSpec &o, std::string_view v, Args &a)
 	case Opt::addresses:
 		a.addresses.push_back({true, std::string(v)});
 		return {};
+	case Opt::save:
+		if (v.empty())
+			return Status::error(-EINVAL, "--save needs a directory");
+		a.save_dir = v;
+		return {};
 	case Opt::priv:
 	case Opt::json:
 	case Opt::trace:
@@ -359,15 +369,18 @@ Status check_args(const Args &a)
 	if (a.example) {
 		for (const OptionSpec &o : kOptions)
 			if (a.given(o.id) && o.id != Opt::example && o.id != Opt::json &&
-			    o.id != Opt::trace)
+			    o.id != Opt::trace && o.id != Opt::save)
 				return Status::error(-EINVAL, "--example builds its own guest and "
-						     "addresses; it takes only --json and --trace, "
-						     "not %s", o.name);
+						     "addresses; it takes only --json, --trace and "
+						     "--save, not %s", o.name);
 		if (!a.addresses.empty())
 			return Status::error(-EINVAL, "--example translates its own addresses, "
 					     "not '%s'", a.addresses.front().text.c_str());
 		return {};
 	}
+	if (a.given(Opt::save))
+		return Status::error(-EINVAL, "--save writes --example's guest RAM; it goes with "
+				     "--example");
 	if (a.mems.empty())
 		return Status::error(-EINVAL, "missing required option --mem GPA:FILE (the "
 				     "memory holding the tables)");
@@ -524,7 +537,7 @@ int run(int argc, char **argv)
 	if (Status s = check_args(a); !s)
 		return fail(s, true);
 	if (a.example)
-		return run_example(a.mode);
+		return run_example(a.mode, a.save_dir);
 
 	const uint8_t access = a.access | (a.priv ? kAccessPriv : 0);
 	std::vector<WalkRequest> reqs;

@@ -40,6 +40,7 @@ size_t translate_and_print(const pgtable::Translation &xlat,
 			   std::span<const std::string> notes = {});
 
 /** Build a small x86-64 guest in memory, translate a few addresses; returns the exit status. */
-int run_example(const OutputMode &mode);
+/** --example; with @p save_dir, also write its RAM image there (ram.img). */
+int run_example(const OutputMode &mode, const std::string &save_dir);
 
 } // namespace iodp::xlate

@@ -290,6 +290,7 @@ void stats(const dev::Device &d, dev::DevStats *s)
 		s->dma_bytes += q.dma_bytes.get();
 	}
 	s->commands = e.commands.load(std::memory_order_relaxed);
+	s->checks_answers = true;
 }
 
 void stats_reset(dev::Device &d)

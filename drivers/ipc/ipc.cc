@@ -35,6 +35,11 @@
 #include <mutex>
 #include <string>
 
+/* `--log-level=iodp.ipc:debug` (or `iodp.*:...`) sets it. */
+RTE_LOG_REGISTER(iodp_logtype_ipc, iodp.ipc, INFO);
+#define IPC_LOG(level, fmt, ...) \
+	rte_log(RTE_LOG_##level, iodp_logtype_ipc, "iodp.ipc: " fmt "\n", __VA_ARGS__)
+
 namespace iodp::ipc {
 
 namespace {
@@ -263,8 +268,8 @@ Status configure(dev::Device &d)
 	if (!h)
 		return h.status();
 	p.hwpt = *h;
-	RTE_LOG(INFO, USER1, "iodp: %s: waiting for a driver on %s (rings on %s)\n",
-		d.name().c_str(), p.path.c_str(), p.rings_huge ? "hugepages" : "4 KiB pages");
+	IPC_LOG(INFO, "%s: waiting for a driver on %s (rings on %s)", d.name().c_str(),
+		p.path.c_str(), p.rings_huge ? "hugepages" : "4 KiB pages");
 	return {};
 }
 
@@ -540,8 +545,8 @@ bool handle(Ipc &p, const iodp_ipc_msg &m, int fd)
 		iodp_ipc_msg r = reply_to(m, s);
 		if (!s.ok()) {
 			// Refused before anything was shared: the device waits for another driver.
-			RTE_LOG(WARNING, USER1, "iodp: %s: driver refused: %s\n",
-				p.dev->name().c_str(), s.message().c_str());
+			IPC_LOG(WARNING, "%s: driver refused: %s", p.dev->name().c_str(),
+				s.message().c_str());
 			send_msg(p, r);
 			close_conn(p);
 			return false;
@@ -551,8 +556,8 @@ bool handle(Ipc &p, const iodp_ipc_msg &m, int fd)
 		std::snprintf(r.u.rings.device, sizeof(r.u.rings.device), "%s",
 			      p.dev->name().c_str());
 		send_msg(p, r, p.rings_fd);
-		RTE_LOG(INFO, USER1, "iodp: %s: driver '%s' (pid %d) attached, %llu MiB of guest "
-			"memory\n", p.dev->name().c_str(), p.driver_name.c_str(),
+		IPC_LOG(INFO, "%s: driver '%s' (pid %d) attached, %llu MiB of guest memory",
+			p.dev->name().c_str(), p.driver_name.c_str(),
 			static_cast<int>(p.driver_pid),
 			static_cast<unsigned long long>(p.guest_size >> 20));
 		return true;

@@ -13,6 +13,9 @@
 #include <cinttypes>
 #include <cstdio>
 
+/* `--log-level=iodp.engine:debug` (or `iodp.*:...`) sets it; DPDK's own types are apart. */
+RTE_LOG_REGISTER(iodp_logtype_engine, iodp.engine, INFO);
+
 namespace iodp::engine {
 
 struct Engine::PollEntry {
@@ -277,7 +280,9 @@ void Engine::stop()
 
 void Engine::event(std::string line)
 {
-	RTE_LOG(WARNING, USER1, "iodp: %s\n", line.c_str());
+	if (log_events_.load(std::memory_order_relaxed))
+		rte_log(RTE_LOG_WARNING, iodp_logtype_engine, "iodp.engine: %s\n",
+			line.c_str());
 	std::lock_guard g(events_lock_);
 	events_.push_back(std::move(line));
 }

@@ -114,6 +114,7 @@ int tel_devices(const char *, const char *, rte_tel_data *d)
 		add(v, "faults", p.stats.faults);
 		add(v, "expected_faults", p.stats.expected_faults);
 		add(v, "mismatches", p.stats.mismatches);
+		add(v, "checks_answers", p.stats.checks_answers ? uint64_t{1} : uint64_t{0});
 		add(v, "commands", p.stats.commands);
 		add(v, "dma_bytes", p.stats.dma_bytes);
 		rte_tel_data_add_dict_string(v, "state", p.gone ? "removed" : "running");

@@ -99,6 +99,14 @@ uint64_t LatencyHistogram::Counts::quantile(double q) const
 	return quantile_of(bucket, total, q);
 }
 
+uint64_t LatencyHistogram::Counts::highest() const
+{
+	for (unsigned b = kBuckets; b-- > 0;)
+		if (bucket[b] != 0)
+			return upper_edge(b);
+	return 0;
+}
+
 LatencyHistogram::Counts LatencyHistogram::Counts::operator-(const Counts &earlier) const
 {
 	Counts d;

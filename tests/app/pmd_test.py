@@ -167,6 +167,51 @@ class PmdTest(unittest.TestCase):
                          ["emul0", "emul1", "emul2", "emul3"])
         self.assertAlmostEqual(js["duration_s"], 3, delta=1)
 
+    # -- start-up says what it did (issue 20) ------------------------------------------------
+    def test_startup_names_added_eal_options_and_stats_are_consistent(self):
+        out = self.path("summary.json")
+        p = subprocess.run([PMD, "--", "--duration", "1", "--json", out], capture_output=True,
+                           text=True, timeout=120)  # no EAL options: the app adds its own
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        added = re.search(r"^iodp-pmd: EAL options added: (.*) \(give your own", p.stdout, re.M)
+        self.assertIsNotNone(added, p.stdout)
+        self.assertIn("--no-pci", added.group(1))
+        self.assertIn("--file-prefix=iodp-pmd", added.group(1))
+        sync = re.search(r"^invalidation \d+ commands, (\d+) syncs.*: p50 ([\d.]+) us, "
+                         r"p99 ([\d.]+) us, max ([\d.]+) us", p.stdout, re.M)
+        self.assertIsNotNone(sync, p.stdout)
+        p50, p99, mx = (float(sync.group(i)) for i in (2, 3, 4))
+        self.assertLessEqual(p50, p99)
+        self.assertLessEqual(p99, mx, "a percentile above the max is a bucket edge, capped")
+        with open(out) as f:
+            js = json.load(f)
+        lat = js["sync_latency_us"]
+        self.assertLessEqual(lat["p99"], lat["max"])
+        self.assertTrue(all(d["checks_answers"] for d in js["per_device"]))
+
+    def test_second_instance_names_the_file_prefix(self):
+        first = self.start(["--duration", "30", "--stats-interval", "0"])
+        first.wait_for(r"telemetry at")
+        rc, stdout, stderr = run_pmd(["--duration", "1"], self.prefix)
+        self.assertEqual(rc, 1, stdout + stderr)
+        self.assertIn("another DPDK process (pid %d) runs with --file-prefix=%s"
+                      % (first.proc.pid, self.prefix), stderr)
+        self.assertIn("--file-prefix=%s-2" % self.prefix, stderr)
+        self.assertNotIn("Success", stderr)
+
+    def test_control_and_worker_on_one_cpu_is_said(self):
+        p = subprocess.run([PMD] + eal(self.prefix) + ["--lcores=0@0,1@0", "--",
+                            "--duration", "1", "--stats-interval", "0"],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"warning: the control thread \(lcore 0\) shares CPU 0 "
+                                   r"with worker lcore 1")
+        q = subprocess.run([PMD] + eal(self.prefix) + ["-l", "0-1", "--", "--duration", "1",
+                            "--stats-interval", "0"], capture_output=True, text=True,
+                           timeout=120)
+        self.assertEqual(q.returncode, 0, q.stdout + q.stderr)
+        self.assertNotIn("shares CPU", q.stdout)
+
     def test_print_config_round_trips(self):
         rc, text, _ = run_pmd(["--print-config"], self.prefix)
         self.assertEqual(rc, 0)

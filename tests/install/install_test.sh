@@ -41,11 +41,16 @@ echo "install_test: $step $tmp"
 [ -f "$lib/pkgconfig/libiodp.pc" ] || fail "no $lib/pkgconfig/libiodp.pc after install"
 [ -e "$lib/libiodp.so" ] || fail "no $lib/libiodp.so after install"
 
+# As the README says: PKG_CONFIG_PATH alone, no PKG_CONFIG_SYSROOT_DIR. libiodp.pc is
+# relocatable (its prefix is ${pcfiledir}/...), so the flags point into the destdir.
 step="pkg-config --cflags --libs libiodp"
-export PKG_CONFIG_SYSROOT_DIR=$tmp
 export PKG_CONFIG_PATH=$lib/pkgconfig
 flags=$(pkg-config --cflags --libs libiodp) || fail "pkg-config cannot use $lib/pkgconfig/libiodp.pc"
 echo "install_test: pkg-config: $flags"
+case " $flags " in
+*" -I$tmp"*) ;;
+*) fail "pkg-config --cflags libiodp does not point into the destdir: $flags" ;;
+esac
 
 step="cc library_mode.c"
 echo "install_test: $step with the pkg-config flags only"
@@ -63,6 +68,26 @@ esac
 rc=0
 LD_LIBRARY_PATH=$lib "$tmp/library_mode" || rc=$?
 [ $rc -eq 0 ] || fail "library_mode exited with status $rc"
+
+# The ipc driver's documented line: DPDK's ring header and iodp's protocol, no library.
+step="cc ipc driver with pkg-config --cflags libdpdk libiodp"
+ipc_flags=$(pkg-config --cflags libdpdk libiodp) || fail "pkg-config --cflags libdpdk libiodp"
+cat >"$tmp/ipc_driver.c" <<'EOF'
+#include <iodp/ipc_proto.h>
+#include <iodp/request.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+int main(void)
+{
+	struct iodp_request req = {0};
+	(void)req;
+	return (int)sizeof(struct rte_ring) == 0;
+}
+EOF
+# shellcheck disable=SC2086
+"$CC" -O2 -o "$tmp/ipc_driver" "$tmp/ipc_driver.c" $ipc_flags ||
+	fail "$CC -o ipc_driver ipc_driver.c \$(pkg-config --cflags libdpdk libiodp)"
+"$tmp/ipc_driver" || fail "the ipc driver snippet did not run"
 
 step="compile the installed headers"
 inc=$(find "$tmp" -type d -path '*/include/iodp' | head -n 1)

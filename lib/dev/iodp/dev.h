@@ -79,6 +79,12 @@ struct DevStats {
 	uint64_t mismatches = 0;    ///< verify: answers that disagree with the device's truth
 	uint64_t commands = 0;      ///< invalidation-queue commands completed
 	uint64_t dma_bytes = 0;     ///< bytes really copied (dma=1)
+	/**
+	 * The device knows the right answers (emulated devices): expected_faults and
+	 * mismatches are measured. Otherwise they are 0 because nobody counted them (an ipc
+	 * driver checks its own answers and reports them itself).
+	 */
+	bool checks_answers = false;
 };
 
 /**

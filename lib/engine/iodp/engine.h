@@ -242,6 +242,12 @@ public:
 	std::vector<PortReport> ports() const;
 	/** Lines describing what happened (devices lost, command failures), oldest first. */
 	std::vector<std::string> take_events();
+	/**
+	 * Whether each event is also logged when it happens (DPDK log type `iodp.engine`,
+	 * WARNING; on by default). An app that prints take_events() itself turns it off, so
+	 * that each event is shown once.
+	 */
+	void set_event_log(bool on) { log_events_.store(on, std::memory_order_relaxed); }
 	unsigned workers() const { return static_cast<unsigned>(workers_.size()); }
 	unsigned worker_lcore(unsigned w) const { return lcores_[w]; }
 	ctl::Ctx &ctx() const { return ctx_; }
@@ -269,6 +275,7 @@ private:
 	/** Per worker: what it polls (published with release, retired after a sync). */
 	std::unique_ptr<std::atomic<PollList *>[]> lists_;
 	std::atomic<bool> stop_{false};
+	std::atomic<bool> log_events_{true};
 	bool running_ = false;
 	// Written by the control thread, read by stats() from any thread (telemetry).
 	std::atomic<uint64_t> commands_{0}, command_errors_{0}, faults_reported_{0},

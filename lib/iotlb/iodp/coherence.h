@@ -53,6 +53,8 @@ public:
 		uint64_t total = 0;
 		/** The upper edge of the bucket holding quantile @p q, 0 when empty. */
 		uint64_t quantile(double q) const;
+		/** The upper edge of the highest bucket in use (a bound on the max), 0 when empty. */
+		uint64_t highest() const;
 		Counts operator-(const Counts &earlier) const;
 	};
 
