@@ -54,6 +54,7 @@ struct driver {
 	uint64_t rng;
 	/* counters */
 	uint64_t requests, completions, faults, expected_faults, mismatches, dma_bytes;
+	bool app_hung_up; /* --mode forever: the app closed the connection */
 };
 
 struct inflight {
@@ -109,8 +110,33 @@ static void send_msg(struct driver *d, struct iodp_ipc_msg *m, int fd)
 		c->cmsg_len = CMSG_LEN(sizeof(int));
 		memcpy(CMSG_DATA(c), &fd, sizeof(int));
 	}
-	if (sendmsg(d->sock, &mh, MSG_NOSIGNAL) != (ssize_t)sizeof(*m))
-		die("cannot send to the app");
+	if (sendmsg(d->sock, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof(*m))
+		return;
+	/* The app may have refused us and closed before reading (a second driver for one
+	 * device): its reply, if one is waiting, says why. */
+	const int err = errno;
+	struct iodp_ipc_msg r;
+	if (recv(d->sock, &r, sizeof(r), MSG_DONTWAIT) == (ssize_t)sizeof(r) &&
+	    r.type == IODP_IPC_REPLY && r.status < 0) {
+		r.error[sizeof(r.error) - 1] = '\0';
+		fprintf(stderr, "iodp-ipc-driver: the app refused: %s\n", r.error);
+		exit(1);
+	}
+	fprintf(stderr, "iodp-ipc-driver: cannot send to the app: %s\n", strerror(err));
+	exit(1);
+}
+
+/* True when the app has closed the connection (it stopped, or removed the device). */
+static bool app_gone(struct driver *d)
+{
+	struct pollfd p = {d->sock, POLLIN | POLLRDHUP, 0};
+	if (poll(&p, 1, 0) <= 0)
+		return false;
+	if (p.revents & (POLLHUP | POLLRDHUP | POLLERR))
+		return true;
+	char c;
+	const ssize_t n = recv(d->sock, &c, 1, MSG_DONTWAIT | MSG_PEEK);
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
 /* The reply to the last message; *fd gets a descriptor if one came. */
@@ -121,9 +147,19 @@ static struct iodp_ipc_msg recv_reply(struct driver *d, int *fd)
 	struct iovec iov = {&r, sizeof(r)};
 	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
 			    .msg_controllen = sizeof(cbuf)};
-	const ssize_t n = recvmsg(d->sock, &mh, MSG_CMSG_CLOEXEC);
+	ssize_t n = recvmsg(d->sock, &mh, MSG_CMSG_CLOEXEC);
+	/* An app that refuses us closes with our message unread: the first read reports
+	 * the reset, the reply it sent before is still queued behind it. */
+	if (n < 0 && errno == ECONNRESET)
+		n = recvmsg(d->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 	if (n != (ssize_t)sizeof(r))
 		die("the app closed the connection or sent a short reply");
+	if (r.type == IODP_IPC_REPLY && r.seq == 0 && r.status < 0) {
+		/* Sent before it read anything of ours: a refusal of the connection itself. */
+		r.error[sizeof(r.error) - 1] = '\0';
+		fprintf(stderr, "iodp-ipc-driver: the app refused: %s\n", r.error);
+		exit(1);
+	}
 	if (fd != NULL) {
 		*fd = -1;
 		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
@@ -300,7 +336,12 @@ static void traffic(struct driver *d, uint64_t n, int64_t target_chunk)
 	if (fl == NULL || outstanding == NULL || next_slot == NULL)
 		die("out of memory");
 	const uint64_t target = n * nq;
-	while (n == 0 || answered < target) {
+	for (uint64_t pass = 0; n == 0 || answered < target; pass++) {
+		/* --mode forever ends when the app does. */
+		if (n == 0 && (pass & 1023) == 0 && app_gone(d)) {
+			d->app_hung_up = true;
+			break;
+		}
 		for (unsigned q = 0; q < nq; q++) {
 			struct inflight *f = fl + (size_t)q * depth;
 			struct iodp_request reqs[BURST];
@@ -425,6 +466,13 @@ int main(int argc, char **argv)
 		return dropped && d.mismatches == 0 ? 0 : 1;
 	}
 	traffic(&d, strcmp(mode, "forever") == 0 ? 0 : requests, -1);
+	if (d.app_hung_up) {
+		printf("iodp-ipc-driver: the app closed the connection (it stopped, or removed the "
+		       "device); stopping. requests=%llu completions=%llu mismatches=%llu\n",
+		       (unsigned long long)d.requests, (unsigned long long)d.completions,
+		       (unsigned long long)d.mismatches);
+		return d.mismatches == 0 ? 0 : 1;
+	}
 
 	/* Unmap a mapped chunk: once the reply comes, nothing may translate into it. */
 	const uint64_t victim = HOLE_CHUNK + 1;

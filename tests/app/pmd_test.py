@@ -371,6 +371,26 @@ verify = 1
         self.assertEqual(rc, 0, text)
 
     # -- drivers in other processes ----------------------------------------------------------
+    def test_driver_hears_the_apps_reason_and_stops_with_the_app(self):
+        sock = self.path("ipc0.sock")
+        cfg = self.write("one.conf", "[device ipc0]\npath = %s\n" % sock)
+        app = self.start(["--config", cfg, "--stats-interval", "0"])
+        app.wait_for(r"telemetry at")
+        first = subprocess.Popen([DRIVER, "--socket", sock, "--mode", "forever"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        app.wait_for(r"ipc0: driver 'iodp-ipc-driver' .* attached|attached", timeout=30)
+        time.sleep(0.5)
+        second = subprocess.run([DRIVER, "--socket", sock], capture_output=True, text=True,
+                                timeout=60)
+        self.assertEqual(second.returncode, 1, second.stdout + second.stderr)
+        self.assertIn("ipc0 already has a driver", second.stderr)
+        self.assertNotIn("cannot send to the app", second.stderr)
+        rc, text = app.finish(signal.SIGINT)
+        self.assertEqual(rc, 0, text)
+        out, err = first.communicate(timeout=30)  # --mode forever ends when the app does
+        self.assertEqual(first.returncode, 0, out + err)
+        self.assertIn("the app closed the connection", out)
+
     def test_multi_process(self):
         socks = {n: self.path("%s.sock" % n) for n in ["ipc0", "ipc1", "ipc2", "ipc3"]}
         cfg = self.write("ipc.conf", """
