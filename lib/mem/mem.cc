@@ -2,8 +2,10 @@
 #include <iodp/mem.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cinttypes>
+#include <cstdio>
 #include <sys/mman.h>
 
 #include <rte_lcore.h>
@@ -106,13 +108,37 @@ GuestRam &GuestRam::operator=(GuestRam &&other) noexcept
 	return *this;
 }
 
+namespace {
+
+/**
+ * Whether the EAL still maps the memory at @p p. rte_eal_cleanup() unmaps every memory
+ * segment, and rte_free() of a pointer into one then crashes; a program that cleans up
+ * the EAL before destroying iodp's objects gets this message instead (once), and the
+ * memory goes with the process.
+ */
+bool dpdk_memory_still_mapped(const void *p)
+{
+	const uintptr_t page = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{4095};
+	if (msync(reinterpret_cast<void *>(page), 1, MS_ASYNC) == 0 || errno != ENOMEM)
+		return true;
+	static std::atomic<bool> said{false};
+	if (!said.exchange(true))
+		std::fprintf(stderr, "iodp: guest RAM from DPDK released after rte_eal_cleanup(), "
+			     "which already unmapped it: destroy iodp's engine, devices and "
+			     "contexts before rte_eal_cleanup() (doc/engine.md)\n");
+	return false;
+}
+
+} // namespace
+
 void GuestRam::release()
 {
 	if (data_ == nullptr)
 		return;
-	if (backing_ == RamBacking::dpdk)
-		rte_free(data_);
-	else
+	if (backing_ == RamBacking::dpdk) {
+		if (dpdk_memory_still_mapped(data_))
+			rte_free(data_);
+	} else
 		munmap(data_, mapped_size_);
 	data_ = nullptr;
 }
