@@ -13,7 +13,8 @@ struct Reserved {
 	std::string owner;
 };
 
-struct Ctx::Impl {
+// Hidden: its methods are lib/ctl's own, not part of libiodp.so's ABI (packaging/libiodp.map).
+struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	CtxConfig cfg;
 	mutable std::mutex lock;
 	std::map<uint32_t, std::unique_ptr<Object>> objects;

@@ -43,6 +43,16 @@ echo "install_test: $step $tmp"
 
 # As the README says: PKG_CONFIG_PATH alone, no PKG_CONFIG_SYSROOT_DIR. libiodp.pc is
 # relocatable (its prefix is ${pcfiledir}/...), so the flags point into the destdir.
+step="exported symbols"
+# packaging/libiodp.map: the C API and namespace iodp, one version node, nothing else.
+others=$(nm -D --defined-only -C "$lib/libiodp.so" | awk '{ $1 = ""; $2 = ""; sub(/^ +/, ""); print }' |
+	grep -v -e '^iodp_' -e '^iodp::' -e '^typeinfo for iodp::' -e '^typeinfo name for iodp::' \
+		-e '^vtable for iodp::' -e '^IODP_0\.1$' | sed 's/@@IODP_0\.1$//' |
+	grep -v -e '^iodp_' -e '^iodp::' || true)
+[ -z "$others" ] || fail "libiodp.so exports symbols outside the C API and namespace iodp: $(echo "$others" | head -5)"
+nm -D --defined-only "$lib/libiodp.so" | grep -q 'iodp_ioctl@@IODP_0.1' ||
+	fail "iodp_ioctl is not exported in version IODP_0.1"
+
 step="pkg-config --cflags --libs libiodp"
 export PKG_CONFIG_PATH=$lib/pkgconfig
 flags=$(pkg-config --cflags --libs libiodp) || fail "pkg-config cannot use $lib/pkgconfig/libiodp.pc"
