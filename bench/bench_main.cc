@@ -20,6 +20,7 @@ void register_walk_benchmarks();
 void register_iotlb_benchmarks();
 void register_inval_benchmarks();
 void register_engine_benchmarks();
+void register_shadow_benchmarks();
 
 namespace {
 
@@ -59,6 +60,7 @@ int main(int argc, char **argv)
 	register_iotlb_benchmarks();
 	register_inval_benchmarks();
 	register_engine_benchmarks();
+	register_shadow_benchmarks();
 	benchmark::Initialize(&argc, argv);
 	if (benchmark::ReportUnrecognizedArguments(argc, argv))
 		return 1;

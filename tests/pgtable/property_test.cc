@@ -6,6 +6,8 @@
  */
 #include "test_guest.h"
 
+#include <iodp/pgtable_range.h>
+
 #include <map>
 #include <random>
 #include <vector>
@@ -113,6 +115,96 @@ protected:
 		return (map_perm & 7) | (stage1 ? kPermRead : 0);
 	}
 
+	/**
+	 * Random maps and unmaps through the builder, with the reference model kept beside
+	 * them. Sets span, granule and big; the test's random generator continues from here.
+	 */
+	void random_tables(std::mt19937_64 &rng, std::map<uint64_t, RefMapping> &ref)
+	{
+		const PropertyCase &pc = GetParam();
+		const bool nested = pc.s2.has_value();
+		const bool stage1 = format_stage(pc.s1.format) == 1;
+		const std::vector<uint64_t> sizes = leaf_sizes();
+		granule = sizes.front();
+		big = sizes.back();
+		// Keep the space small enough that ranges collide, big enough for the largest leaves.
+		span = std::min<uint64_t>(64 * big, 64 * GiB);
+
+		auto overlaps = [&](uint64_t iova, uint64_t size) {
+			auto it = ref.upper_bound(iova + size - 1);
+			if (it == ref.begin())
+				return false;
+			--it;
+			return it->first + it->second.size > iova;
+		};
+		auto ref_unmap = [&](uint64_t iova, uint64_t size) {
+			std::map<uint64_t, RefMapping> keep;
+			for (auto it = ref.begin(); it != ref.end();) {
+				const uint64_t s = it->first, e = s + it->second.size;
+				if (e <= iova || s >= iova + size) {
+					++it;
+					continue;
+				}
+				if (s < iova)
+					keep[s] = {iova - s, it->second.oa, it->second.perm};
+				if (e > iova + size)
+					keep[iova + size] = {e - (iova + size),
+							     it->second.oa + (iova + size - s), it->second.perm};
+				it = ref.erase(it);
+			}
+			ref.insert(keep.begin(), keep.end());
+		};
+		auto random_perm = [&]() -> uint8_t {
+			uint8_t p = static_cast<uint8_t>(rng() % 8);
+			if (stage1)
+				p |= kMapRead;
+			else if (!(p & (kMapRead | kMapWrite)))
+				p |= kMapWrite;
+			return p;
+		};
+
+		for (int op = 0; op < 300; op++) {
+			uint64_t size;
+			switch (rng() % 8) {
+			case 0:
+				size = big;
+				break;
+			case 1:
+			case 2:
+				size = sizes[rng() % sizes.size()] * (1 + rng() % 3);
+				break;
+			default:
+				size = granule * (1 + rng() % 24);
+			}
+			size = std::min(size, span / 2);
+			// Usually aligned to the size's own leaf, sometimes to a granule only.
+			const uint64_t align = (rng() % 3) ? std::min(size & -size, big) : granule;
+			const uint64_t iova = pc.window + (rng() % ((span - size) / align + 1)) * align;
+			if (rng() % 5 == 0) {
+				uint64_t unmapped = 0;
+				Status s = s1.unmap(iova, size, &unmapped);
+				ASSERT_TRUE(s.ok()) << s.message();
+				ref_unmap(iova, size);
+				continue;
+			}
+			// Output: same alignment as the IOVA most of the time, so large leaves can form.
+			uint64_t oa = nested ? kOutIpa + (iova - pc.window)
+					     : (iova - pc.window) + (rng() % 64) * big + 64 * GiB;
+			if (rng() % 4 == 0)
+				oa += granule;
+			const uint8_t perm = random_perm();
+			Status s = s1.map(iova, oa, size, perm);
+			if (overlaps(iova, size)) {
+				ASSERT_EQ(s.code(), -EEXIST) << s.message();
+				continue;
+			}
+			ASSERT_TRUE(s.ok()) << s.message();
+			ref[iova] = {size, oa, perm};
+		}
+	}
+
+	uint64_t span = 0, granule = 0, big = 0;
+
 	TestGuest guest{kMemGpa, 2 * kPoolBytes};
 	TablePool s1_pool, s2_pool;
 	TableBuilder s1, s2;
@@ -124,84 +216,11 @@ TEST_P(PropertyTest, RandomMapUnmapAgainstReference)
 	const PropertyCase &pc = GetParam();
 	const bool nested = pc.s2.has_value();
 	const bool stage1 = format_stage(pc.s1.format) == 1;
-	const std::vector<uint64_t> sizes = leaf_sizes();
-	const uint64_t granule = sizes.front(), big = sizes.back();
-	// Keep the space small enough that ranges collide, big enough for the largest leaves.
-	const uint64_t span = std::min<uint64_t>(64 * big, 64 * GiB);
 	std::mt19937_64 rng(0x10da0 + std::hash<std::string>{}(pc.name));
 	std::map<uint64_t, RefMapping> ref; // start -> mapping
-
-	auto overlaps = [&](uint64_t iova, uint64_t size) {
-		auto it = ref.upper_bound(iova + size - 1);
-		if (it == ref.begin())
-			return false;
-		--it;
-		return it->first + it->second.size > iova;
-	};
-	auto ref_unmap = [&](uint64_t iova, uint64_t size) {
-		std::map<uint64_t, RefMapping> keep;
-		for (auto it = ref.begin(); it != ref.end();) {
-			const uint64_t s = it->first, e = s + it->second.size;
-			if (e <= iova || s >= iova + size) {
-				++it;
-				continue;
-			}
-			if (s < iova)
-				keep[s] = {iova - s, it->second.oa, it->second.perm};
-			if (e > iova + size)
-				keep[iova + size] = {e - (iova + size),
-						     it->second.oa + (iova + size - s), it->second.perm};
-			it = ref.erase(it);
-		}
-		ref.insert(keep.begin(), keep.end());
-	};
-	auto random_perm = [&]() -> uint8_t {
-		uint8_t p = static_cast<uint8_t>(rng() % 8);
-		if (stage1)
-			p |= kMapRead;
-		else if (!(p & (kMapRead | kMapWrite)))
-			p |= kMapWrite;
-		return p;
-	};
-
-	for (int op = 0; op < 300; op++) {
-		uint64_t size;
-		switch (rng() % 8) {
-		case 0:
-			size = big;
-			break;
-		case 1:
-		case 2:
-			size = sizes[rng() % sizes.size()] * (1 + rng() % 3);
-			break;
-		default:
-			size = granule * (1 + rng() % 24);
-		}
-		size = std::min(size, span / 2);
-		// Usually aligned to the size's own leaf, sometimes to a granule only.
-		const uint64_t align = (rng() % 3) ? std::min(size & -size, big) : granule;
-		const uint64_t iova = pc.window + (rng() % ((span - size) / align + 1)) * align;
-		if (rng() % 5 == 0) {
-			uint64_t unmapped = 0;
-			Status s = s1.unmap(iova, size, &unmapped);
-			ASSERT_TRUE(s.ok()) << s.message();
-			ref_unmap(iova, size);
-			continue;
-		}
-		// Output: same alignment as the IOVA most of the time, so large leaves can form.
-		uint64_t oa = nested ? kOutIpa + (iova - pc.window)
-				     : (iova - pc.window) + (rng() % 64) * big + 64 * GiB;
-		if (rng() % 4 == 0)
-			oa += granule;
-		const uint8_t perm = random_perm();
-		Status s = s1.map(iova, oa, size, perm);
-		if (overlaps(iova, size)) {
-			ASSERT_EQ(s.code(), -EEXIST) << s.message();
-			continue;
-		}
-		ASSERT_TRUE(s.ok()) << s.message();
-		ref[iova] = {size, oa, perm};
-	}
+	random_tables(rng, ref);
+	if (::testing::Test::HasFatalFailure())
+		return;
 
 	// Probe addresses: ends and random pages of every mapping, plus random addresses.
 	std::vector<WalkRequest> reqs;
@@ -290,6 +309,63 @@ TEST_P(PropertyTest, RandomMapUnmapAgainstReference)
 	const uint64_t page = s1_pool.page_size();
 	EXPECT_EQ(s1_pool.pages_in_use(), std::max<uint64_t>(1, (root_bytes + page - 1) / page));
 	EXPECT_EQ(walk(xlat, pc.window, kAccessPriv).fault, FaultKind::not_present);
+}
+
+/** Collects a range walk's runs and faults. */
+struct Collect : RangeSink {
+	std::vector<RangeRun> runs;
+	std::vector<RangeFault> faults;
+	void run(const RangeRun &r) override { runs.push_back(r); }
+	void fault(const RangeFault &f) override { faults.push_back(f); }
+};
+
+TEST_P(PropertyTest, RangeWalkAgreesWithWalkEverywhere)
+{
+	const PropertyCase &pc = GetParam();
+	std::mt19937_64 rng(0x4a46e + std::hash<std::string>{}(pc.name));
+	std::map<uint64_t, RefMapping> ref;
+	random_tables(rng, ref);
+	if (::testing::Test::HasFatalFailure())
+		return;
+	// Privileged: supervisor-only stage-1 pages are mapped too (as walk() with kAccessPriv).
+	Collect c;
+	const RangeStats st = walk_range(xlat, pc.window, span, kAccessPriv, c);
+	EXPECT_TRUE(c.faults.empty()) << fault_name(c.faults.front().fault);
+	uint64_t covered = 0, expected = 0, prev_end = pc.window;
+	for (const auto &[start, m] : ref)
+		expected += m.size;
+	auto check_gap = [&](uint64_t from, uint64_t to) {
+		for (int k = 0; k < 4 && from < to; k++) {
+			const uint64_t a = from + rng() % (to - from);
+			EXPECT_FALSE(walk(xlat, a, kAccessPriv).ok()) << std::hex << "gap 0x" << a;
+		}
+	};
+	for (const RangeRun &r : c.runs) {
+		ASSERT_GE(r.iova, prev_end) << "runs in IOVA order, not overlapping";
+		check_gap(prev_end, r.iova);
+		for (uint64_t a : {r.iova, r.iova + r.size - 1, r.iova + rng() % r.size}) {
+			const WalkResult w = walk(xlat, a, kAccessPriv);
+			ASSERT_TRUE(w.ok()) << std::hex << "0x" << a << ": " << fault_name(w.fault);
+			EXPECT_EQ(w.out, r.out + (a - r.iova)) << std::hex << "0x" << a;
+			EXPECT_EQ(w.perm, r.perm) << std::hex << "0x" << a;
+		}
+		covered += r.size;
+		prev_end = r.iova + r.size;
+	}
+	check_gap(prev_end, pc.window + span);
+	EXPECT_EQ(covered, expected) << "every mapped byte, once";
+	// One read per table entry in the range at most: never page by page.
+	EXPECT_LT(st.entries, expected / granule + 64 * c.runs.size() + 64);
+
+	// A sub-range cut in the middle of leaves: the same translations, cut to it.
+	const uint64_t lo = pc.window + span / 3 + granule / 2, len = span / 4;
+	Collect part;
+	walk_range(xlat, lo, len, kAccessPriv, part);
+	for (const RangeRun &r : part.runs) {
+		EXPECT_GE(r.iova, lo);
+		EXPECT_LE(r.iova + r.size, lo + len);
+		EXPECT_EQ(walk(xlat, r.iova, kAccessPriv).out, r.out);
+	}
 }
 
 void PrintTo(const PropertyCase &c, std::ostream *os) { *os << c.name; }
