@@ -21,6 +21,7 @@ void register_iotlb_benchmarks();
 void register_inval_benchmarks();
 void register_engine_benchmarks();
 void register_shadow_benchmarks();
+void register_ctl_benchmarks();
 
 namespace {
 
@@ -61,6 +62,7 @@ int main(int argc, char **argv)
 	register_inval_benchmarks();
 	register_engine_benchmarks();
 	register_shadow_benchmarks();
+	register_ctl_benchmarks();
 	benchmark::Initialize(&argc, argv);
 	if (benchmark::ReportUnrecognizedArguments(argc, argv))
 		return 1;

@@ -13,6 +13,160 @@
 
 namespace iodp {
 
+/* PageSet ---------------------------------------------------------------------------------- */
+
+PageSet::PageSet()
+	: root_(std::make_unique<std::atomic<void *>[]>(size_t{1} << kRootBits)),
+	  cover_(std::make_unique<std::map<uint64_t, Segment>>())
+{
+}
+
+PageSet::~PageSet()
+{
+	for (size_t i = 0; i < (size_t{1} << kRootBits); i++) {
+		auto *l2 = static_cast<Inner *>(root_[i].load(std::memory_order_relaxed));
+		if (l2 == nullptr)
+			continue;
+		for (auto &c2 : l2->child) {
+			auto *l1 = static_cast<Inner *>(c2.load(std::memory_order_relaxed));
+			if (l1 == nullptr)
+				continue;
+			for (auto &c1 : l1->child)
+				delete static_cast<Leaf *>(c1.load(std::memory_order_relaxed));
+			delete l1;
+		}
+		delete l2;
+	}
+}
+
+PageSet::Leaf *PageSet::leaf_for(uint64_t page, bool create)
+{
+	// Release: a reader that sees the pointer sees the node zeroed.
+	auto child = [create](std::atomic<void *> &slot, auto *fresh) -> void * {
+		void *p = slot.load(std::memory_order_relaxed);
+		if (p != nullptr || !create)
+			return p;
+		p = fresh();
+		if (p != nullptr)
+			slot.store(p, std::memory_order_release);
+		return p;
+	};
+	auto new_inner = +[]() -> void * { return new (std::nothrow) Inner(); };
+	auto new_leaf = +[]() -> void * { return new (std::nothrow) Leaf(); };
+	auto *l2 = static_cast<Inner *>(
+		child(root_[(page >> (kLeafBits + 2 * kInnerBits)) & ((1u << kRootBits) - 1)],
+		      new_inner));
+	if (l2 == nullptr)
+		return nullptr;
+	auto *l1 = static_cast<Inner *>(
+		child(l2->child[(page >> (kLeafBits + kInnerBits)) & ((1u << kInnerBits) - 1)],
+		      new_inner));
+	if (l1 == nullptr)
+		return nullptr;
+	return static_cast<Leaf *>(
+		child(l1->child[(page >> kLeafBits) & ((1u << kInnerBits) - 1)], new_leaf));
+}
+
+void PageSet::set_bits(uint64_t first, uint64_t last, bool on)
+{
+	for (uint64_t p = first;;) {
+		Leaf *leaf = leaf_for(p, false); // add() made every leaf of the range
+		// Whole words at a time within this leaf.
+		const uint64_t leaf_last = p | ((1u << kLeafBits) - 1);
+		const uint64_t end = std::min(last, leaf_last);
+		while (p <= end) {
+			const unsigned bit = p & 63;
+			const uint64_t n = std::min<uint64_t>(64 - bit, end - p + 1);
+			const uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << bit;
+			std::atomic<uint64_t> &w = leaf->word[(p & ((1u << kLeafBits) - 1)) >> 6];
+			const uint64_t old = w.load(std::memory_order_relaxed);
+			// One writer: a plain read-modify-write; release orders it before the table
+			// entries the caller writes next.
+			w.store(on ? old | mask : old & ~mask, std::memory_order_release);
+			p += n;
+			if (p == 0)
+				return; // wrapped past the last page
+		}
+		if (end == last)
+			return;
+	}
+}
+
+void PageSet::split_at(uint64_t page)
+{
+	auto it = cover_->upper_bound(page);
+	if (it == cover_->begin())
+		return;
+	--it;
+	if (it->first < page && it->second.last >= page) {
+		cover_->emplace_hint(std::next(it), page, Segment{it->second.last, it->second.count});
+		it->second.last = page - 1;
+		cover_size_++;
+	}
+}
+
+Status PageSet::add(uint64_t addr, uint64_t len)
+{
+	constexpr uint64_t kPage = 1ull << kPageShift;
+	if (len == 0 || ((addr | len) & (kPage - 1)) || addr + (len - 1) < addr)
+		return Status::error(-EINVAL, "page set: 0x%" PRIx64 "+0x%" PRIx64 " is empty, "
+				     "not page-aligned or wraps", addr, len);
+	const uint64_t first = addr >> kPageShift;
+	const uint64_t last = (addr + (len - 1)) >> kPageShift;
+	// Every node first: a failure leaves only empty nodes behind, which change nothing.
+	for (uint64_t p = first;; p = (p | ((1u << kLeafBits) - 1)) + 1) {
+		if (leaf_for(p, true) == nullptr)
+			return Status::error(-ENOMEM, "page set: no memory for a node covering "
+					     "0x%" PRIx64, p << kPageShift);
+		if ((p | ((1u << kLeafBits) - 1)) >= last)
+			break;
+	}
+	split_at(first);
+	if (last + 1 != (1ull << (64 - kPageShift)))
+		split_at(last + 1);
+	auto it = cover_->lower_bound(first);
+	uint64_t pos = first;
+	while (true) {
+		if (it != cover_->end() && it->first == pos) {
+			it->second.count++;
+			pos = it->second.last;
+			++it;
+		} else {
+			const uint64_t gap_last =
+				it != cover_->end() && it->first <= last ? it->first - 1 : last;
+			cover_->emplace_hint(it, pos, Segment{gap_last, 1});
+			cover_size_++;
+			set_bits(pos, gap_last, true);
+			pos = gap_last;
+		}
+		if (pos >= last)
+			return {};
+		pos++;
+	}
+}
+
+void PageSet::remove(uint64_t addr, uint64_t len)
+{
+	if (len == 0)
+		return;
+	const uint64_t first = addr >> kPageShift;
+	const uint64_t last = (addr + (len - 1)) >> kPageShift;
+	split_at(first);
+	if (last + 1 != (1ull << (64 - kPageShift)))
+		split_at(last + 1);
+	for (auto it = cover_->lower_bound(first); it != cover_->end() && it->first <= last;) {
+		if (--it->second.count != 0) {
+			++it;
+			continue;
+		}
+		set_bits(it->first, it->second.last, false);
+		it = cover_->erase(it);
+		cover_size_--;
+	}
+}
+
+/* GuestMemory ------------------------------------------------------------------------------ */
+
 Status GuestMemory::add_region(uint64_t gpa, uint64_t size, void *host)
 {
 	if (size == 0)

@@ -22,6 +22,8 @@
 #include <cstdint>
 #include <cstring>
 #include <endian.h>
+#include <map>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -33,6 +35,103 @@ struct GuestRegion {
 	std::byte *host = nullptr; ///< host address of gpa
 
 	uint64_t last() const { return gpa + (size - 1); }
+};
+
+/**
+ * A counted set of 4 KiB pages that any number of threads may test without locks while one
+ * writer (at a time) adds and removes ranges: the host memory an IOAS maps, as walkers see it.
+ *
+ * A page added twice (two mappings of the same host memory) stays until it is removed twice.
+ * Readers test a bit in a radix tree (root -> two interior levels -> a 4 KiB bitmap leaf per
+ * 128 MiB); the tree's nodes are published with release stores and never freed before the
+ * set itself, so a reader never follows a dangling pointer. add() and remove() cost
+ * O(log n) in the number of ranges held, plus one bit per page they change.
+ *
+ * Ordering: a page removed may still test present to a reader that started before the
+ * removal; callers that free the memory wait a grace period first (as for any RCU reader).
+ */
+class PageSet {
+public:
+	static constexpr unsigned kPageShift = 12;
+
+	PageSet();
+	~PageSet();
+	PageSet(const PageSet &) = delete;
+	PageSet &operator=(const PageSet &) = delete;
+
+	/** Whether every page of [addr, addr + len) is in the set (len > 0). Any thread. */
+	bool contains(uint64_t addr, uint64_t len) const
+	{
+		const uint64_t first = addr >> kPageShift;
+		const uint64_t last = (addr + (len - 1)) >> kPageShift;
+		if (addr + (len - 1) < addr)
+			return false;
+		for (uint64_t p = first;; p++) {
+			if (!has(p))
+				return false;
+			if (p == last)
+				return true;
+		}
+	}
+
+	/**
+	 * Add [addr, addr + len): page-aligned, len > 0, no wrap (EINVAL otherwise). ENOMEM when
+	 * a node cannot be allocated; the set is unchanged then. Writer side only.
+	 */
+	Status add(uint64_t addr, uint64_t len);
+	/** Undo one add() of exactly this range (or of ranges that make it up). Writer side. */
+	void remove(uint64_t addr, uint64_t len);
+	/** Ranges of pages with the same count, held on the writer side (for tests). */
+	size_t segments() const { return cover_size_; }
+
+private:
+	static constexpr unsigned kLeafBits = 15;  // pages per leaf: 2^15 (a 4 KiB bitmap)
+	static constexpr unsigned kInnerBits = 12; // children per interior node
+	static constexpr unsigned kRootBits = 52 - kLeafBits - 2 * kInnerBits;
+
+	struct Leaf {
+		std::atomic<uint64_t> word[(1u << kLeafBits) / 64] = {};
+	};
+	struct Inner {
+		std::atomic<void *> child[1u << kInnerBits] = {};
+	};
+
+	bool has(uint64_t page) const
+	{
+		// Acquire: a node's zeroed contents are visible before the pointer to it.
+		const auto *l2 = static_cast<const Inner *>(
+			root_[(page >> (kLeafBits + 2 * kInnerBits)) & ((1u << kRootBits) - 1)]
+				.load(std::memory_order_acquire));
+		if (l2 == nullptr)
+			return false;
+		const auto *l1 = static_cast<const Inner *>(
+			l2->child[(page >> (kLeafBits + kInnerBits)) & ((1u << kInnerBits) - 1)]
+				.load(std::memory_order_acquire));
+		if (l1 == nullptr)
+			return false;
+		const auto *leaf = static_cast<const Leaf *>(
+			l1->child[(page >> kLeafBits) & ((1u << kInnerBits) - 1)].load(
+				std::memory_order_acquire));
+		if (leaf == nullptr)
+			return false;
+		// Relaxed: the table entry that led the reader here was loaded with acquire after
+		// the writer set this bit (add() runs before the mapping is put in any table).
+		const uint64_t w = leaf->word[(page & ((1u << kLeafBits) - 1)) >> 6].load(
+			std::memory_order_relaxed);
+		return (w >> (page & 63)) & 1;
+	}
+	Leaf *leaf_for(uint64_t page, bool create);
+	void set_bits(uint64_t first, uint64_t last, bool on);
+	void split_at(uint64_t page);
+
+	std::unique_ptr<std::atomic<void *>[]> root_;
+	/** Writer side: disjoint page ranges [first, last] with how many adds cover them. */
+	struct Segment {
+		uint64_t last;
+		uint64_t count;
+	};
+	std::unique_ptr<std::map<uint64_t, Segment>> cover_;
+	size_t cover_size_ = 0;
 };
 
 class GuestMemory {
@@ -66,9 +165,18 @@ public:
 	{
 		const GuestRegion *r = find(gpa);
 		if (r == nullptr || len - 1 > r->last() - gpa)
-			return nullptr;
+			return pages_ != nullptr && pages_->contains(gpa, len)
+				       ? reinterpret_cast<std::byte *>(static_cast<uintptr_t>(gpa))
+				       : nullptr;
 		return r->host + (gpa - r->gpa);
 	}
+
+	/**
+	 * Beyond the regions, read the pages of @p pages at their own addresses (an identity
+	 * map of host memory, as a paging HWPT's walks see the memory its IOAS maps). The set
+	 * is shared and changes under readers; it must outlive this map. nullptr: none.
+	 */
+	void set_identity_pages(const PageSet *pages) { pages_ = pages; }
 
 	/** Read a little-endian 64-bit value; false (and *out untouched) if out of bounds. */
 	bool read_u64(uint64_t gpa, uint64_t *out) const
@@ -129,6 +237,7 @@ private:
 	const GuestRegion *find_sorted(uint64_t gpa) const;
 
 	std::vector<GuestRegion> regions_; // sorted by gpa
+	const PageSet *pages_ = nullptr;
 };
 
 /** Where a GuestRam block came from. */
