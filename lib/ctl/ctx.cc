@@ -382,11 +382,14 @@ void Ctx::Impl::invalidate_range(const HwptPaging &h, uint64_t iova, uint64_t le
 	notify(d);
 }
 
-void Ctx::Impl::unmap_tables(HwptPaging &h, uint64_t iova, uint64_t length)
+Status Ctx::Impl::unmap_tables(HwptPaging &h, uint64_t iova, uint64_t length)
 {
-	(void)h.table.unmap(iova, length);
+	// The builder changes nothing when it fails (a block to split and no page for it).
+	if (Status s = h.table.unmap(iova, length); !s)
+		return Status::error(s.code(), "hwpt %u: %s", h.id, s.message().c_str());
 	invalidate_range(h, iova, length);
 	pages_held = true;
+	return {};
 }
 
 void Ctx::Impl::invalidate_domain(uint32_t domain, uint8_t targets, uint8_t match)

@@ -115,7 +115,7 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 		find(h->fault_id)->users++;
 	HwptPaging *raw = h.get();
 	objects.emplace(id, std::move(h));
-	rebuild_host_map(*raw);
+	make_host_map(*raw);
 	return raw;
 }
 

@@ -53,8 +53,14 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	void report_device_tlb(const inval::Descriptor &d);
 	/** Invalidate what a paging HWPT maps in [iova, iova + length) (it is a stage 2 too). */
 	void invalidate_range(const HwptPaging &h, uint64_t iova, uint64_t length);
-	/** Remove [iova, iova + length) from @p h's table: the one way entries go away. */
-	void unmap_tables(HwptPaging &h, uint64_t iova, uint64_t length);
+	/**
+	 * Remove [iova, iova + length) from @p h's table: the one way entries go away. Fails
+	 * (ENOMEM, nothing changed) only when a block must be split and the pool is dry;
+	 * check_unmap() tells beforehand.
+	 */
+	Status unmap_tables(HwptPaging &h, uint64_t iova, uint64_t length);
+	/** Whether every paging HWPT of @p ioas can unmap @p victims (whole mappings). */
+	Status check_unmap(const Ioas &ioas, std::span<const uint64_t> victims) const;
 	/** Invalidate @p targets of everything tagged @p domain (match adds to kMatchDomain). */
 	void invalidate_domain(uint32_t domain, uint8_t targets, uint8_t match = 0);
 	/** Drop every worker's cached routes of @p dev (an attach, replace or detach). */
@@ -85,7 +91,7 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	std::vector<Reserved> reserved(const Ioas &ioas) const;
 	std::vector<IovaRange> usable(const Ioas &ioas) const;
 	uint64_t alignment(const Ioas &ioas) const;
-	/** Map into the IOAS and its tables; the caller rebuilds the host maps once after. */
+	/** Map into the IOAS, its page set and its tables. */
 	Status map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byte *host,
 			 uint64_t length, std::optional<uint64_t> gpa, const char *what);
 	/** Unmap one whole mapping from the tables and the IOAS; returns its length. */
@@ -93,9 +99,8 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	Result<uint64_t> alloc_iova(const Ioas &ioas, uint64_t length, uint64_t host_align) const;
 	Status check_fixed(const Ioas &ioas, uint64_t iova, uint64_t length) const;
 	Status table_map(HwptPaging &h, const Mapping &m);
-	/** Walk-time view of a paging HWPT: its tables and its IOAS's memory. */
-	void rebuild_host_map(HwptPaging &h);
-	void rebuild_host_maps(Ioas &ioas);
+	/** Walk-time view of a paging HWPT: its tables and its IOAS's memory (made once). */
+	void make_host_map(HwptPaging &h);
 
 	/* HWPTs (hwpt.cc) */
 	Result<HwptPaging *> make_paging(Device *dev, Ioas *ioas, uint32_t flags,

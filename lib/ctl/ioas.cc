@@ -166,42 +166,34 @@ Status Ctx::Impl::table_map(HwptPaging &h, const Mapping &m)
 	return {};
 }
 
-void Ctx::Impl::rebuild_host_map(HwptPaging &h)
+void Ctx::Impl::make_host_map(HwptPaging &h)
 {
 	// Walks read table pages and (nested) guest tables at host addresses: the walker may
-	// read exactly the pool and the memory this IOAS maps, nothing else.
-	std::vector<IovaRange> spans;
-	spans.push_back({reinterpret_cast<uintptr_t>(h.pool_ram.data()),
-			 reinterpret_cast<uintptr_t>(h.pool_ram.data()) + h.pool_ram.size() - 1});
-	for (const auto &[iova, m] : h.ioas->mappings)
-		spans.push_back({reinterpret_cast<uintptr_t>(m.host),
-				 reinterpret_cast<uintptr_t>(m.host) + m.length - 1});
-	std::sort(spans.begin(), spans.end(),
-		  [](const IovaRange &a, const IovaRange &b) { return a.start < b.start; });
-	std::vector<IovaRange> merged;
-	for (const IovaRange &s : spans) {
-		if (!merged.empty() && s.start <= merged.back().last + 1)
-			merged.back().last = std::max(merged.back().last, s.last);
-		else
-			merged.push_back(s);
-	}
+	// read exactly the pool and the memory this IOAS maps, nothing else. The pool is the
+	// map's one region (the fast case: every single-stage walk reads only the pool); the
+	// mapped memory is the IOAS's page set, which map and unmap change in place.
 	auto mem = std::make_unique<GuestMemory>();
-	for (const IovaRange &r : merged)
-		(void)mem->add_region(r.start, r.last - r.start + 1,
-				      reinterpret_cast<void *>(static_cast<uintptr_t>(r.start)));
-	// Publish the new map; a worker inside a burst may still read the old one.
+	(void)mem->add_region(reinterpret_cast<uintptr_t>(h.pool_ram.data()), h.pool_ram.size(),
+			      h.pool_ram.data());
+	mem->set_identity_pages(h.ioas->pages.get());
 	h.view.store(mem.get(), std::memory_order_release);
-	if (h.host_map != nullptr) {
-		std::shared_ptr<GuestMemory> old(std::move(h.host_map));
-		retire([old] {});
-	}
 	h.host_map = std::move(mem);
 }
 
-void Ctx::Impl::rebuild_host_maps(Ioas &ioas)
+Status Ctx::Impl::check_unmap(const Ioas &ioas, std::span<const uint64_t> victims) const
 {
-	for (HwptPaging *h : ioas.hwpts)
-		rebuild_host_map(*h);
+	for (const HwptPaging *h : ioas.hwpts) {
+		uint64_t need = 0;
+		for (uint64_t v : victims) {
+			const Mapping &m = ioas.mappings.at(v);
+			need += h->table.unmap_needs(m.iova, m.length);
+		}
+		if (need > h->pool.pages_free())
+			return Status::error(-ENOMEM, "hwpt %u: the unmap splits blocks and needs %"
+					     PRIu64 " table page(s); its pool has %" PRIu64 " free",
+					     h->id, need, h->pool.pages_free());
+	}
+	return {};
 }
 
 Status Ctx::Impl::map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byte *host,
@@ -241,11 +233,17 @@ Status Ctx::Impl::map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byt
 		iova = *a;
 	}
 	Mapping m{iova, length, host, flags & ~IODP_IOAS_MAP_FIXED_IOVA, gpa};
+	// The memory first, then the tables: a walker that finds the new entries can read it.
+	if (Status s = ioas.pages->add(hva, length); !s)
+		return Status::error(s.code(), "ioas %u %s: %s", ioas.id, what,
+				     s.message().c_str());
 	for (size_t i = 0; i < ioas.hwpts.size(); i++) {
 		if (Status s = table_map(*ioas.hwpts[i], m); !s) {
-			// Workers may have walked the part already made: invalidate it too.
+			// Workers may have walked the part already made: invalidate it too. What
+			// was just mapped has no block to split, so these unmaps cannot fail.
 			for (size_t j = 0; j < i; j++)
-				unmap_tables(*ioas.hwpts[j], iova, length);
+				(void)unmap_tables(*ioas.hwpts[j], iova, length);
+			ioas.pages->remove(hva, length);
 			return s;
 		}
 	}
@@ -257,8 +255,11 @@ uint64_t Ctx::Impl::remove_mapping(Ioas &ioas, uint64_t iova)
 {
 	auto it = ioas.mappings.find(iova);
 	const Mapping &m = it->second;
+	// Callers ran check_unmap() (or are undoing their own map, which splits nothing).
 	for (HwptPaging *h : ioas.hwpts)
-		unmap_tables(*h, m.iova, m.length);
+		(void)unmap_tables(*h, m.iova, m.length);
+	// Walkers still inside a burst may read it until the call's grace period ends.
+	ioas.pages->remove(reinterpret_cast<uintptr_t>(m.host), m.length);
 	const uint64_t length = m.length;
 	ioas.mappings.erase(it);
 	return length;
@@ -331,7 +332,6 @@ Result<uint64_t> Ctx::ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, 
 					length, std::nullopt, "map");
 	    !s)
 		return s;
-	impl_->rebuild_host_maps(**ioas);
 	return iova;
 }
 
@@ -350,7 +350,6 @@ Result<uint64_t> Ctx::ioas_map_guest(uint32_t ioas_id, uint32_t flags, uint64_t 
 	if (Status s = impl_->map_range(**ioas, flags, iova, host, length, gpa, "map");
 	    !s)
 		return s;
-	impl_->rebuild_host_maps(**ioas);
 	return iova;
 }
 
@@ -393,10 +392,12 @@ Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t lengt
 		return Status::error(-ENOENT, "ioas %u unmap 0x%" PRIx64 "+0x%" PRIx64
 				     ": nothing is mapped there", ioas_id, iova, length);
 	}
+	if (Status s = impl_->check_unmap(ioas, victims); !s)
+		return Status::error(s.code(), "ioas %u unmap 0x%" PRIx64 "+0x%" PRIx64 ": %s",
+				     ioas_id, iova, length, s.message().c_str());
 	uint64_t unmapped = 0;
 	for (uint64_t v : victims)
 		unmapped += impl_->remove_mapping(ioas, v);
-	impl_->rebuild_host_maps(ioas);
 	return unmapped;
 }
 
@@ -473,7 +474,6 @@ Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags
 		}
 		done.push_back(at);
 	}
-	impl_->rebuild_host_maps(d);
 	return dst_iova;
 }
 

@@ -140,8 +140,34 @@ Status PageSet::add(uint64_t addr, uint64_t len)
 			pos = gap_last;
 		}
 		if (pos >= last)
-			return {};
+			break;
 		pos++;
+	}
+	merge_around(first, last);
+	return {};
+}
+
+void PageSet::merge_around(uint64_t first, uint64_t last)
+{
+	// Neighbours with the same count become one segment, so pages added one at a time
+	// next to each other (a guest's RAM, page by page) stay one entry, not one per page.
+	auto it = cover_->upper_bound(first);
+	if (it != cover_->begin())
+		--it;
+	if (it != cover_->begin() && it->first >= first)
+		--it;
+	while (it != cover_->end() && it->first <= last) {
+		auto next = std::next(it);
+		if (next != cover_->end() && it->second.last + 1 == next->first &&
+		    it->second.count == next->second.count) {
+			it->second.last = next->second.last;
+			cover_->erase(next);
+			cover_size_--;
+			continue;
+		}
+		if (it->second.last >= last)
+			break;
+		it = next;
 	}
 }
 
@@ -163,6 +189,7 @@ void PageSet::remove(uint64_t addr, uint64_t len)
 		it = cover_->erase(it);
 		cover_size_--;
 	}
+	merge_around(first == 0 ? 0 : first - 1, last);
 }
 
 /* GuestMemory ------------------------------------------------------------------------------ */

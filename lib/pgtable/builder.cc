@@ -19,7 +19,7 @@ static_assert(kMapRead == kMapR && kMapWrite == kMapW && kMapExec == kMapX &&
 /* ---------------------------------------------------------------------------------------- */
 
 TablePool::TablePool(uint64_t base, std::byte *host, uint64_t size, uint64_t page)
-	: base_(base), host_(host), size_(size - size % page), page_(page)
+	: base_(base), host_(host), size_(size - size % page), page_(page), live_(size_ / page_)
 {
 }
 
@@ -63,8 +63,10 @@ std::vector<std::pair<uint64_t, uint64_t>> TablePool::take_held()
 void TablePool::release(uint64_t addr, uint64_t bytes)
 {
 	std::memset(host(addr, bytes), 0, bytes);
-	for (uint64_t off = 0; off < bytes; off += page_)
+	for (uint64_t off = 0; off < bytes; off += page_) {
+		live(addr + off) = 0;
 		free_pages_.push_back(addr + off);
+	}
 }
 
 std::byte *TablePool::host(uint64_t addr, uint64_t len) const
@@ -111,7 +113,7 @@ public:
 			const bool fits = ((iova | oa) & (entry_size - 1)) == 0 && size >= entry_size &&
 					  (max_leaf_ == 0 || entry_size <= max_leaf_);
 			if (h == 0 || (fits && P::block_allowed(h, st_))) {
-				GuestMemory::store_le64(slot, P::make_leaf(oa, h, m, st_));
+				put(table, slot, h, P::make_leaf(oa, h, m, st_));
 				iova += entry_size;
 				oa += entry_size;
 				size -= entry_size;
@@ -125,7 +127,7 @@ public:
 				if (!t)
 					return t.status();
 				next = *t;
-				GuestMemory::store_le64(slot, P::make_table(next, st_));
+				put(table, slot, h, P::make_table(next, st_));
 			}
 			if (Status s = map(next, h - 1, iova, oa, chunk, m); !s)
 				return s;
@@ -146,20 +148,20 @@ public:
 			const uint64_t e = GuestMemory::load_le64(slot);
 			Decoded d = classify(e, h);
 			if (d.kind == Kind::leaf && chunk == entry_size) {
-				GuestMemory::store_le64(slot, 0);
+				put(table, slot, h, 0);
 				unmapped += chunk;
 			} else if (d.kind != Kind::fault) {
 				if (d.kind == Kind::leaf) {
 					Result<uint64_t> t = split(d.addr, h, P::leaf_map_perm(e));
 					if (!t)
 						return t.status();
-					GuestMemory::store_le64(slot, P::make_table(*t, st_));
+					put(table, slot, h, P::make_table(*t, st_));
 					d.addr = *t;
 				}
 				if (Status s = unmap(d.addr, h - 1, iova, chunk, unmapped); !s)
 					return s;
-				if (is_empty(d.addr, h - 1)) {
-					GuestMemory::store_le64(slot, 0);
+				if (pool_.live(d.addr) == 0) {
+					put(table, slot, h, 0);
 					pool_.free(d.addr, st_.table_bytes(h - 1));
 				}
 			}
@@ -193,17 +195,57 @@ public:
 		}
 	}
 
-	bool is_empty(uint64_t table, int h)
+	/** Table pages unmap() would allocate for splits in [iova, iova + size). */
+	uint64_t split_needs(uint64_t table, int h, uint64_t iova, uint64_t size) const
 	{
-		const uint64_t bytes = st_.table_bytes(h);
-		const std::byte *p = pool_.host(table, bytes);
-		for (uint64_t off = 0; off < bytes; off += 8)
-			if (GuestMemory::load_le64(p + off) != 0)
-				return false;
-		return true;
+		uint64_t need = 0;
+		while (size > 0) {
+			const uint64_t entry_size = 1ull << st_.shift(h);
+			const uint64_t chunk = chunk_of(h, iova, size);
+			const Decoded d = classify(load(table, h, iova), h);
+			if (d.kind == Kind::leaf && chunk != entry_size)
+				need += block_split_needs(h, iova, chunk);
+			else if (d.kind == Kind::table)
+				need += split_needs(d.addr, h - 1, iova, chunk);
+			iova += chunk;
+			size -= chunk;
+		}
+		return need;
 	}
 
 private:
+	/**
+	 * A block at @p h split for [iova, iova + size): one table of leaves one level down,
+	 * then the same for each of those leaves the range covers only in part (at most two).
+	 */
+	uint64_t block_split_needs(int h, uint64_t iova, uint64_t size) const
+	{
+		uint64_t need = 1;
+		const uint64_t child = 1ull << st_.shift(h - 1);
+		while (size > 0) {
+			const uint64_t chunk = chunk_of(h - 1, iova, size);
+			if (chunk != child)
+				need += block_split_needs(h - 1, iova, chunk);
+			iova += chunk;
+			size -= chunk;
+		}
+		return need;
+	}
+
+	/**
+	 * Write entry @p v (a present entry, or 0) into @p slot of @p table and keep the
+	 * table's count of present entries. An entry counts when it decodes as present, so
+	 * accessed bits a walker ORed into an entry just cleared do not make it count.
+	 */
+	void put(uint64_t table, std::byte *slot, int h, uint64_t v)
+	{
+		const bool was = classify(GuestMemory::load_le64(slot), h).kind != Kind::fault;
+		GuestMemory::store_le64(slot, v);
+		const bool now = v != 0;
+		if (was != now)
+			pool_.live(table) = static_cast<uint16_t>(pool_.live(table) + (now ? 1 : -1));
+	}
+
 	/** A table one level down holding the same mapping as the block at @p h. */
 	Result<uint64_t> split(uint64_t oa, int h, uint8_t m)
 	{
@@ -215,6 +257,7 @@ private:
 		const uint64_t n = 1ull << st_.index_bits(h - 1);
 		for (uint64_t i = 0; i < n; i++)
 			GuestMemory::store_le64(p + i * 8, P::make_leaf(oa + i * child, h - 1, m, st_));
+		pool_.live(*t) = static_cast<uint16_t>(n);
 		return t;
 	}
 
@@ -338,11 +381,28 @@ Status TableBuilder::unmap(uint64_t iova, uint64_t size, uint64_t *unmapped)
 				     stage_.ias);
 	return with_policy(stage_.format, [&](auto p) -> Status {
 		Editor<decltype(p)> ed(stage_, *pool_);
+		// All or nothing: every page the splits need is there before anything changes.
+		const uint64_t need = ed.split_needs(stage_.root, stage_.start_height, iova, size);
+		if (need > pool_->pages_free())
+			return Status::error(-ENOMEM, "%s unmap 0x%" PRIx64 "+0x%" PRIx64
+					     ": splitting blocks needs %" PRIu64 " table page(s), "
+					     "the pool has %" PRIu64, name, iova, size, need,
+					     pool_->pages_free());
 		uint64_t done = 0;
 		Status s = ed.unmap(stage_.root, stage_.start_height, iova, size, done);
 		if (unmapped != nullptr)
 			*unmapped = done;
 		return s;
+	});
+}
+
+uint64_t TableBuilder::unmap_needs(uint64_t iova, uint64_t size) const
+{
+	if (size == 0 || !range_in_format(stage_, iova, size))
+		return 0; // unmap() refuses it without allocating
+	return with_policy(stage_.format, [&](auto p) -> uint64_t {
+		Editor<decltype(p)> ed(stage_, *pool_);
+		return ed.split_needs(stage_.root, stage_.start_height, iova, size);
 	});
 }
 

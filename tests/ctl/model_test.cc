@@ -86,6 +86,43 @@ protected:
 				ASSERT_EQ(t.host, want) << std::hex << iova;
 		}
 		(void)ctx.fault_events(SIZE_MAX, nullptr);
+		check_host_view(i);
+	}
+
+	/**
+	 * What walks may read (each paging HWPT's view): its table pool and exactly the host
+	 * pages some mapping covers, probed at random pages and at mappings' edges.
+	 */
+	void check_host_view(int i)
+	{
+		const auto *obj = static_cast<const Ioas *>(ctx.find(ioas[i]));
+		auto covered = [&](uint64_t host) {
+			for (const auto &[iova, mm] : model[i])
+				if (host >= mm.host && host - mm.host < mm.length)
+					return true;
+			return false;
+		};
+		for (const HwptPaging *h : obj->hwpts) {
+			const GuestMemory *view = h->view.load(std::memory_order_acquire);
+			ASSERT_NE(view, nullptr);
+			ASSERT_NE(view->translate(reinterpret_cast<uintptr_t>(h->pool_ram.data()), 8),
+				  nullptr);
+			for (int n = 0; n < 16; n++) {
+				uint64_t host = buf.addr(pick(buf.size() / kPage) * kPage);
+				if (!model[i].empty() && n % 2 == 0) {
+					auto it = std::next(model[i].begin(), pick(model[i].size()));
+					host = it->second.host +
+					       (pick(2) == 0 ? it->second.length : 0) - kPage * pick(2);
+				}
+				host += 8 * pick(512);
+				const bool readable = view->translate(host, 8) != nullptr;
+				ASSERT_EQ(readable, covered(host)) << std::hex << "host 0x" << host;
+				if (readable) {
+					ASSERT_EQ(view->translate(host, 8),
+						  reinterpret_cast<std::byte *>(host));
+				}
+			}
+		}
 	}
 
 	void map_fixed(int i)
@@ -205,6 +242,7 @@ TEST_P(ModelTest, RandomOperations)
 		const auto *obj = static_cast<const Ioas *>(ctx.find(ioas[i]));
 		for (const HwptPaging *h : obj->hwpts)
 			EXPECT_EQ(h->pool.pages_in_use(), 1u);
+		EXPECT_EQ(obj->pages->segments(), 0u) << "the host view still holds pages";
 	}
 }
 

@@ -3,6 +3,8 @@
 #include "test_guest.h"
 
 #include <algorithm>
+#include <random>
+#include <vector>
 
 namespace iodp::pgtable::testing {
 namespace {
@@ -87,6 +89,69 @@ TEST_F(BuilderTest, PartialUnmapSplitsBlocks)
 	// Unmapping the rest frees every table below the root.
 	ASSERT_TRUE(b.unmap(0, 4 * GiB, &unmapped).ok());
 	EXPECT_EQ(unmapped, 1 * GiB - 4 * KiB);
+	EXPECT_EQ(pool.pages_in_use(), 1u);
+}
+
+/* A split needs table pages; without them the unmap fails and changes nothing. */
+TEST_F(BuilderTest, UnmapThatCannotSplitChangesNothing)
+{
+	// Root, level 3, level 2: a 1 GiB block then a 2 MiB block leave one page free.
+	make(cfg_x86(), 4096, 4 * 4096);
+	ASSERT_TRUE(b.map(1 * GiB, 3 * GiB, 1 * GiB, kMapRead | kMapWrite).ok());
+	ASSERT_TRUE(b.map(2 * GiB, 5 * GiB, 2 * MiB, kMapRead | kMapWrite).ok());
+	EXPECT_EQ(pool.pages_in_use(), 3u);
+	EXPECT_EQ(pool.pages_free(), 1u);
+	// One 4 KiB page out of the 1 GiB block: a table of 2 MiB blocks, then one of 4 KiB
+	// pages; out of the 2 MiB block: one table.
+	EXPECT_EQ(b.unmap_needs(1 * GiB + 6 * MiB, 4 * KiB), 2u);
+	EXPECT_EQ(b.unmap_needs(1 * GiB + 4 * MiB, 2 * MiB), 1u);
+	EXPECT_EQ(b.unmap_needs(2 * GiB + 8 * KiB, 4 * KiB), 1u);
+	EXPECT_EQ(b.unmap_needs(1 * GiB, 1 * GiB), 0u);
+	// Both ends of the range inside the same block: still the two tables at most per level.
+	EXPECT_EQ(b.unmap_needs(1 * GiB + 4 * KiB, 1 * GiB - 8 * KiB), 3u);
+
+	uint64_t unmapped = 77;
+	Status st = b.unmap(1 * GiB + 6 * MiB, 4 * KiB, &unmapped);
+	EXPECT_EQ(st.code(), -ENOMEM) << st.message();
+	EXPECT_NE(st.message().find("needs 2 table page(s)"), std::string::npos) << st.message();
+	EXPECT_EQ(unmapped, 77u) << "nothing unmapped, nothing reported";
+	EXPECT_EQ(pool.pages_in_use(), 3u);
+	expect_ok(w(1 * GiB + 6 * MiB), 3 * GiB + 6 * MiB, 1 * GiB, "rw");
+	expect_ok(w(1 * GiB + 1023 * MiB), 3 * GiB + 1023 * MiB, 1 * GiB, "rw");
+	// One page is enough for the 2 MiB block.
+	ASSERT_TRUE(b.unmap(2 * GiB + 8 * KiB, 4 * KiB, &unmapped).ok());
+	EXPECT_EQ(unmapped, 4 * KiB);
+	expect_fault(w(2 * GiB + 8 * KiB), FaultKind::not_present, 1, 1);
+	expect_ok(w(2 * GiB + 12 * KiB), 5 * GiB + 12 * KiB, 4 * KiB, "rw");
+	// Whole leaves need nothing; emptied tables go back to the pool.
+	ASSERT_TRUE(b.unmap(0, 4 * GiB, &unmapped).ok());
+	EXPECT_EQ(unmapped, 1 * GiB + 2 * MiB - 4 * KiB);
+	EXPECT_EQ(pool.pages_in_use(), 1u);
+}
+
+/* Tables are freed by count, not by scanning: the count follows every kind of change. */
+TEST_F(BuilderTest, EmptyTablesAreFreedWhateverTheOrder)
+{
+	make(cfg_x86());
+	std::mt19937_64 rng(7);
+	std::vector<uint64_t> pages;
+	for (uint64_t i = 0; i < 1024; i++)
+		pages.push_back(1 * GiB + i * 4 * KiB);
+	std::shuffle(pages.begin(), pages.end(), rng);
+	for (uint64_t p : pages)
+		ASSERT_TRUE(b.map(p, p, 4 * KiB, kMapRead).ok());
+	// A 2 MiB block next to them, split by a partial unmap, then unmapped page by page.
+	ASSERT_TRUE(b.map(1 * GiB + 4 * MiB, 8 * GiB, 2 * MiB, kMapRead).ok());
+	ASSERT_TRUE(b.unmap(1 * GiB + 4 * MiB, 4 * KiB).ok());
+	for (uint64_t i = 1; i < 512; i++)
+		ASSERT_TRUE(b.unmap(1 * GiB + 4 * MiB + i * 4 * KiB, 4 * KiB).ok());
+	std::shuffle(pages.begin(), pages.end(), rng);
+	for (size_t i = 0; i < pages.size(); i++) {
+		ASSERT_TRUE(b.unmap(pages[i], 4 * KiB).ok());
+		if (i + 1 < pages.size()) {
+			ASSERT_TRUE(w(pages[i + 1]).ok()) << "a table freed while in use";
+		}
+	}
 	EXPECT_EQ(pool.pages_in_use(), 1u);
 }
 

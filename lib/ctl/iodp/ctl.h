@@ -92,6 +92,12 @@ struct Ioas : Object {
 	explicit Ioas(uint32_t id_) : Object(id_, ObjType::ioas) {}
 
 	std::map<uint64_t, Mapping> mappings; ///< by iova
+	/**
+	 * The host memory of the mappings, counted: what walks through this IOAS's paging
+	 * HWPTs may read besides their table pools. Changed in place (O(log n) per mapping);
+	 * freed with the IOAS, after the HWPTs that read it.
+	 */
+	std::unique_ptr<PageSet> pages = std::make_unique<PageSet>();
 	std::vector<IovaRange> allowed;       ///< empty: no constraint
 	std::vector<HwptPaging *> hwpts;      ///< kept in step with mappings
 	bool huge_pages = true;
@@ -116,8 +122,9 @@ struct HwptPaging : Hwpt {
 	pgtable::TableBuilder table;
 	/**
 	 * Identity map (address = host address) of the table pool and the IOAS's memory: all
-	 * a walk may read. Replaced, never changed, when mappings change; workers load `view`
-	 * once per burst and the old map is freed after a grace period.
+	 * a walk may read. Made once: the pool is its one region and the IOAS's page set
+	 * (`Ioas::pages`, changed in place by map and unmap) the rest. Workers load `view`
+	 * once per burst.
 	 */
 	std::unique_ptr<GuestMemory> host_map;
 	std::atomic<const GuestMemory *> view{nullptr};

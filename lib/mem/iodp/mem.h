@@ -123,6 +123,7 @@ private:
 	Leaf *leaf_for(uint64_t page, bool create);
 	void set_bits(uint64_t first, uint64_t last, bool on);
 	void split_at(uint64_t page);
+	void merge_around(uint64_t first, uint64_t last);
 
 	std::unique_ptr<std::atomic<void *>[]> root_;
 	/** Writer side: disjoint page ranges [first, last] with how many adds cover them. */

@@ -59,6 +59,13 @@ public:
 	uint64_t base() const { return base_; }
 	uint64_t page_size() const { return page_; }
 	uint64_t pages_in_use() const { return in_use_; }
+	/** Single pages alloc() can still hand out (reused or never used). */
+	uint64_t pages_free() const { return free_pages_.size() + (size_ - bump_) / page_; }
+	/**
+	 * Present entries in the table at @p addr (an address alloc() returned): the builder's
+	 * bookkeeping, so that "is this table empty" costs O(1) instead of a scan.
+	 */
+	uint16_t &live(uint64_t addr) { return live_[(addr - base_) / page_]; }
 
 private:
 	uint64_t base_ = 0;
@@ -70,6 +77,7 @@ private:
 	std::vector<uint64_t> free_pages_;
 	bool deferred_ = false;
 	std::vector<std::pair<uint64_t, uint64_t>> held_;
+	std::vector<uint16_t> live_; // per page; a multi-page table counts in its first
 };
 
 class TableBuilder {
@@ -110,8 +118,12 @@ public:
 	/**
 	 * Unmap whatever is mapped in [iova, iova + size) (granule-aligned), splitting blocks
 	 * that stick out of the range. @p unmapped, if given, receives the bytes that were mapped.
+	 * All or nothing: ENOMEM, with the table unchanged, when the splits need more table
+	 * pages than the pool has (unmap_needs() says how many beforehand).
 	 */
 	Status unmap(uint64_t iova, uint64_t size, uint64_t *unmapped = nullptr);
+	/** Table pages unmap(iova, size) would allocate to split blocks (0 almost always). */
+	uint64_t unmap_needs(uint64_t iova, uint64_t size) const;
 
 	uint64_t root() const { return stage_.root; }
 	const Stage &stage() const { return stage_; }
