@@ -168,7 +168,7 @@ struct EngineTest : DevTest {
 		EXPECT_TRUE(p.ok()) << p.status().message();
 		return *devs.back();
 	}
-	/** Poll for @p ms, and until @p enough says so (at most 30 s: CPUs may be shared). */
+	/** Poll for @p ms, and until @p enough says so (at most 120 s: CPUs may be shared). */
 	void run_for(std::chrono::milliseconds ms, const std::function<void()> &each = {},
 		     const std::function<bool()> &enough = {})
 	{
@@ -176,7 +176,7 @@ struct EngineTest : DevTest {
 		const auto end = start + ms;
 		for (;;) {
 			const auto now = std::chrono::steady_clock::now();
-			if (now >= end && (!enough || enough() || now >= start + std::chrono::seconds(30)))
+			if (now >= end && (!enough || enough() || now >= start + std::chrono::seconds(120)))
 				break;
 			eng->poll_control();
 			if (each)
