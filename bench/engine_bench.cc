@@ -80,7 +80,8 @@ void run_engine(benchmark::State &state, const ProfileSpec &p, unsigned workers,
 	const auto warm_end = Clock::now() + std::chrono::milliseconds(200);
 	while (Clock::now() < warm_end)
 		eng.poll_control();
-	const engine::WorkerStats before = eng.stats().total;
+	const engine::EngineStats before_e = eng.stats();
+	const engine::WorkerStats before = before_e.total;
 	for (auto _ : state) {
 		const auto t0 = Clock::now();
 		while (Clock::now() - t0 < kSlice)
@@ -88,7 +89,17 @@ void run_engine(benchmark::State &state, const ProfileSpec &p, unsigned workers,
 		state.SetIterationTime(std::chrono::duration<double>(Clock::now() - t0).count());
 	}
 	eng.stop();
-	const engine::WorkerStats after = eng.stats().total;
+	const engine::EngineStats after_e = eng.stats();
+	const engine::WorkerStats after = after_e.total;
+	// Control passes: how many guest invalidations each sync covered (strict traffic).
+	const double secs = static_cast<double>(state.iterations()) * kSlice.count() / 1e3;
+	const auto syncs = static_cast<double>(after_e.command_passes - before_e.command_passes);
+	const auto invals = static_cast<double>(after_e.commands - before_e.commands);
+	if (invals > 0) {
+		state.counters["inval_per_sync"] = syncs > 0 ? invals / syncs : 0;
+		state.counters["syncs_per_s"] = syncs / secs;
+		state.counters["inval_per_s"] = invals / secs;
+	}
 	state.SetItemsProcessed(static_cast<int64_t>(after.requests - before.requests));
 	const double pages = static_cast<double>(after.pages - before.pages);
 	state.counters["hit_rate"] = pages > 0 ? (after.hits - before.hits) / pages : 0;
@@ -250,14 +261,28 @@ private:
 struct QemuRun {
 	QemuStyleEngine *engine;
 	dev::Device *dev;
+	ctl::Ctx *ctx;
 	std::atomic<bool> stop{false};
 };
 
 int qemu_worker(void *arg)
 {
 	auto *run = static_cast<QemuRun *>(arg);
-	while (!run->stop.load(std::memory_order_relaxed))
+	// It walks the same tables as the engine's workers, so lib/ctl's grace periods must
+	// wait for it before table pages are reused: registered like a worker. Its shard
+	// stays empty (QEMU's invalidations come through the sink, under its lock).
+	iotlb::Coherence &bus = run->ctx->coherence();
+	Result<iotlb::Shard> shard = iotlb::Shard::create({64, 64, 16});
+	Result<unsigned> id = shard ? bus.register_worker(&*shard) : Result<unsigned>(shard.status());
+	while (!run->stop.load(std::memory_order_relaxed)) {
+		if (id)
+			bus.drain(*id);
 		run->engine->serve(*run->dev, 0);
+		if (id)
+			bus.quiescent(*id);
+	}
+	if (id)
+		bus.unregister_worker(*id);
 	return 0;
 }
 
@@ -271,7 +296,7 @@ void run_qemu_style(benchmark::State &state, const ProfileSpec &p)
 		return;
 	}
 	QemuStyleEngine q(ctx);
-	QemuRun run{&q, d.get()};
+	QemuRun run{&q, d.get(), &ctx};
 	rte_eal_remote_launch(qemu_worker, &run, lcore);
 	auto control = [&] {
 		(void)engine::serve_commands(ctx, *d, nullptr);

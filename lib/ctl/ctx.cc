@@ -324,8 +324,38 @@ iotlb::Coherence &Ctx::coherence()
 
 /* Invalidation and grace periods ----------------------------------------------------------- */
 
+namespace {
+
+/** The SyncBatch open on this thread, if any. */
+thread_local Ctx::SyncBatch *tls_batch = nullptr;
+
+/** Whether @p b can absorb @p d: the same invalidation of a range that touches b's. */
+bool mergeable(const inval::Descriptor &b, const inval::Descriptor &d)
+{
+	if (b.op != inval::Op::invalidate || d.op != inval::Op::invalidate ||
+	    !(b.match & inval::kMatchRange) || b.targets != d.targets || b.match != d.match ||
+	    b.leaf_only != d.leaf_only || b.granule_shift != d.granule_shift ||
+	    b.level != d.level || b.domain != d.domain || b.asid != d.asid ||
+	    b.pasid != d.pasid || b.device != d.device)
+		return false;
+	const uint64_t b_last = b.addr + (b.size - 1), d_last = d.addr + (d.size - 1);
+	// Touching or overlapping; the merged range must not reach 2^64 bytes.
+	return d.addr <= b_last + 1 && b.addr <= d_last + 1 && b_last + 1 != 0 &&
+	       d_last + 1 != 0 && !(std::min(b.addr, d.addr) == 0 &&
+				    std::max(b_last, d_last) == UINT64_MAX);
+}
+
+} // namespace
+
 Ctx::Impl::Guard::~Guard()
 {
+	SyncBatch *batch = tls_batch;
+	if (batch != nullptr && batch->ctx_.impl_.get() == &impl_) {
+		// The batch's sync() retires the table pages (after posting what it holds) and
+		// waits the grace period. The lock goes with lock_'s destructor.
+		batch->due_ |= std::exchange(impl_.sync_due, false);
+		return;
+	}
 	impl_.retire_table_pages();
 	const bool sync = std::exchange(impl_.sync_due, false);
 	lock_.unlock();
@@ -339,8 +369,64 @@ void Ctx::Impl::notify(const inval::Descriptor &d)
 		sink(d);
 	if ((d.targets & inval::kTargetDeviceTlb) && device_tlb)
 		report_device_tlb(d);
-	coherence->post(d);
 	sync_due = true;
+	SyncBatch *batch = tls_batch;
+	if (batch != nullptr && batch->ctx_.impl_.get() == this) {
+		batch->requested_++;
+		// Adjacent pages unmapped one call at a time become one range; a range that
+		// now bridges two held ones absorbs the second.
+		inval::Descriptor cur = d;
+		for (size_t i = 0; i < held.size();) {
+			if (!mergeable(held[i], cur)) {
+				i++;
+				continue;
+			}
+			const uint64_t last = std::max(held[i].addr + (held[i].size - 1),
+						       cur.addr + (cur.size - 1));
+			cur.addr = std::min(held[i].addr, cur.addr);
+			cur.size = last - cur.addr + 1;
+			held.erase(held.begin() + static_cast<ptrdiff_t>(i));
+			i = 0;
+		}
+		held.push_back(cur);
+		return;
+	}
+	coherence->post(d);
+}
+
+Ctx::SyncBatch::SyncBatch(Ctx &ctx) : ctx_(ctx)
+{
+	tls_batch = this;
+}
+
+Ctx::SyncBatch::~SyncBatch()
+{
+	(void)sync();
+	tls_batch = nullptr;
+}
+
+unsigned Ctx::SyncBatch::sync()
+{
+	Impl &impl = *ctx_.impl_;
+	unsigned posted;
+	{
+		std::lock_guard g(impl.lock);
+		posted = impl.post_held();
+		impl.retire_table_pages();
+		due_ |= std::exchange(impl.sync_due, false);
+	}
+	if (std::exchange(due_, false))
+		impl.coherence->sync();
+	return posted;
+}
+
+unsigned Ctx::Impl::post_held()
+{
+	for (const inval::Descriptor &d : held)
+		coherence->post(d);
+	const auto n = static_cast<unsigned>(held.size());
+	held.clear();
+	return n;
 }
 
 void Ctx::Impl::report_device_tlb(const inval::Descriptor &d)
@@ -412,6 +498,9 @@ void Ctx::Impl::invalidate_routes(const Device &dev)
 
 void Ctx::Impl::retire(std::function<void()> fn)
 {
+	// What a batch holds goes out first: its grace period must also cover the workers
+	// dropping what they cached of the memory being retired.
+	post_held();
 	coherence->retire(std::move(fn));
 	sync_due = true;
 }
@@ -420,6 +509,8 @@ void Ctx::Impl::retire_table_pages()
 {
 	if (!std::exchange(pages_held, false))
 		return; // most calls unmap nothing: no need to look at every HWPT
+	// A walk cache may still point into these pages until the held invalidations go out.
+	post_held();
 	for (const auto &[id, o] : objects) {
 		if (o->type != ObjType::hwpt_paging)
 			continue;

@@ -29,6 +29,8 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	std::function<void(uint32_t, const inval::Descriptor &)> device_tlb;
 	std::unique_ptr<iotlb::Coherence> coherence;
 	bool sync_due = false;     ///< something was posted or retired under the lock
+	/** Invalidations a SyncBatch holds (posted by its sync()), merged where they touch. */
+	std::vector<inval::Descriptor> held;
 	bool pages_held = false;   ///< an unmap left table pages waiting for a grace period
 
 	/**
@@ -65,6 +67,8 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	void invalidate_domain(uint32_t domain, uint8_t targets, uint8_t match = 0);
 	/** Drop every worker's cached routes of @p dev (an attach, replace or detach). */
 	void invalidate_routes(const Device &dev);
+	/** Post the invalidations a SyncBatch holds (before anything is retired); how many. */
+	unsigned post_held();
 	/** Free @p fn's memory after the call's grace period (runs without the lock). */
 	void retire(std::function<void()> fn);
 	/** Hand the table pages unmaps freed to a grace period (called by Guard). */

@@ -356,6 +356,11 @@ unsigned Device::take_commands(Command *cmds, unsigned n)
 								 nullptr);
 }
 
+unsigned Device::commands_pending() const
+{
+	return cmds_ == nullptr ? 0 : rte_ring_count(cmds_);
+}
+
 bool Device::complete(const CommandDone &done)
 {
 	return done_ != nullptr && rte_ring_mp_enqueue_elem(done_, const_cast<CommandDone *>(&done),

@@ -39,6 +39,8 @@ struct Engine::Port {
 	bool closed = false;
 	dev::DevInfo final_info;
 	dev::DevStats final_stats;
+	/** Passes that left commands for later (its budget was used); read by ports(). */
+	std::atomic<uint64_t> throttled{0};
 };
 
 namespace {
@@ -51,6 +53,9 @@ struct Launch {
 /** Completions a worker keeps per queue burst: the largest request split page by page. */
 constexpr size_t kCplCap = 1024;
 constexpr unsigned kMaxBurst = 512;
+constexpr unsigned kMaxCommandBudget = 4096;
+/** Commands taken from a device at a time. */
+constexpr unsigned kCommandChunk = 64;
 
 } // namespace
 
@@ -61,6 +66,9 @@ Result<std::unique_ptr<Engine>> Engine::create(ctl::Ctx &ctx, const EngineConfig
 	if (config.burst == 0 || config.burst > kMaxBurst)
 		return Status::error(-EINVAL, "engine: burst %u is outside [1, %u]", config.burst,
 				     kMaxBurst);
+	if (config.command_budget == 0 || config.command_budget > kMaxCommandBudget)
+		return Status::error(-EINVAL, "engine: command budget %u is outside [1, %u]",
+				     config.command_budget, kMaxCommandBudget);
 	if (!dpdk_eal_running())
 		return Status::error(-ENODEV, "engine: DPDK's EAL is not initialised (workers "
 				     "are EAL lcores; library mode needs no engine)");
@@ -319,22 +327,59 @@ Status run_command(ctl::Ctx &ctx, const dev::Command &c)
 	}
 }
 
+/** A command carried out, to be completed once the pass's sync is over. */
+struct Done {
+	dev::Device *dev;
+	dev::CommandDone done;
+};
+
+/**
+ * Take up to @p budget of @p device's commands and carry them out (inside the caller's
+ * SyncBatch: nothing is complete yet); their completions go to @p out.
+ */
+unsigned run_commands(ctl::Ctx &ctx, dev::Device &device, unsigned budget,
+		      std::vector<Done> &out, std::vector<std::string> *failures)
+{
+	dev::Command cmds[kCommandChunk];
+	unsigned taken = 0;
+	while (taken < budget) {
+		const unsigned n = device.take_commands(cmds, std::min(kCommandChunk, budget - taken));
+		for (unsigned i = 0; i < n; i++) {
+			Status s = run_command(ctx, cmds[i]);
+			if (!s.ok() && failures != nullptr)
+				failures->push_back(device.name() +
+						    ": invalidation-queue command failed: " +
+						    s.message());
+			out.push_back({&device, {cmds[i].cookie, s.code(), 0}});
+		}
+		taken += n;
+		if (n == 0)
+			break;
+	}
+	return taken;
+}
+
+/** Complete what run_commands() carried out: only after the sync that covers them. */
+void complete_all(const std::vector<Done> &done, std::vector<std::string> *failures)
+{
+	for (const Done &d : done)
+		if (!d.dev->complete(d.done) && failures != nullptr)
+			failures->push_back(d.dev->name() +
+					    ": completion queue full, a completion is lost");
+}
+
 } // namespace
 
 unsigned serve_commands(ctl::Ctx &ctx, dev::Device &device, std::vector<std::string> *failures)
 {
-	dev::Command cmds[32];
-	const unsigned n = device.take_commands(cmds, 32);
-	for (unsigned i = 0; i < n; i++) {
-		Status s = run_command(ctx, cmds[i]);
-		if (!s.ok() && failures != nullptr)
-			failures->push_back(device.name() + ": invalidation-queue command failed: " +
-					    s.message());
-		const dev::CommandDone done{cmds[i].cookie, s.code(), 0};
-		if (!device.complete(done) && failures != nullptr)
-			failures->push_back(device.name() +
-					    ": completion queue full, a completion is lost");
+	std::vector<Done> done;
+	unsigned n;
+	{
+		ctl::Ctx::SyncBatch batch(ctx);
+		n = run_commands(ctx, device, 32, done, failures);
+		(void)batch.sync();
 	}
+	complete_all(done, failures);
 	return n;
 }
 
@@ -343,30 +388,65 @@ unsigned Engine::poll_control()
 	unsigned work = 0;
 	for (auto &pp : ports_) {
 		Port &p = *pp;
-		if (!p.active)
+		if (!p.active || !p.dev->gone())
 			continue;
-		if (p.dev->gone()) {
-			devices_lost_.fetch_add(1, std::memory_order_relaxed);
-			(void)remove_device(p.id, "device gone: " + p.dev->gone_reason());
-			// Nothing will use it again: release its memory and lib/ctl objects now,
-			// keeping its last numbers for ports() and the summaries built on them.
-			std::lock_guard g(ports_lock_);
-			p.final_info = p.dev->info();
-			p.final_stats = p.dev->stats();
-			p.dev->close();
-			p.closed = true;
-			work++;
-			continue;
-		}
-		std::vector<std::string> failures;
-		const unsigned n = serve_commands(ctx_, *p.dev, &failures);
-		commands_.fetch_add(n, std::memory_order_relaxed);
-		command_errors_.fetch_add(failures.size(), std::memory_order_relaxed);
-		for (std::string &f : failures)
-			event(std::move(f));
-		work += n;
-		p.dev->service();
+		devices_lost_.fetch_add(1, std::memory_order_relaxed);
+		(void)remove_device(p.id, "device gone: " + p.dev->gone_reason());
+		// Nothing will use it again: release its memory and lib/ctl objects now,
+		// keeping its last numbers for ports() and the summaries built on them.
+		std::lock_guard g(ports_lock_);
+		p.final_info = p.dev->info();
+		p.final_stats = p.dev->stats();
+		p.dev->close();
+		p.closed = true;
+		work++;
 	}
+	// Every device's commands, each device up to its budget, starting one device further
+	// each pass; one sync for all of them, then their completions: each guest wait ends
+	// after a grace period that began after its unmap or invalidation.
+	std::vector<std::string> failures;
+	std::vector<Done> done;
+	unsigned served = 0;
+	bool throttled = false;
+	{
+		ctl::Ctx::SyncBatch batch(ctx_);
+		const size_t np = ports_.size();
+		for (size_t k = 0; k < np; k++) {
+			Port &p = *ports_[(next_port_ + k) % np];
+			if (!p.active)
+				continue;
+			served += run_commands(ctx_, *p.dev, config_.command_budget, done, &failures);
+			if (p.dev->commands_pending() != 0) {
+				p.throttled.store(p.throttled.load(std::memory_order_relaxed) + 1,
+						  std::memory_order_relaxed);
+				throttled = true;
+			}
+		}
+		if (np != 0)
+			next_port_ = static_cast<unsigned>((next_port_ + 1) % np);
+		const unsigned posted = batch.sync();
+		if (served != 0) {
+			command_passes_.fetch_add(1, std::memory_order_relaxed);
+			invalidations_.fetch_add(batch.requested(), std::memory_order_relaxed);
+			invalidations_posted_.fetch_add(posted, std::memory_order_relaxed);
+		}
+	}
+	complete_all(done, &failures);
+	if (throttled)
+		throttled_.fetch_add(1, std::memory_order_relaxed);
+	commands_.fetch_add(served, std::memory_order_relaxed);
+	command_errors_.fetch_add(failures.size(), std::memory_order_relaxed);
+	for (std::string &f : failures)
+		event(std::move(f));
+	work += served;
+	for (auto &pp : ports_)
+		if (pp->active)
+			pp->dev->service();
+	// Commands the service hooks just posted (or left over budget): the caller must not
+	// sleep before the next pass.
+	for (auto &pp : ports_)
+		if (pp->active)
+			work += pp->dev->commands_pending();
 	for (auto &w : workers_) {
 		const unsigned n = w->report_faults();
 		faults_reported_.fetch_add(n, std::memory_order_relaxed);
@@ -399,6 +479,10 @@ EngineStats Engine::stats() const
 	e.sync_p50_ns = h.quantile(0.5);
 	e.sync_p99_ns = h.quantile(0.99);
 	e.sync_max_ns = h.max();
+	e.command_passes = command_passes_.load(std::memory_order_relaxed);
+	e.invalidations = invalidations_.load(std::memory_order_relaxed);
+	e.invalidations_posted = invalidations_posted_.load(std::memory_order_relaxed);
+	e.throttled = throttled_.load(std::memory_order_relaxed);
 	return e;
 }
 
@@ -411,6 +495,7 @@ std::vector<PortReport> Engine::ports() const
 		r.port = p->id;
 		r.info = p->closed ? p->final_info : p->dev->info();
 		r.stats = p->closed ? p->final_stats : p->dev->stats();
+		r.stats.throttled = p->throttled.load(std::memory_order_relaxed);
 		r.gone = !p->active;
 		r.gone_reason = p->gone_reason;
 		r.queue_worker = p->queue_worker;

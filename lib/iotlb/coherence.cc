@@ -254,6 +254,8 @@ void Coherence::online(unsigned id)
 void Coherence::post(const inval::Descriptor &d)
 {
 	std::lock_guard g(lock_);
+	// Under the lock: one writer at a time; relaxed, it is a statistic.
+	posted_.store(posted_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 	for (unsigned id = 0; id < config_.max_workers; id++) {
 		Worker &w = workers_[id];
 		if (!w.registered)

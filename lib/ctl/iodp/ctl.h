@@ -341,6 +341,40 @@ public:
 	/* Workers -------------------------------------------------------------------------- */
 	/** Where workers register their shards; every invalidation of this context goes there. */
 	iotlb::Coherence &coherence();
+
+	/**
+	 * One grace period for many calls, for a control loop that carries out a batch of
+	 * commands and reports them complete together (Engine::poll_control()).
+	 *
+	 * While a SyncBatch is open on a thread, the calls that thread makes on this Ctx make
+	 * their change and return without waiting: their invalidations are held (range
+	 * invalidations of one domain that touch or overlap are merged into one) and memory
+	 * they free waits as usual. sync() posts what is held and returns after one grace
+	 * period that began after all of it: only then may the caller report those calls
+	 * complete. Calls from other threads are not affected (they sync as always, which
+	 * does not cover what this batch still holds). The destructor syncs if anything is
+	 * due. One batch per thread at a time; not for worker threads.
+	 */
+	class SyncBatch {
+	public:
+		explicit SyncBatch(Ctx &ctx);
+		~SyncBatch();
+		SyncBatch(const SyncBatch &) = delete;
+		SyncBatch &operator=(const SyncBatch &) = delete;
+		/**
+		 * Post the held invalidations and wait for a grace period if the calls since the
+		 * last sync() need one. Returns the invalidations it posted (after merging).
+		 */
+		unsigned sync();
+		/** Invalidations the calls asked for since the batch opened (before merging). */
+		uint64_t requested() const { return requested_; }
+
+	private:
+		friend class Ctx;
+		Ctx &ctx_;
+		uint64_t requested_ = 0;
+		bool due_ = false;
+	};
 	/**
 	 * How a worker translates requests of @p dev_id with @p pasid (none: the RID): what its
 	 * PASID/config cache keeps until a config invalidation drops it. Reads the binding,

@@ -85,6 +85,11 @@ struct DevStats {
 	 * driver checks its own answers and reports them itself).
 	 */
 	bool checks_answers = false;
+	/**
+	 * Control passes that left some of its commands for a later pass because it had used
+	 * its share (EngineConfig::command_budget): filled in by the engine, not the driver.
+	 */
+	uint64_t throttled = 0;
 };
 
 /**
@@ -221,6 +226,8 @@ public:
 	unsigned take_done(CommandDone *done, unsigned n);
 	/** Control side: take posted commands. */
 	unsigned take_commands(Command *cmds, unsigned n);
+	/** Control side: commands posted and not taken yet. */
+	unsigned commands_pending() const;
 	/** Control side: complete one (false when the completion queue is full). */
 	bool complete(const CommandDone &done);
 

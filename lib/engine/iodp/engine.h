@@ -172,9 +172,10 @@ private:
 };
 
 /**
- * Carry out up to 32 of @p device's invalidation-queue commands through lib/ctl (each
- * synced on every worker before it completes) and complete them. Failures are completed
- * with their errno and described in @p failures. Returns the commands taken.
+ * Carry out up to 32 of @p device's invalidation-queue commands through lib/ctl and
+ * complete them after one sync that began after the last of them (so each guest wait ends
+ * only once every worker dropped what the command removed). Failures are completed with
+ * their errno and described in @p failures. Returns the commands taken.
  */
 unsigned serve_commands(ctl::Ctx &ctx, dev::Device &device, std::vector<std::string> *failures);
 
@@ -182,6 +183,12 @@ struct EngineConfig {
 	WorkerConfig worker;
 	/** Requests taken from a queue at a time. */
 	uint16_t burst = 64;
+	/**
+	 * Invalidation-queue commands one device may have carried out per control pass: its
+	 * fair share, so that one device's command storm slows only itself. Devices are
+	 * served round-robin, starting one further each pass. 1..4096.
+	 */
+	unsigned command_budget = 64;
 	/** Worker lcores (EAL lcore ids); empty: every EAL worker lcore. */
 	std::vector<unsigned> lcores;
 };
@@ -206,6 +213,15 @@ struct EngineStats {
 	uint64_t devices_lost = 0;
 	uint64_t sync_count = 0;
 	uint64_t sync_p50_ns = 0, sync_p99_ns = 0, sync_max_ns = 0;
+	/**
+	 * Control passes that carried out commands, each ending in one sync for all of them
+	 * (commands / command_passes: guest invalidations per sync).
+	 */
+	uint64_t command_passes = 0;
+	/** Invalidations those commands asked for, and what was posted after merging ranges. */
+	uint64_t invalidations = 0, invalidations_posted = 0;
+	/** Passes in which some device had more commands than its budget (all devices). */
+	uint64_t throttled = 0;
 };
 
 class Engine {
@@ -279,7 +295,9 @@ private:
 	bool running_ = false;
 	// Written by the control thread, read by stats() from any thread (telemetry).
 	std::atomic<uint64_t> commands_{0}, command_errors_{0}, faults_reported_{0},
-		devices_lost_{0};
+		devices_lost_{0}, command_passes_{0}, invalidations_{0}, invalidations_posted_{0},
+		throttled_{0};
+	unsigned next_port_ = 0; ///< where the next control pass starts serving (round-robin)
 	mutable std::mutex ports_lock_; // ports_ changes vs readers on other threads
 	std::mutex events_lock_;
 	std::vector<std::string> events_;

@@ -123,6 +123,8 @@ public:
 
 	unsigned workers() const;
 	uint64_t overflows() const { return overflows_.load(std::memory_order_relaxed); }
+	/** Descriptors post() has sent (each counted once, whatever the number of workers). */
+	uint64_t posted() const { return posted_.load(std::memory_order_relaxed); }
 
 private:
 	Coherence() = default;
@@ -145,6 +147,7 @@ private:
 	mutable std::mutex lock_; // control side: one poster at a time (rings are single-producer)
 	std::deque<Retired> retired_;
 	std::atomic<uint64_t> overflows_{0};
+	std::atomic<uint64_t> posted_{0};
 	LatencyHistogram sync_latency_;
 };
 
