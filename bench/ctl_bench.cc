@@ -9,6 +9,14 @@
  *                          mean cost of one call of each kind, last10_ns the mean of the last
  *                          10% of the maps (where the IOAS is fullest).
  *
+ *   CtlFairness/budget:<b>  a strict device (map, DMA, unmap + invalidation + wait per
+ *                          buffer) alone, then beside a storm device that keeps its
+ *                          invalidation queue full; the engine serves at most <b> commands
+ *                          per device per control pass. ratio = the strict device's
+ *                          buffers/s with the storm / alone (goal >= 0.8); storm_cmd_per_s
+ *                          is what the storm got done. budget:4096 is "no budget" (the
+ *                          queue holds 1024).
+ *
  * What makes a call O(n) or O(log n) shows directly: compare the per-call cost across n.
  * The per-call counters are the calling thread's CPU time (the build machine is shared, and
  * a call never sleeps: no workers are registered, so its sync waits for nobody); items/s
@@ -16,6 +24,10 @@
  * read it).
  */
 #include <iodp/ctl.h>
+#include <iodp/emul.h>
+#include <iodp/engine.h>
+
+#include <rte_lcore.h>
 
 #include <benchmark/benchmark.h>
 
@@ -23,6 +35,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <chrono>
 #include <numeric>
 #include <random>
 #include <string>
@@ -138,10 +151,71 @@ void ctl_map(benchmark::State &state, bool shuffled, uint64_t n)
 	state.counters["last10_ns"] = last10_s / iters / std::max<uint64_t>(1, n / 10) * 1e9;
 }
 
+/** Requests the device got answers for, over @p d of polling the control side. */
+uint64_t strict_answers(engine::Engine &eng, dev::Device &strict, std::chrono::milliseconds d)
+{
+	const uint64_t before = strict.stats().completions;
+	const auto end = std::chrono::steady_clock::now() + d;
+	while (std::chrono::steady_clock::now() < end)
+		eng.poll_control();
+	return strict.stats().completions - before;
+}
+
+void ctl_fairness(benchmark::State &state, unsigned budget)
+{
+	ctl::Ctx ctx;
+	dev::Registry reg;
+	(void)reg.add(emul::driver());
+	Result<std::unique_ptr<dev::Device>> strict = reg.create(ctx, "emul0,profile=strict,ws=16M");
+	Result<std::unique_ptr<dev::Device>> storm = reg.create(ctx, "emul1,profile=storm,ws=16M");
+	engine::EngineConfig cfg;
+	cfg.command_budget = budget;
+	cfg.lcores = {rte_get_next_lcore(-1, 1, 0)};
+	Result<std::unique_ptr<engine::Engine>> e = engine::Engine::create(ctx, cfg);
+	if (!strict || !storm || !e || !(*e)->add_device(**strict).ok() || !(*e)->start().ok()) {
+		state.SkipWithError("devices or engine failed");
+		return;
+	}
+	engine::Engine &eng = **e;
+	using std::chrono::milliseconds;
+	(void)strict_answers(eng, **strict, milliseconds(200));
+	const double alone = static_cast<double>(strict_answers(eng, **strict, milliseconds(500))) / 0.5;
+	if (!eng.add_device(**storm).ok()) {
+		state.SkipWithError("storm device failed");
+		return;
+	}
+	(void)strict_answers(eng, **strict, milliseconds(200));
+	const uint64_t storm0 = (*storm)->stats().commands;
+	uint64_t with = 0;
+	double secs = 0;
+	for (auto _ : state) {
+		with += strict_answers(eng, **strict, milliseconds(500));
+		secs += 0.5;
+		state.SetIterationTime(0.5);
+	}
+	const uint64_t storm_done = (*storm)->stats().commands - storm0;
+	eng.stop();
+	state.counters["alone_buf_per_s"] = alone;
+	state.counters["buf_per_s"] = static_cast<double>(with) / secs;
+	state.counters["ratio"] = alone > 0 ? static_cast<double>(with) / secs / alone : 0;
+	state.counters["storm_cmd_per_s"] = static_cast<double>(storm_done) / secs;
+	for (const engine::PortReport &p : eng.ports())
+		state.counters[p.port == 0 ? "strict_throttled" : "storm_throttled"] =
+			static_cast<double>(p.stats.throttled);
+	if ((*strict)->stats().mismatches != 0)
+		state.SkipWithError("the strict device saw wrong answers");
+}
+
 } // namespace
 
 void register_ctl_benchmarks()
 {
+	for (unsigned budget : {64u, 4096u})
+		benchmark::RegisterBenchmark(("CtlFairness/budget:" + std::to_string(budget)).c_str(),
+					     [budget](benchmark::State &s) { ctl_fairness(s, budget); })
+			->UseManualTime()
+			->Iterations(2)
+			->Unit(benchmark::kMillisecond);
 	for (bool shuffled : {false, true})
 		for (uint64_t n : {1000ull, 10000ull, 100000ull, 1000000ull})
 			benchmark::RegisterBenchmark(

@@ -342,6 +342,9 @@ Rates rates_between(const Sample &from, const Sample &to, const engine::Engine &
 	r.invals_per_s = per_s(b.invalidations - a.invalidations, r.seconds) / nw;
 	const iotlb::LatencyHistogram::Counts sync = to.sync - from.sync;
 	r.syncs = sync.total;
+	r.syncs_per_s = per_s(r.syncs, r.seconds);
+	r.commands_per_sync = ratio(to.engine.commands - from.engine.commands,
+				    to.engine.command_passes - from.engine.command_passes);
 	r.sync_p50_ns = sync.quantile(0.5);
 	r.sync_p99_ns = sync.quantile(0.99);
 	for (size_t w = 0; w < to.workers.size() && w < from.workers.size(); w++) {
@@ -363,9 +366,10 @@ std::string stats_line(const Rates &r)
 {
 	char buf[256];
 	std::snprintf(buf, sizeof(buf), "%s req/s  hit %5.1f%%  walks %s/s  faults %" PRIu64
-		      "  invals %s/s  sync p99 %s",
+		      "  invals %s/s  syncs %s/s (%.1f cmds each)  sync p99 %s",
 		      human(r.requests_per_s).c_str(), r.hit_rate * 100,
 		      human(r.walks_per_s).c_str(), r.faults, human(r.invals_per_s).c_str(),
+		      human(r.syncs_per_s).c_str(), r.commands_per_sync,
 		      r.syncs != 0 ? micros(r.sync_p99_ns).c_str() : "-");
 	std::string line = buf;
 	line += "  |";

@@ -47,6 +47,9 @@ struct Rates {
 	double walks_per_s = 0;
 	double invals_per_s = 0; ///< invalidation descriptors per second (each reaches every worker)
 	uint64_t syncs = 0;
+	double syncs_per_s = 0;
+	/** Guest invalidation commands per control pass (each pass ends in one sync). */
+	double commands_per_sync = 0;
 	uint64_t sync_p50_ns = 0, sync_p99_ns = 0;
 	std::vector<WorkerRates> workers;
 };

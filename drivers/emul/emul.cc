@@ -17,7 +17,11 @@ namespace {
 
 const char *const kKeys[] = {"profile", "format", "queues", "ws",   "pgsize", "len",  "faults",
 			     "verify",  "dma",    "vanish", "group", "seed", nullptr};
-const char *const kProfiles[] = {"nic", "nvme", "random", "zipf", "stream", "strict", nullptr};
+const char *const kProfiles[] = {"nic",    "nvme",   "random", "zipf",
+				  "stream", "strict", "storm",  nullptr};
+/** storm: pages mapped (and unmap commands posted) per service call, and its IOVA window. */
+constexpr unsigned kStormPerService = 256;
+constexpr uint64_t kStormWindow = 8192;
 const char *const kLayouts[] = {"vtd", "smmu", "vtd-nested", "smmu-nested", nullptr};
 const char *const kPgsizes[] = {"4k", "2m", nullptr};
 
@@ -331,6 +335,41 @@ bool post_invalidation(dev::Device &d, Emul &e, unsigned qid, unsigned s)
 }
 
 /**
+ * storm, driver side (control thread): keep the invalidation queue full of single-page
+ * unmaps, each of a page mapped just before. What the engine serves per pass is its
+ * budget's business; this side does at most kStormPerService maps per call.
+ */
+void storm_service(dev::Device &d, Emul &e)
+{
+	dev::CommandDone done[64];
+	unsigned n;
+	while ((n = d.take_done(done, 64)) != 0)
+		e.commands.store(e.commands.load(std::memory_order_relaxed) + n,
+				 std::memory_order_relaxed);
+	ctl::Ctx &ctx = d.ctx();
+	const uint64_t region = kIovaBase + ((e.ws + (2u << 20) - 1) & ~uint64_t{(2u << 20) - 1});
+	for (unsigned i = 0; i < kStormPerService && d.commands_pending() < 1024 - 1; i++) {
+		const uint64_t page = e.storm_cursor % kStormWindow;
+		const uint64_t iova = region + page * kPage;
+		// A page whose unmap is still queued is mapped: wait for it (EEXIST).
+		if (!ctx.ioas_map(e.ioas, kRW | IODP_IOAS_MAP_FIXED_IOVA, iova,
+				  e.host + kMeta + (page % e.data_pages) * kPage, kPage))
+			return;
+		dev::Command c{};
+		c.type = IODP_DEV_CMD_IOAS_UNMAP;
+		c.object = e.ioas;
+		c.iova = iova;
+		c.length = kPage;
+		c.cookie = e.storm_cursor++;
+		if (!d.post_command(c)) {
+			(void)ctx.ioas_unmap(e.ioas, iova, kPage);
+			e.storm_cursor--;
+			return;
+		}
+	}
+}
+
+/**
  * strict, guest side (control thread): slots whose DMA is done are unmapped and
  * invalidated; slots whose invalidation completed are mapped again, each time onto
  * another page, so an answer from a stale entry would point at the wrong page.
@@ -338,6 +377,8 @@ bool post_invalidation(dev::Device &d, Emul &e, unsigned qid, unsigned s)
 void service(dev::Device &d)
 {
 	Emul &e = emul_of(d);
+	if (e.profile == Profile::storm && !d.gone())
+		storm_service(d, e);
 	if (e.profile != Profile::strict || d.gone())
 		return;
 	ctl::Ctx &ctx = d.ctx();

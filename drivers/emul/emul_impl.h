@@ -14,7 +14,7 @@
 
 namespace iodp::emul {
 
-enum class Profile : uint8_t { nic, nvme, random, zipf, stream, strict };
+enum class Profile : uint8_t { nic, nvme, random, zipf, stream, strict, storm };
 enum class Layout : uint8_t { vtd, smmu, vtd_nested, smmu_nested };
 
 /** Where the working set starts in IOVA space. */
@@ -99,6 +99,7 @@ struct Emul {
 	std::unique_ptr<Queue[]> q;
 	std::unique_ptr<std::byte[]> payload; ///< what dma=1 writes
 	std::atomic<uint64_t> commands{0};
+	uint64_t storm_cursor = 0; ///< storm: the next page of its IOVA window to map
 
 	bool nested_layout() const { return layout == Layout::vtd_nested || layout == Layout::smmu_nested; }
 	/** Guest page of working-set page @p p: nested layouts scatter them (stage 1 is not 1:1). */

@@ -212,6 +212,12 @@ uint16_t tx_burst(void *queue, const dev::Completion *cpls, uint16_t n)
 	return n;
 }
 
+/** storm: commands only, no requests. */
+uint16_t rx_burst_none(void *, dev::Request *, uint16_t)
+{
+	return 0;
+}
+
 dev::RxBurst rx_burst_of(Profile profile)
 {
 	switch (profile) {
@@ -221,6 +227,7 @@ dev::RxBurst rx_burst_of(Profile profile)
 	case Profile::zipf: return rx_burst<Profile::zipf>;
 	case Profile::stream: return rx_burst<Profile::stream>;
 	case Profile::strict: return rx_burst<Profile::strict>;
+	case Profile::storm: return rx_burst_none;
 	}
 	return nullptr;
 }

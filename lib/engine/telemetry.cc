@@ -69,6 +69,10 @@ int tel_stats(const char *, const char *, rte_tel_data *d)
 	add(d, "sync_p50_ns", s.sync_p50_ns);
 	add(d, "sync_p99_ns", s.sync_p99_ns);
 	add(d, "sync_max_ns", s.sync_max_ns);
+	add(d, "command_passes", s.command_passes);
+	add(d, "invalidations", s.invalidations);
+	add(d, "invalidations_posted", s.invalidations_posted);
+	add(d, "throttled", s.throttled);
 	return 0;
 }
 
@@ -117,6 +121,7 @@ int tel_devices(const char *, const char *, rte_tel_data *d)
 		add(v, "checks_answers", p.stats.checks_answers ? uint64_t{1} : uint64_t{0});
 		add(v, "commands", p.stats.commands);
 		add(v, "dma_bytes", p.stats.dma_bytes);
+		add(v, "throttled", p.stats.throttled);
 		rte_tel_data_add_dict_string(v, "state", p.gone ? "removed" : "running");
 		rte_tel_data_add_dict_container(d, p.info.name.c_str(), v, 0);
 	}

@@ -6,7 +6,9 @@
  * drivers/emul: emulated devices that produce translation traffic shaped like real ones.
  *
  * devargs: emulN,key=value,...
- *   profile=nic|nvme|random|zipf|stream|strict   what the device does (default random)
+ *   profile=nic|nvme|random|zipf|stream|strict|storm   what the device does (default random);
+ *                   storm sends no requests: its driver side keeps its invalidation queue
+ *                   full of single-page IOAS_UNMAPs (a command storm, for fairness tests)
  *   format=vtd|smmu|vtd-nested|smmu-nested       who owns the tables: the engine (paging,
  *                                                 in that IOMMU's format) or the guest
  *                                                 (a stage 1 in guest RAM over a parent)
