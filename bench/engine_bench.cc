@@ -299,7 +299,9 @@ void run_qemu_style(benchmark::State &state, const ProfileSpec &p)
 	QemuRun run{&q, d.get(), &ctx};
 	rte_eal_remote_launch(qemu_worker, &run, lcore);
 	auto control = [&] {
-		(void)engine::serve_commands(ctx, *d, nullptr);
+		// QEMU's way: each invalidation carried out and waited for alone.
+		while (engine::serve_commands(ctx, *d, nullptr, 1) != 0)
+			;
 		d->service();
 	};
 	const auto warm_end = Clock::now() + std::chrono::milliseconds(200);

@@ -370,13 +370,14 @@ void complete_all(const std::vector<Done> &done, std::vector<std::string> *failu
 
 } // namespace
 
-unsigned serve_commands(ctl::Ctx &ctx, dev::Device &device, std::vector<std::string> *failures)
+unsigned serve_commands(ctl::Ctx &ctx, dev::Device &device, std::vector<std::string> *failures,
+			unsigned max)
 {
 	std::vector<Done> done;
 	unsigned n;
 	{
 		ctl::Ctx::SyncBatch batch(ctx);
-		n = run_commands(ctx, device, 32, done, failures);
+		n = run_commands(ctx, device, max, done, failures);
 		(void)batch.sync();
 	}
 	complete_all(done, failures);

@@ -172,12 +172,14 @@ private:
 };
 
 /**
- * Carry out up to 32 of @p device's invalidation-queue commands through lib/ctl and
+ * Carry out up to @p max of @p device's invalidation-queue commands through lib/ctl and
  * complete them after one sync that began after the last of them (so each guest wait ends
- * only once every worker dropped what the command removed). Failures are completed with
- * their errno and described in @p failures. Returns the commands taken.
+ * only once every worker dropped what the command removed); @p max 1 is one sync per
+ * command. Failures are completed with their errno and described in @p failures. Returns
+ * the commands taken.
  */
-unsigned serve_commands(ctl::Ctx &ctx, dev::Device &device, std::vector<std::string> *failures);
+unsigned serve_commands(ctl::Ctx &ctx, dev::Device &device, std::vector<std::string> *failures,
+			unsigned max = 32);
 
 struct EngineConfig {
 	WorkerConfig worker;
