@@ -408,18 +408,18 @@ void print_summary(FILE *out, const RunInfo &run, const Sample &start, const Sam
 			     t.mismatches != 0 ? "  <- WRONG ANSWERS" : "");
 	std::fprintf(out, "IOTLB        hit rate %.2f%%, %s walks/s\n", r.hit_rate * 100,
 		     human(r.walks_per_s).c_str());
-	// Syncs outnumber commands: every control call that removed a translation or
-	// replaced memory a walker may read (a device's unmap, a strict device's map) waits
-	// for one, besides each invalidation command's wait.
+	// One sync per control pass for all the commands it carried out, plus one per
+	// control call made outside a pass that removed a translation (an ipc driver's unmap).
 	const SyncFigures sf = sync_figures(sync, end.engine.sync_max_ns);
 	if (sf.count == 0)
 		std::fprintf(out, "invalidation %" PRIu64 " commands, 0 syncs\n",
 			     end.engine.commands);
 	else
 		std::fprintf(out, "invalidation %" PRIu64 " commands, %" PRIu64 " syncs (one per "
-			     "command or control call that removed translations): p50 %s, p99 %s, "
-			     "max %s\n", end.engine.commands, sf.count, micros(sf.p50_ns).c_str(),
-			     micros(sf.p99_ns).c_str(), micros(sf.max_ns).c_str());
+			     "control pass with commands or control call that removed "
+			     "translations): p50 %s, p99 %s, max %s\n", end.engine.commands,
+			     sf.count, micros(sf.p50_ns).c_str(), micros(sf.p99_ns).c_str(),
+			     micros(sf.max_ns).c_str());
 	for (const WorkerRates &w : r.workers)
 		std::fprintf(out, "worker lcore %-3u %s req/s, hit %.2f%%, %s walks/s, %" PRIu64
 			     " faults, busy %.0f%%\n", w.lcore, human(w.requests_per_s).c_str(),
