@@ -94,6 +94,8 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	/* IOAS (ioas.cc) */
 	std::vector<Reserved> reserved(const Ioas &ioas) const;
 	std::vector<IovaRange> usable(const Ioas &ioas) const;
+	/** Whether [start, last] overlaps a reserved range (reserved() names them). */
+	bool hits_reserved(const Ioas &ioas, uint64_t start, uint64_t last) const;
 	uint64_t alignment(const Ioas &ioas) const;
 	/** Map into the IOAS, its page set and its tables. */
 	Status map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byte *host,

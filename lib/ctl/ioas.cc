@@ -95,15 +95,32 @@ uint64_t Ctx::Impl::alignment(const Ioas &ioas) const
 	return a;
 }
 
+bool Ctx::Impl::hits_reserved(const Ioas &ioas, uint64_t start, uint64_t last) const
+{
+	for (const HwptPaging *h : ioas.hwpts)
+		if (last > h->aperture_last())
+			return true;
+	bool hit = false;
+	for_each_binding([&](Binding &b) {
+		hit |= !b.detached && ioas_of(b.hwpt) == &ioas &&
+		       overlaps(msi_window(*b.dev), start, last);
+	});
+	return hit;
+}
+
 Status Ctx::Impl::check_fixed(const Ioas &ioas, uint64_t iova, uint64_t length) const
 {
 	const uint64_t last = iova + (length - 1);
-	for (const Reserved &r : reserved(ioas))
-		if (overlaps(r.range, iova, last))
-			return Status::error(-EINVAL, "ioas %u: 0x%" PRIx64 "+0x%" PRIx64
-					     " overlaps 0x%" PRIx64 "-0x%" PRIx64
-					     " reserved by %s", ioas.id, iova, length,
-					     r.range.start, r.range.last, r.owner.c_str());
+	// The reserved ranges with their owners' names only when one is hit: every map
+	// checks, and the names are strings built per range.
+	if (hits_reserved(ioas, iova, last)) {
+		for (const Reserved &r : reserved(ioas))
+			if (overlaps(r.range, iova, last))
+				return Status::error(-EINVAL, "ioas %u: 0x%" PRIx64 "+0x%" PRIx64
+						     " overlaps 0x%" PRIx64 "-0x%" PRIx64
+						     " reserved by %s", ioas.id, iova, length,
+						     r.range.start, r.range.last, r.owner.c_str());
+	}
 	auto it = ioas.mappings.upper_bound(last);
 	if (it != ioas.mappings.begin()) {
 		const Mapping &m = std::prev(it)->second;
