@@ -21,8 +21,9 @@ say() { echo "setup: $*"; }
 
 # --- packages ------------------------------------------------------------------------------
 packages=(g++ meson ninja-build pkgconf libdpdk-dev dpdk libhwloc-dev libgtest-dev
-	  libgmock-dev libbenchmark-dev python3 dpdk-dev)
-# (dpdk-dev brings dpdk-telemetry.py, the client the app's telemetry test uses.)
+	  libgmock-dev libbenchmark-dev python3 dpdk-dev linux-source-6.12)
+# (dpdk-dev brings dpdk-telemetry.py, the client the app's telemetry test uses;
+# linux-source-6.12 the kernel's iommufd selftest, the iommufd-selftest suite.)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

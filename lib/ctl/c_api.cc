@@ -6,6 +6,8 @@
  * past what iodp knows must be zero (E2BIG), a shorter struct is zero-extended. Replies go
  * back as min(size, sizeof) bytes.
  */
+#include "ext.h"
+
 #include <iodp/ctl.h>
 #include <iodp/iodp.h>
 
@@ -14,7 +16,9 @@
 #include <cinttypes>
 #include <cstddef>
 #include <cstring>
+#include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -23,15 +27,30 @@ using iodp::Result;
 using iodp::Status;
 using iodp::ctl::Ctx;
 
+namespace {
+int fail(iodp_ctx *ctx, const Status &s, iodp_extack *ext);
+}
+
 struct iodp_ctx {
 	explicit iodp_ctx(uint64_t serial_) : serial(serial_) {}
 	const uint64_t serial;
 	Ctx ctx;
+	iodp::ctl::Extensions ext{ctx};
 };
 
 Ctx &iodp::ctl::ctx_of(struct iodp_ctx *c)
 {
 	return c->ctx;
+}
+
+iodp::ctl::Extensions &iodp::ctl::ext_of(struct iodp_ctx *c)
+{
+	return c->ext;
+}
+
+int iodp::ctl::c_api_fail(struct iodp_ctx *ctx, const Status &s)
+{
+	return fail(ctx, s, nullptr);
 }
 
 namespace {
@@ -241,11 +260,10 @@ Status do_hwpt_alloc(Ctx &c, struct iodp_hwpt_alloc &k)
 	std::memcpy(&r2, k.__reserved2, sizeof(r2));
 	if (Status s = reserved_zero(r2, "__reserved2"); !s)
 		return s;
+	if (Status s = iodp::ctl::hwpt_alloc_kernel_order(c, k); !s)
+		return s;
 	switch (k.data_type) {
 	case IODP_HWPT_DATA_NONE:
-		if (k.data_len != 0 || k.data_uptr != 0)
-			return Status::error(-EINVAL, "data_type NONE takes no data (data_len %u)",
-					     k.data_len);
 		return take(c.hwpt_alloc_paging(k.dev_id, k.pt_id, k.flags, k.fault_id),
 			    &k.out_hwpt_id);
 	case IODP_HWPT_DATA_VTD_S1: {
@@ -557,6 +575,13 @@ IODP_COMMAND(iodp_translate, iodp_translate, iova, "TRANSLATE", do_translate)
 int iodp_ioctl(struct iodp_ctx *ctx, unsigned long cmd, void *arg)
 {
 	int rc;
+	if (ctx != nullptr) // the test commands' own objects (ext.h)
+		if (std::optional<Result<int>> r = ctx->ext.before(cmd, arg)) {
+			if (*r)
+				return **r;
+			errno = -fail(ctx, r->status(), nullptr);
+			return -1;
+		}
 	switch (cmd) {
 #define IODP_DISPATCH(number, fn, type)                                                            \
 	case number:                                                                             \
@@ -592,9 +617,15 @@ int iodp_ioctl(struct iodp_ctx *ctx, unsigned long cmd, void *arg)
 		IODP_DISPATCH(IODP_VPASID_SET, iodp_vpasid_set, iodp_vpasid_set)
 		IODP_DISPATCH(IODP_TRANSLATE, iodp_translate, iodp_translate)
 #undef IODP_DISPATCH
-	default:
-		rc = fail(ctx, Status::error(-ENOTTY, "iodp_ioctl: unknown command %#lx", cmd),
-			  nullptr);
+	default: // the kernel's test commands, VFIO compatibility (ext.h); else ENOTTY
+		if (ctx == nullptr) {
+			rc = fail(nullptr, Status::error(-EINVAL, "iodp_ioctl: no context"), nullptr);
+			break;
+		}
+		if (Result<int> r = ctx->ext.ioctl(cmd, arg); !r)
+			rc = fail(ctx, r.status(), nullptr);
+		else
+			return *r;
 		break;
 	}
 	if (rc < 0) {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cinttypes>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -148,9 +149,11 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 		if (group_hwpt != nullptr && impl_->ioas_of(group_hwpt) == ioas &&
 		    group_hwpt->type == ObjType::hwpt_paging)
 			target = group_hwpt;
+		// As the kernel's: only automatic domains are reused, never a HWPT the caller
+		// allocated (the caller may destroy that one whenever it has no users).
 		for (HwptPaging *h : ioas->hwpts)
-			if (target == nullptr && h->model == dev.model && h->fault_id == 0 &&
-			    !(h->flags & IODP_HWPT_ALLOC_NEST_PARENT))
+			if (target == nullptr && h->auto_domain && h->model == dev.model &&
+			    h->fault_id == 0 && !(h->flags & IODP_HWPT_ALLOC_NEST_PARENT))
 				target = h;
 		if (target == nullptr) {
 			Result<HwptPaging *> h = impl_->make_paging(
@@ -335,11 +338,41 @@ Result<uint32_t> Ctx::fault_queue_alloc(int *fd_out)
 	const int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (fd < 0)
 		return Status::error(-errno, "fault queue alloc: eventfd failed");
+	/*
+	 * The caller gets its own descriptor of the same eventfd, as the kernel's fd is the
+	 * caller's: iodp closes only the one it keeps, so a caller that closed its number
+	 * (which may now name another file) never has it closed under it by a destroy.
+	 */
+	const int caller_fd = fd_out != nullptr ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+	if (fd_out != nullptr && caller_fd < 0) {
+		const int err = errno;
+		close(fd);
+		return Status::error(-err, "fault queue alloc: dup of the eventfd failed");
+	}
 	const uint32_t id = impl_->alloc_id();
 	impl_->objects.emplace(id, std::make_unique<FaultQueue>(id, fd));
 	if (fd_out != nullptr)
-		*fd_out = fd;
+		*fd_out = caller_fd;
 	return id;
+}
+
+std::vector<uint32_t> Ctx::object_ids() const
+{
+	Impl::Guard g(*impl_);
+	std::vector<uint32_t> ids;
+	ids.reserve(impl_->objects.size());
+	for (const auto &[id, obj] : impl_->objects)
+		ids.push_back(id);
+	return ids;
+}
+
+Result<size_t> Ctx::fault_pending(uint32_t fault_id) const
+{
+	Impl::Guard g(*impl_);
+	Result<FaultQueue *> q = impl_->get_fault_queue(fault_id);
+	if (!q)
+		return q.status();
+	return (*q)->unread.size();
 }
 
 uint32_t Ctx::Impl::record_fault(Binding *b, const Device &dev, std::optional<uint32_t> pasid,

@@ -32,6 +32,7 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	/** Invalidations a SyncBatch holds (posted by its sync()), merged where they touch. */
 	std::vector<inval::Descriptor> held;
 	bool pages_held = false;   ///< an unmap left table pages waiting for a grace period
+	uint8_t rlimit_mode = 0;   ///< IOMMU_OPTION RLIMIT_MODE as last set (0: user, 1: mm)
 
 	/**
 	 * The lock, for one public call. When the call posted invalidations or retired memory,

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cinttypes>
+#include <sys/mman.h>
+#include <unistd.h>
 
 namespace iodp::ctl {
 
@@ -336,6 +338,34 @@ Result<std::vector<IovaRange>> Ctx::ioas_iova_ranges(uint32_t ioas_id, uint64_t 
 	return impl_->usable(**ioas);
 }
 
+namespace {
+
+/*
+ * With a domain attached the kernel pins user memory at map time, so memory the process
+ * has not mapped is EFAULT there. iodp pins nothing but gives the same answer: mincore()
+ * fails with ENOMEM on any unmapped page. It touches no page and faults nothing in; the
+ * cost is one system call and one byte of vector per 4 KiB page, in steps of 256 MiB.
+ */
+Status check_user_mapped(uint32_t ioas_id, const void *host, uint64_t length)
+{
+	const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+	const uintptr_t start = reinterpret_cast<uintptr_t>(host);
+	if (length == 0 || start + length < start)
+		return {}; // map_range gives the reason
+	constexpr uintptr_t kStep = 256ull << 20;
+	std::vector<unsigned char> vec(kStep / page);
+	for (uintptr_t a = start & ~(page - 1); a < start + length; a += kStep) {
+		const uintptr_t n = std::min<uintptr_t>(kStep, start + length - a);
+		if (mincore(reinterpret_cast<void *>(a), n, vec.data()) != 0)
+			return Status::error(-EFAULT, "ioas %u map: host memory 0x%" PRIxPTR
+					     "+0x%" PRIx64 " is not all mapped in this process",
+					     ioas_id, start, length);
+	}
+	return {};
+}
+
+} // namespace
+
 Result<uint64_t> Ctx::ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, void *host,
 			       uint64_t length)
 {
@@ -345,6 +375,9 @@ Result<uint64_t> Ctx::ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, 
 		return ioas.status();
 	if (host == nullptr)
 		return Status::error(-EFAULT, "ioas %u map: host address is NULL", ioas_id);
+	if (!(*ioas)->hwpts.empty())
+		if (Status s = check_user_mapped(ioas_id, host, length); !s)
+			return s;
 	if (Status s = impl_->map_range(**ioas, flags, iova, static_cast<std::byte *>(host),
 					length, std::nullopt, "map");
 	    !s)
@@ -497,19 +530,29 @@ Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags
 Status Ctx::option(uint32_t option_id, uint16_t op, uint32_t object_id, uint64_t *val)
 {
 	Impl::Guard g(*impl_);
-	if (op != IODP_OPTION_OP_SET && op != IODP_OPTION_OP_GET)
-		return Status::error(-EOPNOTSUPP, "option: unknown op %u", op);
-	if (op == IODP_OPTION_OP_SET && *val > 1)
-		return Status::error(-EINVAL, "option %u: value %" PRIu64 " is not 0 or 1",
-				     option_id, *val);
+	/* The kernel's order (iommufd_option): the option, its object, the op, the value. */
 	switch (option_id) {
 	case IODP_OPTION_RLIMIT_MODE:
 		if (object_id != 0)
-			return Status::error(-EINVAL, "option RLIMIT_MODE: object_id must be 0, "
+			return Status::error(-EOPNOTSUPP, "option RLIMIT_MODE: object_id must be 0, "
 					     "not %u", object_id);
-		// iodp pins nothing: the caller owns the memory it maps.
-		if (op == IODP_OPTION_OP_GET)
-			*val = 0;
+		/*
+		 * Which limit pinned memory is charged to. iodp pins nothing (the caller owns the
+		 * memory it maps), so the mode is kept for the caller and changes nothing else;
+		 * like the kernel's it can only change while the context is empty.
+		 */
+		if (op == IODP_OPTION_OP_GET) {
+			*val = impl_->rlimit_mode;
+			return {};
+		}
+		if (op != IODP_OPTION_OP_SET)
+			return Status::error(-EOPNOTSUPP, "option: unknown op %u", op);
+		if (!impl_->objects.empty())
+			return Status::error(-EBUSY, "option RLIMIT_MODE: the context has objects");
+		if (*val > 1)
+			return Status::error(-EINVAL, "option RLIMIT_MODE: value %" PRIu64
+					     " is not 0 or 1", *val);
+		impl_->rlimit_mode = static_cast<uint8_t>(*val);
 		return {};
 	case IODP_OPTION_HUGE_PAGES: {
 		Result<Ioas *> ioas = impl_->get_ioas(object_id);
@@ -519,9 +562,19 @@ Status Ctx::option(uint32_t option_id, uint16_t op, uint32_t object_id, uint64_t
 			*val = (*ioas)->huge_pages ? 1 : 0;
 			return {};
 		}
-		if ((*val == 1) != (*ioas)->huge_pages && !(*ioas)->mappings.empty())
-			return Status::error(-EBUSY, "ioas %u: HUGE_PAGES can only change while "
-					     "nothing is mapped", object_id);
+		if (op != IODP_OPTION_OP_SET)
+			return Status::error(-EOPNOTSUPP, "option: unknown op %u", op);
+		if (*val > 1)
+			return Status::error(-EINVAL, "option HUGE_PAGES: value %" PRIu64
+					     " is not 0 or 1", *val);
+		/*
+		 * As the kernel's: large pages go back on at any time (for later maps); off
+		 * only while no HWPT holds mappings (their leaves are already large).
+		 */
+		if (*val == 0 && (*ioas)->huge_pages && !(*ioas)->hwpts.empty() &&
+		    !(*ioas)->mappings.empty())
+			return Status::error(-EINVAL, "ioas %u: HUGE_PAGES cannot be turned off "
+					     "while a HWPT maps something", object_id);
 		(*ioas)->huge_pages = *val == 1;
 		for (HwptPaging *h : (*ioas)->hwpts)
 			h->table.set_max_leaf((*ioas)->huge_pages

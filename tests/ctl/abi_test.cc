@@ -293,9 +293,9 @@ TEST(Abi, UnknownCommandIsEnotty)
 {
 	World w;
 	int dummy = 0;
-	EXPECT_EQ(iodp_ioctl(w.ctx, IODP_CMD(0x88), &dummy), -1);
+	EXPECT_EQ(iodp_ioctl(w.ctx, IODP_CMD(0x9f), &dummy), -1); // 0x88 is IOMMU_VFIO_IOAS
 	EXPECT_EQ(errno, ENOTTY);
-	EXPECT_STREQ(iodp_last_error(w.ctx), "iodp_ioctl: unknown command 0x3b88");
+	EXPECT_STREQ(iodp_last_error(w.ctx), "iodp_ioctl: unknown command 0x3b9f");
 	EXPECT_EQ(iodp_ioctl(w.ctx, IODP_IOMMU_IOAS_MAP, nullptr), -1);
 	EXPECT_EQ(errno, EFAULT);
 }
@@ -466,9 +466,21 @@ std::vector<ErrorCase> error_cases()
 			 h.dev_id = w.dev;
 			 h.pt_id = w.parent;
 			 h.data_type = 9;
+			 static uint64_t blob = 0;
+			 h.data_len = sizeof(blob);
+			 h.data_uptr = reinterpret_cast<uintptr_t>(&blob);
 			 return bytes(h);
 		 },
 		 EOPNOTSUPP, "unknown data_type 9"},
+		{"hwpt data type without data", IODP_IOMMU_HWPT_ALLOC, // the kernel's order
+		 [](World &w) {
+			 hwpt_alloc_cmd h{};
+			 h.dev_id = w.dev;
+			 h.pt_id = w.parent;
+			 h.data_type = 9;
+			 return bytes(h);
+		 },
+		 EINVAL, "data_type 9 takes data"},
 		{"hwpt on a hwpt without data", IODP_IOMMU_HWPT_ALLOC,
 		 [](World &w) {
 			 hwpt_alloc_cmd h{};

@@ -246,9 +246,39 @@ TEST_F(CtlTest, HugePagesOptionLimitsLeafSize)
 	EXPECT_EQ(xlate(dev2, std::nullopt, 0x40000000).page_size, 4096u);
 	ok(ctx.option(IODP_OPTION_HUGE_PAGES, IODP_OPTION_OP_GET, ioas2, &v));
 	EXPECT_EQ(v, 0u);
+	// As the kernel's: large pages may come back at any time (for later maps), but not
+	// go away while a HWPT maps something.
 	v = 1;
-	EXPECT_FAILS(ctx.option(IODP_OPTION_HUGE_PAGES, IODP_OPTION_OP_SET, ioas2, &v), EBUSY,
-		     "only change while nothing is mapped");
+	ok(ctx.option(IODP_OPTION_HUGE_PAGES, IODP_OPTION_OP_SET, ioas2, &v));
+	v = 0;
+	EXPECT_FAILS(ctx.option(IODP_OPTION_HUGE_PAGES, IODP_OPTION_OP_SET, ioas2, &v), EINVAL,
+		     "cannot be turned off while a HWPT maps something");
+	v = 2;
+	EXPECT_FAILS(ctx.option(IODP_OPTION_HUGE_PAGES, IODP_OPTION_OP_SET, ioas2, &v), EINVAL,
+		     "is not 0 or 1");
+}
+
+TEST_F(CtlTest, RlimitModeOptionAsTheKernel)
+{
+	// A fresh context: RLIMIT_MODE changes only while it has no objects.
+	Ctx fresh;
+	uint64_t v = 1;
+	EXPECT_FAILS(fresh.option(IODP_OPTION_RLIMIT_MODE, IODP_OPTION_OP_GET, 5, &v), EOPNOTSUPP,
+		     "object_id must be 0");
+	ok(fresh.option(IODP_OPTION_RLIMIT_MODE, IODP_OPTION_OP_SET, 0, &v));
+	v = 0;
+	ok(fresh.option(IODP_OPTION_RLIMIT_MODE, IODP_OPTION_OP_GET, 0, &v));
+	EXPECT_EQ(v, 1u); // what was set
+	v = 2;
+	EXPECT_FAILS(fresh.option(IODP_OPTION_RLIMIT_MODE, IODP_OPTION_OP_SET, 0, &v), EINVAL,
+		     "not 0 or 1");
+	ok(fresh.ioas_alloc());
+	v = 0;
+	EXPECT_FAILS(fresh.option(IODP_OPTION_RLIMIT_MODE, IODP_OPTION_OP_SET, 0, &v), EBUSY,
+		     "has objects");
+	// HUGE_PAGES names an IOAS: none is ENOENT, whatever the op.
+	EXPECT_FAILS(fresh.option(IODP_OPTION_HUGE_PAGES, IODP_OPTION_OP_GET, 0, &v), ENOENT, "");
+	EXPECT_FAILS(fresh.option(IODP_OPTION_HUGE_PAGES, 7, 0, &v), ENOENT, "");
 }
 
 TEST_F(CtlTest, DirtyTracking)

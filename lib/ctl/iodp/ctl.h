@@ -311,9 +311,15 @@ public:
 	Result<uint32_t> vpasid_lookup(uint32_t vpasid) const;
 
 	/* Faults --------------------------------------------------------------------------- */
+	/**
+	 * A fault queue; *eventfd (when not NULL) is the caller's own descriptor of its
+	 * eventfd (readable while records wait): the caller closes it, iodp never does.
+	 */
 	Result<uint32_t> fault_queue_alloc(int *eventfd);
 	/** Take up to @p max unread recoverable faults. */
 	Result<std::vector<iodp_hwpt_pgfault>> fault_read(uint32_t fault_id, size_t max);
+	/** How many recoverable faults wait to be read. */
+	Result<size_t> fault_pending(uint32_t fault_id) const;
 	/** Answer one fault (code IODP_PAGE_RESP_*); EINVAL for an unknown cookie. */
 	Status fault_respond(uint32_t fault_id, uint32_t cookie, uint32_t code);
 	/** Take up to @p max fault events; *lost is how many were dropped since the last take. */
@@ -387,6 +393,8 @@ public:
 	/** The object with @p id, or nullptr. Only valid under the caller's care (no lock). */
 	const Object *find(uint32_t id) const;
 	size_t object_count() const;
+	/** The ids of every object, ascending. */
+	std::vector<uint32_t> object_ids() const;
 
 	/** Private to lib/ctl (named here so its files can share it). */
 	struct Impl;

@@ -526,6 +526,37 @@ int iodp_fault_events_read(struct iodp_ctx *ctx, struct iodp_fault_events_read *
 int iodp_vpasid_set(struct iodp_ctx *ctx, struct iodp_vpasid_set *cmd, struct iodp_extack *ext);
 int iodp_translate(struct iodp_ctx *ctx, struct iodp_translate *cmd, struct iodp_extack *ext);
 
+/* ---- the kernel's file operations (what /dev/iommu descriptors do) --------------------- */
+
+/**
+ * read(2) on a fault queue's descriptor, as the kernel's iommufd fault file: @p count must
+ * be a multiple of sizeof(struct iodp_hwpt_pgfault) (else -ESPIPE); fills whole records and
+ * returns the bytes written, 0 when nothing waits, -EINVAL when @p count is 0 while a record
+ * waits. libiodp-preload.so routes read() on the descriptor here.
+ */
+long iodp_fault_fd_read(struct iodp_ctx *ctx, uint32_t fault_id, void *buf, size_t count);
+/**
+ * write(2) on a fault queue's descriptor: whole struct iodp_hwpt_page_response records
+ * (else -ESPIPE); returns the bytes consumed, or -EINVAL when the first response has an
+ * unknown cookie or code (a later bad one ends the write short, as in the kernel).
+ */
+long iodp_fault_fd_write(struct iodp_ctx *ctx, uint32_t fault_id, const void *buf,
+			 size_t count);
+
+/**
+ * The kernel's test-only commands (IOMMU_TEST_CMD, CONFIG_IOMMUFD_TEST): off by default
+ * (the command is then ENOTTY, as on a kernel built without them). @p enable non-zero
+ * turns them on for this context. Returns 0, or -EOPNOTSUPP when iodp was built without
+ * them (meson -Diommufd_test=false).
+ */
+int iodp_ctx_test_commands(struct iodp_ctx *ctx, int enable);
+/**
+ * What the kernel does when the last descriptor of a test "access" (IOMMU_TEST_CMD
+ * CREATE_ACCESS, out_access_fd) is closed: unpin its pages and destroy it. The descriptor
+ * itself is the caller's to close. 0 or -ENOENT.
+ */
+int iodp_test_access_release(struct iodp_ctx *ctx, int access_fd);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,644 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * The kernel's test-only IOMMU_TEST_CMD (drivers/iommu/iommufd/iommufd_test.h, what a
+ * CONFIG_IOMMUFD_TEST kernel answers), on iodp's own device model, so that the kernel's
+ * selftest (tools/testing/selftests/iommu/iommufd.c) runs against iodp unmodified:
+ *
+ *  - a mock device is an iodp device (VT-d model) attached to the IOAS or HWPT given;
+ *    its selftest object id and its device id are the same iodp id;
+ *  - MD_CHECK_MAP translates each address through iodp (Ctx::translate, the walk a worker
+ *    does) and compares with the user address;
+ *  - an "access" is an in-process user of an IOAS: it reads and writes through the IOAS's
+ *    mappings and records the ranges it pinned; its id is the descriptor it was handed
+ *    (as in the kernel), closed with iodp_test_access_release();
+ *  - MD_CHECK_REFS counts the pins the kernel would hold: one per IOAS that has a HWPT and
+ *    maps the page (the kernel pins at map time), one per access pin of a page no domain
+ *    pinned.
+ *
+ * Off unless iodp_ctx_test_commands() turned it on (ENOTTY otherwise, as on a kernel
+ * without the option). Ops iodp does not model are EOPNOTSUPP with a message saying so.
+ */
+#include "ext.h"
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <vector>
+
+namespace iodp::ctl {
+namespace {
+
+enum : uint32_t {
+	kOpAddReserved = 1,
+	kOpMockDomain,
+	kOpMdCheckMap,
+	kOpMdCheckRefs,
+	kOpCreateAccess,
+	kOpDestroyAccessPages,
+	kOpAccessPages,
+	kOpAccessRw,
+	kOpSetTempMemoryLimit,
+	kOpMockDomainReplace,
+	kOpAccessReplaceIoas,
+	kOpMockDomainFlags,
+	kOpDirty,
+	kOpMdCheckIotlb,
+	kOpTriggerIopf,
+};
+
+constexpr uint32_t kDevNoDirty = 1u << 0, kDevHugeIova = 1u << 1, kDevPasid = 1u << 2;
+constexpr uint32_t kAccessNeedsPin = 1u << 0;
+constexpr uint32_t kAccessPagesWrite = 1u << 0, kAccessSyz = 1u << 16;
+constexpr uint32_t kRwWrite = 1u << 0, kRwSlowPath = 1u << 2;
+constexpr uint64_t kPage = 4096;
+
+/* struct iommu_test_cmd (iommufd_test.h). */
+struct TestCmd {
+	uint32_t size;
+	uint32_t op;
+	uint32_t id;
+	uint32_t __reserved;
+	union {
+		struct {
+			uint64_t start, length;
+		} add_reserved;
+		struct {
+			uint32_t out_stdev_id, out_hwpt_id, out_idev_id, dev_flags;
+		} mock_domain; // also mock_domain_flags
+		struct {
+			uint32_t pt_id;
+		} mock_domain_replace;
+		struct {
+			uint64_t iova, length, uptr;
+		} check_map;
+		struct {
+			uint64_t length, uptr;
+			uint32_t refs;
+		} check_refs;
+		struct {
+			uint32_t out_access_fd, flags;
+		} create_access;
+		struct {
+			uint32_t access_pages_id;
+		} destroy_access_pages;
+		struct {
+			uint32_t flags, out_access_pages_id;
+			uint64_t iova, length, uptr;
+		} access_pages;
+		struct {
+			uint64_t iova, length, uptr;
+			uint32_t flags;
+		} access_rw;
+		struct {
+			uint32_t limit;
+		} memory_limit;
+		struct {
+			uint32_t ioas_id;
+		} access_replace_ioas;
+		struct {
+			uint32_t flags;
+			uint64_t iova, length, page_size, uptr, out_nr_dirty;
+		} dirty;
+		struct {
+			uint32_t id, iotlb;
+		} check_iotlb;
+		struct {
+			uint32_t dev_id, pasid, grpid, perm;
+			uint64_t addr;
+		} trigger_iopf;
+	};
+	uint32_t last;
+};
+static_assert(offsetof(TestCmd, last) == 64 && sizeof(TestCmd) == 72);
+constexpr size_t kMinSize = offsetof(TestCmd, last) + sizeof(uint32_t);
+
+struct Pin {
+	uint64_t iova = 0;
+	uint64_t length = 0;
+	uintptr_t host = 0; ///< where the IOAS mapped iova when it was pinned
+};
+
+struct Access {
+	uint32_t ioas_id = 0;
+	bool needs_pin = false;
+	uint32_t next_item = 1;
+	std::map<uint32_t, Pin> pins;
+};
+
+} // namespace
+
+class TestCommands {
+public:
+	explicit TestCommands(Ctx &ctx) : ctx_(ctx) {}
+	~TestCommands()
+	{
+		for (const auto &[fd, a] : accesses_)
+			close(fd);
+	}
+	TestCommands(const TestCommands &) = delete;
+	TestCommands &operator=(const TestCommands &) = delete;
+
+	Status run(TestCmd &k);
+	Status release(int fd);
+	std::optional<Result<int>> intercept(unsigned long cmd, void *arg);
+
+private:
+	Status mock_domain(TestCmd &k);
+	Status mock_domain_replace(TestCmd &k);
+	Status check_map(const TestCmd &k);
+	Status check_refs(const TestCmd &k);
+	Status create_access(TestCmd &k);
+	Status access_pages(TestCmd &k);
+	Status access_rw(const TestCmd &k);
+	Status trigger_iopf(const TestCmd &k);
+	Result<Access *> access(uint32_t fd);
+	/** The host address @p ioas_id maps @p iova to, with the bytes left in that mapping. */
+	Result<std::pair<uintptr_t, uint64_t>> host_of(uint32_t ioas_id, uint64_t iova) const;
+	uint32_t pins_of(uintptr_t page) const;
+
+	Status destroy_mock(uint32_t dev_id);
+	Status mock_hw_info(iodp_hw_info &k, uint32_t flags);
+	Status mock_hwpt_alloc(const struct iodp_hwpt_alloc &k, uint32_t flags);
+
+	Ctx &ctx_;
+	std::map<uint32_t, uint32_t> mocks_; ///< mock device id -> MOCK_FLAGS_DEVICE_*
+	uint32_t next_mock_ = 0;
+	uint32_t memory_limit_ = 65536;
+	std::map<int, Access> accesses_; ///< by the descriptor handed out
+};
+
+void TestCommandsDelete::operator()(TestCommands *t) const
+{
+	delete t;
+}
+
+TestCommandsPtr make_test_commands(Ctx &ctx)
+{
+	return TestCommandsPtr(new TestCommands(ctx));
+}
+
+Status test_command(TestCommands &t, void *arg)
+{
+	if (arg == nullptr)
+		return Status::error(-EFAULT, "IOMMU_TEST_CMD: the argument is NULL");
+	uint32_t size;
+	std::memcpy(&size, arg, sizeof(size));
+	if (size < kMinSize)
+		return Status::error(-EINVAL, "IOMMU_TEST_CMD: size %u is below %zu", size,
+				     kMinSize);
+	TestCmd k{};
+	std::memcpy(&k, arg, std::min<size_t>(size, sizeof(k)));
+	for (size_t i = sizeof(k); i < size; i++)
+		if (static_cast<const unsigned char *>(arg)[i] != 0)
+			return Status::error(-E2BIG, "IOMMU_TEST_CMD: byte %zu is not zero", i);
+	Status s = t.run(k);
+	if (!s)
+		return Status::error(s.code(), "IOMMU_TEST_CMD op %u: %s", k.op,
+				     s.message().c_str());
+	std::memcpy(arg, &k, std::min<size_t>(size, sizeof(k)));
+	return {};
+}
+
+Status test_access_release(TestCommands &t, int fd)
+{
+	return t.release(fd);
+}
+
+std::optional<Result<int>> test_intercept(TestCommands &t, unsigned long cmd, void *arg)
+{
+	return t.intercept(cmd, arg);
+}
+
+std::optional<Result<int>> TestCommands::intercept(unsigned long cmd, void *arg)
+{
+	/* Only these three take a struct (VFIO_SET_IOMMU's argument is a number). */
+	if (arg == nullptr || mocks_.empty() ||
+	    (cmd != IODP_IOMMU_DESTROY && cmd != IODP_IOMMU_GET_HW_INFO &&
+	     cmd != IODP_IOMMU_HWPT_ALLOC))
+		return std::nullopt;
+	uint32_t size;
+	std::memcpy(&size, arg, sizeof(size));
+	if (cmd == IODP_IOMMU_DESTROY && size == sizeof(struct iodp_destroy)) {
+		struct iodp_destroy d;
+		std::memcpy(&d, arg, sizeof(d));
+		if (mocks_.count(d.id) == 0)
+			return std::nullopt;
+		if (Status s = destroy_mock(d.id); !s)
+			return Result<int>(Status::error(s.code(), "DESTROY: %s", s.message().c_str()));
+		return 0;
+	}
+	if (cmd == IODP_IOMMU_GET_HW_INFO && size == sizeof(iodp_hw_info)) {
+		iodp_hw_info k;
+		std::memcpy(&k, arg, sizeof(k));
+		auto it = mocks_.find(k.dev_id);
+		if (it == mocks_.end())
+			return std::nullopt;
+		if (Status s = mock_hw_info(k, it->second); !s)
+			return Result<int>(Status::error(s.code(), "GET_HW_INFO: %s",
+							 s.message().c_str()));
+		std::memcpy(arg, &k, sizeof(k));
+		return 0;
+	}
+	if (cmd == IODP_IOMMU_HWPT_ALLOC && size == sizeof(struct iodp_hwpt_alloc)) {
+		struct iodp_hwpt_alloc k;
+		std::memcpy(&k, arg, sizeof(k));
+		auto it = mocks_.find(k.dev_id);
+		if (it == mocks_.end())
+			return std::nullopt;
+		if (Status s = mock_hwpt_alloc(k, it->second); !s)
+			return Result<int>(Status::error(s.code(), "HWPT_ALLOC: %s",
+							 s.message().c_str()));
+		return std::nullopt; // the table allocates it
+	}
+	return std::nullopt;
+}
+
+Status TestCommands::destroy_mock(uint32_t dev_id)
+{
+	/* The kernel's selftest object: detach and unbind, whatever is attached. */
+	const auto *d = dynamic_cast<const Device *>(ctx_.find(dev_id));
+	if (d == nullptr)
+		return Status::error(-ENOENT, "no mock device %u", dev_id);
+	std::vector<uint32_t> pasids;
+	for (const auto &[pasid, b] : d->pasid_bindings)
+		pasids.push_back(pasid);
+	for (uint32_t pasid : pasids)
+		if (Status s = ctx_.device_detach(dev_id, pasid); !s)
+			return s;
+	if (d->rid_binding != nullptr)
+		if (Status s = ctx_.device_detach(dev_id, std::nullopt); !s)
+			return s;
+	if (Status s = ctx_.destroy(dev_id); !s)
+		return s;
+	mocks_.erase(dev_id);
+	return {};
+}
+
+Status TestCommands::mock_hw_info(iodp_hw_info &k, uint32_t flags)
+{
+	/* The mock driver's record (iommufd_test.h): type SELFTEST, flags 0, test_reg. */
+	constexpr uint32_t kTypeSelftest = 0xfeedbeef, kRegVal = 0xdeadbeef;
+	if ((k.flags & ~IODP_HW_INFO_FLAG_INPUT_TYPE) || k.__reserved[0] || k.__reserved[1] ||
+	    k.__reserved[2])
+		return Status::error(-EOPNOTSUPP, "unknown flags or reserved bytes");
+	if ((k.flags & IODP_HW_INFO_FLAG_INPUT_TYPE) && k.in_data_type != IODP_HW_INFO_TYPE_NONE &&
+	    k.in_data_type != kTypeSelftest)
+		return Status::error(-EOPNOTSUPP, "mock device %u reports type %#x, not %#x",
+				     k.dev_id, kTypeSelftest, k.in_data_type);
+	const uint32_t record[2] = {0, kRegVal};
+	if (k.data_len != 0 && k.data_uptr == 0)
+		return Status::error(-EFAULT, "data_uptr is NULL");
+	auto *dst = reinterpret_cast<unsigned char *>(static_cast<uintptr_t>(k.data_uptr));
+	const size_t n = std::min<size_t>(k.data_len, sizeof(record));
+	if (n != 0)
+		std::memcpy(dst, record, n);
+	if (k.data_len > n)
+		std::memset(dst + n, 0, k.data_len - n);
+	k.data_len = sizeof(record);
+	k.in_data_type = kTypeSelftest;
+	k.out_capabilities = (flags & kDevNoDirty) ? 0 : IODP_HW_CAP_DIRTY_TRACKING;
+	k.out_max_pasid_log2 = (flags & kDevPasid) ? 20 : 0;
+	return {};
+}
+
+Status TestCommands::mock_hwpt_alloc(const struct iodp_hwpt_alloc &k, uint32_t flags)
+{
+	/* The mock IOMMU of a NO_DIRTY device has no dirty tracking. */
+	if ((k.flags & IODP_HWPT_ALLOC_DIRTY_TRACKING) && (flags & kDevNoDirty))
+		return Status::error(-EOPNOTSUPP, "mock device %u has no dirty tracking",
+				     k.dev_id);
+	return {};
+}
+
+Status TestCommands::run(TestCmd &k)
+{
+	switch (k.op) {
+	case kOpMockDomain:
+	case kOpMockDomainFlags:
+		return mock_domain(k);
+	case kOpMockDomainReplace:
+		return mock_domain_replace(k);
+	case kOpMdCheckMap:
+		return check_map(k);
+	case kOpMdCheckRefs:
+		return check_refs(k);
+	case kOpCreateAccess:
+		return create_access(k);
+	case kOpAccessPages:
+		return access_pages(k);
+	case kOpAccessRw:
+		return access_rw(k);
+	case kOpDestroyAccessPages: {
+		Result<Access *> a = access(k.id);
+		if (!a)
+			return a.status();
+		if ((*a)->pins.erase(k.destroy_access_pages.access_pages_id) == 0)
+			return Status::error(-ENOENT, "access %u has no pages %u", k.id,
+					     k.destroy_access_pages.access_pages_id);
+		return {};
+	}
+	case kOpAccessReplaceIoas: {
+		Result<Access *> a = access(k.id);
+		if (!a)
+			return a.status();
+		const Object *o = ctx_.find(k.access_replace_ioas.ioas_id);
+		if (o == nullptr || o->type != ObjType::ioas)
+			return Status::error(-ENOENT, "no ioas %u", k.access_replace_ioas.ioas_id);
+		if (!(*a)->pins.empty())
+			return Status::error(-EBUSY, "access %u still has pages pinned", k.id);
+		(*a)->ioas_id = k.access_replace_ioas.ioas_id;
+		return {};
+	}
+	case kOpSetTempMemoryLimit:
+		/*
+		 * The kernel shrinks its page-batch allocations to exercise their split paths;
+		 * iodp's map path has no such batches, so the value is only checked and kept.
+		 */
+		if (k.memory_limit.limit < sizeof(unsigned long) + sizeof(uint32_t))
+			return Status::error(-EINVAL, "memory limit %u is below %zu",
+					     k.memory_limit.limit,
+					     sizeof(unsigned long) + sizeof(uint32_t));
+		memory_limit_ = k.memory_limit.limit;
+		return {};
+	case kOpTriggerIopf:
+		return trigger_iopf(k);
+	case kOpAddReserved:
+	case kOpDirty:
+	case kOpMdCheckIotlb:
+		return Status::error(-EOPNOTSUPP, "not modelled by iodp (see "
+				     "tests/iommufd/expectations.txt)");
+	default:
+		return Status::error(-EOPNOTSUPP, "unknown op");
+	}
+}
+
+Status TestCommands::mock_domain(TestCmd &k)
+{
+	const uint32_t flags = k.op == kOpMockDomainFlags ? k.mock_domain.dev_flags : 0;
+	if (flags & ~(kDevNoDirty | kDevHugeIova | kDevPasid))
+		return Status::error(-EINVAL, "unknown mock device flags %#x", flags);
+	DeviceSpec spec;
+	spec.name = "mock" + std::to_string(next_mock_++);
+	spec.model = IommuModel::vtd;
+	spec.pasid_bits = (flags & kDevPasid) ? 20 : 0;
+	Result<uint32_t> dev = ctx_.device_create(spec);
+	if (!dev)
+		return dev.status();
+	/* A NO_DIRTY device cannot join a HWPT that tracks dirty pages (the kernel's mock). */
+	const auto *h = dynamic_cast<const Hwpt *>(ctx_.find(k.id));
+	if ((flags & kDevNoDirty) && h != nullptr && (h->flags & IODP_HWPT_ALLOC_DIRTY_TRACKING)) {
+		(void)ctx_.destroy(*dev);
+		return Status::error(-EINVAL, "a NO_DIRTY mock device cannot attach to hwpt %u, "
+				     "which tracks dirty pages", k.id);
+	}
+	Result<uint32_t> hwpt = ctx_.device_attach(*dev, std::nullopt, k.id);
+	if (!hwpt) {
+		(void)ctx_.destroy(*dev);
+		return hwpt.status();
+	}
+	mocks_[*dev] = flags;
+	k.mock_domain.out_stdev_id = *dev;
+	k.mock_domain.out_hwpt_id = *hwpt;
+	k.mock_domain.out_idev_id = *dev;
+	return {};
+}
+
+Status TestCommands::mock_domain_replace(TestCmd &k)
+{
+	const Object *o = ctx_.find(k.id);
+	if (o == nullptr || o->type != ObjType::device)
+		return Status::error(-ENOENT, "no mock device %u", k.id);
+	Result<uint32_t> hwpt = ctx_.device_attach(k.id, std::nullopt,
+						   k.mock_domain_replace.pt_id);
+	if (!hwpt)
+		return hwpt.status();
+	k.mock_domain_replace.pt_id = *hwpt;
+	return {};
+}
+
+Status TestCommands::check_map(const TestCmd &k)
+{
+	const uint64_t iova = k.check_map.iova, length = k.check_map.length;
+	const uint64_t uptr = k.check_map.uptr;
+	constexpr uint64_t kMockPage = kPage / 2;
+	if (iova % kMockPage || length % kMockPage || uptr % kMockPage || uptr + length < uptr)
+		return Status::error(-EINVAL, "iova %#lx, length %#lx and uptr %#lx must be %lu "
+				     "aligned", (unsigned long)iova, (unsigned long)length,
+				     (unsigned long)uptr, (unsigned long)kMockPage);
+	/* A device whose RID is on this HWPT: its translation is the HWPT's. */
+	uint32_t dev_id = 0;
+	for (uint32_t id : ctx_.object_ids()) {
+		const auto *d = dynamic_cast<const Device *>(ctx_.find(id));
+		if (d != nullptr && d->rid_binding != nullptr && d->rid_binding->hwpt != nullptr &&
+		    d->rid_binding->hwpt->id == k.id)
+			dev_id = id;
+	}
+	if (dev_id == 0) {
+		const Object *o = ctx_.find(k.id);
+		if (o == nullptr || o->type != ObjType::hwpt_paging)
+			return Status::error(-ENOENT, "no paging hwpt %u", k.id);
+		return Status::error(-EINVAL, "hwpt %u has no device to translate for", k.id);
+	}
+	for (uint64_t off = 0; off < length; off += kMockPage) {
+		Result<Translated> t = ctx_.translate(dev_id, std::nullopt, iova + off,
+						      IODP_PGFAULT_PERM_READ);
+		if (!t)
+			return t.status();
+		if (t->fault != IODP_FAULT_NONE || t->host != uptr + off)
+			return Status::error(-EINVAL, "hwpt %u: iova %#lx is host %#lx (fault %d), "
+					     "not %#lx", k.id, (unsigned long)(iova + off),
+					     (unsigned long)t->host, t->fault,
+					     (unsigned long)(uptr + off));
+	}
+	return {};
+}
+
+uint32_t TestCommands::pins_of(uintptr_t page) const
+{
+	uint32_t refs = 0;
+	std::map<uint32_t, bool> domain_pinned; // ioas id -> a domain pinned this page
+	for (uint32_t id : ctx_.object_ids()) {
+		const auto *ioas = dynamic_cast<const Ioas *>(ctx_.find(id));
+		if (ioas == nullptr || ioas->hwpts.empty())
+			continue;
+		for (const auto &[iova, m] : ioas->mappings) {
+			const auto host = reinterpret_cast<uintptr_t>(m.host);
+			if (page + kPage > host && page < host + m.length) {
+				refs++;
+				domain_pinned[id] = true;
+				break;
+			}
+		}
+	}
+	/* The kernel pins a page once per IOAS: an access shares a domain's pin. */
+	std::map<uint32_t, bool> access_pinned;
+	for (const auto &[fd, a] : accesses_)
+		for (const auto &[item, p] : a.pins)
+			if (page + kPage > p.host && page < p.host + p.length &&
+			    !domain_pinned[a.ioas_id] && !access_pinned[a.ioas_id]) {
+				refs++;
+				access_pinned[a.ioas_id] = true;
+			}
+	return refs;
+}
+
+Status TestCommands::check_refs(const TestCmd &k)
+{
+	const uint64_t uptr = k.check_refs.uptr, length = k.check_refs.length;
+	if (length % kPage || uptr % kPage || uptr + length < uptr)
+		return Status::error(-EINVAL, "uptr %#lx and length %#lx must be page aligned",
+				     (unsigned long)uptr, (unsigned long)length);
+	for (uint64_t off = 0; off < length; off += kPage) {
+		const uint32_t refs = pins_of(uptr + off);
+		if (refs != k.check_refs.refs)
+			return Status::error(-EIO, "page %#lx has %u pins, not %u",
+					     (unsigned long)(uptr + off), refs, k.check_refs.refs);
+	}
+	return {};
+}
+
+Status TestCommands::create_access(TestCmd &k)
+{
+	if (k.create_access.flags & ~kAccessNeedsPin)
+		return Status::error(-EOPNOTSUPP, "unknown access flags %#x",
+				     k.create_access.flags);
+	const Object *o = ctx_.find(k.id);
+	if (o == nullptr || o->type != ObjType::ioas)
+		return Status::error(-ENOENT, "no ioas %u", k.id);
+	/* The access's file, as the kernel's anon inode: its number is the access's id. */
+	const int fd = eventfd(0, EFD_CLOEXEC);
+	if (fd < 0)
+		return Status::error(-errno, "access: eventfd failed");
+	Access a;
+	a.ioas_id = k.id;
+	a.needs_pin = k.create_access.flags & kAccessNeedsPin;
+	accesses_[fd] = a;
+	k.create_access.out_access_fd = static_cast<uint32_t>(fd);
+	return {};
+}
+
+Status TestCommands::release(int fd)
+{
+	/* The descriptor is the caller's (it closes it); only the access goes. */
+	if (accesses_.erase(fd) == 0)
+		return Status::error(-ENOENT, "no access %d", fd);
+	return {};
+}
+
+Result<Access *> TestCommands::access(uint32_t fd)
+{
+	auto it = accesses_.find(static_cast<int>(fd));
+	if (it == accesses_.end())
+		return Status::error(-EBADF, "no access with descriptor %u", fd);
+	return &it->second;
+}
+
+Result<std::pair<uintptr_t, uint64_t>> TestCommands::host_of(uint32_t ioas_id, uint64_t iova) const
+{
+	const auto *ioas = dynamic_cast<const Ioas *>(ctx_.find(ioas_id));
+	if (ioas == nullptr)
+		return Status::error(-ENOENT, "no ioas %u", ioas_id);
+	auto it = ioas->mappings.upper_bound(iova);
+	if (it == ioas->mappings.begin())
+		return Status::error(-ENOENT, "ioas %u maps nothing at %#lx", ioas_id,
+				     (unsigned long)iova);
+	--it;
+	const Mapping &m = it->second;
+	if (iova - m.iova >= m.length)
+		return Status::error(-ENOENT, "ioas %u maps nothing at %#lx", ioas_id,
+				     (unsigned long)iova);
+	return std::pair<uintptr_t, uint64_t>(reinterpret_cast<uintptr_t>(m.host) + (iova - m.iova),
+					      m.length - (iova - m.iova));
+}
+
+Status TestCommands::access_pages(TestCmd &k)
+{
+	auto &p = k.access_pages;
+	if (p.length > (16u << 20))
+		return Status::error(-ENOMEM, "length %#lx is over 16 MiB", (unsigned long)p.length);
+	if (p.flags & ~(kAccessPagesWrite | kAccessSyz))
+		return Status::error(-EOPNOTSUPP, "unknown flags %#x", p.flags);
+	Result<Access *> a = access(k.id);
+	if (!a)
+		return a.status();
+	if (!(*a)->needs_pin)
+		return Status::error(-EOPNOTSUPP, "access %u was not made to pin pages", k.id);
+	if (p.length == 0)
+		return Status::error(-EINVAL, "length 0");
+	/* The whole range must be mapped (contiguously in host memory for the check). */
+	Result<std::pair<uintptr_t, uint64_t>> first = host_of((*a)->ioas_id, p.iova);
+	if (!first)
+		return first.status();
+	for (uint64_t off = 0; off < p.length;) {
+		Result<std::pair<uintptr_t, uint64_t>> h = host_of((*a)->ioas_id, p.iova + off);
+		if (!h)
+			return h.status();
+		if (p.uptr != 0 && h->first != p.uptr + off)
+			return Status::error(-EINVAL, "iova %#lx is not at uptr + %#lx",
+					     (unsigned long)(p.iova + off), (unsigned long)off);
+		off += h->second;
+	}
+	const uint32_t item = (*a)->next_item++;
+	const uintptr_t host_start = first->first & ~(kPage - 1);
+	const uint64_t host_len = ((first->first + p.length + kPage - 1) & ~(kPage - 1)) - host_start;
+	(*a)->pins[item] = Pin{p.iova, host_len, host_start};
+	p.out_access_pages_id = item;
+	return {};
+}
+
+Status TestCommands::access_rw(const TestCmd &k)
+{
+	const auto &r = k.access_rw;
+	if (r.length > (16u << 20))
+		return Status::error(-ENOMEM, "length %#lx is over 16 MiB", (unsigned long)r.length);
+	if (r.flags & ~(kRwWrite | kRwSlowPath | kAccessSyz))
+		return Status::error(-EOPNOTSUPP, "unknown flags %#x", r.flags);
+	Result<Access *> a = access(k.id);
+	if (!a)
+		return a.status();
+	if (r.length == 0)
+		return Status::error(-EINVAL, "length 0");
+	auto *user = reinterpret_cast<unsigned char *>(static_cast<uintptr_t>(r.uptr));
+	/* Check the whole range first: a failed access changes nothing. */
+	for (uint64_t off = 0; off < r.length;) {
+		Result<std::pair<uintptr_t, uint64_t>> h = host_of((*a)->ioas_id, r.iova + off);
+		if (!h)
+			return h.status();
+		off += h->second;
+	}
+	for (uint64_t off = 0; off < r.length;) {
+		Result<std::pair<uintptr_t, uint64_t>> h = host_of((*a)->ioas_id, r.iova + off);
+		const uint64_t n = std::min(h->second, r.length - off);
+		auto *host = reinterpret_cast<unsigned char *>(h->first);
+		if (r.flags & kRwWrite)
+			std::memmove(host, user + off, n);
+		else
+			std::memmove(user + off, host, n);
+		off += n;
+	}
+	return {};
+}
+
+Status TestCommands::trigger_iopf(const TestCmd &k)
+{
+	const auto &t = k.trigger_iopf;
+	const auto *d = dynamic_cast<const Device *>(ctx_.find(t.dev_id));
+	if (d == nullptr)
+		return Status::error(-ENOENT, "no device %u", t.dev_id);
+	/* The kernel's mock reports on its PASID when one is given, else on the RID. */
+	std::optional<uint32_t> pasid;
+	if (t.pasid != 0 && d->pasid_bindings.count(t.pasid))
+		pasid = t.pasid;
+	Result<uint32_t> cookie = ctx_.report_fault(t.dev_id, pasid, t.addr,
+						    static_cast<uint8_t>(t.perm),
+						    IODP_FAULT_NOT_PRESENT, 1, 0);
+	if (!cookie)
+		return cookie.status();
+	return {};
+}
+
+} // namespace iodp::ctl

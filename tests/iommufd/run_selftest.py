@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
+"""Run the kernel's iommufd selftest against iodp and compare with the expectations file.
+
+    run_selftest.py SELFTEST IODP_RUN PRELOAD EXPECTATIONS
+
+Runs every test of SELFTEST (tools/testing/selftests/iommu/iommufd.c, built unmodified)
+under `iodp-run --test-commands`, reads its TAP lines, and compares them with
+EXPECTATIONS: every test that does not pass must be listed there with its reason. A test
+that passes but is listed, a failure that is not listed, or a listed name the run does not
+have fails this test. Prints the per-test output of every unexpected failure.
+
+In a sanitizer build the preload library needs the sanitizer runtimes loaded first, so the
+program is started with LD_PRELOAD set directly (runtimes, then the library).
+"""
+import os
+import re
+import subprocess
+import sys
+
+KERNEL_REFERENCE = "162/190 on the 6.12.117 kernel (IOMMUFD_TEST=y, TCG guest)"
+
+
+def read_expectations(path):
+    expected = {}
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split(None, 1)
+            if len(parts) != 2:
+                sys.exit(f"{path}:{n}: '{line}' has no reason (NAME REASON)")
+            if parts[0] in expected:
+                sys.exit(f"{path}:{n}: {parts[0]} is listed twice")
+            expected[parts[0]] = parts[1]
+    return expected
+
+
+def sanitizer_runtimes(preload):
+    """The sanitizer runtimes PRELOAD links with (they must be loaded first), if any."""
+    out = subprocess.run(["ldd", preload], capture_output=True, text=True).stdout
+    libs = []
+    for line in out.splitlines():
+        m = re.match(r"\s*(lib(?:asan|ubsan)\.so[.\d]*) => (\S+)", line)
+        if m:
+            libs.append(m.group(2))
+    return libs
+
+
+def main():
+    if len(sys.argv) != 5:
+        sys.exit(__doc__)
+    selftest, iodp_run, preload, expectations = sys.argv[1:]
+    expected = read_expectations(expectations)
+    env = dict(os.environ)
+    runtimes = sanitizer_runtimes(preload)
+    if runtimes:
+        env["LD_PRELOAD"] = ":".join(runtimes + [os.path.abspath(preload)])
+        env["IODP_IOMMUFD_TEST"] = "1"
+        # The selftest itself is not instrumented: its own allocations are not iodp's.
+        env["ASAN_OPTIONS"] = "detect_leaks=0:verify_asan_link_order=0"
+        cmd = [selftest]
+    else:
+        cmd = [iodp_run, "--test-commands", selftest]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    output = run.stdout + run.stderr
+
+    results = {}
+    logs = {}
+    current = []
+    for line in output.splitlines():
+        m = re.match(r"(ok|not ok) \d+ (\S+)(.*)", line)
+        if m:
+            passed = m.group(1) == "ok" and "# SKIP" not in m.group(3)
+            results[m.group(2)] = passed
+            logs[m.group(2)] = current + [line]
+            current = []
+        else:
+            current.append(line)
+    if not results:
+        print(output[-4000:])
+        sys.exit(f"no test results from {selftest} (exit {run.returncode})")
+
+    problems = []
+    for name, passed in sorted(results.items()):
+        if passed and name in expected:
+            problems.append(f"unexpected pass: {name} (listed: {expected[name]}); "
+                            "remove it from the expectations file")
+        elif not passed and name not in expected:
+            problems.append(f"unexpected failure: {name}")
+            print(f"--- {name}")
+            print("\n".join(logs[name][-40:]))
+    for name in sorted(set(expected) - set(results)):
+        problems.append(f"listed but not run: {name}")
+
+    passes = sum(results.values())
+    print(f"iommufd selftest on iodp: {passes}/{len(results)} pass, "
+          f"{len(results) - passes} expected failures (kernel: {KERNEL_REFERENCE})")
+    for p in problems:
+        print(p)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
