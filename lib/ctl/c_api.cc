@@ -298,24 +298,25 @@ Status do_hw_info(Ctx &c, struct iodp_hw_info &k)
 				     k.flags & ~IODP_HW_INFO_FLAG_INPUT_TYPE);
 	if (k.__reserved[0] | k.__reserved[1] | k.__reserved[2])
 		return Status::error(-EOPNOTSUPP, "__reserved is not 0");
-	if ((k.flags & IODP_HW_INFO_FLAG_INPUT_TYPE) && k.in_data_type != IODP_HW_INFO_TYPE_NONE &&
-	    k.in_data_type != IODP_HW_INFO_TYPE_IODP)
-		return Status::error(-EOPNOTSUPP, "in_data_type %u: iodp reports type %u",
-				     k.in_data_type, IODP_HW_INFO_TYPE_IODP);
 	if (k.data_len != 0 && k.data_uptr == 0)
 		return Status::error(-EFAULT, "data_uptr is NULL");
 	uint64_t caps = 0;
 	Result<iodp_hw_info_iodp> info = c.get_hw_info(k.dev_id, &caps);
 	if (!info)
 		return info.status();
+	// The kernel's record for the device's model unless the caller asks for another.
+	Result<iodp::ctl::HwInfoRecord> rec = iodp::ctl::hw_info_record(
+		*info, caps, (k.flags & IODP_HW_INFO_FLAG_INPUT_TYPE) ? k.in_data_type : 0);
+	if (!rec)
+		return rec.status();
 	auto *dst = reinterpret_cast<unsigned char *>(static_cast<uintptr_t>(k.data_uptr));
-	const size_t n = std::min<size_t>(k.data_len, sizeof(*info));
+	const size_t n = std::min<size_t>(k.data_len, rec->len);
 	if (n != 0)
-		std::memcpy(dst, &*info, n);
+		std::memcpy(dst, rec->bytes, n);
 	if (k.data_len > n)
 		std::memset(dst + n, 0, k.data_len - n);
-	k.data_len = sizeof(*info);
-	k.in_data_type = IODP_HW_INFO_TYPE_IODP;
+	k.data_len = static_cast<uint32_t>(rec->len);
+	k.in_data_type = rec->type;
 	k.out_max_pasid_log2 = info->pasid_bits;
 	k.out_capabilities = caps;
 	return {};

@@ -66,6 +66,15 @@ Status test_command(TestCommands &t, void *arg);
 Status test_access_release(TestCommands &t, int fd);
 std::optional<Result<int>> test_intercept(TestCommands &t, unsigned long cmd, void *arg);
 
+/* ext.cc: GET_HW_INFO's record of the type asked (0: the model's own, the kernel's). */
+struct HwInfoRecord {
+	uint32_t type = 0;
+	size_t len = 0;
+	unsigned char bytes[64] = {};
+};
+Result<HwInfoRecord> hw_info_record(const iodp_hw_info_iodp &info, uint64_t capabilities,
+				    uint32_t in_type);
+
 /* ext.cc: the kernel's order of checks for IOMMU_HWPT_ALLOC (c_api.cc runs it first). */
 Status hwpt_alloc_kernel_order(const Ctx &ctx, const struct iodp_hwpt_alloc &k);
 

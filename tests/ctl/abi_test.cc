@@ -501,10 +501,10 @@ std::vector<ErrorCase> error_cases()
 			 iodp_hw_info i{};
 			 i.dev_id = w.dev;
 			 i.flags = IODP_HW_INFO_FLAG_INPUT_TYPE;
-			 i.in_data_type = 1;
+			 i.in_data_type = IODP_HW_INFO_TYPE_ARM_SMMUV3; // the device is VT-d
 			 return bytes(i);
 		 },
-		 EOPNOTSUPP, "in_data_type 1"},
+		 EOPNOTSUPP, "in_data_type 2"},
 		{"invalidate paging hwpt", IODP_IOMMU_HWPT_INVALIDATE,
 		 [](World &w) {
 			 return bytes(hwpt_invalidate_cmd{0, w.parent, 0, 0, 24, 0, 0});
@@ -656,6 +656,8 @@ TEST(Abi, HwInfoRecord)
 	iodp_hw_info i{};
 	i.size = sizeof(i);
 	i.dev_id = w.dev;
+	i.flags = IODP_HW_INFO_FLAG_INPUT_TYPE; // iodp's own record (the default is VT-d's)
+	i.in_data_type = IODP_HW_INFO_TYPE_IODP;
 	i.data_len = sizeof(big);
 	i.data_uptr = reinterpret_cast<uintptr_t>(big);
 	ASSERT_EQ(iodp_ioctl(w.ctx, IODP_IOMMU_GET_HW_INFO, &i), 0) << iodp_last_error(w.ctx);

@@ -328,8 +328,9 @@ int main(void)
 	/* 10. Hardware info, read while the device still exists */
 	struct iodp_hw_info_iodp info;
 	memset(&info, 0xff, sizeof(info));
-	struct iodp_hw_info hw = {.size = sizeof(hw), .dev_id = dev_id, .data_len = sizeof(info),
-				  .data_uptr = PTR(&info)};
+	struct iodp_hw_info hw = {.size = sizeof(hw), .flags = IODP_HW_INFO_FLAG_INPUT_TYPE,
+				  .dev_id = dev_id, .data_len = sizeof(info), .data_uptr = PTR(&info),
+				  .in_data_type = IODP_HW_INFO_TYPE_IODP};
 	IOCTL_OK(IODP_IOMMU_GET_HW_INFO, &hw);
 	CHECK(hw.in_data_type == IODP_HW_INFO_TYPE_IODP);
 	CHECK(hw.data_len == sizeof(info));

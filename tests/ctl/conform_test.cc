@@ -225,6 +225,55 @@ TEST_F(Conform, AttachToIoasUsesOnlyAutomaticDomains)
 	EXPECT_EQ(destroy(h.out_hwpt_id), 0) << iodp_last_error(c); // nobody uses it
 }
 
+/* GET_HW_INFO answers the kernel's record for the model; iodp's own on request. */
+TEST_F(Conform, HwInfoKernelRecords)
+{
+	struct iodp_hw_info i = {};
+	struct iodp_hw_info_vtd vtd;
+	std::memset(&vtd, 0xff, sizeof(vtd));
+	i.size = sizeof(i);
+	i.dev_id = device(IODP_IOMMU_VTD);
+	i.data_len = sizeof(vtd);
+	i.data_uptr = reinterpret_cast<uintptr_t>(&vtd);
+	ASSERT_EQ(iodp_ioctl(c, IODP_IOMMU_GET_HW_INFO, &i), 0) << iodp_last_error(c);
+	EXPECT_EQ(i.in_data_type, (uint32_t)IODP_HW_INFO_TYPE_INTEL_VTD); // out_data_type
+	EXPECT_EQ(i.data_len, sizeof(vtd));
+	EXPECT_EQ(vtd.flags, 0u);
+	EXPECT_EQ((vtd.cap_reg >> 8) & 0x1f, 1u << 2);  // SAGAW: 4-level second stage
+	EXPECT_EQ((vtd.cap_reg >> 16) & 0x3f, 47u);     // MGAW: 48 bits
+	EXPECT_EQ((vtd.cap_reg >> 34) & 0xf, 3u);       // SLLPS: 2 MiB, 1 GiB
+	EXPECT_TRUE(vtd.ecap_reg & (1ull << 26));       // NEST
+	EXPECT_TRUE(vtd.ecap_reg & (1ull << 40));       // PASID
+	EXPECT_EQ((vtd.ecap_reg >> 35) & 0x1f, 19u);    // PSS: 20 PASID bits
+	EXPECT_TRUE(vtd.ecap_reg & (1ull << 45));       // SLADS: dirty tracking
+	EXPECT_TRUE(vtd.ecap_reg & (1ull << 46));       // SLTS
+	EXPECT_TRUE(vtd.ecap_reg & (1ull << 47));       // FLTS
+
+	struct iodp_hw_info_arm_smmuv3 smmu;
+	std::memset(&smmu, 0xff, sizeof(smmu));
+	i.dev_id = device(IODP_IOMMU_SMMUV3);
+	i.data_len = sizeof(smmu);
+	i.data_uptr = reinterpret_cast<uintptr_t>(&smmu);
+	i.in_data_type = 0;
+	ASSERT_EQ(iodp_ioctl(c, IODP_IOMMU_GET_HW_INFO, &i), 0) << iodp_last_error(c);
+	EXPECT_EQ(i.in_data_type, (uint32_t)IODP_HW_INFO_TYPE_ARM_SMMUV3);
+	EXPECT_EQ(i.data_len, sizeof(smmu));
+	EXPECT_EQ(smmu.idr[0] & 3u, 3u);                // S1P | S2P
+	EXPECT_EQ((smmu.idr[0] >> 2) & 3u, 2u);         // AArch64 tables
+	EXPECT_EQ((smmu.idr[1] >> 6) & 0x1f, 20u);      // SSIDSIZE
+	EXPECT_EQ(smmu.idr[5] & 7u, 5u);                // OAS: 48 bits
+	EXPECT_EQ(smmu.idr[0] & (3u << 6), 0u);         // HTTU: no dirty tracking on Arm
+
+	i.flags = IODP_HW_INFO_FLAG_INPUT_TYPE; // iodp's own record stays available
+	i.in_data_type = IODP_HW_INFO_TYPE_IODP;
+	i.data_len = 0;
+	ASSERT_EQ(iodp_ioctl(c, IODP_IOMMU_GET_HW_INFO, &i), 0) << iodp_last_error(c);
+	EXPECT_EQ(i.in_data_type, (uint32_t)IODP_HW_INFO_TYPE_IODP);
+	EXPECT_EQ(i.data_len, sizeof(struct iodp_hw_info_iodp));
+	i.in_data_type = IODP_HW_INFO_TYPE_INTEL_VTD; // not this device's
+	EXPECT_EQ(call(IODP_IOMMU_GET_HW_INFO, &i), std::make_pair(-1, EOPNOTSUPP));
+}
+
 /* IOMMU_OPTION: RLIMIT_MODE with an object id is EOPNOTSUPP; set then get. */
 TEST_F(Conform, OptionRlimitMode)
 {

@@ -200,6 +200,29 @@ struct iodp_hwpt_arm_smmuv3 {
 #define IODP_HW_INFO_TYPE_NONE 0
 /** iodp's own hardware-info record: struct iodp_hw_info_iodp. */
 #define IODP_HW_INFO_TYPE_IODP 0x100
+/**
+ * The kernel's records, what a VT-d or SMMUv3 device answers by default: register values
+ * that describe what iodp implements for that model (doc/control.md lists the bits).
+ */
+#define IODP_HW_INFO_TYPE_INTEL_VTD 1
+#define IODP_HW_INFO_TYPE_ARM_SMMUV3 2
+
+/** struct iommu_hw_info_vtd: the VT-d CAP_REG and ECAP_REG. */
+struct iodp_hw_info_vtd {
+	uint32_t flags;
+	uint32_t __reserved;
+	uint64_t cap_reg;
+	uint64_t ecap_reg;
+};
+
+/** struct iommu_hw_info_arm_smmuv3: SMMU_IDR0..5, SMMU_IIDR, SMMU_AIDR. */
+struct iodp_hw_info_arm_smmuv3 {
+	uint32_t flags;
+	uint32_t __reserved;
+	uint32_t idr[6];
+	uint32_t iidr;
+	uint32_t aidr;
+};
 
 #define IODP_HW_CAP_DIRTY_TRACKING (1ull << 0)
 #define IODP_HW_CAP_PCI_PASID_EXEC (1ull << 1)
