@@ -86,8 +86,9 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 					     "+0x%" PRIx64 ", beyond the %u-bit input of %s",
 					     ioas->id, m.iova, m.length, st->ias,
 					     pgtable::format_name(cfg.format).data());
+		// Mapped before a table came (alignment 1): the kernel's EADDRINUSE.
 		if ((m.iova | m.length | reinterpret_cast<uintptr_t>(m.host)) & (granule - 1))
-			return Status::error(-EINVAL, "hwpt alloc: ioas %u mapping 0x%" PRIx64
+			return Status::error(-EADDRINUSE, "hwpt alloc: ioas %u mapping 0x%" PRIx64
 					     "+0x%" PRIx64 " is not aligned to the 0x%" PRIx64
 					     " granule", ioas->id, m.iova, m.length, granule);
 	}

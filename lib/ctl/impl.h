@@ -98,6 +98,8 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	/** Whether [start, last] overlaps a reserved range (reserved() names them). */
 	bool hits_reserved(const Ioas &ioas, uint64_t start, uint64_t last) const;
 	uint64_t alignment(const Ioas &ioas) const;
+	/** EADDRINUSE unless every mapping's IOVA, length and host address are @p align aligned. */
+	Status check_aligned(const Ioas &ioas, uint64_t align) const;
 	/** Map into the IOAS, its page set and its tables. */
 	Status map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byte *host,
 			 uint64_t length, std::optional<uint64_t> gpa, const char *what);

@@ -91,7 +91,9 @@ std::vector<IovaRange> Ctx::Impl::usable(const Ioas &ioas) const
 
 uint64_t Ctx::Impl::alignment(const Ioas &ioas) const
 {
-	uint64_t a = 4096;
+	// The kernel's iopt_calculate_iova_alignment(): 1 until a table needs its granule,
+	// a page when large pages are off (HUGE_PAGES 0).
+	uint64_t a = ioas.huge_pages ? 1 : 4096;
 	for (const HwptPaging *h : ioas.hwpts)
 		a = std::max<uint64_t>(a, 1ull << h->table.stage().granule_shift);
 	return a;
@@ -108,6 +110,16 @@ bool Ctx::Impl::hits_reserved(const Ioas &ioas, uint64_t start, uint64_t last) c
 		       overlaps(msi_window(*b.dev), start, last);
 	});
 	return hit;
+}
+
+Status Ctx::Impl::check_aligned(const Ioas &ioas, uint64_t align) const
+{
+	for (const auto &[iova, m] : ioas.mappings)
+		if ((m.iova | m.length | reinterpret_cast<uintptr_t>(m.host)) & (align - 1))
+			return Status::error(-EADDRINUSE, "ioas %u maps 0x%" PRIx64 "+0x%" PRIx64
+					     " at host %p, not aligned to 0x%" PRIx64, ioas.id,
+					     m.iova, m.length, static_cast<void *>(m.host), align);
+	return {};
 }
 
 Status Ctx::Impl::check_fixed(const Ioas &ioas, uint64_t iova, uint64_t length) const
@@ -569,12 +581,16 @@ Status Ctx::option(uint32_t option_id, uint16_t op, uint32_t object_id, uint64_t
 					     " is not 0 or 1", *val);
 		/*
 		 * As the kernel's: large pages go back on at any time (for later maps); off
-		 * only while no HWPT holds mappings (their leaves are already large).
+		 * only while no HWPT holds mappings (their leaves are already large), and
+		 * then every mapping must already be page aligned (off means page alignment).
 		 */
 		if (*val == 0 && (*ioas)->huge_pages && !(*ioas)->hwpts.empty() &&
 		    !(*ioas)->mappings.empty())
 			return Status::error(-EINVAL, "ioas %u: HUGE_PAGES cannot be turned off "
 					     "while a HWPT maps something", object_id);
+		if (*val == 0)
+			if (Status s = impl_->check_aligned(**ioas, 4096); !s)
+				return s;
 		(*ioas)->huge_pages = *val == 1;
 		for (HwptPaging *h : (*ioas)->hwpts)
 			h->table.set_max_leaf((*ioas)->huge_pages

@@ -201,6 +201,67 @@ TEST_F(Conform, MapOfUnmappedMemoryWithADeviceIsEfault)
 	ASSERT_EQ(munmap(mem, 2 * page), 0);
 }
 
+/* An IOAS with no HWPT has IOVA alignment 1 until a table (or HUGE_PAGES 0) needs more. */
+TEST_F(Conform, AlignmentOneWithoutHwpt)
+{
+	const uint32_t as = ioas();
+	auto alignment = [&] {
+		struct iodp_iova_range ranges[4];
+		struct iodp_ioas_iova_ranges r = {};
+		r.size = sizeof(r);
+		r.ioas_id = as;
+		r.num_iovas = 4;
+		r.allowed_iovas = reinterpret_cast<uintptr_t>(ranges);
+		EXPECT_EQ(call(IODP_IOMMU_IOAS_IOVA_RANGES, &r), std::make_pair(0, 0));
+		return r.out_iova_alignment;
+	};
+	EXPECT_EQ(alignment(), 1u);
+
+	alignas(4096) static unsigned char mem[3 * 4096];
+	struct iodp_ioas_map m = {};
+	m.size = sizeof(m);
+	m.flags = IODP_IOAS_MAP_FIXED_IOVA | IODP_IOAS_MAP_READABLE;
+	m.ioas_id = as;
+	m.user_va = reinterpret_cast<uintptr_t>(mem + 100);
+	m.length = 3000;
+	m.iova = 0x100064;
+	ASSERT_EQ(call(IODP_IOMMU_IOAS_MAP, &m), std::make_pair(0, 0)) << iodp_last_error(c);
+	struct iodp_ioas_copy cp = {};
+	cp.size = sizeof(cp);
+	cp.flags = IODP_IOAS_MAP_FIXED_IOVA | IODP_IOAS_MAP_READABLE;
+	cp.dst_ioas_id = as;
+	cp.src_ioas_id = as;
+	cp.length = 3000;
+	cp.dst_iova = 0x200007;
+	cp.src_iova = 0x100064;
+	EXPECT_EQ(call(IODP_IOMMU_IOAS_COPY, &cp), std::make_pair(0, 0)) << iodp_last_error(c);
+
+	// A table with 4 KiB pages cannot take those: the attach fails and changes nothing.
+	struct iodp_device_attach at = {};
+	at.size = sizeof(at);
+	at.dev_id = device();
+	at.pt_id = as;
+	EXPECT_EQ(call(IODP_DEVICE_ATTACH, &at), std::make_pair(-1, EADDRINUSE));
+	struct iodp_option o = {};
+	o.size = sizeof(o);
+	o.option_id = IODP_OPTION_HUGE_PAGES;
+	o.op = IODP_OPTION_OP_SET;
+	o.object_id = as;
+	o.val64 = 0; // large pages off means page alignment: the same
+	EXPECT_EQ(call(IODP_IOMMU_OPTION, &o), std::make_pair(-1, EADDRINUSE));
+	EXPECT_EQ(alignment(), 1u);
+
+	struct iodp_ioas_unmap u = {};
+	u.size = sizeof(u);
+	u.ioas_id = as;
+	u.length = UINT64_MAX; // all
+	ASSERT_EQ(call(IODP_IOMMU_IOAS_UNMAP, &u), std::make_pair(0, 0));
+	at.pt_id = as;
+	ASSERT_EQ(call(IODP_DEVICE_ATTACH, &at), std::make_pair(0, 0)) << iodp_last_error(c);
+	EXPECT_EQ(alignment(), 4096u);
+	EXPECT_EQ(call(IODP_IOMMU_IOAS_MAP, &m), std::make_pair(-1, EINVAL));
+}
+
 /* Attach to an IOAS makes or reuses automatic domains only, never the caller's HWPT. */
 TEST_F(Conform, AttachToIoasUsesOnlyAutomaticDomains)
 {
