@@ -82,6 +82,12 @@ Result<uint32_t> Ctx::device_create(const DeviceSpec &spec)
 	d->group = group;
 	d->rid = spec.rid;
 	d->pasid_bits = spec.pasid_bits;
+	for (const IovaRange &r : spec.reserved)
+		if (r.start > r.last)
+			return Status::error(-EINVAL, "device %s: reserved range 0x%" PRIx64 "-0x%" PRIx64
+					     " ends before it starts", spec.name.c_str(), r.start,
+					     r.last);
+	d->reserved = spec.reserved;
 	impl_->groups[group].push_back(d.get());
 	impl_->objects.emplace(id, std::move(d));
 	return id;
@@ -193,21 +199,27 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 					  dev.group, group_hwpt->id));
 	}
 	// The device's MSI window becomes reserved in the IOAS the table mirrors.
+	// So do the device's own reserved regions (DeviceSpec::reserved).
 	const Ioas *ioas = impl_->ioas_of(target);
-	const IovaRange msi = Impl::msi_window(dev);
-	for (const auto &[iova, m] : ioas->mappings)
-		if (m.iova <= msi.last && msi.start <= m.iova + (m.length - 1))
-			return fail(Status::error(
-				-EADDRINUSE, "cannot attach %s to hwpt %u: ioas %u maps 0x%" PRIx64
-				"+0x%" PRIx64 " over the device's MSI window 0x%" PRIx64 "-0x%" PRIx64,
-				dev.name.c_str(), target->id, ioas->id, m.iova, m.length, msi.start,
-				msi.last));
-	for (const IovaRange &a : ioas->allowed)
-		if (a.start <= msi.last && msi.start <= a.last)
-			return fail(Status::error(
-				-EADDRINUSE, "cannot attach %s to hwpt %u: ioas %u allows 0x%" PRIx64
-				"-0x%" PRIx64 ", which holds the device's MSI window",
-				dev.name.c_str(), target->id, ioas->id, a.start, a.last));
+	std::vector<std::pair<IovaRange, const char *>> windows = {
+		{Impl::msi_window(dev), "MSI window"}};
+	for (const IovaRange &r : dev.reserved)
+		windows.push_back({r, "reserved region"});
+	for (const auto &[msi, what] : windows) {
+		for (const auto &[iova, m] : ioas->mappings)
+			if (m.iova <= msi.last && msi.start <= m.iova + (m.length - 1))
+				return fail(Status::error(
+					-EADDRINUSE, "cannot attach %s to hwpt %u: ioas %u maps 0x%" PRIx64
+					"+0x%" PRIx64 " over the device's %s 0x%" PRIx64 "-0x%" PRIx64,
+					dev.name.c_str(), target->id, ioas->id, m.iova, m.length, what,
+					msi.start, msi.last));
+		for (const IovaRange &a : ioas->allowed)
+			if (a.start <= msi.last && msi.start <= a.last)
+				return fail(Status::error(
+					-EADDRINUSE, "cannot attach %s to hwpt %u: ioas %u allows 0x%" PRIx64
+					"-0x%" PRIx64 ", which holds the device's %s",
+					dev.name.c_str(), target->id, ioas->id, a.start, a.last, what));
+	}
 
 	auto *b = new Binding;
 	b->dev = &dev;

@@ -218,7 +218,8 @@ long iodp_fault_fd_read(struct iodp_ctx *c, uint32_t fault_id, void *buf, size_t
 	iodp::Result<std::vector<iodp_hwpt_pgfault>> r = ctx.fault_read(fault_id, count / kRecord);
 	if (!r)
 		return r.status().code();
-	std::memcpy(buf, r->data(), r->size() * kRecord);
+	if (!r->empty())
+		std::memcpy(buf, r->data(), r->size() * kRecord);
 	return static_cast<long>(r->size() * kRecord);
 }
 

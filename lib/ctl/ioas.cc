@@ -58,10 +58,15 @@ std::vector<Reserved> Ctx::Impl::reserved(const Ioas &ioas) const
 					       "-bit input)"});
 	}
 	for_each_binding([&](Binding &b) {
-		if (!b.detached && ioas_of(b.hwpt) == &ioas)
+		if (!b.detached && ioas_of(b.hwpt) == &ioas) {
 			out.push_back(
 				{msi_window(*b.dev), "device " + b.dev->name + " (MSI window)"});
+			for (const IovaRange &r : b.dev->reserved)
+				out.push_back({r, "device " + b.dev->name + " (reserved region)"});
+		}
 	});
+	for (const IovaRange &r : ioas.reserved)
+		out.push_back({r, "ioas " + std::to_string(ioas.id) + " (reserved)"});
 	std::sort(out.begin(), out.end(),
 		  [](const Reserved &a, const Reserved &b) { return a.range.start < b.range.start; });
 	return out;
@@ -304,6 +309,29 @@ Result<uint32_t> Ctx::ioas_alloc()
 	const uint32_t id = impl_->alloc_id();
 	impl_->objects.emplace(id, std::make_unique<Ioas>(id));
 	return id;
+}
+
+Status Ctx::ioas_add_reserved(uint32_t ioas_id, const IovaRange &range)
+{
+	Impl::Guard g(*impl_);
+	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
+	if (!ioas)
+		return ioas.status();
+	if (range.start > range.last)
+		return Status::error(-EINVAL, "ioas %u reserve: 0x%" PRIx64 "-0x%" PRIx64
+				     " ends before it starts", ioas_id, range.start, range.last);
+	for (const auto &[iova, m] : (*ioas)->mappings)
+		if (overlaps(range, m.iova, m.iova + (m.length - 1)))
+			return Status::error(-EADDRINUSE, "ioas %u reserve: 0x%" PRIx64 "-0x%" PRIx64
+					     " overlaps mapping 0x%" PRIx64 "+0x%" PRIx64, ioas_id,
+					     range.start, range.last, m.iova, m.length);
+	for (const IovaRange &a : (*ioas)->allowed)
+		if (overlaps(range, a.start, a.last))
+			return Status::error(-EADDRINUSE, "ioas %u reserve: 0x%" PRIx64 "-0x%" PRIx64
+					     " overlaps allowed 0x%" PRIx64 "-0x%" PRIx64, ioas_id,
+					     range.start, range.last, a.start, a.last);
+	(*ioas)->reserved.push_back(range);
+	return {};
 }
 
 Status Ctx::ioas_allow_iovas(uint32_t ioas_id, std::span<const IovaRange> ranges)

@@ -55,6 +55,7 @@ constexpr uint32_t kAccessNeedsPin = 1u << 0;
 constexpr uint32_t kAccessPagesWrite = 1u << 0, kAccessSyz = 1u << 16;
 constexpr uint32_t kRwWrite = 1u << 0, kRwSlowPath = 1u << 2;
 constexpr uint64_t kPage = 4096;
+constexpr uint64_t kMockApertureStart = 1ull << 24, kMockApertureLast = (1ull << 31) - 1;
 
 /* struct iommu_test_cmd (iommufd_test.h). */
 struct TestCmd {
@@ -367,10 +368,17 @@ Status TestCommands::run(TestCmd &k)
 	case kOpTriggerIopf:
 		return trigger_iopf(k);
 	case kOpAddReserved:
+		if (k.add_reserved.length == 0 ||
+		    k.add_reserved.start + (k.add_reserved.length - 1) < k.add_reserved.start)
+			return Status::error(-EINVAL, "reserved range 0x%lx+0x%lx",
+					     (unsigned long)k.add_reserved.start,
+					     (unsigned long)k.add_reserved.length);
+		return ctx_.ioas_add_reserved(k.id, {k.add_reserved.start,
+						     k.add_reserved.start + (k.add_reserved.length - 1)});
 	case kOpDirty:
 	case kOpMdCheckIotlb:
-		return Status::error(-EOPNOTSUPP, "not modelled by iodp (see "
-				     "tests/iommufd/expectations.txt)");
+		return Status::error(-EOPNOTSUPP, "not modelled by iodp (mock pages are 2 KiB, "
+				     "iodp's 4 KiB; see tests/iommufd/expectations.txt)");
 	default:
 		return Status::error(-EOPNOTSUPP, "unknown op");
 	}
@@ -385,6 +393,8 @@ Status TestCommands::mock_domain(TestCmd &k)
 	spec.name = "mock" + std::to_string(next_mock_++);
 	spec.model = IommuModel::vtd;
 	spec.pasid_bits = (flags & kDevPasid) ? 20 : 0;
+	/* The mock domain's aperture [MOCK_APERTURE_START, MOCK_APERTURE_LAST]. */
+	spec.reserved = {{0, kMockApertureStart - 1}, {kMockApertureLast + 1, UINT64_MAX}};
 	Result<uint32_t> dev = ctx_.device_create(spec);
 	if (!dev)
 		return dev.status();

@@ -77,7 +77,7 @@ TEST_F(DevTest, LibraryModeTranslatesCrossingPagesFaultsAndSeesUnmaps)
 {
 	Result<GuestRam> ram = GuestRam::allocate(4u << 20);
 	ASSERT_TRUE(ram.ok());
-	const uint32_t dev = ok(ctx.device_create({"lib0", ctl::IommuModel::vtd, 0, 1, 20}));
+	const uint32_t dev = ok(ctx.device_create({"lib0", ctl::IommuModel::vtd, 0, 1, 20, {}}));
 	const uint32_t ioas = ok(ctx.ioas_alloc());
 	uint64_t off = 0;
 	ASSERT_TRUE(ctx.option(IODP_OPTION_HUGE_PAGES, IODP_OPTION_OP_SET, ioas, &off).ok());

@@ -100,6 +100,7 @@ struct Ioas : Object {
 	std::unique_ptr<PageSet> pages = std::make_unique<PageSet>();
 	std::vector<IovaRange> allowed;       ///< empty: no constraint
 	std::vector<HwptPaging *> hwpts;      ///< kept in step with mappings
+	std::vector<IovaRange> reserved;      ///< ioas_add_reserved()
 	bool huge_pages = true;
 };
 
@@ -178,6 +179,7 @@ struct Device : Object {
 	uint32_t group = 0;
 	uint32_t rid = 0;
 	uint8_t pasid_bits = 20;
+	std::vector<IovaRange> reserved; ///< DeviceSpec::reserved
 	Binding *rid_binding = nullptr;
 	std::map<uint32_t, Binding *> pasid_bindings;
 };
@@ -199,6 +201,12 @@ struct DeviceSpec {
 	uint32_t group = 0; ///< 0: a new group
 	uint32_t rid = 0;
 	uint8_t pasid_bits = 20;
+	/**
+	 * IOVA ranges the device cannot use besides its model's MSI window (a platform's
+	 * reserved regions, the edges of an aperture): reserved in every IOAS it is attached
+	 * to, as the kernel reserves iommu_get_resv_regions().
+	 */
+	std::vector<IovaRange> reserved;
 };
 
 struct CtxConfig {
@@ -235,6 +243,12 @@ public:
 	/* IOAS ----------------------------------------------------------------------------- */
 	Result<uint32_t> ioas_alloc();
 	Status ioas_allow_iovas(uint32_t ioas_id, std::span<const IovaRange> ranges);
+	/**
+	 * Keep [range.start, range.last] out of the IOAS for good (what the kernel's
+	 * iopt_reserve_iova() does for a driver; the test command ADD_RESERVED). EADDRINUSE
+	 * when something is mapped or allowed there.
+	 */
+	Status ioas_add_reserved(uint32_t ioas_id, const IovaRange &range);
 	/** Usable ranges (not reserved by an attached device or a table's reach). */
 	Result<std::vector<IovaRange>> ioas_iova_ranges(uint32_t ioas_id, uint64_t *alignment);
 	/**
