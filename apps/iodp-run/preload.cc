@@ -18,7 +18,8 @@
  * another process over a socket is only a memfd there.
  *
  * Environment: IODP_IOMMUFD_TEST=1 turns on the kernel's test-only commands
- * (IOMMU_TEST_CMD) in every context opened.
+ * (IOMMU_TEST_CMD) in every context opened; IODP_RUN_TRACE=1 prints why each failing ioctl
+ * failed (iodp_last_error()) to stderr.
  */
 /* The wrappers define open and open64 (fcntl and fcntl64) themselves: no redirection. */
 #undef _FILE_OFFSET_BITS
@@ -27,6 +28,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdarg>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
@@ -198,6 +200,16 @@ void register_handed_out(const std::shared_ptr<File> &ctx_file, unsigned long cm
 	}
 }
 
+/** IODP_RUN_TRACE=1: print the message of every failing ioctl (iodp_last_error). */
+bool trace()
+{
+	static const bool on = [] {
+		const char *v = std::getenv("IODP_RUN_TRACE");
+		return v != nullptr && std::strcmp(v, "1") == 0;
+	}();
+	return on;
+}
+
 /** The kernel's answer for an operation a file does not have. */
 int no_op(int err)
 {
@@ -357,8 +369,11 @@ extern "C" {
 	if (f->kind != File::Kind::iommufd)
 		return no_op(ENOTTY); // the kernel's fault and access files have no ioctls
 	const int rc = iodp_ioctl(f->ctx, cmd, arg);
-	if (rc == 0)
+	if (rc >= 0)
 		register_handed_out(f, cmd, arg);
+	else if (trace())
+		std::fprintf(stderr, "iodp-run: ioctl %#lx on fd %d: %s\n", cmd, fd,
+			     iodp_last_error(f->ctx)); // where the kernel has no message at all
 	return rc;
 }
 

@@ -94,6 +94,22 @@ std::vector<IovaRange> Ctx::Impl::usable(const Ioas &ioas) const
 	return out;
 }
 
+namespace {
+
+struct PageRange {
+	uint64_t start, length;
+};
+
+/** The pages [hva, hva + length) touches (the page set counts whole pages). */
+PageRange whole_pages(uint64_t hva, uint64_t length)
+{
+	constexpr uint64_t kMask = (1ull << PageSet::kPageShift) - 1;
+	const uint64_t start = hva & ~kMask;
+	return {start, ((hva + length + kMask) & ~kMask) - start};
+}
+
+} // namespace
+
 uint64_t Ctx::Impl::alignment(const Ioas &ioas) const
 {
 	// The kernel's iopt_calculate_iova_alignment(): 1 until a table needs its granule,
@@ -270,7 +286,9 @@ Status Ctx::Impl::map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byt
 	}
 	Mapping m{iova, length, host, flags & ~IODP_IOAS_MAP_FIXED_IOVA, gpa};
 	// The memory first, then the tables: a walker that finds the new entries can read it.
-	if (Status s = ioas.pages->add(hva, length); !s)
+	// Whole pages (a mapping is byte-aligned only while no table needs more).
+	const PageRange pr = whole_pages(hva, length);
+	if (Status s = ioas.pages->add(pr.start, pr.length); !s)
 		return Status::error(s.code(), "ioas %u %s: %s", ioas.id, what,
 				     s.message().c_str());
 	for (size_t i = 0; i < ioas.hwpts.size(); i++) {
@@ -279,7 +297,7 @@ Status Ctx::Impl::map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byt
 			// was just mapped has no block to split, so these unmaps cannot fail.
 			for (size_t j = 0; j < i; j++)
 				(void)unmap_tables(*ioas.hwpts[j], iova, length);
-			ioas.pages->remove(hva, length);
+			ioas.pages->remove(pr.start, pr.length);
 			return s;
 		}
 	}
@@ -295,7 +313,8 @@ uint64_t Ctx::Impl::remove_mapping(Ioas &ioas, uint64_t iova)
 	for (HwptPaging *h : ioas.hwpts)
 		(void)unmap_tables(*h, m.iova, m.length);
 	// Walkers still inside a burst may read it until the call's grace period ends.
-	ioas.pages->remove(reinterpret_cast<uintptr_t>(m.host), m.length);
+	const PageRange pr = whole_pages(reinterpret_cast<uintptr_t>(m.host), m.length);
+	ioas.pages->remove(pr.start, pr.length);
 	const uint64_t length = m.length;
 	ioas.mappings.erase(it);
 	return length;

@@ -437,5 +437,38 @@ TEST_F(Conform, VfioCompat)
 	EXPECT_EQ(first_cap, 3u); // DMA_AVAIL, then IOVA_RANGE
 }
 
+/* Reserved regions of a device and of an IOAS leave IOVA_RANGES as the kernel's do. */
+TEST(ConformReserved, DeviceAndIoasReservedRanges)
+{
+	Ctx ctx;
+	HostBuffer buf(1 << 20);
+	const uint32_t ioas = ok(ctx.ioas_alloc());
+	ok(ctx.ioas_map(ioas, kFixedRW, 0x1000, buf.data(), 0x1000).status());
+	// Over a mapping: refused, nothing reserved.
+	EXPECT_FAILS(ctx.ioas_add_reserved(ioas, {0x1000, 0x1fff}), EADDRINUSE,
+		     "overlaps mapping");
+	ok(ctx.ioas_add_reserved(ioas, {0x10000, 0x1ffff}));
+	EXPECT_FAILS(ctx.ioas_map(ioas, kFixedRW, 0x10000, buf.data(), 0x1000), EINVAL,
+		     "reserved by ioas");
+	const IovaRange allow{0x8000, 0x18fff};
+	EXPECT_FAILS(ctx.ioas_allow_iovas(ioas, {&allow, 1}), EADDRINUSE, "reserved");
+
+	DeviceSpec spec = vtd_device("aperture");
+	spec.reserved = {{0, (1ull << 24) - 1}, {1ull << 31, UINT64_MAX}};
+	const uint32_t dev = ok(ctx.device_create(spec));
+	// The mapping at 0x1000 is inside the device's reserved region: no attach.
+	EXPECT_FAILS(ctx.device_attach(dev, std::nullopt, ioas), EADDRINUSE, "reserved region");
+	ok(ctx.ioas_unmap(ioas, 0x1000, 0x1000).status());
+	ok(ctx.device_attach(dev, std::nullopt, ioas).status());
+	uint64_t align = 0;
+	const std::vector<IovaRange> r = ok(ctx.ioas_iova_ranges(ioas, &align));
+	ASSERT_EQ(r.size(), 1u);
+	EXPECT_EQ(r[0], (IovaRange{1ull << 24, (1ull << 31) - 1}));
+	EXPECT_FAILS(ctx.ioas_map(ioas, kFixedRW, 0x80000000, buf.data(), 0x1000), EINVAL,
+		     "reserved region");
+	ok(ctx.device_detach(dev, std::nullopt));
+	EXPECT_EQ(ok(ctx.ioas_iova_ranges(ioas, &align)).size(), 2u); // around 0x10000-0x1ffff
+}
+
 } // namespace
 } // namespace iodp::ctl::test
