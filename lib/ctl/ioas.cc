@@ -127,9 +127,14 @@ bool Ctx::Impl::hits_reserved(const Ioas &ioas, uint64_t start, uint64_t last) c
 			return true;
 	bool hit = false;
 	for_each_binding([&](Binding &b) {
-		hit |= !b.detached && ioas_of(b.hwpt) == &ioas &&
-		       overlaps(msi_window(*b.dev), start, last);
+		if (b.detached || ioas_of(b.hwpt) != &ioas)
+			return;
+		hit |= overlaps(msi_window(*b.dev), start, last);
+		for (const IovaRange &r : b.dev->reserved)
+			hit |= overlaps(r, start, last);
 	});
+	for (const IovaRange &r : ioas.reserved)
+		hit |= overlaps(r, start, last);
 	return hit;
 }
 
