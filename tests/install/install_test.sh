@@ -50,7 +50,9 @@ others=$(nm -D --defined-only -C "$lib/libiodp.so" | awk '{ $1 = ""; $2 = ""; su
 		-e '^vtable for iodp::' -e '^IODP_0\.1$' | sed 's/@@IODP_0\.1$//' |
 	grep -v -e '^iodp_' -e '^iodp::' || true)
 [ -z "$others" ] || fail "libiodp.so exports symbols outside the C API and namespace iodp: $(echo "$others" | head -5)"
-nm -D --defined-only "$lib/libiodp.so" | grep -q 'iodp_ioctl@@IODP_0.1' ||
+# grep without -q reads all of nm's output: -q would stop at the first match and, under
+# pipefail, nm's SIGPIPE would fail the pipeline once the symbol list is long enough.
+nm -D --defined-only "$lib/libiodp.so" | grep 'iodp_ioctl@@IODP_0.1' >/dev/null ||
 	fail "iodp_ioctl is not exported in version IODP_0.1"
 
 step="pkg-config --cflags --libs libiodp"
