@@ -2,6 +2,7 @@
 #include <iodp/mem.h>
 
 #include <algorithm>
+#include <bit>
 #include <atomic>
 #include <cerrno>
 #include <cinttypes>
@@ -83,6 +84,19 @@ void PageSet::set_bits(uint64_t first, uint64_t last, bool on)
 			// One writer: a plain read-modify-write; release orders it before the table
 			// entries the caller writes next.
 			w.store(on ? old | mask : old & ~mask, std::memory_order_release);
+			const uint64_t changed = on ? mask & ~old : mask & old;
+			pages_ = on ? pages_ + std::popcount(changed) : pages_ - std::popcount(changed);
+			// Pages already in the set: runs of set bits, counted on the side.
+			for (uint64_t again = on ? mask & old : 0; again != 0;) {
+				const unsigned start = static_cast<unsigned>(std::countr_zero(again));
+				const uint64_t x = again >> start;
+				const unsigned len = ~x == 0 ? 64 - start
+							     : static_cast<unsigned>(std::countr_one(x));
+				const uint64_t base = p - bit;
+				more_adds(base + start, base + start + len - 1);
+				again &= len + start >= 64 ? (start == 0 ? 0 : (1ull << start) - 1)
+							   : ~(((1ull << len) - 1) << start);
+			}
 			p += n;
 			if (p == 0)
 				return; // wrapped past the last page
@@ -121,6 +135,12 @@ Status PageSet::add(uint64_t addr, uint64_t len)
 		if ((p | ((1u << kLeafBits) - 1)) >= last)
 			break;
 	}
+	set_bits(first, last, true);
+	return {};
+}
+
+void PageSet::more_adds(uint64_t first, uint64_t last)
+{
 	split_at(first);
 	if (last + 1 != (1ull << (64 - kPageShift)))
 		split_at(last + 1);
@@ -136,21 +156,19 @@ Status PageSet::add(uint64_t addr, uint64_t len)
 				it != cover_->end() && it->first <= last ? it->first - 1 : last;
 			cover_->emplace_hint(it, pos, Segment{gap_last, 1});
 			cover_size_++;
-			set_bits(pos, gap_last, true);
 			pos = gap_last;
 		}
 		if (pos >= last)
 			break;
 		pos++;
 	}
-	merge_around(first, last);
-	return {};
+	merge_around(first == 0 ? 0 : first - 1, last);
 }
 
 void PageSet::merge_around(uint64_t first, uint64_t last)
 {
-	// Neighbours with the same count become one segment, so pages added one at a time
-	// next to each other (a guest's RAM, page by page) stay one entry, not one per page.
+	// Neighbours with the same count become one segment, so pages added again one at a
+	// time next to each other stay one entry, not one per page.
 	auto it = cover_->upper_bound(first);
 	if (it != cover_->begin())
 		--it;
@@ -177,18 +195,30 @@ void PageSet::remove(uint64_t addr, uint64_t len)
 		return;
 	const uint64_t first = addr >> kPageShift;
 	const uint64_t last = (addr + (len - 1)) >> kPageShift;
+	if (cover_->empty()) {
+		set_bits(first, last, false); // every page was added once: the usual case
+		return;
+	}
 	split_at(first);
 	if (last + 1 != (1ull << (64 - kPageShift)))
 		split_at(last + 1);
+	// Pages counted on the side lose one count and stay; the others leave the set.
+	uint64_t pos = first;
+	bool done = false;
 	for (auto it = cover_->lower_bound(first); it != cover_->end() && it->first <= last;) {
-		if (--it->second.count != 0) {
+		if (it->first > pos)
+			set_bits(pos, it->first - 1, false);
+		done = it->second.last == last;
+		pos = it->second.last + 1;
+		if (--it->second.count == 0) {
+			it = cover_->erase(it);
+			cover_size_--;
+		} else {
 			++it;
-			continue;
 		}
-		set_bits(it->first, it->second.last, false);
-		it = cover_->erase(it);
-		cover_size_--;
 	}
+	if (!done && pos <= last && pos >= first)
+		set_bits(pos, last, false);
 	merge_around(first == 0 ? 0 : first - 1, last);
 }
 

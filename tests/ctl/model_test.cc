@@ -242,7 +242,8 @@ TEST_P(ModelTest, RandomOperations)
 		const auto *obj = static_cast<const Ioas *>(ctx.find(ioas[i]));
 		for (const HwptPaging *h : obj->hwpts)
 			EXPECT_EQ(h->pool.pages_in_use(), 1u);
-		EXPECT_EQ(obj->pages->segments(), 0u) << "the host view still holds pages";
+		EXPECT_EQ(obj->pages->pages(), 0u) << "the host view still holds pages";
+		EXPECT_EQ(obj->pages->segments(), 0u);
 	}
 }
 

@@ -44,8 +44,10 @@ struct GuestRegion {
  * A page added twice (two mappings of the same host memory) stays until it is removed twice.
  * Readers test a bit in a radix tree (root -> two interior levels -> a 4 KiB bitmap leaf per
  * 128 MiB); the tree's nodes are published with release stores and never freed before the
- * set itself, so a reader never follows a dangling pointer. add() and remove() cost
- * O(log n) in the number of ranges held, plus one bit per page they change.
+ * set itself, so a reader never follows a dangling pointer. The bit is the first add of a
+ * page; only further adds of pages already in the set are counted, in a map of ranges on
+ * the writer side. add() and remove() cost a few loads per 64 pages, plus O(log m) in the
+ * m ranges added more than once (none, usually).
  *
  * Ordering: a page removed may still test present to a reader that started before the
  * removal; callers that free the memory wait a grace period first (as for any RCU reader).
@@ -81,7 +83,9 @@ public:
 	Status add(uint64_t addr, uint64_t len);
 	/** Undo one add() of exactly this range (or of ranges that make it up). Writer side. */
 	void remove(uint64_t addr, uint64_t len);
-	/** Ranges of pages with the same count, held on the writer side (for tests). */
+	/** Pages in the set. Writer side. */
+	uint64_t pages() const { return pages_; }
+	/** Ranges of pages added more than once, with the same count (for tests). */
 	size_t segments() const { return cover_size_; }
 
 private:
@@ -121,18 +125,24 @@ private:
 		return (w >> (page & 63)) & 1;
 	}
 	Leaf *leaf_for(uint64_t page, bool create);
+	/** Set (or clear) the bits of [first, last]; the pages already set go to more_adds(). */
 	void set_bits(uint64_t first, uint64_t last, bool on);
+	void more_adds(uint64_t first, uint64_t last);
 	void split_at(uint64_t page);
 	void merge_around(uint64_t first, uint64_t last);
 
 	std::unique_ptr<std::atomic<void *>[]> root_;
-	/** Writer side: disjoint page ranges [first, last] with how many adds cover them. */
+	/**
+	 * Writer side: disjoint page ranges [first, last] in the set with how many adds cover
+	 * them beyond the first (which is the bit).
+	 */
 	struct Segment {
 		uint64_t last;
 		uint64_t count;
 	};
 	std::unique_ptr<std::map<uint64_t, Segment>> cover_;
 	size_t cover_size_ = 0;
+	uint64_t pages_ = 0;
 };
 
 class GuestMemory {
