@@ -195,6 +195,7 @@ void Ctx::Impl::put(Binding *b)
 void Ctx::Impl::unbind(Binding *b)
 {
 	b->detached = true;
+	invalidate_binding(*b);
 	if (b->refs > 1)
 		parked.push_back(b);
 	put(b);
@@ -484,6 +485,30 @@ void Ctx::Impl::invalidate_domain(uint32_t domain, uint8_t targets, uint8_t matc
 	d.targets = targets;
 	d.match = static_cast<uint8_t>(inval::kMatchDomain | match);
 	d.domain = domain;
+	notify(d);
+}
+
+void Ctx::Impl::invalidate_binding(const Binding &b)
+{
+	// A paging HWPT's translations follow its own tables, whose every change is
+	// invalidated: they stay valid for the next device that attaches.
+	if (b.hwpt->type != ObjType::hwpt_nested)
+		return;
+	const auto &h = *static_cast<const HwptNested *>(b.hwpt);
+	inval::Descriptor d;
+	d.targets = inval::kTargetIotlb | inval::kTargetWalkCache;
+	if (h.data_type == IODP_HWPT_DATA_ARM_SMMUV3) {
+		// Stage 1 behind an STE is tagged (VMID = the parent, ASID from each CD): the
+		// ASIDs the CD table named are not known here, so drop the VMID whole (the
+		// parent's own stage-2 entries go too: more, never less).
+		d.match = inval::kMatchDomain;
+		d.domain = h.parent->id;
+	} else {
+		// VT-d first stage: tagged (this HWPT, PASID or none for the RID).
+		d.match = inval::kMatchDomain | inval::kMatchPasid;
+		d.domain = h.id;
+		d.pasid = b.pasid ? *b.pasid : iotlb::kNoPasid;
+	}
 	notify(d);
 }
 

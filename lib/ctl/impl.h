@@ -66,6 +66,12 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	Status check_unmap(const Ioas &ioas, std::span<const uint64_t> victims) const;
 	/** Invalidate @p targets of everything tagged @p domain (match adds to kMatchDomain). */
 	void invalidate_domain(uint32_t domain, uint8_t targets, uint8_t match = 0);
+	/**
+	 * Drop every worker's translations and cached tables tagged with what @p b's route
+	 * tags them with (a detach or replace): the guest may change its tables while nothing
+	 * is attached, and sends no invalidation then; attaching again must walk them anew.
+	 */
+	void invalidate_binding(const Binding &b);
 	/** Drop every worker's cached routes of @p dev (an attach, replace or detach). */
 	void invalidate_routes(const Device &dev);
 	/** Post the invalidations a SyncBatch holds (before anything is retired); how many. */

@@ -28,12 +28,20 @@ public:
 	{
 		Status s;
 		s.code_ = negative_errno < 0 ? negative_errno : -negative_errno;
-		va_list ap;
+		va_list ap, again;
 		va_start(ap, fmt);
+		va_copy(again, ap);
+		// Most messages fit the stack buffer; a longer one is formatted again, whole.
 		char buf[512];
-		std::vsnprintf(buf, sizeof(buf), fmt, ap);
+		const int n = std::vsnprintf(buf, sizeof(buf), fmt, ap);
 		va_end(ap);
-		s.message_ = buf;
+		if (n >= static_cast<int>(sizeof(buf))) {
+			s.message_.resize(static_cast<size_t>(n));
+			std::vsnprintf(s.message_.data(), static_cast<size_t>(n) + 1, fmt, again);
+		} else if (n > 0) {
+			s.message_.assign(buf, static_cast<size_t>(n));
+		}
+		va_end(again);
 		return s;
 	}
 
