@@ -20,6 +20,8 @@
 #include <new>
 #include <optional>
 #include <string>
+#include <sys/uio.h>
+#include <unistd.h>
 #include <unordered_map>
 #include <vector>
 
@@ -96,30 +98,103 @@ int fail(iodp_ctx *ctx, const Status &s, iodp_extack *ext)
 	return s.code();
 }
 
+/*
+ * The caller's memory is read and written like the kernel's copy_from_user/copy_to_user: a
+ * bad address (unmapped, PROT_NONE, read-only for a reply) is EFAULT, not a crash.
+ * process_vm_readv/writev on our own pid does the copy in the kernel, which reports the
+ * fault; where a sandbox forbids them (ENOSYS, EPERM) the copy is a plain memcpy.
+ */
+bool user_copy(void *dst, const void *src, size_t n, bool to_user)
+{
+	if (n == 0)
+		return true;
+	if (src == nullptr || dst == nullptr)
+		return false;
+	static std::atomic<bool> plain{false};
+	if (!plain.load(std::memory_order_relaxed)) {
+		iovec local{to_user ? const_cast<void *>(src) : dst, n};
+		iovec remote{to_user ? dst : const_cast<void *>(src), n};
+		const ssize_t r = to_user ? process_vm_writev(getpid(), &local, 1, &remote, 1, 0)
+					  : process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+		if (r == static_cast<ssize_t>(n))
+			return true;
+		if (r >= 0 || (errno != ENOSYS && errno != EPERM))
+			return false; // a part, or nothing, was there: EFAULT
+		plain.store(true, std::memory_order_relaxed);
+	}
+	std::memcpy(dst, src, n);
+	return true;
+}
+
+const void *uptr(uint64_t p)
+{
+	return reinterpret_cast<const void *>(static_cast<uintptr_t>(p));
+}
+
+/** Read @p n bytes of the caller's at @p src (EFAULT naming @p what when it cannot). */
+Status read_user(void *dst, const void *src, size_t n, const char *what)
+{
+	if (!user_copy(dst, src, n, false))
+		return Status::error(-EFAULT, "%s: cannot read %zu bytes at %p", what, n, src);
+	return {};
+}
+
+Status write_user(void *dst, const void *src, size_t n, const char *what)
+{
+	if (!user_copy(dst, src, n, true))
+		return Status::error(-EFAULT, "%s: cannot write %zu bytes at %p", what, n, dst);
+	return {};
+}
+
+/** The caller's array of @p num entries of @p T into @p out (ENOMEM, EFAULT). */
+template <class T>
+Status read_array(uint64_t user, uint32_t num, std::vector<T> *out, const char *what)
+{
+	if (num != 0 && user == 0)
+		return Status::error(-EFAULT, "%s is NULL", what);
+	out->resize(num); // bad_alloc: ENOMEM, from run()
+	return read_user(out->data(), uptr(user), size_t{num} * sizeof(T), what);
+}
+
+/**
+ * copy_struct_from_user(): the size word first, then min(size, sizeof(T)) bytes (the rest
+ * zero-filled), then every byte past sizeof(T) must be zero (E2BIG).
+ */
 template <class T> Status copy_in(T &k, const void *arg, size_t min_size, const char *name)
 {
 	if (arg == nullptr)
 		return Status::error(-EFAULT, "%s: the argument is NULL", name);
 	uint32_t size;
-	std::memcpy(&size, arg, sizeof(size));
+	if (!user_copy(&size, arg, sizeof(size), false))
+		return Status::error(-EFAULT, "%s: cannot read the argument at %p", name, arg);
 	if (size < min_size)
 		return Status::error(-EINVAL, "%s: size %u is below the minimum %zu", name, size,
 				     min_size);
 	std::memset(&k, 0, sizeof(k));
-	std::memcpy(&k, arg, std::min<size_t>(size, sizeof(T)));
+	if (!user_copy(&k, arg, std::min<size_t>(size, sizeof(T)), false))
+		return Status::error(-EFAULT, "%s: cannot read %u bytes at %p", name, size, arg);
 	const auto *bytes = static_cast<const unsigned char *>(arg);
-	for (size_t i = sizeof(T); i < size; i++)
-		if (bytes[i] != 0)
-			return Status::error(-E2BIG, "%s: byte %zu of %u is not zero; iodp knows "
-					     "the first %zu", name, i, size, sizeof(T));
+	unsigned char chunk[256];
+	for (size_t off = sizeof(T); off < size; off += sizeof(chunk)) {
+		const size_t n = std::min<size_t>(sizeof(chunk), size - off);
+		if (!user_copy(chunk, bytes + off, n, false))
+			return Status::error(-EFAULT, "%s: cannot read %u bytes at %p", name, size,
+					     arg);
+		for (size_t i = 0; i < n; i++)
+			if (chunk[i] != 0)
+				return Status::error(-E2BIG, "%s: byte %zu of %u is not zero; iodp "
+						     "knows the first %zu", name, off + i, size,
+						     sizeof(T));
+	}
 	return {};
 }
 
-template <class T> void copy_out(const T &k, void *arg)
+/** The reply: min(size, sizeof(T)) bytes (the size word was readable in copy_in). */
+template <class T> Status copy_out(const T &k, void *arg, const char *name)
 {
-	uint32_t size;
-	std::memcpy(&size, arg, sizeof(size));
-	std::memcpy(arg, &k, std::min<size_t>(size, sizeof(T)));
+	if (!user_copy(arg, &k, std::min<size_t>(k.size, sizeof(T)), true))
+		return Status::error(-EFAULT, "%s: cannot write the reply at %p", name, arg);
+	return {};
 }
 
 /**
@@ -135,9 +210,16 @@ int run(iodp_ctx *ctx, T *arg, iodp_extack *ext, size_t min_size, const char *na
 	T k;
 	if (Status s = copy_in(k, arg, min_size, name); !s)
 		return fail(ctx, s, ext);
-	Status s = handler(ctx->ctx, k);
+	Status s;
+	try {
+		s = handler(ctx->ctx, k);
+	} catch (const std::bad_alloc &) {
+		// Only the C layer's own buffers (user arrays) get here; lib/ctl answers ENOMEM.
+		s = Status::error(-ENOMEM, "out of memory");
+	}
 	if (s || reply_on_error)
-		copy_out(k, arg);
+		if (Status w = copy_out(k, arg, name); !w)
+			return fail(ctx, w, ext);
 	if (!s)
 		return fail(ctx, Status::error(s.code(), "%s: %s", name, s.message().c_str()), ext);
 	if (ext != nullptr)
@@ -178,10 +260,11 @@ Status do_allow_iovas(Ctx &c, struct iodp_ioas_allow_iovas &k)
 {
 	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
 		return s;
-	if (k.num_iovas != 0 && k.allowed_iovas == 0)
-		return Status::error(-EFAULT, "ioas %u allow: allowed_iovas is NULL", k.ioas_id);
+	std::vector<struct iodp_iova_range> src;
+	if (Status s = read_array(k.allowed_iovas, k.num_iovas, &src, "allowed_iovas"); !s)
+		return Status::error(s.code(), "ioas %u allow: %s", k.ioas_id,
+				     s.message().c_str());
 	std::vector<iodp::ctl::IovaRange> ranges(k.num_iovas);
-	const auto *src = reinterpret_cast<const struct iodp_iova_range *>(k.allowed_iovas);
 	for (uint32_t i = 0; i < k.num_iovas; i++)
 		ranges[i] = {src[i].start, src[i].last};
 	return c.ioas_allow_iovas(k.ioas_id, ranges);
@@ -205,9 +288,13 @@ Status do_iova_ranges(Ctx &c, struct iodp_ioas_iova_ranges &k)
 	const uint32_t capacity = k.num_iovas;
 	if (capacity != 0 && k.allowed_iovas == 0)
 		return Status::error(-EFAULT, "ioas %u ranges: allowed_iovas is NULL", k.ioas_id);
-	auto *dst = reinterpret_cast<struct iodp_iova_range *>(k.allowed_iovas);
+	std::vector<struct iodp_iova_range> out;
 	for (size_t i = 0; i < r->size() && i < capacity; i++)
-		dst[i] = {(*r)[i].start, (*r)[i].last};
+		out.push_back({(*r)[i].start, (*r)[i].last});
+	if (Status s = write_user(reinterpret_cast<void *>(static_cast<uintptr_t>(k.allowed_iovas)),
+				  out.data(), out.size() * sizeof(out[0]), "allowed_iovas");
+	    !s)
+		return s;
 	k.num_iovas = static_cast<uint32_t>(r->size());
 	k.out_iova_alignment = align;
 	if (r->size() > capacity)
@@ -247,9 +334,7 @@ template <class T> Status read_blob(const struct iodp_hwpt_alloc &k, size_t min,
 	if (k.data_uptr == 0)
 		return Status::error(-EFAULT, "data_uptr is NULL");
 	std::memset(out, 0, sizeof(T));
-	std::memcpy(out, reinterpret_cast<const void *>(static_cast<uintptr_t>(k.data_uptr)),
-		    k.data_len);
-	return {};
+	return read_user(out, uptr(k.data_uptr), k.data_len, "data_uptr");
 }
 
 Status do_hwpt_alloc(Ctx &c, struct iodp_hwpt_alloc &k)
@@ -311,10 +396,16 @@ Status do_hw_info(Ctx &c, struct iodp_hw_info &k)
 		return rec.status();
 	auto *dst = reinterpret_cast<unsigned char *>(static_cast<uintptr_t>(k.data_uptr));
 	const size_t n = std::min<size_t>(k.data_len, rec->len);
-	if (n != 0)
-		std::memcpy(dst, rec->bytes, n);
-	if (k.data_len > n)
-		std::memset(dst + n, 0, k.data_len - n);
+	if (Status s = write_user(dst, rec->bytes, n, "data_uptr"); !s)
+		return s;
+	// Past the record the caller's buffer is cleared, as clear_user() does.
+	static const unsigned char zero[256] = {};
+	for (size_t off = n; off < k.data_len; off += sizeof(zero))
+		if (Status s = write_user(dst + off, zero,
+					  std::min<size_t>(sizeof(zero), k.data_len - off),
+					  "data_uptr");
+		    !s)
+			return s;
 	k.data_len = static_cast<uint32_t>(rec->len);
 	k.in_data_type = rec->type;
 	k.out_max_pasid_log2 = info->pasid_bits;
@@ -337,9 +428,38 @@ Status do_dirty_bitmap(Ctx &c, struct iodp_hwpt_get_dirty_bitmap &k)
 		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
 	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
 		return s;
-	auto *bitmap = reinterpret_cast<uint64_t *>(static_cast<uintptr_t>(k.data));
-	return c.hwpt_get_dirty_bitmap(k.hwpt_id, k.iova, k.length, k.page_size,
-				       k.flags & IODP_HWPT_GET_DIRTY_BITMAP_NO_CLEAR, bitmap);
+	const bool no_clear = k.flags & IODP_HWPT_GET_DIRTY_BITMAP_NO_CLEAR;
+	auto *user = reinterpret_cast<uint64_t *>(static_cast<uintptr_t>(k.data));
+	const uint64_t ps = k.page_size;
+	const bool sane = ps >= 4096 && (ps & (ps - 1)) == 0 && k.length != 0 &&
+			  ((k.iova | k.length) & (ps - 1)) == 0 &&
+			  k.iova + (k.length - 1) >= k.iova && user != nullptr;
+	if (!sane) // lib/ctl says what is wrong before it touches the bitmap
+		return c.hwpt_get_dirty_bitmap(k.hwpt_id, k.iova, k.length, ps, no_clear, user);
+	// The bits are ORed into the caller's bitmap: read it, set bits in a copy, write it
+	// back; a window of 2^20 words at a time, so a huge range needs no huge buffer.
+	// Each window is first written back unchanged, so an unwritable bitmap fails before
+	// any dirty bit is cleared.
+	constexpr uint64_t kWords = 1u << 20;
+	const uint64_t pages = k.length / ps; // >= 1; the last page may be partial: no
+	std::vector<uint64_t> words;
+	for (uint64_t first = 0; first < pages; first += kWords * 64) {
+		const uint64_t n = std::min(pages - first, kWords * 64);
+		words.resize((n + 63) / 64);
+		uint64_t *at = user + first / 64;
+		const size_t bytes = words.size() * sizeof(uint64_t);
+		if (Status s = read_user(words.data(), at, bytes, "dirty bitmap data"); !s)
+			return s;
+		if (Status s = write_user(at, words.data(), bytes, "dirty bitmap data"); !s)
+			return s;
+		if (Status s = c.hwpt_get_dirty_bitmap(k.hwpt_id, k.iova + first * ps, n * ps, ps,
+						       no_clear, words.data());
+		    !s)
+			return s;
+		if (Status s = write_user(at, words.data(), bytes, "dirty bitmap data"); !s)
+			return s;
+	}
+	return {};
 }
 
 Status do_invalidate(Ctx &c, struct iodp_hwpt_invalidate &k)
@@ -348,9 +468,35 @@ Status do_invalidate(Ctx &c, struct iodp_hwpt_invalidate &k)
 	k.entry_num = 0;
 	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
 		return s;
-	const auto *entries = reinterpret_cast<const void *>(static_cast<uintptr_t>(k.data_uptr));
-	return c.hwpt_invalidate(k.hwpt_id, k.data_type, entries, k.entry_len, num,
-				 &k.entry_num);
+	if (num == 0 || k.data_uptr == 0 || k.entry_len == 0) // probes and NULL: lib/ctl says
+		return c.hwpt_invalidate(k.hwpt_id, k.data_type, uptr(k.data_uptr), k.entry_len,
+					 num, &k.entry_num);
+	// The entries are copied in a batch at a time (a bad address is EFAULT at the first
+	// entry it covers; those before it are applied and counted, as the kernel does).
+	const size_t per = std::max<size_t>(1, 4096 / k.entry_len);
+	std::vector<unsigned char> batch;
+	for (uint32_t done = 0; done < num;) {
+		const uint32_t n = static_cast<uint32_t>(std::min<size_t>(per, num - done));
+		batch.resize(size_t{n} * k.entry_len);
+		const auto *src = static_cast<const unsigned char *>(uptr(k.data_uptr)) +
+				  size_t{done} * k.entry_len;
+		if (Status s = read_user(batch.data(), src, batch.size(), "data_uptr"); !s)
+			return Status::error(s.code(), "hwpt %u invalidate entry %u: %s", k.hwpt_id,
+					     done, s.message().c_str());
+		uint32_t handled = 0;
+		Status s = c.hwpt_invalidate(k.hwpt_id, k.data_type, batch.data(), k.entry_len,
+					     n, &handled);
+		k.entry_num = done + handled;
+		if (!s) {
+			// Its entry numbers count from the batch: say which entry of the array.
+			if (done == 0)
+				return s;
+			return Status::error(s.code(), "%s (entry %u of the array)",
+					     s.message().c_str(), done + handled);
+		}
+		done += n;
+	}
+	return {};
 }
 
 Status do_fault_alloc(Ctx &c, struct iodp_fault_alloc &k)
@@ -425,12 +571,21 @@ Status do_fault_read(Ctx &c, struct iodp_fault_read &k)
 		return s;
 	if (k.num != 0 && k.records == 0)
 		return Status::error(-EFAULT, "records is NULL");
+	// Probe the whole array first: records taken from the queue must not be lost.
+	std::vector<iodp_hwpt_pgfault> probe;
+	if (Status s = read_array(k.records, k.num, &probe, "records"); !s)
+		return s;
+	if (Status s = write_user(reinterpret_cast<void *>(static_cast<uintptr_t>(k.records)),
+				  probe.data(), probe.size() * sizeof(probe[0]), "records");
+	    !s)
+		return s;
 	Result<std::vector<iodp_hwpt_pgfault>> r = c.fault_read(k.fault_id, k.num);
 	if (!r)
 		return r.status();
-	if (!r->empty())
-		std::memcpy(reinterpret_cast<void *>(static_cast<uintptr_t>(k.records)), r->data(),
-			    r->size() * sizeof(iodp_hwpt_pgfault));
+	if (Status s = write_user(reinterpret_cast<void *>(static_cast<uintptr_t>(k.records)),
+				  r->data(), r->size() * sizeof(iodp_hwpt_pgfault), "records");
+	    !s)
+		return s;
 	k.num = static_cast<uint32_t>(r->size());
 	return {};
 }
@@ -441,9 +596,9 @@ Status do_fault_respond(Ctx &c, struct iodp_fault_respond &k)
 	k.num = 0;
 	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
 		return s;
-	if (num != 0 && k.responses == 0)
-		return Status::error(-EFAULT, "responses is NULL");
-	const auto *r = reinterpret_cast<const struct iodp_hwpt_page_response *>(k.responses);
+	std::vector<struct iodp_hwpt_page_response> r;
+	if (Status s = read_array(k.responses, num, &r, "responses"); !s)
+		return s;
 	for (uint32_t i = 0; i < num; i++) {
 		if (Status s = c.fault_respond(k.fault_id, r[i].cookie, r[i].code); !s)
 			return Status::error(s.code(), "response %u: %s", i, s.message().c_str());
@@ -460,11 +615,17 @@ Status do_fault_events(Ctx &c, struct iodp_fault_events_read &k)
 		return s;
 	if (k.num != 0 && k.events == 0)
 		return Status::error(-EFAULT, "events is NULL");
+	// Probe the whole array first: events taken from the log must not be lost.
+	std::vector<iodp_fault_event> probe;
+	if (Status s = read_array(k.events, k.num, &probe, "events"); !s)
+		return s;
+	auto *dst = reinterpret_cast<void *>(static_cast<uintptr_t>(k.events));
+	if (Status s = write_user(dst, probe.data(), probe.size() * sizeof(probe[0]), "events"); !s)
+		return s;
 	uint64_t lost = 0;
 	std::vector<iodp_fault_event> e = c.fault_events(k.num, &lost);
-	if (!e.empty())
-		std::memcpy(reinterpret_cast<void *>(static_cast<uintptr_t>(k.events)), e.data(),
-			    e.size() * sizeof(iodp_fault_event));
+	if (Status s = write_user(dst, e.data(), e.size() * sizeof(iodp_fault_event), "events"); !s)
+		return s;
 	k.num = static_cast<uint32_t>(e.size());
 	k.out_lost = lost;
 	return {};

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <functional>
+#include <sys/mman.h>
 #include <vector>
 
 namespace iodp::ctl::test {
@@ -673,6 +674,164 @@ TEST(Abi, HwInfoRecord)
 	EXPECT_EQ(rec.nested_types, 1u << IODP_HWPT_DATA_VTD_S1);
 	for (size_t b = sizeof(rec); b < sizeof(big); b++)
 		EXPECT_EQ(big[b], 0) << "the tail of a longer buffer is zeroed";
+}
+
+/* The caller's memory: bad addresses are EFAULT, never a crash. ------------------------------ */
+
+/** Two pages, the second PROT_NONE: whatever runs past the first faults. */
+struct GuardedPage {
+	std::byte *page = nullptr;
+	GuardedPage()
+	{
+		void *p = mmap(nullptr, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			       -1, 0);
+		EXPECT_NE(p, MAP_FAILED);
+		page = static_cast<std::byte *>(p);
+		EXPECT_EQ(mprotect(page + 4096, 4096, PROT_NONE), 0);
+	}
+	~GuardedPage() { munmap(page, 2 * 4096); }
+	/** Where @p n bytes end exactly at the guard. */
+	std::byte *ending(size_t n) const { return page + 4096 - n; }
+	std::byte *guard() const { return page + 4096; }
+	uint64_t guard_addr() const { return reinterpret_cast<uintptr_t>(guard()); }
+	void read_only() const { EXPECT_EQ(mprotect(page, 4096, PROT_READ), 0); }
+};
+
+/** The ioctl's errno (0 on success) and, on EFAULT, a message saying what could not be read. */
+int call_errno(World &w, unsigned long cmd, void *arg)
+{
+	errno = 0;
+	return iodp_ioctl(w.ctx, cmd, arg) == 0 ? 0 : errno;
+}
+
+class UserStructs : public ::testing::TestWithParam<Command> {
+protected:
+	World w;
+};
+
+/** The argument itself unreadable, or running into an unreadable page. */
+TEST_P(UserStructs, BadArgumentAddressIsEfault)
+{
+	const Command &c = GetParam();
+	GuardedPage g;
+	EXPECT_EQ(call_errno(w, c.number, g.guard()), EFAULT);
+	EXPECT_EQ(call_errno(w, c.number, reinterpret_cast<void *>(8)), EFAULT);
+	// A valid struct that says it is 8 bytes longer than the page holds.
+	std::byte *arg = g.ending(c.size);
+	c.fill(w, arg);
+	const uint32_t size = static_cast<uint32_t>(c.size + 8);
+	std::memcpy(arg, &size, sizeof(size));
+	EXPECT_EQ(call_errno(w, c.number, arg), EFAULT) << iodp_last_error(w.ctx);
+	EXPECT_NE(std::string(iodp_last_error(w.ctx)).find("cannot read"), std::string::npos)
+		<< iodp_last_error(w.ctx);
+}
+
+/** A reply to a read-only struct is EFAULT too (what copy_to_user does). */
+TEST_P(UserStructs, ReadOnlyArgumentIsEfault)
+{
+	const Command &c = GetParam();
+	GuardedPage g;
+	std::byte *arg = g.ending(c.size);
+	c.fill(w, arg);
+	const uint32_t size = static_cast<uint32_t>(c.size);
+	std::memcpy(arg, &size, sizeof(size));
+	g.read_only();
+	// Every command replies (at least its size word back): EFAULT, whatever it did.
+	EXPECT_EQ(call_errno(w, c.number, arg), EFAULT) << iodp_last_error(w.ctx);
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryCommand, UserStructs, ::testing::ValuesIn(commands()),
+			 [](const auto &info) { return std::string(info.param.name); });
+
+/** The case: size 36 ends inside data_uptr, which then holds half a pointer. */
+TEST(UserPointers, HwptAllocSizeEndingInsideDataUptr)
+{
+	World w;
+	iodp_hwpt_vtd_s1 s1{0, 0x1000, 48, 0};
+	hwpt_alloc_cmd h{};
+	h.size = 36;
+	h.dev_id = w.dev;
+	h.pt_id = w.parent;
+	h.data_type = IODP_HWPT_DATA_VTD_S1;
+	h.data_len = sizeof(s1);
+	h.data_uptr = 0xffff800000001000ull | reinterpret_cast<uintptr_t>(&s1);
+	EXPECT_EQ(call_errno(w, IODP_IOMMU_HWPT_ALLOC, &h), EFAULT);
+	EXPECT_NE(std::string(iodp_last_error(w.ctx)).find("HWPT_ALLOC: data_uptr: cannot read"),
+		  std::string::npos) << iodp_last_error(w.ctx);
+}
+
+TEST(UserPointers, EveryArrayAndBuffer)
+{
+	World w;
+	GuardedPage g;
+	auto expect_efault = [&](unsigned long cmd, void *arg, const char *what) {
+		EXPECT_EQ(call_errno(w, cmd, arg), EFAULT) << what << ": " << iodp_last_error(w.ctx);
+		EXPECT_NE(std::string(iodp_last_error(w.ctx)).find(what), std::string::npos)
+			<< iodp_last_error(w.ctx);
+	};
+	ioas_allow_iovas_cmd a{sizeof(a), w.ioas2, 2, 0, g.guard_addr() - 16};
+	expect_efault(IODP_IOMMU_IOAS_ALLOW_IOVAS, &a, "allowed_iovas");
+
+	ioas_iova_ranges_cmd r{sizeof(r), w.ioas, 8, 0, g.guard_addr(), 0};
+	expect_efault(IODP_IOMMU_IOAS_IOVA_RANGES, &r, "allowed_iovas");
+
+	hwpt_alloc_cmd h{};
+	h.size = sizeof(h);
+	h.dev_id = w.dev;
+	h.pt_id = w.parent;
+	h.data_type = IODP_HWPT_DATA_VTD_S1;
+	h.data_len = sizeof(iodp_hwpt_vtd_s1);
+	h.data_uptr = g.guard_addr() - 8;
+	expect_efault(IODP_IOMMU_HWPT_ALLOC, &h, "data_uptr");
+
+	iodp_hw_info i{};
+	i.size = sizeof(i);
+	i.dev_id = w.dev;
+	i.data_len = 4096;
+	i.data_uptr = g.guard_addr() - 64;
+	expect_efault(IODP_IOMMU_GET_HW_INFO, &i, "data_uptr");
+
+	hwpt_get_dirty_bitmap_cmd d{};
+	d.size = sizeof(d);
+	d.hwpt_id = w.hwpt_dirty;
+	d.iova = 0x100000;
+	d.length = 0x1000 * 128;
+	d.page_size = 0x1000;
+	d.data = g.guard_addr() - 8; // 16 bytes of bitmap needed
+	expect_efault(IODP_IOMMU_HWPT_GET_DIRTY_BITMAP, &d, "dirty bitmap data");
+
+	// Two entries, the second in the guard page: one handled, then EFAULT.
+	auto *inv = reinterpret_cast<iodp_hwpt_vtd_s1_invalidate *>(g.ending(sizeof(w.inv)));
+	*inv = w.inv;
+	hwpt_invalidate_cmd v{sizeof(v), w.nested, reinterpret_cast<uintptr_t>(inv),
+			      IODP_HWPT_INVALIDATE_DATA_VTD_S1, sizeof(w.inv), 2, 0};
+	EXPECT_EQ(call_errno(w, IODP_IOMMU_HWPT_INVALIDATE, &v), EFAULT);
+	EXPECT_LE(v.entry_num, 1u);
+
+	fault_read_cmd fr{sizeof(fr), w.fault, 4, 0, g.guard_addr()};
+	expect_efault(IODP_FAULT_READ, &fr, "records");
+	fault_respond_cmd fp{sizeof(fp), w.fault, 1, 0, g.guard_addr()};
+	expect_efault(IODP_FAULT_RESPOND, &fp, "responses");
+	fault_events_read_cmd fe{sizeof(fe), 0, 4, 0, g.guard_addr(), 0};
+	expect_efault(IODP_FAULT_EVENTS_READ, &fe, "events");
+}
+
+/** Arrays too large to hold are ENOMEM (or EFAULT), not an exception through C. */
+TEST(UserPointers, HugeCounts)
+{
+	World w;
+	GuardedPage g;
+	ioas_allow_iovas_cmd a{sizeof(a), w.ioas2, UINT32_MAX, 0, g.guard_addr()};
+	const int err = call_errno(w, IODP_IOMMU_IOAS_ALLOW_IOVAS, &a);
+	EXPECT_TRUE(err == ENOMEM || err == EFAULT) << err;
+	hwpt_get_dirty_bitmap_cmd d{};
+	d.size = sizeof(d);
+	d.hwpt_id = w.hwpt_dirty;
+	d.iova = 0;
+	d.length = 1ull << 62;
+	d.page_size = 0x1000;
+	d.data = reinterpret_cast<uintptr_t>(g.page); // 4 KiB of a 2^47-byte bitmap
+	EXPECT_EQ(call_errno(w, IODP_IOMMU_HWPT_GET_DIRTY_BITMAP, &d), EFAULT);
 }
 
 } // namespace
