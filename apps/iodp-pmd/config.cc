@@ -6,12 +6,14 @@
  */
 #include "config.h"
 
+#include <iodp/text.h>
+
 #include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <fstream>
-#include <sstream>
+#include <fcntl.h>
+#include <unistd.h>
 
 namespace iodp::pmd {
 
@@ -65,9 +67,20 @@ std::string_view trim(std::string_view s)
 	return s.substr(b, s.find_last_not_of(ws) - b + 1);
 }
 
+/** 'text', built without operator+ (GCC 12 -O3 warns falsely on "'" + std::string). */
+std::string quoted(std::string_view text)
+{
+	std::string q(1, '\'');
+	q.append(text);
+	q += '\'';
+	return q;
+}
+
+/** "FILE:LINE: message"; whatever the file said is quoted printable(). */
 Status at(const std::string &source, unsigned line, const std::string &msg)
 {
-	return Status::error(-EINVAL, "%s:%u: %s", source.c_str(), line, msg.c_str());
+	return Status::error(-EINVAL, "%s:%u: %s", printable(source).c_str(), line,
+			     printable(msg).c_str());
 }
 
 bool parse_uint(std::string_view v, uint64_t min, uint64_t max, uint64_t *out)
@@ -145,7 +158,8 @@ std::string DeviceConf::locate(const std::string &source, const std::string &mes
 			line = a.line;
 			break;
 		}
-	return source + ":" + std::to_string(line) + ": [device " + name + "] " + message;
+	return printable(source) + ":" + std::to_string(line) + ": [device " + name + "] " +
+	       printable(message);
 }
 
 Result<Config> parse_config(std::string_view text, const std::string &source,
@@ -163,6 +177,17 @@ Result<Config> parse_config(std::string_view text, const std::string &source,
 		std::string_view line = text.substr(0, nl);
 		text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
 		line_no++;
+		// A NUL would cut a value short where it becomes a C string; other control
+		// characters have no business in a file people write (tabs and CR excepted).
+		for (const char ch : line) {
+			const auto c = static_cast<unsigned char>(ch);
+			if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f) {
+				char msg[80];
+				std::snprintf(msg, sizeof(msg), "a control character (0x%02x): "
+					      "configuration files are text", c);
+				return at(source, line_no, msg);
+			}
+		}
 		const size_t hash = line.find('#');
 		line = trim(line.substr(0, hash));
 		if (line.empty())
@@ -204,11 +229,11 @@ Result<Config> parse_config(std::string_view text, const std::string &source,
 		}
 		const size_t eq = line.find('=');
 		if (eq == std::string_view::npos)
-			return at(source, line_no, "'" + std::string(line) + "': expected key = value");
+			return at(source, line_no, quoted(line) + ": expected key = value");
 		const std::string key(trim(line.substr(0, eq)));
 		const std::string value(trim(line.substr(eq + 1)));
 		if (key.empty())
-			return at(source, line_no, "'" + std::string(line) + "': no key before '='");
+			return at(source, line_no, quoted(line) + ": no key before '='");
 		if (value.empty())
 			return at(source, line_no, key + ": no value after '='");
 		if (section == Section::none)
@@ -249,13 +274,35 @@ Result<Config> parse_config(std::string_view text, const std::string &source,
 
 Result<Config> load_config(const std::string &path, const dev::Registry &drivers)
 {
-	std::ifstream in(path);
-	if (!in)
-		return Status::error(-errno, "%s: cannot read the configuration: %s", path.c_str(),
+	const std::string shown = printable(path);
+	const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return Status::error(-errno, "%s: cannot read the configuration: %s", shown.c_str(),
 				     std::strerror(errno));
-	std::stringstream ss;
-	ss << in.rdbuf();
-	return parse_config(ss.str(), path, drivers);
+	// Read at most one byte more than the limit: /dev/zero or a runaway pipe is refused
+	// instead of read until memory runs out.
+	std::string text(kMaxConfigBytes + 1, '\0');
+	size_t got = 0;
+	while (got < text.size()) {
+		const ssize_t n = ::read(fd, text.data() + got, text.size() - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			const int err = errno;
+			::close(fd);
+			return Status::error(-err, "%s: cannot read the configuration: %s",
+					     shown.c_str(), std::strerror(err));
+		}
+		if (n == 0)
+			break;
+		got += static_cast<size_t>(n);
+	}
+	::close(fd);
+	if (got > kMaxConfigBytes)
+		return Status::error(-EFBIG, "%s: the configuration is larger than %zu KiB; is it "
+				     "the right file?", shown.c_str(), kMaxConfigBytes >> 10);
+	text.resize(got);
+	return parse_config(text, path, drivers);
 }
 
 } // namespace iodp::pmd

@@ -63,7 +63,10 @@ struct Config {
 Result<Config> parse_config(std::string_view text, const std::string &source,
 			    const dev::Registry &drivers);
 
-/** Read and parse @p path. */
+/** Configuration files larger than this are refused (a device section is a few lines). */
+inline constexpr size_t kMaxConfigBytes = 1u << 20;
+
+/** Read and parse @p path (at most kMaxConfigBytes; a pipe is fine). */
 Result<Config> load_config(const std::string &path, const dev::Registry &drivers);
 
 /** The configuration used without a file (printed by --print-config). */

@@ -10,6 +10,7 @@
 #include <iodp/emul.h>
 #include <iodp/engine.h>
 #include <iodp/ipc.h>
+#include <iodp/text.h>
 
 #include <rte_cycles.h>
 #include <rte_eal.h>
@@ -70,6 +71,8 @@ struct Options {
 	std::vector<std::string> devices;
 	double duration = 0;
 	std::string json;
+	/** --json's file, opened before the run so that a bad path costs no run. */
+	FILE *json_file = nullptr;
 	double interval = 1.0;
 	bool print_config = false;
 	bool help = false;
@@ -77,7 +80,8 @@ struct Options {
 
 int usage_error(const std::string &msg)
 {
-	std::fprintf(stderr, "iodp-pmd: %s\n(iodp-pmd -- --help for usage)\n", msg.c_str());
+	std::fprintf(stderr, "iodp-pmd: %s\n(iodp-pmd -- --help for usage)\n",
+		     printable(msg).c_str());
 	return 2;
 }
 
@@ -142,7 +146,7 @@ int parse_options(const std::vector<std::string> &args, Options *o)
 			const bool eal_like = has_option({a}, {"-l", "-c", "-n", "-m", "-a", "--lcores",
 							       "--no-huge", "--no-pci", "--file-prefix",
 							       "--vdev", "--log-level", "--socket-mem"});
-			return usage_error("unknown option '" + a + "'" +
+			return usage_error("unknown option '" + printable(a) + "'" +
 					   (eal_like ? " (EAL options go before '--')" : ""));
 		}
 	}
@@ -219,12 +223,26 @@ Result<Config> load(const Options &opt, const dev::Registry &drivers)
 		c = parse_config(kDefaultConfig, "built-in default", drivers);
 	else
 		c->source = "--device";
-	if (c)
-		for (const std::string &d : opt.devices) {
-			DeviceConf dc;
-			dc.name = d; // line 0: created from the devargs as given
-			c->devices.push_back(std::move(dc));
-		}
+	if (!c)
+		return c;
+	for (const std::string &d : opt.devices) {
+		// The name is checked when the device is created; a repeated one is a usage
+		// error now, like a repeated [device NAME] section.
+		const std::string name = d.substr(0, d.find(','));
+		for (const DeviceConf &other : c->devices)
+			if (other.name.substr(0, other.name.find(',')) == name)
+				return Status::error(-EINVAL, "--device %s: a device named %s is "
+						     "already %s", printable(d).c_str(),
+						     printable(name).c_str(),
+						     other.line == 0 ? "given by --device"
+								     : "in the configuration file");
+		DeviceConf dc;
+		dc.name = d; // line 0: created from the devargs as given
+		c->devices.push_back(std::move(dc));
+	}
+	if (c->devices.size() > engine::kMaxPorts)
+		return Status::error(-EINVAL, "%zu devices: the engine serves at most %u",
+				     c->devices.size(), engine::kMaxPorts);
 	return c;
 }
 
@@ -352,8 +370,10 @@ int add_devices(const Config &config, const dev::Registry &drivers, ctl::Ctx &ct
 			const std::string msg = dc.line == 0
 							? "--device " + d.status().message()
 							: dc.locate(config.source, d.status().message());
-			std::fprintf(stderr, "iodp-pmd: %s\n", msg.c_str());
-			return d.status().code() == -EINVAL || d.status().code() == -ENOENT ? 2 : 1;
+			std::fprintf(stderr, "iodp-pmd: %s\n", printable(msg).c_str());
+			// A value the driver refuses is a configuration error, like a bad key.
+			const int err = -d.status().code();
+			return err == EINVAL || err == ENOENT || err == EEXIST || err == ERANGE ? 2 : 1;
 		}
 		Result<uint16_t> port = e.add_device(**d);
 		if (!port) {
@@ -378,7 +398,7 @@ int add_devices(const Config &config, const dev::Registry &drivers, ctl::Ctx &ct
 }
 
 /** Run the engine until --duration or a signal, then report; returns the exit status. */
-int serve(engine::Engine &e, const Options &opt, RunInfo run)
+int serve(engine::Engine &e, Options &opt, RunInfo run)
 {
 	// The first sample before the workers run: totals and rates then count the same
 	// requests.
@@ -434,14 +454,26 @@ int serve(engine::Engine &e, const Options &opt, RunInfo run)
 	print_summary(stdout, run, start, end, e);
 	if (!opt.json.empty()) {
 		const std::string js = summary_json(run, start, end, e);
-		FILE *f = opt.json == "-" ? stdout : std::fopen(opt.json.c_str(), "w");
-		if (f == nullptr || std::fputs(js.c_str(), f) < 0) {
-			std::fprintf(stderr, "iodp-pmd: --json %s: %s\n", opt.json.c_str(),
-				     std::strerror(errno));
+		FILE *f = opt.json == "-" ? stdout : opt.json_file;
+		// Every write and the close are checked: a full disk loses the summary, and
+		// the exit status says so.
+		errno = 0;
+		bool written = std::fwrite(js.data(), 1, js.size(), f) == js.size();
+		written = std::fflush(f) == 0 && written && !std::ferror(f);
+		int err = errno;
+		if (f != stdout) {
+			opt.json_file = nullptr;
+			if (std::fclose(f) != 0 && written) {
+				written = false;
+				err = errno;
+			}
+		}
+		if (!written) {
+			std::fprintf(stderr, "iodp-pmd: --json %s: the summary was not written: %s\n",
+				     printable(opt.json).c_str(),
+				     err != 0 ? std::strerror(err) : "write error");
 			status = 1;
 		}
-		if (f != nullptr && f != stdout)
-			std::fclose(f);
 	}
 	if (const uint64_t wrong = total_mismatches(end); wrong != 0) {
 		std::fprintf(stderr, "iodp-pmd: %llu wrong answers (mismatches)\n",
@@ -467,8 +499,15 @@ int run(int argc, char **argv)
 		return rc;
 	if (opt.help || opt.print_config) {
 		std::fputs(opt.help ? kUsage : kDefaultConfig, stdout);
-		return 0;
+		return std::fflush(stdout) == 0 && !std::ferror(stdout) ? 0 : 1;
 	}
+	if (!opt.json.empty() && opt.json != "-") {
+		opt.json_file = std::fopen(opt.json.c_str(), "w");
+		if (opt.json_file == nullptr)
+			return usage_error("--json " + opt.json + ": cannot write it: " +
+					   std::strerror(errno));
+	}
+	std::unique_ptr<FILE, int (*)(FILE *)> json_closer(opt.json_file, std::fclose);
 
 	dev::Registry drivers;
 	(void)drivers.add(emul::driver());
@@ -531,6 +570,14 @@ int run(int argc, char **argv)
 			eng->reset(); // before the devices it serves
 	}
 	rte_eal_cleanup();
+	json_closer.release(); // serve() closed it, or closes it now:
+	if (opt.json_file != nullptr)
+		std::fclose(opt.json_file);
+	if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+		std::fprintf(stderr, "iodp-pmd: standard output: %s\n", std::strerror(errno));
+		if (status == 0)
+			status = 1;
+	}
 	return status;
 }
 

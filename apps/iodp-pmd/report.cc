@@ -5,6 +5,8 @@
  */
 #include "report.h"
 
+#include <iodp/text.h>
+
 #include <rte_telemetry.h>
 
 #include <cinttypes>
@@ -91,7 +93,7 @@ public:
 			} else if (const auto *b = std::get_if<bool>(&v.v_)) {
 				rte_tel_data_add_dict_u64(d, key.c_str(), *b ? 1 : 0);
 			} else if (const auto *s = std::get_if<std::string>(&v.v_)) {
-				rte_tel_data_add_dict_string(d, key.c_str(), s->c_str());
+				rte_tel_data_add_dict_string(d, key.c_str(), printable(*s).c_str());
 			} else if (nested) {
 				continue;
 			} else if (std::holds_alternative<Members>(v.v_)) {
@@ -109,7 +111,7 @@ public:
 				rte_tel_data_start_array(c, RTE_TEL_STRING_VAL);
 				for (const Value &i : std::get<Items>(v.v_))
 					if (const auto *s = std::get_if<std::string>(&i.v_))
-						rte_tel_data_add_array_string(c, s->c_str());
+						rte_tel_data_add_array_string(c, printable(*s).c_str());
 				rte_tel_data_add_dict_container(d, key.c_str(), c, 0);
 			}
 		}
@@ -124,8 +126,10 @@ private:
 		return buf;
 	}
 
-	static void quote(const std::string &s, std::string &out)
+	/** Valid JSON from any bytes: printable() first (no controls, valid UTF-8). */
+	static void quote(const std::string &raw, std::string &out)
 	{
+		const std::string s = printable(raw);
 		out += '"';
 		for (const char ch : s) {
 			const auto c = static_cast<unsigned char>(ch);

@@ -8,6 +8,7 @@
 
 #include <iodp/mem.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -17,6 +18,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
@@ -413,10 +416,26 @@ struct Fd {
 	}
 };
 
+/** A memory image: a regular file mapped (pages cost memory once read), or a pipe's bytes. */
 struct Image {
-	GuestRam ram;
-	uint64_t size = 0; // bytes of the file; the region is exactly this long
+	GuestRam ram;          // a pipe's bytes
+	std::byte *map = nullptr; // a regular file, mapped copy-on-write
+	uint64_t size = 0;     // bytes of the file; the region is exactly this long
+
+	Image() = default;
+	Image(Image &&o) noexcept
+		: ram(std::move(o.ram)), map(std::exchange(o.map, nullptr)), size(o.size) {}
+	Image &operator=(Image &&) = delete;
+	~Image()
+	{
+		if (map != nullptr)
+			munmap(map, size);
+	}
+	std::byte *data() { return map != nullptr ? map : ram.data(); }
 };
+
+/** More than this from a pipe is refused: a file of any size is mapped instead. */
+constexpr uint64_t kMaxStreamBytes = 1ull << 30;
 
 Result<Image> load_image(const std::string &path)
 {
@@ -430,34 +449,33 @@ Result<Image> load_image(const std::string &path)
 				     std::strerror(errno));
 	if (S_ISDIR(st.st_mode))
 		return Status::error(-EISDIR, "'%s' is a directory", path.c_str());
-
-	// A regular file is read straight into guest RAM; a pipe (<(...)) is collected first.
-	std::vector<std::byte> staged;
-	// (A regular file that claims size 0, as in /proc, is read as a stream too.)
-	const bool regular = S_ISREG(st.st_mode) && st.st_size > 0;
-	const uint64_t capacity = regular ? static_cast<uint64_t>(st.st_size) : 0;
 	Image img;
-	if (regular) {
-		Result<GuestRam> ram = GuestRam::allocate((capacity + 4095) & ~uint64_t{4095},
-							  GuestRam::Source::anonymous);
-		if (!ram)
-			return Status::error(ram.status().code(), "'%s': %s", path.c_str(),
-					     ram.status().message().c_str());
-		img.ram = std::move(*ram);
+	if (S_ISREG(st.st_mode) && st.st_size > 0) {
+		// Mapped, not read: a 2 GiB sparse image costs what the walks touch. Private and
+		// writable, so accessed/dirty updates never reach the file.
+		img.size = static_cast<uint64_t>(st.st_size);
+		void *p = mmap(nullptr, img.size, PROT_READ | PROT_WRITE, MAP_PRIVATE, f.fd, 0);
+		if (p == MAP_FAILED)
+			return Status::error(-errno, "cannot map '%s': %s", path.c_str(),
+					     std::strerror(errno));
+		img.map = static_cast<std::byte *>(p);
+		return img;
 	}
+	if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode) && !S_ISREG(st.st_mode))
+		return Status::error(-EINVAL, "'%s' is not a regular file or a pipe (an image "
+				     "needs a size; a device such as /dev/zero has none)",
+				     path.c_str());
+	// A pipe (<(...)), or a regular file that claims size 0 (as in /proc): read whole, up
+	// to kMaxStreamBytes.
+	std::vector<std::byte> staged;
 	for (;;) {
-		std::byte *dst;
-		size_t room;
-		if (regular) {
-			dst = img.ram.data() + img.size;
-			room = capacity - img.size;
-		} else {
-			staged.resize(img.size + (1 << 16));
-			dst = staged.data() + img.size;
-			room = staged.size() - img.size;
-		}
-		if (room == 0)
-			break;
+		if (img.size == kMaxStreamBytes)
+			return Status::error(-EFBIG, "'%s' gives more than %llu MiB; save it to a "
+					     "file, which is mapped rather than read", path.c_str(),
+					     static_cast<unsigned long long>(kMaxStreamBytes >> 20));
+		staged.resize(std::min<uint64_t>(img.size + (1 << 16), kMaxStreamBytes));
+		std::byte *dst = staged.data() + img.size;
+		const size_t room = staged.size() - img.size;
 		const ssize_t n = read(f.fd, dst, room);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -470,18 +488,15 @@ Result<Image> load_image(const std::string &path)
 	}
 	if (img.size == 0)
 		return Status::error(-EINVAL, "'%s' is empty", path.c_str());
-	if (!regular) {
-		Result<GuestRam> ram = GuestRam::allocate(img.size, GuestRam::Source::anonymous);
-		if (!ram)
-			return Status::error(ram.status().code(), "'%s': %s", path.c_str(),
-					     ram.status().message().c_str());
-		img.ram = std::move(*ram);
-		std::memcpy(img.ram.data(), staged.data(), img.size);
-	}
+	Result<GuestRam> ram = GuestRam::allocate(img.size, GuestRam::Source::anonymous);
+	if (!ram)
+		return Status::error(ram.status().code(), "'%s': %s", path.c_str(),
+				     ram.status().message().c_str());
+	img.ram = std::move(*ram);
+	std::memcpy(img.ram.data(), staged.data(), img.size);
 	return img;
 }
 
-/** One address a line; '#' starts a comment. */
 Status read_address_file(const std::string &path, uint8_t access,
 			 std::vector<WalkRequest> &reqs)
 {
@@ -562,7 +577,7 @@ int run(int argc, char **argv)
 		if (!img)
 			return fail(Status::error(img.status().code(), "--mem %s: %s", m.spec.c_str(),
 						  img.status().message().c_str()), false);
-		if (Status s = mem.add_region(m.gpa, img->size, img->ram.data()); !s)
+		if (Status s = mem.add_region(m.gpa, img->size, img->data()); !s)
 			return fail(Status::error(s.code(), "--mem %s: %s", m.spec.c_str(),
 						  s.message().c_str()), false);
 		images.push_back(std::move(*img));

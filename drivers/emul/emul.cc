@@ -28,6 +28,17 @@ const char *const kPgsizes[] = {"4k", "2m", nullptr};
 constexpr uint32_t kRW = IODP_IOAS_MAP_READABLE | IODP_IOAS_MAP_WRITEABLE;
 constexpr uint8_t kS1Perm = pgtable::kMapRead | pgtable::kMapWrite | pgtable::kMapUser;
 
+/**
+ * Table pages for @p ws bytes in 4 KiB pages at kIovaBase: a leaf table per 2 MiB, one per
+ * GiB above them, and room for the levels above and strict mode's slot region.
+ */
+uint64_t table_bytes_4k(uint64_t ws)
+{
+	const uint64_t leaves = (ws + (2u << 20) - 1) >> 21;
+	const uint64_t dirs = (ws + (1u << 30) - 1) >> 30;
+	return (leaves + dirs + 8) * kPage;
+}
+
 Emul &emul_of(const dev::Device &d)
 {
 	return *static_cast<Emul *>(d.priv);
@@ -67,6 +78,28 @@ Result<std::unique_ptr<dev::Device>> probe(ctl::Ctx &ctx, const dev::DevArgs &a)
 	if (e->len > *ws - kMeta)
 		return Status::error(-EINVAL, "%s: len=%u does not fit the working set",
 				     a.name().c_str(), e->len);
+	// vtd and smmu map the working set in 4 KiB pages (pgsize=4k) into an engine-managed
+	// table: its pages come from the context's table pool. Checked now, not when the
+	// pool runs out halfway through the mapping.
+	const bool paging = e->layout == Layout::vtd || e->layout == Layout::smmu;
+	if (paging && e->pgsize == kPage) {
+		const uint64_t need = table_bytes_4k(*ws);
+		const uint64_t pool = ctx.config().table_pool_bytes;
+		if (need > pool) {
+			uint64_t most = 0; // the largest ws (in MiB) whose tables fit
+			while (table_bytes_4k((most + 64) << 20) <= pool)
+				most += 64;
+			return Status::error(-EINVAL, "%s: ws=%lluM with format=%s and pgsize=4k needs "
+					     "%llu KiB of page tables; the table pool holds %llu "
+					     "KiB: ws up to %lluM, or pgsize=2m, or a nested format",
+					     a.name().c_str(),
+					     static_cast<unsigned long long>(*ws >> 20),
+					     kLayouts[*layout],
+					     static_cast<unsigned long long>(need >> 10),
+					     static_cast<unsigned long long>(pool >> 10),
+					     static_cast<unsigned long long>(most));
+		}
+	}
 	e->ws = *ws;
 	e->faults_pm = static_cast<unsigned>(*faults);
 	e->verify = *verify;

@@ -17,10 +17,13 @@ namespace iodp::emul {
 enum class Profile : uint8_t { nic, nvme, random, zipf, stream, strict, storm };
 enum class Layout : uint8_t { vtd, smmu, vtd_nested, smmu_nested };
 
-/** Where the working set starts in IOVA space. */
-inline constexpr uint64_t kIovaBase = 0x40000000;
-/** Where guest RAM starts in guest-physical space (nested layouts). */
-inline constexpr uint64_t kGpaBase = 0x80000000;
+/**
+ * Where the working set starts in IOVA space: above 4 GiB, so that no working set (up to
+ * 64 GiB) reaches a VT-d MSI window (0xfee00000) or the SMMUv3 one (0x08000000).
+ */
+inline constexpr uint64_t kIovaBase = 1ull << 32;
+/** Where guest RAM starts in guest-physical space (nested layouts), likewise. */
+inline constexpr uint64_t kGpaBase = 1ull << 36;
 /** The first MiB of the working set holds NIC descriptor rings and NVMe PRP lists. */
 inline constexpr uint64_t kMeta = 1u << 20;
 inline constexpr uint64_t kPage = 4096;

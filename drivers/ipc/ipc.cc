@@ -12,6 +12,7 @@
  */
 #include <iodp/ipc.h>
 #include <iodp/ipc_proto.h>
+#include <iodp/text.h>
 
 #include <rte_log.h>
 #include <rte_ring.h>
@@ -499,7 +500,8 @@ Status attach(Ipc &p, const iodp_ipc_hello &h, int fd)
 	std::lock_guard g(p.info_lock);
 	p.guest_size = h.mem_size;
 	p.guest_huge = huge;
-	p.driver_name.assign(h.name, strnlen(h.name, sizeof(h.name)));
+	// Another process chose it: no control characters or bad UTF-8 reach logs or JSON.
+	p.driver_name = printable(std::string_view(h.name, strnlen(h.name, sizeof(h.name))));
 	p.driver_pid = cred.pid;
 	return {};
 }
@@ -632,8 +634,15 @@ int receive(Ipc &p)
 						: "driver connection failed");
 		return -1;
 	}
-	if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 ||
-	    static_cast<size_t>(n) != sizeof(m)) {
+	if (mh.msg_flags & MSG_CTRUNC) {
+		// The kernel closed what did not fit; those that did are ours to close.
+		close_fds();
+		protocol_error(p, "a message with more file descriptors or control data than "
+			       "fit (%zu bytes, room for 4 descriptors; HELLO carries one)",
+			       sizeof(cbuf));
+		return -1;
+	}
+	if ((mh.msg_flags & MSG_TRUNC) != 0 || static_cast<size_t>(n) != sizeof(m)) {
 		close_fds();
 		protocol_error(p, "a message of %zd bytes%s (messages are %zu bytes)", n,
 			       (mh.msg_flags & MSG_TRUNC) ? " or more" : "", sizeof(m));

@@ -318,6 +318,11 @@ void Ctx::set_device_tlb_handler(
 	impl_->device_tlb = std::move(handler);
 }
 
+const CtxConfig &Ctx::config() const
+{
+	return impl_->cfg; // set once, by the constructor
+}
+
 iotlb::Coherence &Ctx::coherence()
 {
 	return *impl_->coherence;

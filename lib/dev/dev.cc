@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 #include <iodp/dev.h>
+#include <iodp/text.h>
 
 #include <rte_kvargs.h>
 #include <rte_ring.h>
@@ -96,23 +97,28 @@ Result<DevArgs> DevArgs::parse(std::string_view devargs, const char *const *keys
 	DevArgs a;
 	const size_t comma = devargs.find(',');
 	a.name_ = std::string(devargs.substr(0, comma));
+	// Devargs come from a command line or a file: what they say is quoted printable().
+	const std::string shown = printable(devargs);
 	if (a.name_.empty())
-		return Status::error(-EINVAL, "devargs '%.*s': no device name",
-				     static_cast<int>(devargs.size()), devargs.data());
+		return Status::error(-EINVAL, "devargs '%s': no device name", shown.c_str());
 	for (char c : a.name_)
 		if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-')
-			return Status::error(-EINVAL, "devargs '%.*s': device name '%s' may only "
-					     "hold letters, digits, '_' and '-'",
-					     static_cast<int>(devargs.size()), devargs.data(),
-					     a.name_.c_str());
+			return Status::error(-EINVAL, "devargs '%s': device name '%s' may only "
+					     "hold letters, digits, '_' and '-'", shown.c_str(),
+					     printable(a.name_).c_str());
 	if (comma == std::string_view::npos)
 		return a;
 	const std::string rest(devargs.substr(comma + 1));
+	// rte_kvargs reads a C string: a NUL would silently cut the arguments short.
+	if (rest.find('\0') != std::string::npos)
+		return Status::error(-EINVAL, "%s: arguments '%s' hold a NUL byte", a.name_.c_str(),
+				     printable(rest).c_str());
 	// No valid-key list for rte_kvargs: it would refuse unknown keys without naming them.
 	rte_kvargs *kv = rte_kvargs_parse(rest.c_str(), nullptr);
 	if (kv == nullptr)
 		return Status::error(-EINVAL, "%s: cannot parse arguments '%s' (expected "
-				     "key=value,key=value)", a.name_.c_str(), rest.c_str());
+				     "key=value,key=value)", a.name_.c_str(),
+				     printable(rest).c_str());
 	Status bad;
 	for (unsigned i = 0; i < kv->count && bad.ok(); i++) {
 		const char *k = kv->pairs[i].key;
@@ -120,7 +126,8 @@ Result<DevArgs> DevArgs::parse(std::string_view devargs, const char *const *keys
 		const std::string key = k != nullptr ? k : "";
 		if (!key_known(keys, key))
 			bad = Status::error(-EINVAL, "%s: unknown argument '%s' (known: %s)",
-					    a.name_.c_str(), key.c_str(), known_keys(keys).c_str());
+					    a.name_.c_str(), printable(key).c_str(),
+					    known_keys(keys).c_str());
 		else if (v == nullptr || *v == '\0')
 			bad = Status::error(-EINVAL, "%s: argument '%s' needs a value",
 					    a.name_.c_str(), key.c_str());
@@ -144,19 +151,33 @@ const std::string *DevArgs::find(std::string_view key) const
 	return nullptr;
 }
 
+/**
+ * A number as people write it: decimal, or hexadecimal after 0x (never octal: "010" is
+ * ten), with K/M/G for sizes.
+ */
 static Result<uint64_t> parse_number(const std::string &dev, std::string_view key,
 				     const std::string &text, bool suffixes)
 {
+	const std::string shown = printable(text);
+	const int k = static_cast<int>(key.size());
 	const char *s = text.c_str();
 	if (!std::isdigit(static_cast<unsigned char>(*s)))
-		return Status::error(-EINVAL, "%s: %.*s='%s' is not a number", dev.c_str(),
-				     static_cast<int>(key.size()), key.data(), s);
+		return Status::error(-EINVAL, "%s: %.*s='%s' is not a number", dev.c_str(), k,
+				     key.data(), shown.c_str());
+	int base = 10;
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+		if (!std::isxdigit(static_cast<unsigned char>(*s)))
+			return Status::error(-EINVAL, "%s: %.*s='%s' is not a number", dev.c_str(),
+					     k, key.data(), shown.c_str());
+	}
 	errno = 0;
 	char *end = nullptr;
-	uint64_t v = std::strtoull(s, &end, 0);
+	uint64_t v = std::strtoull(s, &end, base);
 	if (errno != 0)
-		return Status::error(-EINVAL, "%s: %.*s='%s' is too large", dev.c_str(),
-				     static_cast<int>(key.size()), key.data(), s);
+		return Status::error(-EINVAL, "%s: %.*s='%s' is too large", dev.c_str(), k,
+				     key.data(), shown.c_str());
 	unsigned shift = 0;
 	if (suffixes && *end != '\0' && end[1] == '\0') {
 		switch (std::toupper(static_cast<unsigned char>(*end))) {
@@ -166,13 +187,13 @@ static Result<uint64_t> parse_number(const std::string &dev, std::string_view ke
 		default: break;
 		}
 	}
-	if (*end != '\0')
+	if (*end != '\0' || end != text.c_str() + text.size())
 		return Status::error(-EINVAL, "%s: %.*s='%s' has trailing characters%s",
-				     dev.c_str(), static_cast<int>(key.size()), key.data(), s,
+				     dev.c_str(), k, key.data(), shown.c_str(),
 				     suffixes ? " (sizes take K, M or G)" : "");
 	if (shift != 0 && (v >> (64 - shift)) != 0)
-		return Status::error(-EINVAL, "%s: %.*s='%s' is too large", dev.c_str(),
-				     static_cast<int>(key.size()), key.data(), s);
+		return Status::error(-EINVAL, "%s: %.*s='%s' is too large", dev.c_str(), k,
+				     key.data(), shown.c_str());
 	return v << shift;
 }
 
@@ -185,7 +206,7 @@ Result<uint64_t> DevArgs::get_number(std::string_view key, uint64_t def, uint64_
 	Result<uint64_t> n = parse_number(name_, key, *v, sizes);
 	if (n && (*n < min || *n > max))
 		return Status::error(-EINVAL, "%s: %.*s=%s is outside [%llu, %llu]%s", name_.c_str(),
-				     static_cast<int>(key.size()), key.data(), v->c_str(),
+				     static_cast<int>(key.size()), key.data(), printable(*v).c_str(),
 				     static_cast<unsigned long long>(min),
 				     static_cast<unsigned long long>(max), sizes ? " bytes" : "");
 	return n;
@@ -200,7 +221,7 @@ Result<bool> DevArgs::get_bool(std::string_view key, bool def) const
 	if (parse_bool(*v, &b))
 		return b;
 	return Status::error(-EINVAL, "%s: %.*s='%s' is not 0/1, yes/no, on/off", name_.c_str(),
-			     static_cast<int>(key.size()), key.data(), v->c_str());
+			     static_cast<int>(key.size()), key.data(), printable(*v).c_str());
 }
 
 Result<unsigned> DevArgs::get_choice(std::string_view key, const char *const *choices,
@@ -213,7 +234,7 @@ Result<unsigned> DevArgs::get_choice(std::string_view key, const char *const *ch
 		if (*v == choices[i])
 			return i;
 	return Status::error(-EINVAL, "%s: %.*s='%s' is not one of %s", name_.c_str(),
-			     static_cast<int>(key.size()), key.data(), v->c_str(),
+			     static_cast<int>(key.size()), key.data(), printable(*v).c_str(),
 			     known_keys(choices).c_str());
 }
 
@@ -416,13 +437,13 @@ Result<std::unique_ptr<Device>> Registry::create(ctl::Ctx &ctx, std::string_view
 {
 	const std::string_view name = devargs.substr(0, devargs.find(','));
 	if (name.empty())
-		return Status::error(-EINVAL, "devargs '%.*s': no device name",
-				     static_cast<int>(devargs.size()), devargs.data());
+		return Status::error(-EINVAL, "devargs '%s': no device name",
+				     printable(devargs).c_str());
 	const Driver *drv = driver_of(name);
 	if (drv == nullptr)
-		return Status::error(-ENOENT, "device '%.*s': no driver '%.*s' (known: %s)",
-				     static_cast<int>(name.size()), name.data(),
-				     static_cast<int>(driver_letters(name)), name.data(),
+		return Status::error(-ENOENT, "device '%s': no driver '%s' (known: %s)",
+				     printable(name).c_str(),
+				     printable(name.substr(0, driver_letters(name))).c_str(),
 				     names().c_str());
 	Result<DevArgs> args = DevArgs::parse(devargs, drv->keys);
 	if (!args)

@@ -20,6 +20,7 @@
 #include <spawn.h>
 #include <sstream>
 #include <string>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
@@ -650,6 +651,9 @@ TEST_F(OptionsTest, BadUsageExits2WithAMessage)
 		  path("nope.txt"), "1"},
 		 {"nope.txt"}},
 		{{"--example", "--format", "x86-64-4l"}, {"--example", "--format"}},
+		// A device has no size: it would be read until memory runs out.
+		{{"--mem", "0x10000000:/dev/zero", "--format", "x86-64-4l", "--root", root, "1"},
+		 {"/dev/zero", "not a regular file or a pipe"}},
 	};
 	for (const BadUsage &c : cases) {
 		std::string cmd;
@@ -665,6 +669,21 @@ TEST_F(OptionsTest, BadUsageExits2WithAMessage)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+
+/** A large image is mapped, not read: a 2 GiB sparse file costs what the walk touches. */
+TEST_F(OptionsTest, LargeImageIsMapped)
+{
+	const std::string big = path("sparse.img");
+	const int fd = open(big.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0600);
+	ASSERT_GE(fd, 0);
+	ASSERT_EQ(ftruncate(fd, 2ll << 30), 0);
+	close(fd);
+	RunResult r = run(concat(base(), {"--mem", "0x100000000:" + big, "0x1000"}));
+	EXPECT_EQ(r.status, 0) << r.err;
+	rusage ru{};
+	ASSERT_EQ(getrusage(RUSAGE_CHILDREN, &ru), 0);
+	EXPECT_LT(ru.ru_maxrss, 256 * 1024) << "KiB of RSS: the image was read, not mapped";
+}
 
 TEST_F(XlateTest, ExampleRunsAndExitsZero)
 {

@@ -236,6 +236,8 @@ public:
 	~Ctx();
 	Ctx(const Ctx &) = delete;
 	Ctx &operator=(const Ctx &) = delete;
+	/** What it was created with (drivers check their sizes against the table pool). */
+	const CtxConfig &config() const;
 
 	/* Objects ------------------------------------------------------------------------ */
 	Status destroy(uint32_t id);
