@@ -21,9 +21,13 @@ say() { echo "setup: $*"; }
 
 # --- packages ------------------------------------------------------------------------------
 packages=(g++ meson ninja-build pkgconf libdpdk-dev dpdk libhwloc-dev libgtest-dev
-	  libgmock-dev libbenchmark-dev python3 dpdk-dev linux-source-6.12)
+	  libgmock-dev libbenchmark-dev python3 dpdk-dev linux-source-6.12
+	  qemu-system-x86 busybox-static cpio make gcc bc flex bison libelf-dev libssl-dev
+	  xz-utils)
 # (dpdk-dev brings dpdk-telemetry.py, the client the app's telemetry test uses;
-# linux-source-6.12 the kernel's iommufd selftest, the iommufd-selftest suite.)
+# linux-source-6.12 the kernel's iommufd selftest, the iommufd-selftest suite, and the
+# vfio-qemu guest kernel; the rest is for vfio-qemu too: QEMU, the guest's initramfs, and
+# the guest kernel's build.)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
@@ -88,4 +92,8 @@ if [ "$asan" -eq 1 ]; then
 	configure build-asan -Dbuildtype=debugoptimized -Db_sanitize=address,undefined \
 		-Db_lundef=false -Dbench=false
 fi
+# --- vfio-qemu: Debian's own kernel image (apt-get download, unpacked into a cache outside
+# the tree, not installed). The guest kernel built from linux-source-6.12 is built by the
+# first `meson test` that needs it (tools/guest/build-kernel.sh, once per machine).
+say "vfio-qemu Debian kernel: $(tools/guest/debian-kernel.sh)"
 say "built: build/apps/iodp-pmd/iodp-pmd, build/apps/iodp-xlate/iodp-xlate, build/bench/iodp-bench"

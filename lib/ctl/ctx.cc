@@ -147,6 +147,9 @@ std::string Ctx::Impl::first_user(const Object &obj) const
 			     (b.pasid ? " by pasid " + std::to_string(*b.pasid) : "") +
 			     parked_note);
 	});
+	if (obj.type == ObjType::ioas)
+		for (const IoasMirror *m : static_cast<const Ioas &>(obj).mirrors)
+			note("is mirrored into " + m->name());
 	for (const auto &[id, o] : objects) {
 		if (o->type == ObjType::hwpt_paging) {
 			auto *h = static_cast<HwptPaging *>(o.get());

@@ -117,6 +117,14 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	/** Walk-time view of a paging HWPT: its tables and its IOAS's memory (made once). */
 	void make_host_map(HwptPaging &h);
 
+	/* Mirrors (mirror.cc): kernel address spaces kept in step with an IOAS */
+	/** What @p ioas's mirrors cannot map, added to @p out (for reserved()). */
+	void mirror_reserved(const Ioas &ioas, std::vector<Reserved> &out) const;
+	/** Give the mapping at @p iova to every mirror; on a failure the ones done undo it. */
+	Status mirror_map(const Ioas &ioas, uint64_t iova);
+	/** Take the mapping at @p iova from every mirror (before remove_mapping()). */
+	Status mirror_unmap(const Ioas &ioas, uint64_t iova);
+
 	/* HWPTs (hwpt.cc) */
 	Result<HwptPaging *> make_paging(Device *dev, Ioas *ioas, uint32_t flags,
 					 uint32_t fault_id,

@@ -67,6 +67,7 @@ std::vector<Reserved> Ctx::Impl::reserved(const Ioas &ioas) const
 	});
 	for (const IovaRange &r : ioas.reserved)
 		out.push_back({r, "ioas " + std::to_string(ioas.id) + " (reserved)"});
+	mirror_reserved(ioas, out);
 	std::sort(out.begin(), out.end(),
 		  [](const Reserved &a, const Reserved &b) { return a.range.start < b.range.start; });
 	return out;
@@ -117,6 +118,8 @@ uint64_t Ctx::Impl::alignment(const Ioas &ioas) const
 	uint64_t a = ioas.huge_pages ? 1 : 4096;
 	for (const HwptPaging *h : ioas.hwpts)
 		a = std::max<uint64_t>(a, 1ull << h->table.stage().granule_shift);
+	for (const IoasMirror *m : ioas.mirrors)
+		a = std::max(a, m->min_page());
 	return a;
 }
 
@@ -446,6 +449,11 @@ Result<uint64_t> Ctx::ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, 
 					length, std::nullopt, "map");
 	    !s)
 		return s;
+	// Mirrors (kernel address spaces of real devices) take it before the call succeeds.
+	if (Status s = impl_->mirror_map(**ioas, iova); !s) {
+		impl_->remove_mapping(**ioas, iova);
+		return s;
+	}
 	return iova;
 }
 
@@ -464,6 +472,10 @@ Result<uint64_t> Ctx::ioas_map_guest(uint32_t ioas_id, uint32_t flags, uint64_t 
 	if (Status s = impl_->map_range(**ioas, flags, iova, host, length, gpa, "map");
 	    !s)
 		return s;
+	if (Status s = impl_->mirror_map(**ioas, iova); !s) {
+		impl_->remove_mapping(**ioas, iova);
+		return s;
+	}
 	return iova;
 }
 
@@ -510,8 +522,12 @@ Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t lengt
 		return Status::error(s.code(), "ioas %u unmap 0x%" PRIx64 "+0x%" PRIx64 ": %s",
 				     ioas_id, iova, length, s.message().c_str());
 	uint64_t unmapped = 0;
-	for (uint64_t v : victims)
+	for (uint64_t v : victims) {
+		// The kernel's copy goes first: when this returns, no real device reaches it.
+		if (Status s = impl_->mirror_unmap(ioas, v); !s)
+			return s;
 		unmapped += impl_->remove_mapping(ioas, v);
+	}
 	return unmapped;
 }
 
@@ -587,6 +603,16 @@ Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags
 			return s;
 		}
 		done.push_back(at);
+	}
+	for (size_t i = 0; i < done.size(); i++) {
+		if (Status s = impl_->mirror_map(d, done[i]); !s) {
+			for (size_t j = 0; j < done.size(); j++) {
+				if (j < i)
+					(void)impl_->mirror_unmap(d, done[j]);
+				impl_->remove_mapping(d, done[j]);
+			}
+			return s;
+		}
 	}
 	return dst_iova;
 }

@@ -88,6 +88,37 @@ struct Mapping {
 
 struct HwptPaging;
 
+/**
+ * Something outside iodp that must map exactly what an IOAS maps: a real device's kernel
+ * address space (a VFIO type1 container or an iommufd IOAS). The one place where "this IOAS
+ * changed over this range" becomes kernel calls; attach it with Ctx::ioas_attach_mirror().
+ *
+ * The context calls it under its lock, from its public IOAS calls:
+ * - map(): for each new mapping (ioas_map, ioas_map_guest, each piece of ioas_copy), after
+ *   iodp's own tables hold it and before the call returns. A failure fails the iodp call,
+ *   which then removes the mapping from iodp and from the mirrors that took it: nothing
+ *   stays mapped anywhere.
+ * - unmap(): for each whole mapping an unmap removes, before iodp drops it; when the iodp
+ *   call returns, the mirror no longer maps it. A failure stops the unmap there: the
+ *   mappings already done are gone everywhere, the rest stay everywhere (never a mapping
+ *   the mirror keeps and iodp does not).
+ * - ranges(): the IOVA ranges it can map; the IOAS's usable ranges are narrowed to them, so
+ *   a map outside fails in iodp, with the reason, before anything changes.
+ * Implementations are control-path code (virtual calls are fine here, never on the hot path).
+ */
+class IoasMirror {
+public:
+	virtual ~IoasMirror() = default;
+	/** For messages: "vfio 0000:00:03.0 (type1 container)". */
+	virtual std::string name() const = 0;
+	virtual Status map(const Mapping &m) = 0;
+	virtual Status unmap(const Mapping &m) = 0;
+	/** Inclusive, sorted, not overlapping. */
+	virtual std::vector<IovaRange> ranges() const = 0;
+	/** The smallest page it maps: IOVAs, host addresses and lengths are aligned to it. */
+	virtual uint64_t min_page() const { return 4096; }
+};
+
 struct Ioas : Object {
 	explicit Ioas(uint32_t id_) : Object(id_, ObjType::ioas) {}
 
@@ -101,6 +132,7 @@ struct Ioas : Object {
 	std::vector<IovaRange> allowed;       ///< empty: no constraint
 	std::vector<HwptPaging *> hwpts;      ///< kept in step with mappings
 	std::vector<IovaRange> reserved;      ///< ioas_add_reserved()
+	std::vector<IoasMirror *> mirrors;    ///< kept in step with mappings (not owned)
 	bool huge_pages = true;
 };
 
@@ -267,6 +299,19 @@ public:
 	/** Returns the destination IOVA. */
 	Result<uint64_t> ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags,
 				   uint64_t dst_iova, uint64_t src_iova, uint64_t length);
+	/**
+	 * Keep @p mirror in step with the IOAS from now on: checks that every mapping and every
+	 * allowed range lies inside mirror->ranges() (EADDRINUSE naming the first that does
+	 * not), then gives it every existing mapping (undone on a failure). The IOAS counts it
+	 * as a user until ioas_detach_mirror(); the caller owns it and detaches it before
+	 * destroying the context.
+	 */
+	Status ioas_attach_mirror(uint32_t ioas_id, IoasMirror *mirror);
+	/**
+	 * Stop calling @p mirror. It keeps what it maps (the caller unmaps or drops it all,
+	 * e.g. by closing the kernel container). ENOENT when not attached.
+	 */
+	Status ioas_detach_mirror(uint32_t ioas_id, IoasMirror *mirror);
 	/** IOMMU_OPTION; for OP_GET *val is written. */
 	Status option(uint32_t option_id, uint16_t op, uint32_t object_id, uint64_t *val);
 

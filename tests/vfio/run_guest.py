@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
+"""Boot a QEMU guest (TCG) that runs one vfio_guest_test case and report its result.
+
+  run_guest.py --kernel BZIMAGE --initrd INITRD --case NAME [--iommu type1|iommufd]
+               [--topology edu|bridge] [--append ARGS] [--timeout S] [--log FILE]
+
+The guest's serial console is read line by line; the case passes when the guest prints
+"IODP-CASE NAME PASS". Anything else (a FAIL line, a guest that hangs past --timeout, a
+QEMU that does not start) fails, and the whole console log is printed.
+"""
+import argparse
+import os
+import selectors
+import shutil
+import subprocess
+import sys
+import time
+
+TOPOLOGIES = {
+    # One edu device on the root complex: its own IOMMU group.
+    "edu": ["-device", "edu"],
+    # Two edu devices behind a PCIe-to-PCI bridge: the bridge and both in one group.
+    "bridge": ["-device", "pcie-pci-bridge,id=br0,bus=pcie.0,addr=5",
+               "-device", "edu,bus=br0,addr=1", "-device", "edu,bus=br0,addr=2"],
+}
+
+
+def qemu_command(args):
+    append = ("console=ttyS0 intel_iommu=on iommu=nopt panic=-1 loglevel=4 "
+              f"iodp.case={args.case} iodp.iommu={args.iommu} {args.append}").strip()
+    return ["qemu-system-x86_64", "-machine", "q35,kernel-irqchip=split", "-accel", "tcg",
+            "-cpu", "max", "-m", "2G", "-smp", "1", "-nographic", "-no-reboot",
+            "-nodefaults", "-serial", "stdio", "-display", "none",
+            "-kernel", args.kernel, "-initrd", args.initrd, "-append", append,
+            "-device", "intel-iommu,intremap=on,caching-mode=on,x-scalable-mode=on",
+            *TOPOLOGIES[args.topology], "-nic", "none"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kernel", required=True)
+    ap.add_argument("--initrd", required=True)
+    ap.add_argument("--case", required=True)
+    ap.add_argument("--iommu", default="type1", choices=["type1", "iommufd"])
+    ap.add_argument("--topology", default="edu", choices=sorted(TOPOLOGIES))
+    ap.add_argument("--append", default="")
+    ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--log")
+    args = ap.parse_args()
+    if shutil.which("qemu-system-x86_64") is None:
+        sys.exit("run_guest: qemu-system-x86_64 is missing: install qemu-system-x86 "
+                 "(tools/setup.sh does)")
+    for f in (args.kernel, args.initrd):
+        if not os.path.exists(f):
+            sys.exit(f"run_guest: {f} is missing")
+    cmd = qemu_command(args)
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    log, buf, verdict, booted = [], b"", None, None
+    while True:
+        left = args.timeout - (time.monotonic() - start)
+        if left <= 0:
+            verdict = verdict or f"timed out after {args.timeout:.0f} s"
+            break
+        if not sel.select(timeout=min(left, 1.0)):
+            if proc.poll() is not None:
+                break
+            continue
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        buf += chunk
+        while b"\n" in buf:
+            raw, buf = buf.split(b"\n", 1)
+            line = raw.decode("utf-8", "replace").rstrip("\r")
+            log.append(line)
+            if "IODP-BOOTED" in line and booted is None:
+                booted = time.monotonic() - start
+            if line.startswith(f"IODP-CASE {args.case} "):
+                verdict = line.split(" ", 2)[2]
+    if proc.poll() is None:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    total = time.monotonic() - start
+    if buf:
+        log.append(buf.decode("utf-8", "replace"))
+    if args.log:
+        with open(args.log, "w") as f:
+            f.write("\n".join(log) + "\n")
+    ok = verdict == "PASS"
+    # The case's own lines (indented by the guest program) and the verdict.
+    for line in log:
+        if not ok or line.startswith("  ") or line.startswith("IODP-"):
+            print(line)
+    print(f"run_guest: {args.case} ({args.iommu}, {args.topology}): "
+          f"{verdict or 'no result from the guest'}; boot to /init "
+          f"{'%.1f s' % booted if booted is not None else 'not reached'}, whole run {total:.1f} s")
+    if not ok:
+        print("run_guest: command: " + " ".join(cmd))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
