@@ -11,6 +11,7 @@
 #include <iodp/engine.h>
 #include <iodp/ipc.h>
 #include <iodp/text.h>
+#include <iodp/vfio_driver.h>
 
 #include <rte_cycles.h>
 #include <rte_eal.h>
@@ -512,6 +513,7 @@ int run(int argc, char **argv)
 	dev::Registry drivers;
 	(void)drivers.add(emul::driver());
 	(void)drivers.add(ipc::driver());
+	(void)drivers.add(vfio::driver());
 	// Syntax, sections and keys are checked before the EAL starts (a typo costs no
 	// startup); values when the devices are created.
 	Result<Config> config = load(opt, drivers);

@@ -272,6 +272,8 @@ Value summary_value(const RunInfo &run, const Sample &start, const Sample &end,
 				.set("checks_answers", p.stats.checks_answers)
 				.set("commands", p.stats.commands)
 				.set("state", p.gone ? "removed" : "running");
+			for (const auto &[name, value] : p.stats.driver_counters)
+				d.set(name, value);
 			if (p.gone)
 				d.set("reason", p.gone_reason);
 			devs.push(std::move(d));

@@ -256,8 +256,8 @@ Status Device::configure()
 {
 	if (state_ != State::created)
 		return Status::error(-EBUSY, "%s: already configured", name_.c_str());
-	if (queues_ == 0 || queues_ > kMaxQueues)
-		return Status::error(-EINVAL, "%s: %u queues (1 to %u)", name_.c_str(), queues_,
+	if (queues_ > kMaxQueues)
+		return Status::error(-EINVAL, "%s: %u queues (0 to %u)", name_.c_str(), queues_,
 				     kMaxQueues);
 	constexpr unsigned kCmdEntries = 1024;
 	cmds_ = make_ring("cmd_" + name_, sizeof(Command), kCmdEntries);
@@ -287,7 +287,7 @@ Status Device::start()
 	Status s = driver_.ops->start(*this);
 	if (!s.ok())
 		return s;
-	if (fast_path_.rx_burst == nullptr || fast_path_.tx_burst == nullptr)
+	if (queues_ > 0 && (fast_path_.rx_burst == nullptr || fast_path_.tx_burst == nullptr))
 		return Status::error(-EINVAL, "%s: driver %s left no burst functions",
 				     name_.c_str(), driver_.name);
 	for (unsigned q = 0; q < queues_; q++)

@@ -122,6 +122,8 @@ int tel_devices(const char *, const char *, rte_tel_data *d)
 		add(v, "commands", p.stats.commands);
 		add(v, "dma_bytes", p.stats.dma_bytes);
 		add(v, "throttled", p.stats.throttled);
+		for (const auto &[name, value] : p.stats.driver_counters)
+			add(v, name.c_str(), value);
 		rte_tel_data_add_dict_string(v, "state", p.gone ? "removed" : "running");
 		rte_tel_data_add_dict_container(d, p.info.name.c_str(), v, 0);
 	}

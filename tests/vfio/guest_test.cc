@@ -600,6 +600,34 @@ void case_full(vfio::Iommu iommu)
 	CHECK(b.dev->stats().errors == 2);
 }
 
+void case_pmd(vfio::Iommu iommu)
+{
+	// iodp-pmd with the edu device as a vfio port beside an emulated device: it runs, lists
+	// the port (no queue: the hardware translates) and reports the driver's counters.
+	const std::string edu = edu_devices().at(0);
+	bind_driver(edu, "vfio-pci");
+	const std::string cmd = std::string("/bin/iodp-pmd --no-huge -m 256 --lcores 0@0,1@0 "
+					    "--log-level=1 -- --device vfio0,dev=") +
+				edu + ",iommu=" + vfio::iommu_name(iommu) +
+				" --device emul0,profile=nic --duration 2 --stats-interval 0 "
+				"--json - 2>&1";
+	FILE *f = ::popen(cmd.c_str(), "r");
+	CHECK(f != nullptr);
+	std::string out;
+	char buf[4096];
+	size_t n;
+	while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0)
+		out.append(buf, n);
+	const int rc = ::pclose(f);
+	std::printf("%s\n", out.c_str());
+	if (rc != 0)
+		fail("iodp-pmd exited with " + std::to_string(rc));
+	for (const char *want : {"\"name\": \"vfio0\"", "\"driver\": \"vfio\"", "\"kernel_calls\": ",
+				 "\"name\": \"emul0\"", vfio::iommu_name(iommu)})
+		if (out.find(want) == std::string::npos)
+			fail(std::string("iodp-pmd's JSON lacks ") + want);
+}
+
 const std::map<std::string, Case> &cases()
 {
 	static const std::map<std::string, Case> c = {
@@ -609,6 +637,7 @@ const std::map<std::string, Case> &cases()
 		{"agree", case_agree},       {"bad_bdf", case_bad_bdf},
 		{"not_vfio", case_not_vfio}, {"group", case_group},
 		{"range", case_range},       {"full", case_full},
+		{"pmd", case_pmd},
 	};
 	return c;
 }

@@ -114,7 +114,8 @@ def main():
     if not os.path.exists(args.busybox):
         sys.exit(f"make_initrd: {args.busybox} is missing: install busybox-static")
     with tempfile.TemporaryDirectory() as tmp:
-        for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "modules"):
+        for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "modules",
+                  "var/run", "run"):
             os.makedirs(os.path.join(tmp, d), exist_ok=True)
         shutil.copy2(args.busybox, os.path.join(tmp, "bin/busybox"))
         for applet in ("sh", "mount", "cat", "cut", "echo", "insmod", "poweroff", "ls",

@@ -90,6 +90,8 @@ struct DevStats {
 	 * its share (EngineConfig::command_budget): filled in by the engine, not the driver.
 	 */
 	uint64_t throttled = 0;
+	/** The driver's own counters by name (vfio: kernel calls, maps, ...); reported as is. */
+	std::vector<std::pair<std::string, uint64_t>> driver_counters;
 };
 
 /**
@@ -183,7 +185,11 @@ private:
 	std::vector<std::pair<std::string, std::string>> pairs_;
 };
 
-/** A device: made by a driver's probe, owned by whoever created it. */
+/**
+ * A device: made by a driver's probe, owned by whoever created it. A device with 0 queues
+ * (drivers/vfio: the hardware translates for it) is a port the engine lists and reports but
+ * never polls; it needs no burst functions.
+ */
 class Device {
 public:
 	Device(const Driver &driver, std::string name, ctl::Ctx &ctx, uint16_t queues);
