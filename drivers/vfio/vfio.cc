@@ -799,6 +799,14 @@ Status Device::detach()
 			sp.kernel_ioas = 0;
 		}
 		sp.bytes.v.store(0, std::memory_order_relaxed);
+		// Dead from here on (stats() may still read its counters): no attach finds it,
+		// and it holds no fd.
+		sp.iommufd.reset();
+		t.spaces.erase(std::remove_if(t.spaces.begin(), t.spaces.end(),
+					      [&](const std::weak_ptr<Space> &w) {
+						      return w.lock().get() == &sp;
+					      }),
+			       t.spaces.end());
 	}
 	space_.reset();
 	return result;

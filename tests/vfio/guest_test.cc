@@ -396,6 +396,13 @@ void case_close(vfio::Iommu iommu)
 		b.load(0x99, 0x100000, b.mem.page(0));
 		b.edu->to_ram(0x200000);
 		CHECK(same(b.mem.page(1), 0x99));
+		// Detach and attach again: a new kernel space, the IOAS's mappings replayed.
+		must(b.dev->detach(), "detach");
+		CHECK(b.dev->ioas() == 0 && b.dev->kernel_ranges().empty());
+		b.do_attach();
+		b.load(0x5a, 0x100000, b.mem.page(0));
+		b.edu->to_ram(0x200000);
+		CHECK(same(b.mem.page(1), 0x5a));
 		const uint32_t ctl_id = b.dev->ctl_id();
 		b.dev->close();
 		CHECK(b.ctx.find(ctl_id) == nullptr);
@@ -606,8 +613,8 @@ void case_pmd(vfio::Iommu iommu)
 	// the port (no queue: the hardware translates) and reports the driver's counters.
 	const std::string edu = edu_devices().at(0);
 	bind_driver(edu, "vfio-pci");
-	const std::string cmd = std::string("/bin/iodp-pmd --no-huge -m 256 --lcores 0@0,1@0 "
-					    "--log-level=1 -- --device vfio0,dev=") +
+	const std::string cmd = std::string("/bin/iodp-pmd --no-huge --no-shconf -m 256 --lcores 0@0,1@0 "
+					    "--no-telemetry --log-level=1 -- --device vfio0,dev=") +
 				edu + ",iommu=" + vfio::iommu_name(iommu) +
 				" --device emul0,profile=nic --duration 2 --stats-interval 0 "
 				"--json - 2>&1";

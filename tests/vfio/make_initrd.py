@@ -23,8 +23,14 @@ INIT = r"""#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+# Modules get their parameters from the command line (NAME.PARAM=VALUE), as modprobe does.
 for m in $(cat /modules.order 2>/dev/null); do
-	insmod /modules/$m || echo "IODP-INIT insmod $m failed"
+	n=$(echo "${m%.ko}" | tr - _)
+	args=
+	for w in $(cat /proc/cmdline); do
+		case "$w" in "$n".*) args="$args ${w#"$n".}" ;; esac
+	done
+	insmod /modules/$m $args || echo "IODP-INIT insmod $m failed"
 done
 case=; iommu=type1
 for w in $(cat /proc/cmdline); do
@@ -119,7 +125,7 @@ def main():
             os.makedirs(os.path.join(tmp, d), exist_ok=True)
         shutil.copy2(args.busybox, os.path.join(tmp, "bin/busybox"))
         for applet in ("sh", "mount", "cat", "cut", "echo", "insmod", "poweroff", "ls",
-                       "dmesg", "sleep"):
+                       "dmesg", "sleep", "tr"):
             os.symlink("busybox", os.path.join(tmp, "bin", applet))
         files = set()
         for p in args.program:

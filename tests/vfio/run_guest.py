@@ -27,7 +27,7 @@ TOPOLOGIES = {
 
 
 def qemu_command(args):
-    append = ("console=ttyS0 intel_iommu=on iommu=nopt panic=-1 loglevel=4 "
+    append = ("console=ttyS0 intel_iommu=on iommu=nopt no_timer_check panic=-1 loglevel=4 "
               f"iodp.case={args.case} iodp.iommu={args.iommu} {args.append}").strip()
     return ["qemu-system-x86_64", "-machine", "q35,kernel-irqchip=split", "-accel", "tcg",
             "-cpu", "max", "-m", "2G", "-smp", "1", "-nographic", "-no-reboot",
