@@ -7,10 +7,9 @@ kernel modules (Debian's kernel has VFIO as modules) loaded in dependency order.
 
   make_initrd.py --output initrd.cpio.gz --program build/tests/vfio/vfio_guest_test
                  [--modules-root DIR --kernel-release REL --module vfio-pci ...]
-                 [--debian-kernel tools/guest/debian-kernel.sh --kernel-out FILE]
+                 [--debian-kernel tools/guest/debian-kernel.sh]
 
-With --debian-kernel the script gives the unpacked Debian kernel (modules root and release)
-and its vmlinuz is copied to --kernel-out.
+With --debian-kernel the script gives the unpacked Debian kernel (modules root and release).
 """
 import argparse
 import os
@@ -108,15 +107,12 @@ def main():
     ap.add_argument("--kernel-release")
     ap.add_argument("--module", action="append", default=[])
     ap.add_argument("--debian-kernel")
-    ap.add_argument("--kernel-out")
     args = ap.parse_args()
     if args.debian_kernel:
         out = subprocess.run([args.debian_kernel], check=True, capture_output=True, text=True)
         tree = out.stdout.strip().splitlines()[-1]
         args.kernel_release = open(os.path.join(tree, "release")).read().strip()
         args.modules_root = os.path.join(tree, "tree")
-        shutil.copyfile(os.path.join(args.modules_root, "boot",
-                                     "vmlinuz-" + args.kernel_release), args.kernel_out)
     if not os.path.exists(args.busybox):
         sys.exit(f"make_initrd: {args.busybox} is missing: install busybox-static")
     with tempfile.TemporaryDirectory() as tmp:

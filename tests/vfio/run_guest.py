@@ -2,8 +2,13 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Boot a QEMU guest (TCG) that runs one vfio_guest_test case and report its result.
 
-  run_guest.py --kernel BZIMAGE --initrd INITRD --case NAME [--iommu type1|iommufd]
+  run_guest.py (--kernel BZIMAGE | --kernel-from SCRIPT | --debian-from SCRIPT)
+               --initrd INITRD --case NAME [--iommu type1|iommufd]
                [--topology edu|bridge] [--append ARGS] [--timeout S] [--log FILE]
+
+--kernel-from runs tools/guest/build-kernel.sh (the cached kernel at once; the first run on a
+machine builds it, several runners waiting on one build); --debian-from runs
+tools/guest/debian-kernel.sh and boots that tree's vmlinuz.
 
 The guest's serial console is read line by line; the case passes when the guest prints
 "IODP-CASE NAME PASS". Anything else (a FAIL line, a guest that hangs past --timeout, a
@@ -39,7 +44,9 @@ def qemu_command(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--kernel", required=True)
+    ap.add_argument("--kernel")
+    ap.add_argument("--kernel-from")
+    ap.add_argument("--debian-from")
     ap.add_argument("--initrd", required=True)
     ap.add_argument("--case", required=True)
     ap.add_argument("--iommu", default="type1", choices=["type1", "iommufd"])
@@ -48,6 +55,21 @@ def main():
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--log")
     args = ap.parse_args()
+    if args.kernel_from or args.debian_from:
+        script = args.kernel_from or args.debian_from
+        t0 = time.monotonic()
+        out = subprocess.run([script], stdout=subprocess.PIPE, text=True)
+        if out.returncode != 0 or not out.stdout.strip():
+            sys.exit(f"run_guest: {script} failed (exit {out.returncode})")
+        path = out.stdout.strip().splitlines()[-1]
+        if args.debian_from:
+            release = open(os.path.join(path, "release")).read().strip()
+            path = os.path.join(path, "tree", "boot", "vmlinuz-" + release)
+        args.kernel = path
+        if time.monotonic() - t0 > 5:
+            print(f"run_guest: {script} took {time.monotonic() - t0:.0f} s (kernel {path})")
+    if not args.kernel:
+        sys.exit("run_guest: give --kernel, --kernel-from or --debian-from")
     if shutil.which("qemu-system-x86_64") is None:
         sys.exit("run_guest: qemu-system-x86_64 is missing: install qemu-system-x86 "
                  "(tools/setup.sh does)")

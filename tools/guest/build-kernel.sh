@@ -4,8 +4,7 @@
 # built in. The bzImage is cached outside the source tree, keyed by the source version and
 # the option list, so the second run prints the path at once.
 #
-#   tools/guest/build-kernel.sh                 prints the bzImage path on the last line
-#   tools/guest/build-kernel.sh --copy-to FILE  also copies it to FILE (meson does this)
+#   tools/guest/build-kernel.sh     prints the bzImage path on the last line
 #
 # Environment: IODP_KERNEL_CACHE (default /var/cache/iodp, else ~/.cache/iodp when that is
 # not writable), IODP_KERNEL_JOBS (make -j, default 2).
@@ -23,15 +22,11 @@ options=(64BIT ACPI PCI PCI_MSI X86_X2APIC IOMMU_SUPPORT IRQ_REMAP INTEL_IOMMU
 
 say() { echo "build-kernel: $*" >&2; }
 
-copy_to=
-if [ "${1:-}" = --copy-to ] && [ -n "${2:-}" ]; then
-	copy_to=$(realpath -m "$2")
-elif [ $# -gt 0 ]; then
-	say "usage: $0 [--copy-to FILE]"
+if [ $# -gt 0 ]; then
+	say "usage: $0 (no arguments)"
 	exit 2
 fi
 done_with() {
-	[ -z "$copy_to" ] || cp "$1" "$copy_to"
 	echo "$1"
 	exit 0
 }
