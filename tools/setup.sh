@@ -71,6 +71,16 @@ else
 	fi
 fi
 
+# --- vfio-qemu: Debian's own kernel image (apt-get download, unpacked into a cache outside
+# the tree, not installed). The guest kernel built from linux-source-6.12 is built by the
+# first `meson test` that needs it (tools/guest/build-kernel.sh, once per machine). Before
+# the build: the Debian guest's initramfs target reads its modules.
+if ! debian_kernel=$(tools/guest/debian-kernel.sh); then
+	say "could not fetch Debian's kernel image for the vfio-qemu tests (apt-get download)"
+	exit 1
+fi
+say "vfio-qemu Debian kernel: $debian_kernel"
+
 # --- build ---------------------------------------------------------------------------------
 configure() {
 	local dir=$1
@@ -92,8 +102,4 @@ if [ "$asan" -eq 1 ]; then
 	configure build-asan -Dbuildtype=debugoptimized -Db_sanitize=address,undefined \
 		-Db_lundef=false -Dbench=false
 fi
-# --- vfio-qemu: Debian's own kernel image (apt-get download, unpacked into a cache outside
-# the tree, not installed). The guest kernel built from linux-source-6.12 is built by the
-# first `meson test` that needs it (tools/guest/build-kernel.sh, once per machine).
-say "vfio-qemu Debian kernel: $(tools/guest/debian-kernel.sh)"
 say "built: build/apps/iodp-pmd/iodp-pmd, build/apps/iodp-xlate/iodp-xlate, build/bench/iodp-bench"
