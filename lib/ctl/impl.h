@@ -120,6 +120,8 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	/* Mirrors (mirror.cc): kernel address spaces kept in step with an IOAS */
 	/** What @p ioas's mirrors cannot map, added to @p out (for reserved()). */
 	void mirror_reserved(const Ioas &ioas, std::vector<Reserved> &out) const;
+	/** Whether a mirror cannot map [start, last] (for hits_reserved()). */
+	bool mirror_refuses(const Ioas &ioas, uint64_t start, uint64_t last) const;
 	/** Give the mapping at @p iova to every mirror; on a failure the ones done undo it. */
 	Status mirror_map(const Ioas &ioas, uint64_t iova);
 	/** Take the mapping at @p iova from every mirror (before remove_mapping()). */

@@ -128,6 +128,8 @@ bool Ctx::Impl::hits_reserved(const Ioas &ioas, uint64_t start, uint64_t last) c
 	for (const HwptPaging *h : ioas.hwpts)
 		if (last > h->aperture_last())
 			return true;
+	if (mirror_refuses(ioas, start, last))
+		return true;
 	bool hit = false;
 	for_each_binding([&](Binding &b) {
 		if (b.detached || ioas_of(b.hwpt) != &ioas)

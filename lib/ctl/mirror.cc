@@ -62,6 +62,14 @@ void Ctx::Impl::mirror_reserved(const Ioas &ioas, std::vector<Reserved> &out) co
 	}
 }
 
+bool Ctx::Impl::mirror_refuses(const Ioas &ioas, uint64_t start, uint64_t last) const
+{
+	for (const IoasMirror *m : ioas.mirrors)
+		if (!inside(m->ranges(), start, last))
+			return true;
+	return false;
+}
+
 Status Ctx::Impl::mirror_map(const Ioas &ioas, uint64_t iova)
 {
 	const Mapping &m = ioas.mappings.at(iova);
