@@ -4,16 +4,19 @@
 #
 #   tools/setup.sh            release build in build/
 #   tools/setup.sh --asan     also the AddressSanitizer + UBSan build in build-asan/
+#   tools/setup.sh --tsan     also the ThreadSanitizer build in build-tsan/ (suite 'tsan')
 #
 # Environment: IODP_HUGEPAGES (2 MiB pages to reserve, default 512 = 1 GiB; 0 skips).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 asan=0
+tsan=0
 for arg in "$@"; do
 	case "$arg" in
 	--asan) asan=1 ;;
-	*) echo "setup: unknown argument '$arg' (known: --asan)" >&2; exit 2 ;;
+	--tsan) tsan=1 ;;
+	*) echo "setup: unknown argument '$arg' (known: --asan, --tsan)" >&2; exit 2 ;;
 	esac
 done
 
@@ -101,5 +104,11 @@ if [ "$asan" -eq 1 ]; then
 	# -Db_lundef=false: the sanitizer runtimes resolve symbols at load time.
 	configure build-asan -Dbuildtype=debugoptimized -Db_sanitize=address,undefined \
 		-Db_lundef=false -Dbench=false
+fi
+if [ "$tsan" -eq 1 ]; then
+	# Its own directory: TSan cannot be combined with ASan. Only the tests of suite
+	# 'tsan' run there (tests/meson.build).
+	configure build-tsan -Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false \
+		-Dbench=false
 fi
 say "built: build/apps/iodp-pmd/iodp-pmd, build/apps/iodp-xlate/iodp-xlate, build/bench/iodp-bench"

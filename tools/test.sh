@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Set up, build and run every test: the release build, then the sanitizer build
-# (AddressSanitizer + UndefinedBehaviorSanitizer).
+# (AddressSanitizer + UndefinedBehaviorSanitizer), then the concurrency tests under
+# ThreadSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/setup.sh --asan
+tools/setup.sh --asan --tsan
 echo "test: release build"
 meson test -C build --print-errorlogs --num-processes 2
 echo "test: AddressSanitizer + UndefinedBehaviorSanitizer build"
 meson test -C build-asan --print-errorlogs --num-processes 2
+echo "test: ThreadSanitizer build (suite tsan)"
+meson test -C build-tsan --suite tsan --print-errorlogs --num-processes 2

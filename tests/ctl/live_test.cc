@@ -17,7 +17,11 @@
 #include <vector>
 
 #ifndef IODP_LIVE_ROUNDS
+#ifdef __SANITIZE_THREAD__
+#define IODP_LIVE_ROUNDS 300 // build-tsan: each round ~10x slower
+#else
 #define IODP_LIVE_ROUNDS 1500
+#endif
 #endif
 
 namespace iodp::ctl::test {
