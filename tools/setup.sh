@@ -5,6 +5,7 @@
 #   tools/setup.sh            release build in build/
 #   tools/setup.sh --asan     also the AddressSanitizer + UBSan build in build-asan/
 #   tools/setup.sh --tsan     also the ThreadSanitizer build in build-tsan/ (suite 'tsan')
+#   tools/setup.sh --fuzz     also the libFuzzer build in build-fuzz/ (clang-16, ASan + UBSan)
 #
 # Environment: IODP_HUGEPAGES (2 MiB pages to reserve, default 512 = 1 GiB; 0 skips).
 set -euo pipefail
@@ -12,11 +13,13 @@ cd "$(dirname "$0")/.."
 
 asan=0
 tsan=0
+fuzz=0
 for arg in "$@"; do
 	case "$arg" in
 	--asan) asan=1 ;;
 	--tsan) tsan=1 ;;
-	*) echo "setup: unknown argument '$arg' (known: --asan, --tsan)" >&2; exit 2 ;;
+	--fuzz) fuzz=1 ;;
+	*) echo "setup: unknown argument '$arg' (known: --asan, --tsan, --fuzz)" >&2; exit 2 ;;
 	esac
 done
 
@@ -31,6 +34,8 @@ packages=(g++ meson ninja-build pkgconf libdpdk-dev dpdk libhwloc-dev libgtest-d
 # linux-source-6.12 the kernel's iommufd selftest, the iommufd-selftest suite, and the
 # vfio-qemu guest kernel; the rest is for vfio-qemu too: QEMU, the guest's initramfs, and
 # the guest kernel's build.)
+# clang-16, libFuzzer and clang's sanitizer runtimes: the fuzz targets (build-fuzz/).
+packages+=(clang-16 libfuzzer-16-dev libclang-rt-16-dev)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
@@ -110,5 +115,10 @@ if [ "$tsan" -eq 1 ]; then
 	# 'tsan' run there (tests/meson.build).
 	configure build-tsan -Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false \
 		-Dbench=false
+fi
+if [ "$fuzz" -eq 1 ]; then
+	# libFuzzer needs clang; DPDK's headers and libraries work with it as they are.
+	CC=clang-16 CXX=clang++-16 configure build-fuzz -Dfuzz=true -Dtests=false -Dbench=false \
+		-Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
 fi
 say "built: build/apps/iodp-pmd/iodp-pmd, build/apps/iodp-xlate/iodp-xlate, build/bench/iodp-bench"

@@ -700,7 +700,7 @@ const char *iodp_last_error(struct iodp_ctx *ctx)
 	int fn(struct iodp_ctx *ctx, struct type *cmd, struct iodp_extack *ext)                  \
 	{                                                                                        \
 		return run<struct type>(ctx, cmd, ext, OFFSETOFEND(struct type, last_field), name, \
-					handler, ##__VA_ARGS__);                                 \
+					handler __VA_OPT__(, ) __VA_ARGS__);                                 \
 	}
 
 IODP_COMMAND(iodp_destroy, iodp_destroy, id, "DESTROY", do_destroy)

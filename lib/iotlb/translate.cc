@@ -12,7 +12,9 @@
 // GCC 12 cannot see that lookup_bulk() reads only the n probes filled before it (its
 // prefetch loop indexes ahead under a bound), once the scratch arrays below are left
 // uninitialised.
+#if !defined(__clang__) // (clang has no such warning, and -Werror refuses unknown ones)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace iodp::iotlb {
 
