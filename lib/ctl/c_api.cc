@@ -214,7 +214,8 @@ int run(iodp_ctx *ctx, T *arg, iodp_extack *ext, size_t min_size, const char *na
 	try {
 		s = handler(ctx->ctx, k);
 	} catch (const std::bad_alloc &) {
-		// Only the C layer's own buffers (user arrays) get here; lib/ctl answers ENOMEM.
+		// A container or string that could not grow, here or in lib/ctl: the call
+		// is ENOMEM (the fail-nth test checks that it changed nothing).
 		s = Status::error(-ENOMEM, "out of memory");
 	}
 	if (s || reply_on_error)

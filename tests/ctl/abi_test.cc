@@ -5,9 +5,13 @@
  * message, through iodp_ioctl as ported code calls it.
  */
 #include "ctl_fixture.h"
+#ifdef IODP_FAIL_NTH
+#include "fail_nth.h"
+#endif
 
 #include <iodp/iodp.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <functional>
@@ -833,6 +837,79 @@ TEST(UserPointers, HugeCounts)
 	d.data = reinterpret_cast<uintptr_t>(g.page); // 4 KiB of a 2^47-byte bitmap
 	EXPECT_EQ(call_errno(w, IODP_IOMMU_HWPT_GET_DIRTY_BITMAP, &d), EFAULT);
 }
+
+#ifdef IODP_FAIL_NTH
+/*
+ * fail-nth: every command of the ABI tests, with the n-th allocation failing for n = 1, 2,
+ * ... until the command succeeds. Each failing call returns ENOMEM with a message, and the
+ * whole object graph (Ctx::dump(): objects, mappings, tables, bindings, groups) is what it
+ * was before the call.
+ */
+class FailNth : public ::testing::TestWithParam<Command> {};
+
+TEST_P(FailNth, EachAllocationFailureIsEnomemAndChangesNothing)
+{
+	const Command &c = GetParam();
+	for (long n = 1;; n++) {
+		ASSERT_LT(n, 10000) << "never succeeds";
+		World w;
+		std::vector<std::byte> arg(c.size + 16, std::byte{0});
+		c.fill(w, arg.data());
+		const uint32_t sz = static_cast<uint32_t>(c.size);
+		std::memcpy(arg.data(), &sz, sizeof(sz));
+		const std::string before = ctx_of(w.ctx).dump();
+		iodp::test::fail_nth(n);
+		errno = 0;
+		const int rc = iodp_ioctl(w.ctx, c.number, arg.data());
+		const int err = errno;
+		const bool fired = iodp::test::disarm();
+		if (!fired) {
+			// Fewer than n allocations: the command ran whole, and must have succeeded.
+			EXPECT_EQ(rc, 0) << c.name << ": " << iodp_last_error(w.ctx);
+			break;
+		}
+		if (rc == 0)
+			continue; // the failure was absorbed (a cache, a retry): fine
+		EXPECT_EQ(err, ENOMEM) << c.name << " n=" << n << ": " << iodp_last_error(w.ctx);
+		// "out of memory" where a container could not grow; lib/ctl's own ENOMEM
+		// failures name what could not be allocated.
+		EXPECT_GT(std::string(iodp_last_error(w.ctx)).size(), std::strlen("X: "))
+			<< c.name << " n=" << n;
+		EXPECT_EQ(ctx_of(w.ctx).dump(), before) << c.name << " n=" << n;
+		if (::testing::Test::HasFailure())
+			break;
+	}
+}
+
+/*
+ * The commands that do not yet hold the property (doc/reliability.md lists what each one
+ * does; fixing one means deleting it here):
+ *  - a bad_alloc thrown where it cannot be caught (the lock guard's sync and retire, which
+ *    run in a destructor): std::terminate;
+ *  - state changed before the allocation that failed (destroy erases, then retires; unmap
+ *    and copy edit the tables, then the page set; HWPT and device allocation insert, then
+ *    fail).
+ */
+const char *const kNotYet[] = {
+	"IODP_IOMMU_DESTROY", "IODP_IOMMU_IOAS_COPY", "IODP_IOMMU_IOAS_UNMAP",
+	"IODP_IOMMU_HWPT_ALLOC", "IODP_IOMMU_HWPT_SET_DIRTY_TRACKING",
+	"IODP_IOMMU_HWPT_INVALIDATE", "IODP_DEVICE_ALLOC", "IODP_DEVICE_ATTACH",
+	"IODP_DEVICE_DETACH",
+};
+
+std::vector<Command> fail_nth_commands()
+{
+	std::vector<Command> v;
+	for (const Command &c : commands())
+		if (std::none_of(std::begin(kNotYet), std::end(kNotYet),
+				 [&](const char *n) { return std::strcmp(n, c.name) == 0; }))
+			v.push_back(c);
+	return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryCommand, FailNth, ::testing::ValuesIn(fail_nth_commands()),
+			 [](const auto &info) { return std::string(info.param.name); });
+#endif
 
 } // namespace
 } // namespace iodp::ctl::test

@@ -270,6 +270,11 @@ public:
 	Ctx &operator=(const Ctx &) = delete;
 	/** What it was created with (drivers check their sizes against the table pool). */
 	const CtxConfig &config() const;
+	/**
+	 * Every object, mapping, binding, group and vPASID as text (one line each); equal
+	 * dumps mean equal object graphs. For tests (fail-nth) and debugging.
+	 */
+	std::string dump() const;
 
 	/* Objects ------------------------------------------------------------------------ */
 	Status destroy(uint32_t id);
