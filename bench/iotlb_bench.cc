@@ -17,6 +17,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <rte_eal.h>
 #include <rte_hash.h>
 #include <rte_hash_crc.h>
 #include <rte_rwlock.h>
@@ -90,6 +91,7 @@ void iodp_shard(benchmark::State &s, uint64_t entries)
 	run_bursts(s, [&](size_t pos, uint64_t *host) {
 		return sh->lookup_bulk(&probes[pos], kBurst, host, perm);
 	});
+	s.SetLabel(std::string("shard on ") + iodp::ram_backing_name(sh->backing()));
 }
 
 void array(benchmark::State &s, uint64_t entries)
@@ -143,6 +145,7 @@ void dpdk_hash(benchmark::State &s, uint64_t entries)
 			host[i] = reinterpret_cast<uintptr_t>(data[i]) + (addrs[pos + i] & 0xfff);
 		return static_cast<size_t>(hits);
 	});
+	s.SetLabel(rte_eal_has_hugepages() ? "EAL memory: hugepages" : "EAL memory: no-huge");
 	rte_hash_free(h);
 }
 

@@ -7,9 +7,17 @@
  *   Baseline/dram/dependent     one random load at a time: the latency bound
  *   Baseline/dram/independent   random loads with no dependency: the machine's MLP bound
  *
- * items_per_second is walks (or loads) per second. A walk of an L-level table that misses
- * every cache needs L dependent loads, so the pipelined walk's bound is about
- * independent-loads-per-second / L; compare the two in the same run.
+ * items_per_second is walks (or loads) per second.
+ *
+ * The bound of each walk benchmark is measured in the same run over the walk's own tables
+ * (the same memory, so the same backing and TLB reach): random cache lines of the table
+ * pool, read as independent loads (the memory-level-parallelism bound) and as a dependent
+ * chain (chain_per_s, for reference: serial walks do not depend on each other either, so
+ * out-of-order execution overlaps them and their bound is the same). Each walk touches one cache line
+ * that is cold (its leaf entry: 2 Mi walks over 2 Mi distinct leaf lines, 128 MiB); the
+ * levels above it and the stage-2 tables of the nested cases are a few hundred KiB and stay
+ * cached. So a walk's bound is one such load: counters bound_per_s (walks/s at the bound)
+ * and of_bound (the walk's rate / the bound), and the label says the backing.
  */
 #include <iodp/pgtable.h>
 #include <iodp/pgtable_builder.h>
@@ -18,6 +26,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -52,6 +61,8 @@ struct WalkSetup {
 	Translation xlat;
 	std::vector<WalkRequest> reqs;
 	uint64_t table_bytes = 0;
+	/** Loads per second over random lines of the tables: independent, dependent (0: not yet). */
+	double mlp_per_s = 0, chain_per_s = 0;
 
 	bool build(const WalkCase &c)
 	{
@@ -122,6 +133,50 @@ struct WalkSetup {
 	}
 };
 
+/** Random cache lines of @p s's table pool, for the bounds. */
+std::vector<uint32_t> table_lines(const WalkSetup &s)
+{
+	const uint64_t lines = s.table_bytes / 64;
+	std::vector<uint32_t> v(1u << 20);
+	std::mt19937_64 rng(11);
+	for (uint32_t &l : v)
+		l = static_cast<uint32_t>(rng() % lines);
+	return v;
+}
+
+/**
+ * Measure the two bounds over the tables of @p s (once per setup, ~0.1 s): reads of
+ * random table lines with no dependency between them (the machine overlaps as many as it
+ * can: the MLP bound) and as a chain where each address depends on the value before.
+ */
+void measure_bounds(WalkSetup &s)
+{
+	if (s.mlp_per_s != 0)
+		return;
+	using Clock = std::chrono::steady_clock;
+	const std::vector<uint32_t> lines = table_lines(s);
+	const auto *p = reinterpret_cast<const uint64_t *>(s.ram.data());
+	uint64_t sum = 0;
+	for (uint32_t l : lines) // warm the TLB and caches as the walks' own warm-up does
+		sum += p[uint64_t{l} * 8];
+	constexpr int kRounds = 4;
+	auto t0 = Clock::now();
+	for (int r = 0; r < kRounds; r++)
+		for (size_t i = 0; i < lines.size(); i++)
+			sum += p[uint64_t{lines[i]} * 8];
+	s.mlp_per_s = kRounds * lines.size() /
+		      std::chrono::duration<double>(Clock::now() - t0).count();
+	// A chain: the next line's index takes the top bit of the value read (0 or 1 line
+	// further), which the compiler cannot know, so each load waits for the one before.
+	uint64_t v = 0;
+	t0 = Clock::now();
+	for (size_t i = 0; i < lines.size(); i++)
+		v = p[(uint64_t{lines[i]} + (v >> 63)) * 8];
+	s.chain_per_s = lines.size() / std::chrono::duration<double>(Clock::now() - t0).count();
+	benchmark::DoNotOptimize(sum);
+	benchmark::DoNotOptimize(v);
+}
+
 /** One setup at a time: each needs hundreds of MiB. */
 WalkSetup *setup_for(const WalkCase &c)
 {
@@ -137,11 +192,18 @@ WalkSetup *setup_for(const WalkCase &c)
 	return current.get();
 }
 
-void label(benchmark::State &state, const WalkSetup &s)
+/** Label and bound counters: @p bound_per_s is one table-line load per walk. */
+void label(benchmark::State &state, const WalkSetup &s, double bound_per_s, const char *bound,
+	   size_t walks_per_iter)
 {
 	state.SetLabel(std::to_string(s.table_bytes >> 20) + " MiB of tables, " +
 		       std::to_string(s.reqs.size() >> 20) + "Mi pages, " +
-		       ram_backing_name(s.ram.backing()));
+		       ram_backing_name(s.ram.backing()) + ", bound: " + bound);
+	state.counters["bound_per_s"] = bound_per_s;
+	// A rate counter is divided by the elapsed time: walks / bound / s = (walks/s) / bound.
+	state.counters["of_bound"] = benchmark::Counter(
+		static_cast<double>(state.iterations() * walks_per_iter) / bound_per_s,
+		benchmark::Counter::kIsRate);
 }
 
 void walk_serial(benchmark::State &state, const WalkCase &c)
@@ -161,7 +223,12 @@ void walk_serial(benchmark::State &state, const WalkCase &c)
 	if (faults != 0)
 		state.SkipWithError("walks faulted");
 	state.SetItemsProcessed(state.iterations());
-	label(state, *s);
+	measure_bounds(*s);
+	// Serial walks are independent of each other too: out-of-order execution overlaps
+	// consecutive ones, so their bound is the same independent-load rate; the dependent
+	// chain (every load waiting for the one before) is shown beside it for reference.
+	state.counters["chain_per_s"] = s->chain_per_s;
+	label(state, *s, s->mlp_per_s, "independent loads of table lines", 1);
 }
 
 void walk_pipelined(benchmark::State &state, const WalkCase &c)
@@ -183,7 +250,8 @@ void walk_pipelined(benchmark::State &state, const WalkCase &c)
 	if (faults != 0)
 		state.SkipWithError("walks faulted");
 	state.SetItemsProcessed(state.iterations() * kBurst);
-	label(state, *s);
+	measure_bounds(*s);
+	label(state, *s, s->mlp_per_s, "independent loads of table lines", kBurst);
 }
 
 /* The machine's own bounds, over a buffer as large as the table pool. */

@@ -18,7 +18,7 @@ namespace {
 const char *const kKeys[] = {"profile", "format", "queues", "ws",   "pgsize", "len",  "faults",
 			     "verify",  "dma",    "vanish", "group", "seed", nullptr};
 const char *const kProfiles[] = {"nic",    "nvme",   "random", "zipf",
-				  "stream", "strict", "storm",  nullptr};
+				  "stream", "strict", "storm",  "replay", nullptr};
 /** storm: pages mapped (and unmap commands posted) per service call, and its IOVA window. */
 constexpr unsigned kStormPerService = 256;
 constexpr uint64_t kStormWindow = 8192;
@@ -107,6 +107,9 @@ Result<std::unique_ptr<dev::Device>> probe(ctl::Ctx &ctx, const dev::DevArgs &a)
 	e->vanish = *vanish;
 	e->group = static_cast<uint32_t>(*group);
 	e->seed = *seed;
+	if (e->profile == Profile::replay && (e->faults_pm != 0 || e->verify || e->dma))
+		return Status::error(-EINVAL, "%s: profile=replay takes no faults, verify or dma "
+				     "(its answers are counted, not checked)", a.name().c_str());
 	auto d = std::make_unique<dev::Device>(driver(), a.name(), ctx, e->queues);
 	e->dev = d.get();
 	d->priv = e.release();
@@ -262,6 +265,8 @@ Status configure(dev::Device &d)
 		if (e.profile == Profile::strict)
 			q.slots = std::make_unique<Slot[]>(kSlots);
 	}
+	if (e.profile == Profile::replay)
+		make_replay(e);
 	return {};
 }
 
@@ -270,7 +275,7 @@ Status start(dev::Device &d)
 	Emul &e = emul_of(d);
 	dev::FastPath &fp = d.fast_path();
 	fp.rx_burst = rx_burst_of(e.profile);
-	fp.tx_burst = tx_burst;
+	fp.tx_burst = e.profile == Profile::replay ? tx_burst_replay : tx_burst;
 	for (uint16_t i = 0; i < e.queues; i++)
 		fp.queue[i] = &e.q[i];
 	return {};
@@ -299,12 +304,13 @@ void info(const dev::Device &d, dev::DevInfo *i)
 {
 	const Emul &e = emul_of(d);
 	static const char *const kPg[] = {"4k", "2m"};
-	char buf[160];
-	std::snprintf(buf, sizeof(buf), "%s traffic, %s tables, ws %llu MiB, %s pages%s%s",
+	char buf[200];
+	std::snprintf(buf, sizeof(buf), "%s traffic, %s tables, ws %llu MiB, %s pages%s%s, RAM %s",
 		      kProfiles[static_cast<unsigned>(e.profile)],
 		      kLayouts[static_cast<unsigned>(e.layout)],
 		      static_cast<unsigned long long>(e.ws >> 20), kPg[e.pgsize != kPage],
-		      e.verify ? ", verify" : "", e.dma ? ", dma" : "");
+		      e.verify ? ", verify" : "", e.dma ? ", dma" : "",
+		      e.host != nullptr ? ram_backing_name(e.ram.backing()) : "not allocated");
 	i->description = buf;
 	i->group = e.group;
 	i->numa_node = e.numa_node;

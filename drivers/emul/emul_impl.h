@@ -14,7 +14,7 @@
 
 namespace iodp::emul {
 
-enum class Profile : uint8_t { nic, nvme, random, zipf, stream, strict, storm };
+enum class Profile : uint8_t { nic, nvme, random, zipf, stream, strict, storm, replay };
 enum class Layout : uint8_t { vtd, smmu, vtd_nested, smmu_nested };
 
 /**
@@ -69,6 +69,8 @@ struct alignas(64) Queue {
 	std::unique_ptr<Record[]> recs;
 	std::unique_ptr<Slot[]> slots;
 	std::unique_ptr<std::byte[]> scratch;
+	/** replay: requests made at configure, posted in a loop (cookies filled in on the way). */
+	std::unique_ptr<dev::Request[]> replay;
 	Counter requests, completions, faults, expected_faults, mismatches, dma_bytes;
 };
 
@@ -127,6 +129,12 @@ struct Emul {
 /** The burst functions of @p profile. */
 dev::RxBurst rx_burst_of(Profile profile);
 uint16_t tx_burst(void *queue, const dev::Completion *cpls, uint16_t n);
+/** replay: answers counted, not checked (the engine's cost is what that profile measures). */
+uint16_t tx_burst_replay(void *queue, const dev::Completion *cpls, uint16_t n);
+/** replay: requests in each queue's loop (a power of two). */
+uint64_t replay_length(const Emul &e);
+/** replay: fill each queue's loop, uniform over the data pages. */
+void make_replay(Emul &e);
 
 inline uint64_t next_rand(uint64_t &s)
 {

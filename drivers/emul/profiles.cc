@@ -6,6 +6,7 @@
 #include "emul_impl.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 namespace iodp::emul {
@@ -99,6 +100,34 @@ bool generate(Emul &e, Queue &q, Gen *g)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * replay: the requests were made at configure; posting one is a copy and a cookie, so what
+ * a benchmark times is the engine, not the traffic generator.
+ */
+uint16_t rx_burst_replay(void *queue, dev::Request *reqs, uint16_t n)
+{
+	Queue &q = *static_cast<Queue *>(queue);
+	Emul &e = *q.emul;
+	if (e.dev->gone())
+		return 0;
+	if (e.vanish != 0 && q.issued >= (e.vanish + e.queues - 1) / e.queues) {
+		e.dev->mark_gone("vanish: the device was unplugged mid-run");
+		return 0;
+	}
+	const uint64_t room = kDepth - (q.issued - q.answered);
+	if (n > room)
+		n = static_cast<uint16_t>(room);
+	const uint64_t mask = replay_length(e) - 1;
+	for (uint16_t k = 0; k < n; k++) {
+		reqs[k] = q.replay[(q.cursor + k) & mask];
+		reqs[k].cookie = cookie_of(q.id, q.issued + k);
+	}
+	q.cursor += n;
+	q.issued += n;
+	q.requests.add(n);
+	return n;
 }
 
 template <Profile P>
@@ -218,6 +247,47 @@ uint16_t rx_burst_none(void *, dev::Request *, uint16_t)
 	return 0;
 }
 
+uint16_t tx_burst_replay(void *queue, const dev::Completion *cpls, uint16_t n)
+{
+	Queue &q = *static_cast<Queue *>(queue);
+	if (q.emul->dev->gone())
+		return 0;
+	uint64_t done = 0, faults = 0;
+	for (uint16_t i = 0; i < n; i++) {
+		done += cpls[i].flags & IODP_CPL_LAST;
+		faults += cpls[i].fault != 0;
+	}
+	q.answered += done;
+	q.completions.add(done);
+	q.faults.add(faults);
+	return n;
+}
+
+uint64_t replay_length(const Emul &e)
+{
+	// Four requests per data page, between 64 Ki and 1 Mi: long enough that a working set
+	// larger than a shard is not replayed in an order the shard can learn.
+	return std::bit_ceil(std::clamp<uint64_t>(e.data_pages * 4, 1u << 16, 1u << 20));
+}
+
+void make_replay(Emul &e)
+{
+	const uint64_t n = replay_length(e);
+	for (uint16_t i = 0; i < e.queues; i++) {
+		Queue &q = e.q[i];
+		q.replay = std::make_unique<dev::Request[]>(n);
+		for (uint64_t k = 0; k < n; k++) {
+			const uint64_t r = next_rand(q.rng);
+			const uint64_t page = (r >> 16) % e.data_pages;
+			const uint64_t off = ((r >> 4) & 63) * 64;
+			q.replay[k] = dev::Request{
+				data_iova(e, page * kPage + off, e.len), 0, e.len, e.pasid, 0, q.id,
+				static_cast<uint8_t>((r & 1) ? IODP_ACCESS_WRITE : IODP_ACCESS_READ),
+				{0, 0, 0}};
+		}
+	}
+}
+
 dev::RxBurst rx_burst_of(Profile profile)
 {
 	switch (profile) {
@@ -228,6 +298,7 @@ dev::RxBurst rx_burst_of(Profile profile)
 	case Profile::stream: return rx_burst<Profile::stream>;
 	case Profile::strict: return rx_burst<Profile::strict>;
 	case Profile::storm: return rx_burst_none;
+	case Profile::replay: return rx_burst_replay;
 	}
 	return nullptr;
 }

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <sys/mman.h>
 
 #include <rte_lcore.h>
@@ -297,6 +298,8 @@ const char *ram_backing_name(RamBacking backing)
 		return "hugetlb";
 	case RamBacking::anonymous:
 		return "anonymous";
+	case RamBacking::thp:
+		return "anonymous-thp";
 	}
 	return "?";
 }
@@ -351,6 +354,7 @@ void GuestRam::release()
 			rte_free(data_);
 	} else
 		munmap(data_, mapped_size_);
+	// (thp: data_ is the 2 MiB-aligned start of what is still mapped.)
 	data_ = nullptr;
 }
 
@@ -365,6 +369,47 @@ std::byte *map_anonymous(uint64_t bytes, int extra_flags)
 	void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | extra_flags, -1, 0);
 	return p == MAP_FAILED ? nullptr : static_cast<std::byte *>(p);
+}
+
+/** Whether the kernel gives transparent hugepages to memory that asks (not "[never]"). */
+bool thp_allowed()
+{
+	std::FILE *f = std::fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	if (f == nullptr)
+		return false;
+	char mode[128];
+	const bool read = std::fgets(mode, sizeof(mode), f) != nullptr;
+	std::fclose(f);
+	return read && std::strstr(mode, "[never]") == nullptr;
+}
+
+/**
+ * Ordinary memory laid out for transparent hugepages: @p bytes rounded up to 2 MiB, at a
+ * 2 MiB-aligned address (map 2 MiB more, unmap the unaligned head and the tail), advised
+ * MADV_HUGEPAGE. Without the alignment the kernel can back no 2 MiB page of a block that
+ * starts mid-page, and a table or IOTLB looked up at random pays a TLB miss per access.
+ * Returns nullptr when the kernel refuses the advice (THP disabled): the caller maps
+ * plain pages then, and says so.
+ */
+std::byte *map_thp(uint64_t bytes)
+{
+	if (!thp_allowed())
+		return nullptr;
+	const uint64_t want = (bytes + kHugePage - 1) & ~(kHugePage - 1);
+	std::byte *p = map_anonymous(want + kHugePage, 0);
+	if (p == nullptr)
+		return nullptr;
+	const uint64_t addr = reinterpret_cast<uint64_t>(p);
+	const uint64_t head = ((addr + kHugePage - 1) & ~(kHugePage - 1)) - addr;
+	if (head != 0)
+		munmap(p, head);
+	std::byte *aligned = p + head;
+	munmap(aligned + want, kHugePage - head); // the tail: never empty (head < 2 MiB)
+	if (madvise(aligned, want, MADV_HUGEPAGE) != 0) {
+		munmap(aligned, want);
+		return nullptr;
+	}
+	return aligned;
 }
 
 } // namespace
@@ -401,6 +446,16 @@ Result<GuestRam> GuestRam::allocate(uint64_t size, Source source)
 		if (!any)
 			return Status::error(-ENOMEM, "guest RAM: no 0x%" PRIx64
 					     " bytes of 2 MiB hugepages free", rounded);
+	}
+	if (any) {
+		// Few or no hugepages free: 2 MiB-aligned memory the kernel may back with THP.
+		const uint64_t rounded = (size + kHugePage - 1) & ~(kHugePage - 1);
+		ram.data_ = map_thp(size);
+		if (ram.data_ != nullptr) {
+			ram.backing_ = RamBacking::thp;
+			ram.mapped_size_ = rounded;
+			return ram;
+		}
 	}
 	ram.data_ = map_anonymous(size, 0);
 	if (ram.data_ == nullptr)

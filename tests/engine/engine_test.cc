@@ -71,6 +71,57 @@ TEST_F(DevTest, DevargsAreCheckedAndNamed)
 	EXPECT_EQ(ctx.object_count(), 0u) << "close releases the device's lib/ctl objects";
 }
 
+/*
+ * replay: requests made at configure and posted in a loop, answers counted: every posted
+ * request is answered (no faults, one completion each for single-page requests), and
+ * the loop repeats the same requests with fresh cookies.
+ */
+TEST_F(DevTest, ReplayPostsTheSameRequestsInALoopAndCountsAnswers)
+{
+	EXPECT_FAILS(reg.create(ctx, "emul0,profile=replay,verify=1"), EINVAL,
+		     "emul0: profile=replay takes no faults, verify or dma");
+	EXPECT_FAILS(reg.create(ctx, "emul0,profile=replay,faults=3"), EINVAL, "takes no faults");
+	std::unique_ptr<dev::Device> d = ok(reg.create(ctx, "emul0,profile=replay,ws=8M"));
+	ASSERT_NE(d, nullptr);
+	ASSERT_TRUE(d->start().ok());
+	std::unique_ptr<Worker> w = ok(Worker::create(ctx, engine::WorkerConfig{}));
+	ASSERT_TRUE(w->set_port(0, d->ctl_id).ok());
+	const dev::FastPath &fp = d->fast_path();
+	// 8 MiB: 1792 data pages, so the loop is the minimum, 64 Ki requests.
+	constexpr size_t kLoop = 1 << 16;
+	std::vector<uint64_t> first(kLoop);
+	Request reqs[64];
+	Completion cpls[64];
+	uint64_t posted = 0;
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t k = 0; k < kLoop;) {
+			const uint16_t n = fp.rx_burst(fp.queue[0], reqs, 64);
+			ASSERT_EQ(n, 64u);
+			size_t used = 0;
+			const size_t nc = w->translate_burst(reqs, n, cpls, 64, &used);
+			ASSERT_EQ(used, n);
+			ASSERT_EQ(nc, n) << "single-page requests: one completion each";
+			for (size_t i = 0; i < n; i++, k++) {
+				ASSERT_EQ(reqs[i].cookie & ((1ull << 48) - 1), posted + i);
+				ASSERT_EQ(reqs[i].length, 64u);
+				ASSERT_EQ(cpls[i].fault, 0) << "replay stays in mapped memory";
+				if (pass == 0)
+					first[k] = reqs[i].iova;
+				else
+					ASSERT_EQ(reqs[i].iova, first[k]) << "the loop repeats";
+			}
+			ASSERT_EQ(fp.tx_burst(fp.queue[0], cpls, static_cast<uint16_t>(nc)), nc);
+			posted += n;
+		}
+	const dev::DevStats st = d->stats();
+	EXPECT_EQ(st.requests, 2 * kLoop);
+	EXPECT_EQ(st.completions, 2 * kLoop);
+	EXPECT_EQ(st.faults, 0u);
+	EXPECT_NE(d->info().description.find("replay traffic"), std::string::npos);
+	EXPECT_NE(d->info().description.find(", RAM "), std::string::npos);
+	d->stop();
+}
+
 /* Library mode: the caller's thread is the worker ------------------------------------- */
 
 TEST_F(DevTest, LibraryModeTranslatesCrossingPagesFaultsAndSeesUnmaps)

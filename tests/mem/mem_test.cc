@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <vector>
 
 namespace iodp {
@@ -117,6 +119,50 @@ TEST(GuestRam, AutomaticFallsBackWithoutAnEal)
 	EXPECT_FALSE(d.ok());
 	EXPECT_EQ(d.status().code(), -ENODEV);
 	EXPECT_EQ(GuestRam::allocate(0).status().code(), -EINVAL);
+}
+
+/** Free 2 MiB hugepages, from /proc/meminfo (0 if unreadable). */
+long free_hugepages()
+{
+	FILE *f = std::fopen("/proc/meminfo", "r");
+	if (f == nullptr)
+		return 0;
+	char line[256];
+	long n = 0;
+	while (std::fgets(line, sizeof(line), f) != nullptr)
+		if (std::sscanf(line, "HugePages_Free: %ld", &n) == 1)
+			break;
+	std::fclose(f);
+	return n;
+}
+
+TEST(GuestRam, FallbackPastTheFreeHugepagesIsAlignedForThp)
+{
+	// More than every free hugepage: MAP_HUGETLB must fail, so the fallback is what we get
+	// (virtual memory only; nothing is touched but two bytes).
+	const uint64_t size = (static_cast<uint64_t>(free_hugepages()) + 1) * (2u << 20) + 4096;
+	Result<GuestRam> r = GuestRam::allocate(size);
+	ASSERT_TRUE(r.ok()) << r.status().message();
+	ASSERT_NE(r->backing(), RamBacking::hugetlb);
+	std::FILE *thp = std::fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	char mode[128] = "";
+	if (thp != nullptr) {
+		if (std::fgets(mode, sizeof(mode), thp) == nullptr)
+			mode[0] = 0;
+		std::fclose(thp);
+	}
+	if (std::strstr(mode, "[never]") == nullptr) {
+		EXPECT_EQ(r->backing(), RamBacking::thp);
+		EXPECT_STREQ(ram_backing_name(r->backing()), "anonymous-thp");
+	} else {
+		EXPECT_EQ(r->backing(), RamBacking::anonymous); // not called THP when it cannot be
+	}
+	if (r->backing() == RamBacking::thp) {
+		EXPECT_EQ(reinterpret_cast<uintptr_t>(r->data()) % (2u << 20), 0u);
+	}
+	EXPECT_EQ(r->size(), size);
+	EXPECT_EQ(r->data()[0], std::byte{0});
+	EXPECT_EQ(r->data()[size - 1], std::byte{0});
 }
 
 } // namespace

@@ -6,9 +6,13 @@
  * drivers/emul: emulated devices that produce translation traffic shaped like real ones.
  *
  * devargs: emulN,key=value,...
- *   profile=nic|nvme|random|zipf|stream|strict|storm   what the device does (default random);
- *                   storm sends no requests: its driver side keeps its invalidation queue
- *                   full of single-page IOAS_UNMAPs (a command storm, for fairness tests)
+ *   profile=nic|nvme|random|zipf|stream|strict|storm|replay
+ *                   what the device does (default random); storm sends no requests: its
+ *                   driver side keeps its invalidation queue full of single-page
+ *                   IOAS_UNMAPs (a command storm, for fairness tests); replay posts requests
+ *                   made once at configure (uniform single-page reads and writes over the
+ *                   working set, len bytes) and counts the answers without checking them,
+ *                   so what a benchmark of it times is the engine
  *   format=vtd|smmu|vtd-nested|smmu-nested       who owns the tables: the engine (paging,
  *                                                 in that IOMMU's format) or the guest
  *                                                 (a stage 1 in guest RAM over a parent)

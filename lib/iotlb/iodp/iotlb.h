@@ -256,6 +256,8 @@ public:
 	uint32_t capacity() const { return sets_ * kWays; }
 	/** Bytes of the entry array (for sizing reports). */
 	size_t bytes() const { return size_t{sets_} * sizeof(Set); }
+	/** What the entry array sits on (hugepages or not: a lookup's TLB cost depends on it). */
+	RamBacking backing() const { return ram_.backing(); }
 
 private:
 	static constexpr unsigned kWays = 4;

@@ -256,6 +256,11 @@ enum class RamBacking : uint8_t {
 	dpdk,      ///< DPDK memory (hugepages when the EAL has them)
 	hugetlb,   ///< an anonymous MAP_HUGETLB mapping of 2 MiB pages
 	anonymous, ///< ordinary 4 KiB pages
+	/**
+	 * ordinary memory at a 2 MiB-aligned address advised MADV_HUGEPAGE: the kernel backs
+	 * it with transparent 2 MiB pages where it can (the fallback when hugepages run out)
+	 */
+	thp,
 };
 
 const char *ram_backing_name(RamBacking backing);
@@ -264,7 +269,8 @@ const char *ram_backing_name(RamBacking backing);
  * An owned, zero-filled block of host memory to serve as guest RAM.
  *
  * allocate() prefers hugepages: DPDK memory when an EAL is running, else a MAP_HUGETLB
- * mapping, else ordinary pages; backing() says which one it got so callers can report it.
+ * mapping, else 2 MiB-aligned ordinary memory advised for transparent hugepages, else plain
+ * ordinary pages; backing() says which one it got so callers can report it.
  */
 class GuestRam {
 public:
