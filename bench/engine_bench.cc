@@ -4,6 +4,8 @@
  *
  *   Engine/<profile>/<workers>             the engine (batched, prefetching pipeline)
  *   Engine/<profile>/<workers>/serialwalk  the same engine walking misses one at a time
+ *   Library/<profile>                      library mode on the benchmark's thread: the
+ *                                          worker's own cost (CPU time), no rings
  *   EngineQemuStyle/<profile>              the same devices and traffic through an engine
  *                                          built as software IOMMUs are today: one mutex,
  *                                          one hash table (std::unordered_map, reset when it
@@ -165,6 +167,48 @@ void run_engine(benchmark::State &state, const ProfileSpec &p, unsigned workers,
 	if (d->stats().mismatches != 0)
 		state.SkipWithError("the device saw wrong answers");
 	state.SetLabel(d->info().description);
+}
+
+/*
+ * Library mode: the benchmark's thread is the worker (translate_burst() between the
+ * device's rx and tx bursts), with no rings, no other thread and no control loop, timed
+ * by this thread's CPU time: the worker's own cost per request, which a machine shared
+ * with other work disturbs least.
+ */
+void run_library(benchmark::State &state, const ProfileSpec &p)
+{
+	ctl::Ctx ctx;
+	std::unique_ptr<dev::Device> d = make_device(ctx, p, 1);
+	Result<std::unique_ptr<engine::Worker>> w = engine::Worker::create(ctx, {});
+	if (d == nullptr || !w || !d->start().ok() || !(*w)->set_port(0, d->ctl_id).ok()) {
+		state.SkipWithError("device or worker setup failed");
+		return;
+	}
+	engine::Worker &worker = **w;
+	const dev::FastPath &fp = d->fast_path();
+	dev::Request reqs[64];
+	dev::Completion cpls[64 * 17];
+	auto burst = [&] {
+		const uint16_t n = fp.rx_burst(fp.queue[0], reqs, 64);
+		size_t used = 0;
+		const size_t nc = worker.translate_burst(reqs, n, cpls, 64 * 17, &used);
+		fp.tx_burst(fp.queue[0], cpls, static_cast<uint16_t>(nc));
+		return used;
+	};
+	for (int i = 0; i < 20000; i++) // warm the shard
+		burst();
+	const engine::WorkerStats before = worker.stats();
+	uint64_t done = 0;
+	for (auto _ : state)
+		done += burst();
+	const engine::WorkerStats after = worker.stats();
+	state.SetItemsProcessed(static_cast<int64_t>(done));
+	const double pages = static_cast<double>(after.pages - before.pages);
+	state.counters["hit_rate"] = pages > 0 ? (after.hits - before.hits) / pages : 0;
+	if (d->stats().mismatches != 0)
+		state.SkipWithError("the device saw wrong answers");
+	state.SetLabel(d->info().description);
+	d->stop();
 }
 
 /* The QEMU-style baseline --------------------------------------------------------------- */
@@ -401,6 +445,9 @@ void register_engine_benchmarks()
 						     })
 				->UseManualTime()->Iterations(10)->Unit(benchmark::kMillisecond);
 		}
+		if (std::string(p.name) != "strict") // strict needs a control thread
+			benchmark::RegisterBenchmark((std::string("Library/") + p.name).c_str(),
+						     [p](benchmark::State &s) { run_library(s, p); });
 		if (worker_lcores >= 1)
 			benchmark::RegisterBenchmark((std::string("EngineQemuStyle/") + p.name).c_str(),
 						     [p](benchmark::State &s) { run_qemu_style(s, p); })

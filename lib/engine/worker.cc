@@ -174,125 +174,330 @@ void Worker::fault(const Request &r, uint32_t ctl_dev, uint64_t iova, unsigned k
 }
 
 /*
- * One step: take requests while their pages fit kMaxPieces and their worst-case
- * completions fit @p cap, translate the pages of each (device, PASID) run with one
- * Shard::translate() call, then answer the requests in order.
+ * The translate path: four stages over a step of at most Step::kMax requests, each its
+ * own function so the path reads top to bottom.
+ *
+ *   gather     check each request (length, access, port: every index a request gives is
+ *              bounds-checked), find its route in the PASID/config cache, make its probe
+ *   look_up    one bulk lookup of every request's first byte. A request that lies inside
+ *              the page it hits, whatever that page's size (4 KiB to 1 GiB), with the
+ *              access allowed, is answered by that one lookup: the hit path ends here
+ *   walk       the rest: single-page misses walked together per route with the lookup
+ *              already made (Shard::translate_known); requests that cross pages are split
+ *              into 4 KiB pieces, the pieces after the first looked up, then walked
+ *   complete   completions in request order: one for a hit, one per host-contiguous run
+ *              for split requests, one for a fault
+ *
+ * What a stage leaves for the next is 16 bytes per request (Answer); the 56-byte walk
+ * results exist only for walked requests, and are folded into Answers or read directly by
+ * complete() for split ones.
+ */
+namespace {
+
+enum How : uint8_t {
+	kBad,   ///< malformed: BAD_REQUEST
+	kFault, ///< answered with a fault before any lookup (no route, refused)
+	kLook,  ///< looked up in look_up(), not answered yet
+	kDone,  ///< answered with Answer::host (a hit, or a walk's result)
+	kWalk,  ///< one page, missed: walk() answers it
+	kSplit, ///< crosses pages of the size it hit (or missed): walk() splits it
+};
+
+/** One request's state between stages: 16 bytes. */
+struct Answer {
+	uint64_t host;  ///< translated address of the first byte (kDone, no fault)
+	uint8_t how;
+	uint8_t fault;  ///< pgtable::FaultKind (0: none)
+	uint8_t stage;
+	int8_t level;
+	uint16_t probe; ///< kLook, kWalk, kSplit: index of its probe
+	uint16_t pieces; ///< kSplit: index of its first piece
+};
+static_assert(sizeof(Answer) == 16, "an Answer is what the hit path carries: keep it small");
+
+bool cacheable(uint8_t access) { return !(access & pgtable::kAccessPriv); }
+
+void set_fault(Answer &a, const WalkResult &w)
+{
+	a.how = kDone;
+	a.host = 0;
+	a.fault = static_cast<uint8_t>(w.fault);
+	a.stage = w.stage;
+	a.level = w.level;
+}
+
+} // namespace
+
+struct Worker::Step {
+	/** Requests per step: one bulk lookup's worth. */
+	static constexpr size_t kMax = 64;
+
+	const Request *reqs = nullptr;
+	size_t n = 0; ///< requests taken
+	Answer ans[kMax];
+	uint32_t dev[kMax];
+	const iotlb::CachedRoute *rt[kMax];
+	uint8_t pages[kMax]; ///< 4 KiB pages each request touches (<= 17)
+
+	iotlb::Probe probe[kMax];
+	uint64_t host[kMax];
+	uint8_t perm[kMax];
+	size_t nprobe = 0;
+
+	/** Split requests' 4 KiB pieces (results left uninitialised: see run() of old). */
+	iotlb::Request piece[kMaxPieces];
+	size_t npiece = 0;
+	union Results {
+		WalkResult v[kMaxPieces];
+		Results() {}
+	} res;
+};
+
+template <bool kFixedPort>
+void Worker::gather(Step &s, uint16_t port, const Request *reqs, size_t n, size_t room)
+{
+	s.reqs = reqs;
+	s.nprobe = 0;
+	s.npiece = 0;
+	size_t i = 0, worst = 0, pieces = 0;
+	uint32_t last_dev = 0, last_pasid = 0;
+	const iotlb::CachedRoute *rt = nullptr;
+	bool have = false;
+	for (; i < n && i < Step::kMax; i++) {
+		const Request &r = reqs[i];
+		const unsigned p = kFixedPort ? port : r.device;
+		const uint64_t pages = p < kMaxPorts ? pages_of(r) : 0;
+		const uint64_t need = pages ? pages : 1;
+		// Room for its worst case (a completion per page), and for its pieces if split.
+		if (worst + need > room || (pages > 1 && pieces + pages > kMaxPieces))
+			break;
+		worst += need;
+		Answer &a = s.ans[i];
+		s.pages[i] = static_cast<uint8_t>(pages);
+		s.dev[i] = p < kMaxPorts ? port_dev_[p] : 0;
+		s.rt[i] = nullptr;
+		if (pages == 0) {
+			a.how = kBad;
+			continue;
+		}
+		pieces += pages > 1 ? pages : 0;
+		const uint32_t dev = s.dev[i];
+		if (!have || dev != last_dev || r.pasid != last_pasid) {
+			rt = dev != 0 ? route(dev, r.pasid) : nullptr;
+			last_dev = dev;
+			last_pasid = r.pasid;
+			have = true;
+		}
+		if (rt == nullptr) {
+			WalkResult w;
+			w.fault = pgtable::FaultKind::not_attached;
+			set_fault(a, w);
+			continue;
+		}
+		s.rt[i] = rt;
+		const iotlb::Route &route = rt->route;
+		if (route.blocked != pgtable::FaultKind::none || route.mem == nullptr ||
+		    (r.access & pgtable::kAccessPriv)) {
+			WalkResult w;
+			if (route.refuses(r.access, &w)) {
+				set_fault(a, w);
+				continue;
+			}
+		}
+		a.how = kLook;
+		a.probe = static_cast<uint16_t>(s.nprobe);
+		s.probe[s.nprobe++] = {r.iova, cacheable(r.access) ? rt->ctx : uint16_t{0}};
+	}
+	s.n = i;
+}
+
+void Worker::look_up(Step &s)
+{
+	shard_.lookup_bulk(s.probe, s.nprobe, s.host, s.perm);
+	for (size_t i = 0; i < s.n; i++) {
+		Answer &a = s.ans[i];
+		if (a.how != kLook)
+			continue;
+		const Request &r = s.reqs[i];
+		const uint64_t host = s.host[a.probe];
+		const uint8_t perm = s.perm[a.probe];
+		const uint64_t size_mask = (uint64_t{1} << iotlb::kSizeShift[perm >> 4]) - 1;
+		const uint64_t last = (r.iova & size_mask) + (r.length ? r.length - 1 : 0);
+		if (host != 0 && (r.access & 7 & ~perm) == 0 && last <= size_mask) {
+			a.how = kDone; // inside the page it hit: answered by this one lookup
+			a.host = host;
+			a.fault = 0;
+			own_.pages++;
+		} else {
+			a.how = s.pages[i] == 1 ? kWalk : kSplit;
+		}
+	}
+}
+
+void Worker::walk(Step &s)
+{
+	// Single-page misses, in runs of one route, with the lookup look_up() made.
+	iotlb::Request w[Step::kMax];
+	uint64_t host[Step::kMax];
+	uint8_t perm[Step::kMax];
+	uint8_t who[Step::kMax];
+	union Results {
+		WalkResult v[Step::kMax];
+		Results() {}
+	} res;
+	size_t nw = 0;
+	const iotlb::CachedRoute *cur = nullptr;
+	auto flush = [&] {
+		if (config_.serial_walks) {
+			for (size_t k = 0; k < nw; k++)
+				shard_.translate_known(*cur, &w[k], 1, &host[k], &perm[k], &res.v[k]);
+		} else if (nw != 0) {
+			shard_.translate_known(*cur, w, nw, host, perm, res.v);
+		}
+		for (size_t k = 0; k < nw; k++) {
+			Answer &a = s.ans[who[k]];
+			if (res.v[k].ok()) {
+				a.how = kDone;
+				a.host = res.v[k].out;
+				a.fault = 0;
+			} else {
+				set_fault(a, res.v[k]);
+			}
+		}
+		own_.pages += nw;
+		nw = 0;
+	};
+	for (size_t i = 0; i < s.n; i++) {
+		const Answer &a = s.ans[i];
+		if (a.how != kWalk)
+			continue;
+		if (s.rt[i] != cur) {
+			flush();
+			cur = s.rt[i];
+		}
+		w[nw] = {s.reqs[i].iova, s.reqs[i].access};
+		host[nw] = s.host[a.probe];
+		perm[nw] = s.perm[a.probe];
+		who[nw++] = static_cast<uint8_t>(i);
+	}
+	flush();
+
+	// Requests that cross pages: 4 KiB pieces, the first already looked up.
+	for (size_t i = 0; i < s.n; i++) {
+		Answer &a = s.ans[i];
+		if (a.how != kSplit)
+			continue;
+		const Request &r = s.reqs[i];
+		const size_t p0 = s.npiece, np = s.pages[i];
+		const uint64_t base = r.iova & ~(kPage - 1);
+		iotlb::Probe probes[IODP_REQUEST_MAX_LEN / kPage + 1];
+		uint64_t phost[IODP_REQUEST_MAX_LEN / kPage + 2];
+		uint8_t pperm[IODP_REQUEST_MAX_LEN / kPage + 2];
+		for (size_t k = 0; k < np; k++) {
+			s.piece[p0 + k] = {k == 0 ? r.iova : base + k * kPage, r.access};
+			if (k > 0)
+				probes[k - 1] = {base + k * kPage, s.probe[a.probe].ctx};
+		}
+		phost[0] = s.host[a.probe];
+		pperm[0] = s.perm[a.probe];
+		shard_.lookup_bulk(probes, np - 1, phost + 1, pperm + 1);
+		if (config_.serial_walks) {
+			for (size_t k = 0; k < np; k++)
+				shard_.translate_known(*s.rt[i], &s.piece[p0 + k], 1, &phost[k],
+						       &pperm[k], &s.res.v[p0 + k]);
+		} else {
+			shard_.translate_known(*s.rt[i], &s.piece[p0], np, phost, pperm,
+					       &s.res.v[p0]);
+		}
+		a.pieces = static_cast<uint16_t>(p0);
+		s.npiece += np;
+		own_.pages += np;
+	}
+}
+
+size_t Worker::complete(Step &s, Completion *cpls)
+{
+	size_t nc = 0;
+	for (size_t i = 0; i < s.n; i++) {
+		const Request &r = s.reqs[i];
+		const Answer &a = s.ans[i];
+		const uint32_t len = r.length ? r.length : 1;
+		if (a.how == kDone && a.fault == 0) {
+			cpls[nc++] = Completion{r.cookie, a.host, 0, len, 0, 0, 0, IODP_CPL_LAST, 0};
+			continue;
+		}
+		if (a.how == kBad) {
+			cpls[nc++] = Completion{r.cookie, 0, 0, 0, IODP_FAULT_BAD_REQUEST, 0, 0,
+						IODP_CPL_LAST, 0};
+			fault(r, s.dev[i], r.iova, IODP_FAULT_BAD_REQUEST, 0, 0);
+			continue;
+		}
+		if (a.how == kDone) {
+			cpls[nc++] = Completion{r.cookie, 0, 0, 0, a.fault, a.stage, a.level,
+						IODP_CPL_LAST, 0};
+			fault(r, s.dev[i], r.iova, a.fault, a.stage, a.level);
+			continue;
+		}
+		nc += complete_split(r, s.dev[i], &s.piece[a.pieces], &s.res.v[a.pieces],
+				     s.pages[i], &cpls[nc]);
+	}
+	return nc;
+}
+
+/** A split request: its first failed piece faults it, else one completion per run. */
+size_t Worker::complete_split(const Request &r, uint32_t dev, const iotlb::Request *pieces,
+			      const WalkResult *res, size_t np, Completion *cpls)
+{
+	for (size_t p = 0; p < np; p++) {
+		if (res[p].ok())
+			continue;
+		const WalkResult &w = res[p];
+		const uint32_t off = p == 0 ? 0 : static_cast<uint32_t>(pieces[p].iova - r.iova);
+		cpls[0] = Completion{r.cookie, 0, off, 0, static_cast<uint8_t>(w.fault), w.stage,
+				     w.level, IODP_CPL_LAST, 0};
+		fault(r, dev, pieces[p].iova, static_cast<unsigned>(w.fault), w.stage, w.level);
+		return 1;
+	}
+	// Runs of host-contiguous pages share one completion.
+	const uint64_t len = r.length ? r.length : 1;
+	uint64_t off = 0;
+	size_t nc = 0;
+	Completion *run = nullptr;
+	for (size_t p = 0; p < np; p++) {
+		const uint64_t in_page = kPage - (pieces[p].iova & (kPage - 1));
+		const uint32_t plen = static_cast<uint32_t>(std::min<uint64_t>(in_page, len - off));
+		const uint64_t host = res[p].out;
+		if (run != nullptr && run->host + run->length == host) {
+			run->length += plen;
+		} else {
+			run = &cpls[nc++];
+			*run = Completion{r.cookie, host, static_cast<uint32_t>(off), plen, 0, 0, 0, 0, 0};
+		}
+		off += plen;
+	}
+	run->flags = IODP_CPL_LAST;
+	return nc;
+}
+
+/*
+ * Steps until the requests run out or the next one's worst case does not fit @p cap:
+ * *consumed is how many were answered (in order).
  */
 template <bool kFixedPort>
 size_t Worker::run(uint16_t port, const Request *reqs, size_t n, Completion *cpls, size_t cap,
 		   size_t *consumed)
 {
-	iotlb::Request pieces[kMaxPieces];
-	// Left uninitialised: WalkResult has member initialisers, and zeroing 14 KiB per
-	// call cost more than the hits it serves.
-	union Results {
-		WalkResult v[kMaxPieces];
-		Results() {}
-	} results;
-	WalkResult *res = results.v;
-	uint32_t first_piece[kMaxPieces + 1];
-	size_t nc = 0;
-	size_t done = 0;
+	Step s;
+	size_t nc = 0, done = 0;
 	while (done < n) {
-		// Gather.
-		size_t np = 0, end = done, worst = 0;
-		while (end < n) {
-			const Request &r = reqs[end];
-			const uint64_t pages = pages_of(r);
-			const uint64_t need = pages ? pages : 1;
-			if (np + pages > kMaxPieces || end - done >= kMaxPieces ||
-			    nc + worst + need > cap)
-				break;
-			first_piece[end - done] = static_cast<uint32_t>(np);
-			const uint64_t base = r.iova & ~(kPage - 1);
-			for (uint64_t p = 0; p < pages; p++)
-				pieces[np + p] = {p == 0 ? r.iova : base + p * kPage, r.access};
-			np += pages;
-			worst += need;
-			end++;
-		}
-		first_piece[end - done] = static_cast<uint32_t>(np);
-		if (end == done)
+		gather<kFixedPort>(s, port, reqs + done, n - done, cap - nc);
+		if (s.n == 0)
 			break; // no room for the next request's completions
-		own_.pages += np;
-
-		// Translate runs of one (device, PASID).
-		for (size_t i = done; i < end;) {
-			const uint32_t dev = port_dev_[kFixedPort ? port : reqs[i].device];
-			const uint32_t pasid = reqs[i].pasid;
-			size_t j = i + 1;
-			while (j < end && reqs[j].pasid == pasid &&
-			       (kFixedPort || port_dev_[reqs[j].device] == dev))
-				j++;
-			const size_t p0 = first_piece[i - done], p1 = first_piece[j - done];
-			const iotlb::CachedRoute *rt = dev != 0 ? route(dev, pasid) : nullptr;
-			if (rt == nullptr) {
-				for (size_t p = p0; p < p1; p++) {
-					res[p] = WalkResult{};
-					res[p].fault = pgtable::FaultKind::not_attached;
-				}
-			} else if (config_.serial_walks) {
-				for (size_t p = p0; p < p1; p++)
-					shard_.translate(*rt, &pieces[p], 1, &res[p]);
-			} else if (p1 > p0) {
-				shard_.translate(*rt, &pieces[p0], p1 - p0, &res[p0]);
-			}
-			i = j;
-		}
-
-		// Answer in order.
-		for (size_t i = done; i < end; i++) {
-			const Request &r = reqs[i];
-			const uint32_t dev = port_dev_[kFixedPort ? port : r.device];
-			const size_t p0 = first_piece[i - done], p1 = first_piece[i + 1 - done];
-			Completion &c0 = cpls[nc];
-			if (p0 == p1) {
-				c0 = Completion{r.cookie, 0, 0, 0, IODP_FAULT_BAD_REQUEST, 0, 0,
-						IODP_CPL_LAST, 0};
-				fault(r, dev, r.iova, IODP_FAULT_BAD_REQUEST, 0, 0);
-				nc++;
-				continue;
-			}
-			size_t bad = p1;
-			for (size_t p = p0; p < p1; p++)
-				if (!res[p].ok()) {
-					bad = p;
-					break;
-				}
-			if (bad != p1) {
-				const WalkResult &w = res[bad];
-				const uint32_t off = bad == p0 ? 0
-							       : static_cast<uint32_t>(
-									 pieces[bad].iova - r.iova);
-				c0 = Completion{r.cookie, 0, off, 0, static_cast<uint8_t>(w.fault),
-						w.stage, w.level, IODP_CPL_LAST, 0};
-				fault(r, dev, pieces[bad].iova, static_cast<unsigned>(w.fault),
-				      w.stage, w.level);
-				nc++;
-				continue;
-			}
-			// Runs of host-contiguous pages share one completion.
-			const uint64_t len = r.length ? r.length : 1;
-			uint64_t off = 0;
-			Completion *run = nullptr;
-			for (size_t p = p0; p < p1; p++) {
-				const uint64_t in_page = kPage - (pieces[p].iova & (kPage - 1));
-				const uint32_t plen = static_cast<uint32_t>(
-					std::min<uint64_t>(in_page, len - off));
-				const uint64_t host = res[p].out;
-				if (run != nullptr && run->host + run->length == host) {
-					run->length += plen;
-				} else {
-					run = &cpls[nc++];
-					*run = Completion{r.cookie, host, static_cast<uint32_t>(off),
-							  plen, 0, 0, 0, 0, 0};
-				}
-				off += plen;
-			}
-			run->flags = IODP_CPL_LAST;
-		}
-		own_.requests += end - done;
-		done = end;
+		look_up(s);
+		walk(s);
+		nc += complete(s, cpls + nc);
+		own_.requests += s.n;
+		done += s.n;
 	}
 	own_.completions += nc;
 	*consumed = done;

@@ -121,7 +121,7 @@ bool Shard::route_matches(const CachedRoute &r, const inval::Descriptor &d) cons
 void Shard::translate(const CachedRoute &r, const Request *reqs, size_t n, WalkResult *out)
 {
 	for (size_t i = 0; i < n; i += kChunk)
-		translate_chunk(r, reqs + i, std::min(kChunk, n - i), out + i);
+		translate_chunk(r, reqs + i, std::min(kChunk, n - i), nullptr, nullptr, out + i);
 }
 
 /*
@@ -137,8 +137,15 @@ static uint8_t cached_perm(const Route &rt, const WalkResult &res, uint8_t acces
 	return res.perm;
 }
 
+void Shard::translate_known(const CachedRoute &r, const Request *reqs, size_t n,
+			    const uint64_t *host, const uint8_t *perm, WalkResult *out)
+{
+	for (size_t i = 0; i < n; i += kChunk)
+		translate_chunk(r, reqs + i, std::min(kChunk, n - i), host + i, perm + i, out + i);
+}
+
 void Shard::translate_chunk(const CachedRoute &r, const Request *reqs, size_t n,
-			    WalkResult *out)
+			    const uint64_t *known_host, const uint8_t *known_perm, WalkResult *out)
 {
 	const Route &rt = r.route;
 	if (rt.blocked != FaultKind::none || rt.mem == nullptr) {
@@ -149,12 +156,18 @@ void Shard::translate_chunk(const CachedRoute &r, const Request *reqs, size_t n,
 	const pgtable::Translation x = rt.translation();
 	const bool nested = rt.s2.has_value();
 
-	Probe probes[kChunk];
-	uint64_t host[kChunk];
-	uint8_t perm[kChunk];
-	for (size_t i = 0; i < n; i++)
-		probes[i] = {reqs[i].iova, cacheable(reqs[i].access) ? r.ctx : uint16_t{0}};
-	lookup_bulk(probes, n, host, perm);
+	uint64_t looked_host[kChunk];
+	uint8_t looked_perm[kChunk];
+	const uint64_t *host = known_host;
+	const uint8_t *perm = known_perm;
+	if (host == nullptr) {
+		Probe probes[kChunk];
+		for (size_t i = 0; i < n; i++)
+			probes[i] = {reqs[i].iova, cacheable(reqs[i].access) ? r.ctx : uint16_t{0}};
+		lookup_bulk(probes, n, looked_host, looked_perm);
+		host = looked_host;
+		perm = looked_perm;
+	}
 
 	Scratch<WalkRequest, kChunk> walks;
 	size_t who[kChunk];

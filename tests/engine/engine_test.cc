@@ -204,6 +204,50 @@ TEST_F(DevTest, LibraryModeTranslatesCrossingPagesFaultsAndSeesUnmaps)
 	EXPECT_EQ(c[1].fault, IODP_FAULT_NOT_PRESENT);
 }
 
+/*
+ * A request's device field indexes the worker's port table (kMaxPorts entries): past it
+ * is a bad request, never another device's route (the words after the table are the
+ * worker's own state, which reads as some device id).
+ */
+TEST_F(DevTest, LibraryModeRefusesPortsPastTheTable)
+{
+	Result<GuestRam> ram = GuestRam::allocate(2u << 20);
+	ASSERT_TRUE(ram.ok());
+	const uint32_t dev = ok(ctx.device_create({"lib0", ctl::IommuModel::vtd, 0, 1, 20}));
+	const uint32_t ioas = ok(ctx.ioas_alloc());
+	const uint32_t rw = IODP_IOAS_MAP_FIXED_IOVA | IODP_IOAS_MAP_READABLE | IODP_IOAS_MAP_WRITEABLE;
+	ASSERT_TRUE(ctx.ioas_map(ioas, rw, 0x10000, ram->data(), 0x1000).ok());
+	ASSERT_TRUE(ctx.device_attach(dev, std::nullopt, ioas).ok());
+	std::unique_ptr<Worker> w = ok(Worker::create(ctx, engine::WorkerConfig{}));
+	EXPECT_FAILS(w->set_port(engine::kMaxPorts, dev), EINVAL, "port 256 is beyond the last (255)");
+	for (uint16_t p = 0; p < engine::kMaxPorts; p++) // every port is the device
+		ASSERT_TRUE(w->set_port(p, dev).ok());
+	const auto R = IODP_ACCESS_READ;
+	const Request reqs[] = {
+		{0x10000, 1, 8, IODP_PASID_NONE, 255, 0, R, {}},
+		{0x10000, 2, 8, IODP_PASID_NONE, 256, 0, R, {}},
+		{0x10000, 3, 8, IODP_PASID_NONE, 300, 0, R, {}},
+		{0x10000, 4, 8, IODP_PASID_NONE, 0xffff, 0, R, {}},
+		{0x10000, 5, 8, IODP_PASID_NONE, 0, 0, R, {}},
+	};
+	Completion c[8];
+	size_t used = 0;
+	for (int burst = 0; burst < 2; burst++) { // the second with the worker's state warm
+		ASSERT_EQ(w->translate_burst(reqs, 5, c, 8, &used), 5u);
+		EXPECT_EQ(used, 5u);
+		EXPECT_EQ(c[0].fault, 0);
+		EXPECT_EQ(c[0].host, reinterpret_cast<uint64_t>(ram->data()));
+		for (int i = 1; i <= 3; i++) {
+			EXPECT_EQ(c[i].cookie, static_cast<uint64_t>(i + 1));
+			EXPECT_EQ(c[i].fault, IODP_FAULT_BAD_REQUEST) << "device " << reqs[i].device;
+			EXPECT_EQ(c[i].host, 0u);
+			EXPECT_EQ(c[i].flags, IODP_CPL_LAST);
+		}
+		EXPECT_EQ(c[4].fault, 0);
+	}
+	EXPECT_EQ(w->stats().faults_by_kind[IODP_FAULT_BAD_REQUEST], 6u);
+}
+
 /* The engine end to end -------------------------------------------------------------- */
 
 struct EngineTest : DevTest {

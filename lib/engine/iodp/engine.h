@@ -9,9 +9,11 @@
  *   1. drains its invalidation ring into its IOTLB shard (lib/iotlb Coherence),
  *   2. resolves each request's context, device -> PASID -> domain, through the shard's
  *      PASID/config cache (lib/ctl on a miss; an unattached PASID faults, never translates),
- *   3. splits requests into pages and looks them up in bulk in the shard,
+ *   3. looks up every request's first byte in bulk in the shard; a request inside the page
+ *      it hits (any page size) is answered by that lookup,
  *   4. walks the misses together (walks interleaved level by level with prefetch, resumed
- *      from the paging-structure cache, nested through the stage-2 cache) and fills,
+ *      from the paging-structure cache, nested through the stage-2 cache) and fills;
+ *      requests that cross pages are split into 4 KiB pieces there,
  *   5. writes completions (one per host-contiguous run of a request) and queues faults for
  *      the control thread to report to the context's fault queues,
  *   6. reports a quiescent state.
@@ -66,7 +68,8 @@ struct WorkerStats {
 	uint64_t bursts = 0;
 	uint64_t requests = 0;
 	uint64_t completions = 0;     ///< completion records written (>= requests answered)
-	uint64_t pages = 0;           ///< pages looked up (a request crossing pages counts each)
+	uint64_t pages = 0;           ///< lookups: one per request inside one cached page, one per
+				      ///< 4 KiB piece of a request split across pages
 	uint64_t hits = 0;
 	uint64_t misses = 0;
 	uint64_t walks = 0;
@@ -151,6 +154,15 @@ private:
 	template <bool kFixedPort>
 	size_t run(uint16_t port, const dev::Request *reqs, size_t n, dev::Completion *cpls,
 		   size_t cap, size_t *consumed);
+	/* The stages of run() (worker.cc says what each does). */
+	struct Step;
+	template <bool kFixedPort>
+	void gather(Step &s, uint16_t port, const dev::Request *reqs, size_t n, size_t room);
+	void look_up(Step &s);
+	void walk(Step &s);
+	size_t complete(Step &s, dev::Completion *cpls);
+	size_t complete_split(const dev::Request &r, uint32_t dev, const iotlb::Request *pieces,
+			      const pgtable::WalkResult *res, size_t np, dev::Completion *cpls);
 	const iotlb::CachedRoute *route(uint32_t ctl_dev, uint32_t pasid);
 	void fault(const dev::Request &r, uint32_t ctl_dev, uint64_t iova, unsigned kind,
 		   uint8_t stage, int8_t level);

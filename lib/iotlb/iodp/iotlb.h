@@ -248,6 +248,14 @@ public:
 	 */
 	void translate(const CachedRoute &r, const Request *reqs, size_t n,
 		       pgtable::WalkResult *out);
+	/**
+	 * translate() for requests already looked up: host[i] and perm[i] are what
+	 * lookup_bulk() gave for reqs[i] with the route's context (a hit, a hit without the
+	 * access, or a miss; counted there). No second lookup: the worker's one-pass path
+	 * answers hits itself and hands only the rest here.
+	 */
+	void translate_known(const CachedRoute &r, const Request *reqs, size_t n,
+			     const uint64_t *host, const uint8_t *perm, pgtable::WalkResult *out);
 
 	/** Value bit 3: the entry was hit since its set last filled up (NRU replacement). */
 	static constexpr uint64_t kReferenced = 8;
@@ -302,6 +310,7 @@ private:
 			  uint32_t *set) const;
 	bool route_matches(const CachedRoute &r, const inval::Descriptor &d) const;
 	void translate_chunk(const CachedRoute &r, const Request *reqs, size_t n,
+			     const uint64_t *known_host, const uint8_t *known_perm,
 			     pgtable::WalkResult *out);
 	void resolve_stage2(const CachedRoute &r, const pgtable::Translation &x, size_t n,
 			    const uint64_t *ipa, const uint8_t *access, pgtable::WalkResult *res);
