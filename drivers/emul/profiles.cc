@@ -119,10 +119,13 @@ uint16_t rx_burst_replay(void *queue, dev::Request *reqs, uint16_t n)
 	const uint64_t room = kDepth - (q.issued - q.answered);
 	if (n > room)
 		n = static_cast<uint16_t>(room);
-	const uint64_t mask = replay_length(e) - 1;
+	// Locals: stores to reqs[] may alias the queue, and reloading it per request costs.
+	const dev::Request *loop = q.replay.get();
+	const uint64_t mask = replay_length(e) - 1, cursor = q.cursor, issued = q.issued;
+	const uint64_t tag = uint64_t{q.id} << 48;
 	for (uint16_t k = 0; k < n; k++) {
-		reqs[k] = q.replay[(q.cursor + k) & mask];
-		reqs[k].cookie = cookie_of(q.id, q.issued + k);
+		reqs[k] = loop[(cursor + k) & mask];
+		reqs[k].cookie = tag | ((issued + k) & kSeqMask);
 	}
 	q.cursor += n;
 	q.issued += n;
@@ -265,9 +268,12 @@ uint16_t tx_burst_replay(void *queue, const dev::Completion *cpls, uint16_t n)
 
 uint64_t replay_length(const Emul &e)
 {
-	// Four requests per data page, between 64 Ki and 1 Mi: long enough that a working set
-	// larger than a shard is not replayed in an order the shard can learn.
-	return std::bit_ceil(std::clamp<uint64_t>(e.data_pages * 4, 1u << 16, 1u << 20));
+	// A working set a shard can hold: a request per page (at least 4 Ki, 32 B each), a loop
+	// that stays in L2 as a device's ring would be in cache. A larger one: four per page,
+	// at most 1 Mi, so the loop is not replayed in an order the shard can learn (1 GiB:
+	// 1 Mi requests, a reuse distance 32 times a shard's entries).
+	const uint64_t n = e.data_pages < (1u << 16) ? e.data_pages : e.data_pages * 4;
+	return std::bit_ceil(std::clamp<uint64_t>(n, 1u << 12, 1u << 20));
 }
 
 void make_replay(Emul &e)

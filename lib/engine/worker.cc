@@ -201,6 +201,7 @@ enum How : uint8_t {
 	kDone,  ///< answered with Answer::host (a hit, or a walk's result)
 	kWalk,  ///< one page, missed: walk() answers it
 	kSplit, ///< crosses pages of the size it hit (or missed): walk() splits it
+	kSent,  ///< a hit whose completion look_up() wrote already
 };
 
 /** One request's state between stages: 16 bytes. */
@@ -234,6 +235,8 @@ struct Worker::Step {
 
 	const Request *reqs = nullptr;
 	size_t n = 0; ///< requests taken
+	/** Some request spans pages: completions are not one per request, complete() counts. */
+	bool multi = false;
 	Answer ans[kMax];
 	uint32_t dev[kMax];
 	const iotlb::CachedRoute *rt[kMax];
@@ -257,12 +260,14 @@ template <bool kFixedPort>
 void Worker::gather(Step &s, uint16_t port, const Request *reqs, size_t n, size_t room)
 {
 	s.reqs = reqs;
+	s.multi = false;
 	s.nprobe = 0;
 	s.npiece = 0;
 	size_t i = 0, worst = 0, pieces = 0;
 	uint32_t last_dev = 0, last_pasid = 0;
 	const iotlb::CachedRoute *rt = nullptr;
 	bool have = false;
+	bool open = false; ///< rt translates (not blocked): only privileged requests may be refused
 	for (; i < n && i < Step::kMax; i++) {
 		const Request &r = reqs[i];
 		const unsigned p = kFixedPort ? port : r.device;
@@ -281,9 +286,12 @@ void Worker::gather(Step &s, uint16_t port, const Request *reqs, size_t n, size_
 			continue;
 		}
 		pieces += pages > 1 ? pages : 0;
+		s.multi |= pages > 1;
 		const uint32_t dev = s.dev[i];
 		if (!have || dev != last_dev || r.pasid != last_pasid) {
 			rt = dev != 0 ? route(dev, r.pasid) : nullptr;
+			open = rt != nullptr && rt->route.blocked == pgtable::FaultKind::none &&
+			       rt->route.mem != nullptr;
 			last_dev = dev;
 			last_pasid = r.pasid;
 			have = true;
@@ -295,11 +303,9 @@ void Worker::gather(Step &s, uint16_t port, const Request *reqs, size_t n, size_
 			continue;
 		}
 		s.rt[i] = rt;
-		const iotlb::Route &route = rt->route;
-		if (route.blocked != pgtable::FaultKind::none || route.mem == nullptr ||
-		    (r.access & pgtable::kAccessPriv)) {
+		if (!open || (r.access & pgtable::kAccessPriv)) {
 			WalkResult w;
-			if (route.refuses(r.access, &w)) {
+			if (rt->route.refuses(r.access, &w)) {
 				set_fault(a, w);
 				continue;
 			}
@@ -311,9 +317,12 @@ void Worker::gather(Step &s, uint16_t port, const Request *reqs, size_t n, size_
 	s.n = i;
 }
 
-void Worker::look_up(Step &s)
+void Worker::look_up(Step &s, Completion *cpls)
 {
 	shard_.lookup_bulk(s.probe, s.nprobe, s.host, s.perm);
+	// One completion per request (nothing spans pages): a hit's goes out now, at its
+	// request's index, and the hit path is done with it.
+	const bool direct = !s.multi;
 	for (size_t i = 0; i < s.n; i++) {
 		Answer &a = s.ans[i];
 		if (a.how != kLook)
@@ -324,10 +333,16 @@ void Worker::look_up(Step &s)
 		const uint64_t size_mask = (uint64_t{1} << iotlb::kSizeShift[perm >> 4]) - 1;
 		const uint64_t last = (r.iova & size_mask) + (r.length ? r.length - 1 : 0);
 		if (host != 0 && (r.access & 7 & ~perm) == 0 && last <= size_mask) {
+			own_.pages++;
+			if (direct) {
+				cpls[i] = Completion{r.cookie, host, 0, r.length ? r.length : 1, 0, 0,
+						     0, IODP_CPL_LAST, 0};
+				a.how = kSent;
+				continue;
+			}
 			a.how = kDone; // inside the page it hit: answered by this one lookup
 			a.host = host;
 			a.fault = 0;
-			own_.pages++;
 		} else {
 			a.how = s.pages[i] == 1 ? kWalk : kSplit;
 		}
@@ -421,6 +436,10 @@ size_t Worker::complete(Step &s, Completion *cpls)
 	for (size_t i = 0; i < s.n; i++) {
 		const Request &r = s.reqs[i];
 		const Answer &a = s.ans[i];
+		if (a.how == kSent) {
+			nc++; // look_up() wrote it (then every request has exactly one)
+			continue;
+		}
 		const uint32_t len = r.length ? r.length : 1;
 		if (a.how == kDone && a.fault == 0) {
 			cpls[nc++] = Completion{r.cookie, a.host, 0, len, 0, 0, 0, IODP_CPL_LAST, 0};
@@ -493,7 +512,7 @@ size_t Worker::run(uint16_t port, const Request *reqs, size_t n, Completion *cpl
 		gather<kFixedPort>(s, port, reqs + done, n - done, cap - nc);
 		if (s.n == 0)
 			break; // no room for the next request's completions
-		look_up(s);
+		look_up(s, cpls + nc);
 		walk(s);
 		nc += complete(s, cpls + nc);
 		own_.requests += s.n;

@@ -87,8 +87,8 @@ TEST_F(DevTest, ReplayPostsTheSameRequestsInALoopAndCountsAnswers)
 	std::unique_ptr<Worker> w = ok(Worker::create(ctx, engine::WorkerConfig{}));
 	ASSERT_TRUE(w->set_port(0, d->ctl_id).ok());
 	const dev::FastPath &fp = d->fast_path();
-	// 8 MiB: 1792 data pages, so the loop is the minimum, 64 Ki requests.
-	constexpr size_t kLoop = 1 << 16;
+	// 8 MiB: 1792 data pages, so the loop is the minimum, 4 Ki requests.
+	constexpr size_t kLoop = 1 << 12;
 	std::vector<uint64_t> first(kLoop);
 	Request reqs[64];
 	Completion cpls[64];

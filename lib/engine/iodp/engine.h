@@ -158,7 +158,7 @@ private:
 	struct Step;
 	template <bool kFixedPort>
 	void gather(Step &s, uint16_t port, const dev::Request *reqs, size_t n, size_t room);
-	void look_up(Step &s);
+	void look_up(Step &s, dev::Completion *cpls);
 	void walk(Step &s);
 	size_t complete(Step &s, dev::Completion *cpls);
 	size_t complete_split(const dev::Request &r, uint32_t dev, const iotlb::Request *pieces,
