@@ -36,6 +36,8 @@ packages=(g++ meson ninja-build pkgconf libdpdk-dev dpdk libhwloc-dev libgtest-d
 # the guest kernel's build.)
 # clang-16, libFuzzer and clang's sanitizer runtimes: the fuzz targets (build-fuzz/).
 packages+=(clang-16 libfuzzer-16-dev libclang-rt-16-dev)
+# python3-matplotlib draws tools/bench-report's plots.
+packages+=(python3-matplotlib)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
