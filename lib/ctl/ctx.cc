@@ -294,6 +294,7 @@ Ctx::~Ctx()
 		delete b;
 	// Nested HWPTs and bindings referred to the others; nothing walks them any more.
 	impl_->objects.clear();
+	delete impl_->routes.exchange(nullptr, std::memory_order_acquire);
 }
 
 const Object *Ctx::find(uint32_t id) const
@@ -374,6 +375,9 @@ Ctx::Impl::Guard::~Guard()
 
 void Ctx::Impl::notify(const inval::Descriptor &d)
 {
+	// Workers that drop a route on hearing of @p d find its successor already published.
+	if (d.targets & inval::kTargetConfig)
+		publish_routes();
 	if (sink)
 		sink(d);
 	if ((d.targets & inval::kTargetDeviceTlb) && device_tlb)

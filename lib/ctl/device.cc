@@ -654,6 +654,53 @@ Route Ctx::Impl::route_of(const Binding *b, std::optional<uint32_t> pasid) const
 	return r;
 }
 
+void Ctx::Impl::publish_routes()
+{
+	auto *t = new RouteTable;
+	for (const auto &[id, o] : objects) {
+		if (o->type != ObjType::device)
+			continue;
+		const auto &dev = static_cast<const Device &>(*o);
+		if (dev.rid_binding != nullptr) {
+			t->routes.emplace_back(uint64_t{dev.id} << 32 | iotlb::kNoPasid,
+					       route_of(dev.rid_binding, std::nullopt));
+			// SMMUv3: any SSID may name a CD of the STE's table (route_binding()).
+			const Hwpt *h = dev.rid_binding->hwpt;
+			if (h->type == ObjType::hwpt_nested &&
+			    static_cast<const HwptNested *>(h)->data_type == IODP_HWPT_DATA_ARM_SMMUV3)
+				t->lazy.push_back(dev.id);
+		}
+		for (const auto &[pasid, b] : dev.pasid_bindings)
+			t->routes.emplace_back(uint64_t{dev.id} << 32 | pasid, route_of(b, pasid));
+	}
+	std::sort(t->routes.begin(), t->routes.end(),
+		  [](const auto &a, const auto &b) { return a.first < b.first; });
+	std::sort(t->lazy.begin(), t->lazy.end());
+	// Release: a worker that loads the pointer (acquire) sees the table's contents.
+	const RouteTable *old = routes.exchange(t, std::memory_order_acq_rel);
+	if (old != nullptr)
+		retire([old] { delete old; });
+}
+
+Ctx::RouteLookup Ctx::published_route(uint32_t dev_id, uint32_t pasid, iotlb::Route *out) const
+{
+	// Acquire pairs with publish_routes()' release; the table lives until a grace period
+	// after it is replaced, and a worker inside a burst holds that period open.
+	const Impl::RouteTable *t = impl_->routes.load(std::memory_order_acquire);
+	if (t == nullptr)
+		return RouteLookup::none;
+	const uint64_t key = uint64_t{dev_id} << 32 | pasid;
+	const auto it = std::lower_bound(t->routes.begin(), t->routes.end(), key,
+					 [](const auto &e, uint64_t k) { return e.first < k; });
+	if (it != t->routes.end() && it->first == key) {
+		*out = it->second;
+		return RouteLookup::found;
+	}
+	if (pasid != iotlb::kNoPasid && std::binary_search(t->lazy.begin(), t->lazy.end(), dev_id))
+		return RouteLookup::resolve;
+	return RouteLookup::none;
+}
+
 Result<iotlb::Route> Ctx::resolve(uint32_t dev_id, std::optional<uint32_t> pasid)
 {
 	Impl::Guard g(*impl_);

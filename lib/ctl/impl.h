@@ -33,6 +33,17 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	std::vector<inval::Descriptor> held;
 	bool pages_held = false;   ///< an unmap left table pages waiting for a grace period
 	uint8_t rlimit_mode = 0;   ///< IOMMU_OPTION RLIMIT_MODE as last set (0: user, 1: mm)
+	/**
+	 * Every binding's route, for workers to read without the lock (published_route()):
+	 * rebuilt under the lock by each config invalidation before workers hear of it, stored
+	 * with release, the old table freed after the grace period, as the engine publishes
+	 * its poll lists.
+	 */
+	struct RouteTable {
+		std::vector<std::pair<uint64_t, iotlb::Route>> routes; ///< by (device << 32 | PASID)
+		std::vector<uint32_t> lazy; ///< devices whose SSIDs name CDs: resolve() those
+	};
+	std::atomic<const RouteTable *> routes{nullptr};
 
 	/**
 	 * The lock, for one public call. When the call posted invalidations or retired memory,
@@ -72,6 +83,8 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	 * is attached, and sends no invalidation then; attaching again must walk them anew.
 	 */
 	void invalidate_binding(const Binding &b);
+	/** Build and publish a new RouteTable from the bindings (notify() calls it). */
+	void publish_routes();
 	/** Drop every worker's cached routes of @p dev (an attach, replace or detach). */
 	void invalidate_routes(const Device &dev);
 	/** Post the invalidations a SyncBatch holds (before anything is retired); how many. */

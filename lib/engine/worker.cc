@@ -21,6 +21,7 @@ constexpr uint64_t kPage = 4096;
 constexpr unsigned kStatWords = sizeof(WorkerStats) / sizeof(uint64_t);
 static_assert(sizeof(WorkerStats) % sizeof(uint64_t) == 0, "WorkerStats is all counters");
 static_assert(sizeof(FaultNote) % 4 == 0, "rte_ring elements are multiples of 4 bytes");
+static_assert(IODP_PASID_NONE == iotlb::kNoPasid, "requests' 'no PASID' is lib/ctl's");
 
 /** Pages [first, last] of a request, or 0 when it is malformed. */
 inline uint64_t pages_of(const Request &r)
@@ -144,17 +145,25 @@ void Worker::online()
 }
 
 /*
- * The PASID/config cache in front of lib/ctl: a miss takes the context's lock, which is
- * fine between quiescent states (a control thread syncs only after it unlocks).
+ * The PASID/config cache in front of lib/ctl. A miss reads the route table lib/ctl
+ * publishes (no lock: a worker never waits for the control thread); no binding is a
+ * blocked route, cached like any other until a config invalidation. Only an SMMUv3 SSID
+ * not seen before takes the context's lock to read its CD (resolve()).
  */
 const iotlb::CachedRoute *Worker::route(uint32_t ctl_dev, uint32_t pasid)
 {
 	if (const iotlb::CachedRoute *r = shard_.route_lookup(ctl_dev, pasid))
 		return r;
 	own_.route_misses++;
-	Result<iotlb::Route> r = ctx_.resolve(ctl_dev, pasid == IODP_PASID_NONE
-							      ? std::nullopt
-							      : std::optional<uint32_t>(pasid));
+	iotlb::Route rt; // default: blocked, not attached
+	switch (ctx_.published_route(ctl_dev, pasid, &rt)) {
+	case ctl::Ctx::RouteLookup::found:
+	case ctl::Ctx::RouteLookup::none:
+		return shard_.route_fill(ctl_dev, pasid, rt);
+	case ctl::Ctx::RouteLookup::resolve:
+		break;
+	}
+	Result<iotlb::Route> r = ctx_.resolve(ctl_dev, std::optional<uint32_t>(pasid));
 	if (!r)
 		return nullptr; // the device is gone: its requests fault
 	return shard_.route_fill(ctl_dev, pasid, *r);

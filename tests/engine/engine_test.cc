@@ -20,6 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -246,6 +247,57 @@ TEST_F(DevTest, LibraryModeRefusesPortsPastTheTable)
 		EXPECT_EQ(c[4].fault, 0);
 	}
 	EXPECT_EQ(w->stats().faults_by_kind[IODP_FAULT_BAD_REQUEST], 6u);
+}
+
+/*
+ * A worker's PASID/config-cache miss reads the routes lib/ctl publishes, without the
+ * context's lock: it is answered while a control call holds that lock (here: an attach of
+ * another device, stopped inside its invalidation sink, which runs under the lock).
+ */
+TEST_F(DevTest, LibraryModeRouteMissDoesNotWaitForTheControlThread)
+{
+	Result<GuestRam> ram = GuestRam::allocate(2u << 20);
+	ASSERT_TRUE(ram.ok());
+	const uint32_t dev0 = ok(ctx.device_create({"lib0", ctl::IommuModel::vtd, 0, 1, 20}));
+	const uint32_t dev1 = ok(ctx.device_create({"lib1", ctl::IommuModel::vtd, 0, 2, 20}));
+	const uint32_t ioas = ok(ctx.ioas_alloc());
+	const uint32_t rw = IODP_IOAS_MAP_FIXED_IOVA | IODP_IOAS_MAP_READABLE | IODP_IOAS_MAP_WRITEABLE;
+	ASSERT_TRUE(ctx.ioas_map(ioas, rw, 0x10000, ram->data(), 0x1000).ok());
+	ASSERT_TRUE(ctx.device_attach(dev0, std::nullopt, ioas).ok());
+	std::unique_ptr<Worker> w = ok(Worker::create(ctx, engine::WorkerConfig{}));
+	ASSERT_TRUE(w->set_port(0, dev0).ok());
+
+	std::atomic<bool> in_sink{false}, release{false};
+	ctx.set_invalidation_sink([&](const inval::Descriptor &) {
+		in_sink = true;
+		while (!release)
+			std::this_thread::sleep_for(std::chrono::milliseconds(1));
+	});
+	std::thread control([&] { EXPECT_TRUE(ctx.device_attach(dev1, std::nullopt, ioas).ok()); });
+	while (!in_sink)
+		std::this_thread::sleep_for(std::chrono::milliseconds(1));
+
+	const Request req = {0x10008, 1, 8, IODP_PASID_NONE, 0, 0, IODP_ACCESS_READ, {}};
+	Completion c[2] = {};
+	std::atomic<bool> done{false};
+	std::thread worker([&] {
+		size_t used = 0;
+		EXPECT_EQ(w->translate_burst(&req, 1, c, 2, &used), 1u);
+		w->offline(); // the attach's sync does not wait for a thread that stopped
+		done = true;
+	});
+	const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+	while (!done && std::chrono::steady_clock::now() < limit)
+		std::this_thread::sleep_for(std::chrono::milliseconds(1));
+	const bool answered_under_the_lock = done;
+	release = true;
+	control.join();
+	worker.join();
+	ctx.set_invalidation_sink({});
+	EXPECT_TRUE(answered_under_the_lock) << "the worker waited for the control thread's lock";
+	EXPECT_EQ(c[0].fault, 0);
+	EXPECT_EQ(c[0].host, reinterpret_cast<uint64_t>(ram->data()) + 8);
+	EXPECT_EQ(w->stats().route_misses, 1u);
 }
 
 /* The engine end to end -------------------------------------------------------------- */

@@ -8,7 +8,8 @@
  * A Worker is one core's translate pipeline. Per burst it
  *   1. drains its invalidation ring into its IOTLB shard (lib/iotlb Coherence),
  *   2. resolves each request's context, device -> PASID -> domain, through the shard's
- *      PASID/config cache (lib/ctl on a miss; an unattached PASID faults, never translates),
+ *      PASID/config cache (on a miss, the route table lib/ctl publishes, read without
+ *      its lock; an unattached PASID faults, never translates),
  *   3. looks up every request's first byte in bulk in the shard; a request inside the page
  *      it hits (any page size) is answered by that lookup,
  *   4. walks the misses together (walks interleaved level by level with prefetch, resumed
