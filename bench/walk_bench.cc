@@ -26,7 +26,7 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -145,6 +145,17 @@ std::vector<uint32_t> table_lines(const WalkSetup &s)
 }
 
 /**
+ * This thread's CPU time in seconds: the walks are timed in CPU time (Google Benchmark's
+ * default), so their bound must be too, or a machine busy with other work moves it.
+ */
+double thread_seconds()
+{
+	timespec ts{};
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+/**
  * Measure the two bounds over the tables of @p s (once per setup, ~0.1 s): reads of
  * random table lines with no dependency between them (the machine overlaps as many as it
  * can: the MLP bound) and as a chain where each address depends on the value before.
@@ -153,26 +164,24 @@ void measure_bounds(WalkSetup &s)
 {
 	if (s.mlp_per_s != 0)
 		return;
-	using Clock = std::chrono::steady_clock;
 	const std::vector<uint32_t> lines = table_lines(s);
 	const auto *p = reinterpret_cast<const uint64_t *>(s.ram.data());
 	uint64_t sum = 0;
 	for (uint32_t l : lines) // warm the TLB and caches as the walks' own warm-up does
 		sum += p[uint64_t{l} * 8];
 	constexpr int kRounds = 4;
-	auto t0 = Clock::now();
+	double t0 = thread_seconds();
 	for (int r = 0; r < kRounds; r++)
 		for (size_t i = 0; i < lines.size(); i++)
 			sum += p[uint64_t{lines[i]} * 8];
-	s.mlp_per_s = kRounds * lines.size() /
-		      std::chrono::duration<double>(Clock::now() - t0).count();
+	s.mlp_per_s = kRounds * lines.size() / (thread_seconds() - t0);
 	// A chain: the next line's index takes the top bit of the value read (0 or 1 line
 	// further), which the compiler cannot know, so each load waits for the one before.
 	uint64_t v = 0;
-	t0 = Clock::now();
+	t0 = thread_seconds();
 	for (size_t i = 0; i < lines.size(); i++)
 		v = p[(uint64_t{lines[i]} + (v >> 63)) * 8];
-	s.chain_per_s = lines.size() / std::chrono::duration<double>(Clock::now() - t0).count();
+	s.chain_per_s = lines.size() / (thread_seconds() - t0);
 	benchmark::DoNotOptimize(sum);
 	benchmark::DoNotOptimize(v);
 }
