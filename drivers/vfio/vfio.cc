@@ -14,6 +14,7 @@
 #include "kabi.h"
 #include "sysfs.h"
 
+#include <iodp/shadow_mode.h>
 #include <iodp/vfio.h>
 
 #include <algorithm>
@@ -117,6 +118,10 @@ struct Device::Space : ctl::IoasMirror {
 	std::shared_ptr<Device::IommufdFd> iommufd; ///< iommufd
 	uint32_t kernel_ioas = 0;         ///< iommufd
 	bool mirrored = false;            ///< attached to the iodp IOAS as its mirror
+	/** Shadow mode: the nested HWPT it shadows (0: it mirrors the IOAS) and the shadow,
+	 *  attached to that HWPT as its observer. */
+	uint32_t shadow_hwpt = 0;
+	std::unique_ptr<ShadowMode> shadow;
 	unsigned devices = 0;             ///< devices attached through it
 	std::vector<int> groups;          ///< type1: group fds in the container
 	std::vector<ctl::IovaRange> kranges;
@@ -147,6 +152,7 @@ struct Device::Space : ctl::IoasMirror {
 		return "vfio " + first_bdf + " (" +
 		       (path == Iommu::type1 ? std::string("type1 container")
 					     : "iommufd ioas " + std::to_string(kernel_ioas)) +
+		       (shadow_hwpt != 0 ? ", shadow of hwpt " + std::to_string(shadow_hwpt) : "") +
 		       ")";
 	}
 	std::vector<ctl::IovaRange> ranges() const override { return kranges; }
@@ -570,6 +576,13 @@ Stats Device::stats() const
 		s.bytes_mapped = space_ != nullptr ? sp->bytes.get() : 0;
 		s.pages_mapped = s.bytes_mapped / 4096;
 		s.errors += sp->errors.get();
+		if (sp->shadow != nullptr) {
+			const shadow::ShadowStats &ss = sp->shadow->shadow().stats();
+			s.shadow = true;
+			s.degraded = space_ != nullptr && sp->shadow->degraded();
+			s.shadow_syncs = ss.syncs;
+			s.shadow_events = sp->shadow->events();
+		}
 	}
 	return s;
 }
@@ -578,22 +591,21 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 {
 	if (closed_)
 		return Status::error(-ENODEV, "vfio %s: closed", bdf_.c_str());
-	// The IOAS behind pt_id.
+	// The IOAS behind pt_id; a nested HWPT is shadowed (shadow_mode.h), not mirrored.
 	const ctl::Object *obj = ctx_.find(pt_id);
-	uint32_t ioas_id = 0;
+	uint32_t ioas_id = 0, shadow_of = 0;
 	if (obj != nullptr && obj->type == ctl::ObjType::ioas)
 		ioas_id = pt_id;
 	else if (obj != nullptr && obj->type == ctl::ObjType::hwpt_paging)
 		ioas_id = static_cast<const ctl::HwptPaging *>(obj)->ioas->id;
-	else if (obj != nullptr && obj->type == ctl::ObjType::hwpt_nested)
-		return Status::error(-EOPNOTSUPP, "vfio %s: cannot attach to nested hwpt %u: a "
-				     "real device follows an IOAS or a paging HWPT (shadowing "
-				     "guest tables is not done yet)", bdf_.c_str(), pt_id);
-	else
+	else if (obj != nullptr && obj->type == ctl::ObjType::hwpt_nested) {
+		ioas_id = static_cast<const ctl::HwptNested *>(obj)->parent->ioas->id;
+		shadow_of = pt_id;
+	} else
 		return Status::error(-ENOENT, "vfio %s: no IOAS or paging HWPT %u", bdf_.c_str(),
 				     pt_id);
 	if (space_ != nullptr) {
-		if (space_->ioas == ioas_id) {
+		if (space_->ioas == ioas_id && space_->shadow_hwpt == shadow_of) {
 			// Same kernel space: only the lib/ctl twin moves (e.g. IOAS -> its HWPT).
 			return ctx_.device_attach(ctl_id_, std::nullopt, pt_id);
 		}
@@ -605,7 +617,8 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 	std::lock_guard guard(t.lock);
 	GroupState &gs = *gstate_;
 	std::shared_ptr<Space> gspace = gs.space.lock();
-	if (gs.attached > 0 && gspace != nullptr && gspace->ioas != ioas_id)
+	if (gs.attached > 0 && gspace != nullptr &&
+	    (gspace->ioas != ioas_id || gspace->shadow_hwpt != shadow_of))
 		return Status::error(-EBUSY, "vfio %s: cannot attach to ioas %u: the other devices "
 				     "of IOMMU group %d are attached to ioas %u, and one group "
 				     "shares one IOAS", bdf_.c_str(), ioas_id, group_, gspace->ioas);
@@ -618,7 +631,8 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 			it = t.spaces.erase(it);
 			continue;
 		}
-		if (s->ctx == &ctx_ && s->ioas == ioas_id && s->path == path_)
+		if (s->ctx == &ctx_ && s->ioas == ioas_id && s->path == path_ &&
+		    s->shadow_hwpt == shadow_of)
 			sp = s;
 		++it;
 	}
@@ -628,6 +642,7 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 		sp->ctx = &ctx_;
 		sp->ioas = ioas_id;
 		sp->path = path_;
+		sp->shadow_hwpt = shadow_of;
 		sp->first_bdf = bdf_;
 		if (path_ == Iommu::type1) {
 			const std::string cpath = options_.dev + "/vfio/vfio";
@@ -729,7 +744,17 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 	Result<uint32_t> hwpt = ctx_.device_attach(ctl_id_, std::nullopt, pt_id);
 	if (!hwpt)
 		return undo(hwpt.status());
-	if (fresh) {
+	if (fresh && shadow_of != 0) {
+		// From here on every guest invalidation and stage-2 change of the nested HWPT
+		// reaches the kernel; what it translates now goes in.
+		sp->shadow = std::make_unique<ShadowMode>(sp->name(), *sp, options_.sysfs,
+							  options_.shadow);
+		if (Status s = ctx_.hwpt_attach_observer(shadow_of, sp->shadow.get()); !s) {
+			(void)ctx_.device_detach(ctl_id_, std::nullopt);
+			return undo(s);
+		}
+		t.spaces.push_back(sp);
+	} else if (fresh) {
 		// From here on every IOAS change reaches the kernel; what is mapped now goes in.
 		if (Status s = ctx_.ioas_attach_mirror(ioas_id, sp.get()); !s) {
 			(void)ctx_.device_detach(ctl_id_, std::nullopt);
@@ -786,6 +811,8 @@ Status Device::detach()
 		if (sp.mirrored)
 			(void)ctx_.ioas_detach_mirror(sp.ioas, &sp);
 		sp.mirrored = false;
+		if (sp.shadow != nullptr)
+			(void)ctx_.hwpt_detach_observer(sp.shadow_hwpt, sp.shadow.get());
 		// Dropping the kernel space unmaps everything it held.
 		if (sp.path == Iommu::type1) {
 			::close(sp.container);

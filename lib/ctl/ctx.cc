@@ -150,6 +150,9 @@ std::string Ctx::Impl::first_user(const Object &obj) const
 	if (obj.type == ObjType::ioas)
 		for (const IoasMirror *m : static_cast<const Ioas &>(obj).mirrors)
 			note("is mirrored into " + m->name());
+	if (obj.type == ObjType::hwpt_nested)
+		for (const NestedObserver *o : static_cast<const HwptNested &>(obj).observers)
+			note("is shadowed into " + o->name());
 	for (const auto &[id, o] : objects) {
 		if (o->type == ObjType::hwpt_paging) {
 			auto *h = static_cast<HwptPaging *>(o.get());

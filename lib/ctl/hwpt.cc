@@ -345,13 +345,23 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 	if (entries == nullptr)
 		return Status::error(-EFAULT, "hwpt %u invalidate: data_uptr is NULL", hwpt_id);
 	const auto *base = static_cast<const std::byte *>(entries);
+	// What the entries handled name, for the HWPT's observers (shadows in a kernel IOMMU):
+	// they re-walk it once, after the whole array, before this call returns.
+	std::vector<IovaRange> touched;
+	bool whole = false;
+	auto shadow = [&](Status s) -> Status {
+		if (h->observers.empty() || (!whole && touched.empty()))
+			return s;
+		Status o = impl_->observe_changed(*h, whole ? impl_->observed_scope(*h) : touched);
+		return s ? o : s;
+	};
 	for (uint32_t i = 0; i < entry_num; i++) {
 		const std::byte *e = base + static_cast<size_t>(i) * entry_len;
 		for (uint32_t b = known; b < entry_len; b++)
 			if (e[b] != std::byte{0})
-				return Status::error(-E2BIG, "hwpt %u invalidate entry %u: byte %u "
-						     "past the %u known is not zero", hwpt_id, i,
-						     b, known);
+				return shadow(Status::error(-E2BIG, "hwpt %u invalidate entry %u: "
+							    "byte %u past the %u known is not "
+							    "zero", hwpt_id, i, b, known));
 		inval::Descriptor d;
 		Status s;
 		if (vtd) {
@@ -365,8 +375,19 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 			s = inval::decode_smmuv3_cmd(c.cmd, true, h->parent->id, &d);
 		}
 		if (!s)
-			return Status::error(s.code(), "hwpt %u invalidate entry %u: %s", hwpt_id,
-					     i, s.message().c_str());
+			return shadow(Status::error(s.code(), "hwpt %u invalidate entry %u: %s",
+						    hwpt_id, i, s.message().c_str()));
+		if (d.op != inval::Op::sync &&
+		    (d.targets & (inval::kTargetIotlb | inval::kTargetWalkCache |
+				  inval::kTargetConfig))) {
+			// A range of leaves or tables: that range; anything wider (a domain, an
+			// ASID, a PASID, a config, a stage-2 range): the whole input range.
+			if ((d.match & inval::kMatchRange) && !(d.match & inval::kMatchStage2) &&
+			    !(d.targets & inval::kTargetConfig))
+				touched.push_back({d.addr, d.addr + (d.size - 1)});
+			else
+				whole = true;
+		}
 		if (d.targets & inval::kTargetConfig) {
 			// Guest stream IDs and SSIDs are not iodp's device ids: drop the config
 			// of every route through this HWPT (more than asked, never less).
@@ -383,7 +404,7 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 			impl_->notify(d);
 		*handled = i + 1;
 	}
-	return {};
+	return shadow({});
 }
 
 } // namespace iodp::ctl

@@ -140,6 +140,16 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	/** Take the mapping at @p iova from every mirror (before remove_mapping()). */
 	Status mirror_unmap(const Ioas &ioas, uint64_t iova);
 
+	/* Nested observers (observer.cc): shadows of a nested HWPT outside iodp */
+	/** The whole input range of @p h's stage 1 (x86: both canonical halves). */
+	std::vector<IovaRange> observed_scope(const HwptNested &h) const;
+	/** Give @p ranges of @p h to its observers (the first failure is returned). */
+	Status observe_changed(HwptNested &h, std::vector<IovaRange> ranges);
+	/** Stage 2 of @p ioas grew: every observed HWPT over it re-walks its whole scope. */
+	Status observe_stage2_map(const Ioas &ioas);
+	/** Stage 2 of @p ioas no longer maps [host, host + length). */
+	Status observe_stage2_unmap(const Ioas &ioas, uint64_t host, uint64_t length);
+
 	/* HWPTs (hwpt.cc) */
 	Result<HwptPaging *> make_paging(Device *dev, Ioas *ioas, uint32_t flags,
 					 uint32_t fault_id,

@@ -456,6 +456,9 @@ Result<uint64_t> Ctx::ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, 
 		impl_->remove_mapping(**ioas, iova);
 		return s;
 	}
+	// Shadows of nested HWPTs over it may now reach more (a failure leaves them degraded,
+	// never reaching too much: the map stands).
+	(void)impl_->observe_stage2_map(**ioas);
 	return iova;
 }
 
@@ -478,6 +481,9 @@ Result<uint64_t> Ctx::ioas_map_guest(uint32_t ioas_id, uint32_t flags, uint64_t 
 		impl_->remove_mapping(**ioas, iova);
 		return s;
 	}
+	// Shadows of nested HWPTs over it may now reach more (a failure leaves them degraded,
+	// never reaching too much: the map stands).
+	(void)impl_->observe_stage2_map(**ioas);
 	return iova;
 }
 
@@ -524,12 +530,26 @@ Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t lengt
 		return Status::error(s.code(), "ioas %u unmap 0x%" PRIx64 "+0x%" PRIx64 ": %s",
 				     ioas_id, iova, length, s.message().c_str());
 	uint64_t unmapped = 0;
+	std::vector<std::pair<uint64_t, uint64_t>> gone; // host memory no longer mapped
+	// Shadows of nested HWPTs over this IOAS drop what reached the memory that went.
+	auto unshadow = [&]() -> Status {
+		for (const auto &[host, len] : gone)
+			if (Status s = impl_->observe_stage2_unmap(ioas, host, len); !s)
+				return s;
+		return {};
+	};
 	for (uint64_t v : victims) {
 		// The kernel's copy goes first: when this returns, no real device reaches it.
-		if (Status s = impl_->mirror_unmap(ioas, v); !s)
+		if (Status s = impl_->mirror_unmap(ioas, v); !s) {
+			(void)unshadow();
 			return s;
+		}
+		const Mapping &m = ioas.mappings.at(v);
+		gone.emplace_back(reinterpret_cast<uintptr_t>(m.host), m.length);
 		unmapped += impl_->remove_mapping(ioas, v);
 	}
+	if (Status s = unshadow(); !s)
+		return s;
 	return unmapped;
 }
 
@@ -616,6 +636,7 @@ Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags
 			return s;
 		}
 	}
+	(void)impl_->observe_stage2_map(d);
 	return dst_iova;
 }
 

@@ -64,7 +64,6 @@ Status Shadow::unmap_run(uint64_t iova, uint64_t size)
 	Status s = kernel_.unmap(iova, size);
 	if (!s.ok()) {
 		stats_.failures++;
-		degraded_ = true;
 		return Status::error(s.code(), "shadow: unmapping [0x%" PRIx64 ", +0x%" PRIx64
 				     ") from the kernel failed: %s (%zu mapping(s), %" PRIu64
 				     " bytes mapped)", iova, size, s.message().c_str(),
@@ -85,7 +84,6 @@ Status Shadow::map_one(uint64_t iova, const Extent &e)
 	Status s = kernel_.map(iova, e.host, e.size, e.perm);
 	if (!s.ok()) {
 		stats_.failures++;
-		degraded_ = true;
 		return Status::error(s.code(), "shadow: mapping [0x%" PRIx64 ", +0x%" PRIx64
 				     ") into the kernel failed: %s (%zu mapping(s), %" PRIu64
 				     " bytes mapped)", iova, e.size, s.message().c_str(),
@@ -104,11 +102,55 @@ Status Shadow::sync(const pgtable::Translation &xlat, uint64_t start, uint64_t l
 		return {};
 	const uint64_t last = start + (length - 1) < start ? ~0ull : start + (length - 1);
 	stats_.syncs++;
-
+	// 1-2: the range walk, coalesced; 3-4 in apply().
 	Wanted want(config_);
 	stats_.entries_read += pgtable::walk_range(xlat, start, last - start + 1, config_.priv,
 						   want).entries;
+	return apply(want.runs, start, last);
+}
 
+Status Shadow::drop(uint64_t start, uint64_t length)
+{
+	if (length == 0)
+		return {};
+	const uint64_t last = start + (length - 1) < start ? ~0ull : start + (length - 1);
+	stats_.syncs++;
+	return apply({}, start, last);
+}
+
+void Shadow::mark_stale(uint64_t start, uint64_t last)
+{
+	// Merge with what overlaps or touches it.
+	auto it = stale_.upper_bound(start);
+	if (it != stale_.begin() && (std::prev(it)->second >= start ||
+				     std::prev(it)->second + 1 == start))
+		--it;
+	while (it != stale_.end() && (it->first <= last || it->first == last + 1)) {
+		start = std::min(start, it->first);
+		last = std::max(last, it->second);
+		it = stale_.erase(it);
+	}
+	stale_.emplace(start, last);
+}
+
+void Shadow::mark_fresh(uint64_t start, uint64_t last)
+{
+	auto it = stale_.upper_bound(start);
+	if (it != stale_.begin() && std::prev(it)->second >= start)
+		--it;
+	while (it != stale_.end() && it->first <= last) {
+		const auto [f, l] = *it;
+		it = stale_.erase(it);
+		if (f < start)
+			stale_.emplace(f, start - 1);
+		if (l > last)
+			it = stale_.emplace(last + 1, l).first;
+	}
+}
+
+Status Shadow::apply(const std::vector<std::pair<uint64_t, Extent>> &wanted, uint64_t start,
+		     uint64_t last)
+{
 	// What the kernel holds over the range, in IOVA order.
 	std::vector<Run> have;
 	auto it = mapped_.lower_bound(start);
@@ -121,16 +163,16 @@ Status Shadow::sync(const pgtable::Translation &xlat, uint64_t start, uint64_t l
 		have.push_back(*it);
 
 	// Unchanged mappings inside the range stay; everything else in `have` goes.
-	std::vector<bool> keep_have(have.size(), false), keep_want(want.runs.size(), false);
-	for (size_t i = 0, j = 0; i < have.size() && j < want.runs.size();) {
-		if (have[i].first < want.runs[j].first) {
+	std::vector<bool> keep_have(have.size(), false), keep_want(wanted.size(), false);
+	for (size_t i = 0, j = 0; i < have.size() && j < wanted.size();) {
+		if (have[i].first < wanted[j].first) {
 			i++;
-		} else if (want.runs[j].first < have[i].first) {
+		} else if (wanted[j].first < have[i].first) {
 			j++;
 		} else {
 			const bool inside = have[i].first >= start &&
 					    have[i].first + (have[i].second.size - 1) <= last;
-			if (inside && have[i].second == want.runs[j].second) {
+			if (inside && have[i].second == wanted[j].second) {
 				keep_have[i] = keep_want[j] = true;
 				stats_.kept++;
 			}
@@ -151,9 +193,9 @@ Status Shadow::sync(const pgtable::Translation &xlat, uint64_t start, uint64_t l
 		if (end_last > last)
 			maps.push_back({last + 1, {end_last - last, e.host + (last + 1 - iova), e.perm}});
 	}
-	for (size_t j = 0; j < want.runs.size(); j++)
+	for (size_t j = 0; j < wanted.size(); j++)
 		if (!keep_want[j])
-			maps.push_back(want.runs[j]);
+			maps.push_back(wanted[j]);
 	std::sort(maps.begin(), maps.end(),
 		  [](const Run &a, const Run &b) { return a.first < b.first; });
 	if (config_.coalesce && maps.size() > 1) {
@@ -178,14 +220,19 @@ Status Shadow::sync(const pgtable::Translation &xlat, uint64_t start, uint64_t l
 		size_t k = i + 1;
 		for (; k < have.size() && !keep_have[k] && have[k].first == iova + size; k++)
 			size += have[k].second.size;
-		if (Status s = unmap_run(iova, size); !s.ok())
+		if (Status s = unmap_run(iova, size); !s.ok()) {
+			mark_stale(start, last);
 			return s;
+		}
 		i = k;
 	}
-	for (const auto &[iova, e] : maps)
-		if (Status s = map_one(iova, e); !s.ok())
+	for (const auto &[iova, e] : maps) {
+		if (Status s = map_one(iova, e); !s.ok()) {
+			mark_stale(start, last);
 			return s;
-	degraded_ = false;
+		}
+	}
+	mark_fresh(start, last);
 	return {};
 }
 

@@ -39,7 +39,9 @@ for w in $(cat /proc/cmdline); do
 	esac
 done
 echo "IODP-BOOTED $(cut -d' ' -f1 /proc/uptime)s"
-/bin/vfio_guest_test --case "$case" --iommu "$iommu"
+prog=vfio_guest_test
+case "$case" in shadow-*) prog=shadow_guest_test ;; esac
+/bin/$prog --case "$case" --iommu "$iommu"
 echo "IODP-EXIT $?"
 poweroff -f
 """

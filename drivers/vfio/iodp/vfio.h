@@ -37,6 +37,7 @@
  */
 
 #include <iodp/ctl.h>
+#include <iodp/shadow.h>
 #include <iodp/status.h>
 
 #include <cstdint>
@@ -55,6 +56,9 @@ struct Options {
 	/** Where sysfs and /dev are (tests point these at a fake tree). */
 	std::string sysfs = "/sys";
 	std::string dev = "/dev";
+	/** Shadow mode (attached to a nested HWPT): coalescing off is QEMU's way (one kernel
+	 *  call per leaf), for comparisons. */
+	shadow::ShadowConfig shadow;
 };
 
 /** Counters of one device (those of its kernel address space are shared by its group). */
@@ -66,6 +70,12 @@ struct Stats {
 	uint64_t bytes_mapped = 0;       ///< bytes the kernel maps now
 	uint64_t pages_mapped = 0;       ///< the same in 4 KiB pages
 	uint64_t errors = 0;             ///< kernel calls that failed
+	/** Shadow mode (attached to a nested HWPT, <iodp/shadow_mode.h>). */
+	bool shadow = false;
+	/** Shadow mode: a kernel call failed and part of the kernel's view may be stale. */
+	bool degraded = false;
+	uint64_t shadow_syncs = 0;  ///< range syncs (walk + diff + kernel calls)
+	uint64_t shadow_events = 0; ///< guest invalidation calls and stage-2 changes handled
 };
 
 /** A region of the device (BAR, config space): VFIO_DEVICE_GET_REGION_INFO. */
@@ -98,7 +108,9 @@ public:
 
 	/**
 	 * Attach to iodp IOAS @p pt_id, or to a paging HWPT (its IOAS is what the kernel
-	 * mirrors). Attaching while attached replaces the attachment (iommufd: one
+	 * mirrors), or to a nested HWPT (shadow mode: the kernel holds guest IOVA -> host as
+	 * the guest's stage 1 over the parent's stage 2 translates it, <iodp/shadow_mode.h>;
+	 * the device has a kernel space of its own). Attaching while attached replaces the attachment (iommufd: one
 	 * VFIO_DEVICE_ATTACH_IOMMUFD_PT; type1: detach, then attach). Returns the lib/ctl HWPT
 	 * the device's lib/ctl twin is attached to.
 	 */

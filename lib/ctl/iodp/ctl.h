@@ -119,6 +119,37 @@ public:
 	virtual uint64_t min_page() const { return 4096; }
 };
 
+/**
+ * Something outside iodp that must translate what a nested HWPT translates: a real device
+ * whose kernel IOMMU holds the composition guest IOVA -> GPA -> host of a guest's stage 1
+ * over its stage 2 (shadow mode, drivers/vfio). Attach it with Ctx::hwpt_attach_observer().
+ *
+ * The context calls it under its lock, after iodp's own state changed and before the call
+ * that changed it returns, so that call completes only once the observer holds the new view
+ * (a guest's invalidation wait is strict):
+ * - changed(): the translation of @p ranges (inclusive, sorted, disjoint) may have changed:
+ *   from hwpt_invalidate() once per call, with the ranges of all its entries merged (a
+ *   domain-, PASID- or config-wide entry, or one in stage-2 input space, names the whole
+ *   input range); from a stage-2 map (ioas_map / ioas_map_guest / ioas_copy on the parent's
+ *   IOAS) with the whole input range, as newly mapped guest memory can make any stage-1
+ *   leaf reachable.
+ * - host_gone(): the parent's IOAS no longer maps host memory [host, host + length) (an
+ *   IOAS unmap): nothing may reach it any more.
+ * @p xlat is the HWPT's translation now (for the RID), or nullptr when DMA through it is
+ * blocked (an aborting STE, a broken context). Errors are returned by the iodp call that
+ * caused them, after iodp's own change (which stays: the observer says it is degraded).
+ */
+class NestedObserver {
+public:
+	virtual ~NestedObserver() = default;
+	/** For messages: "vfio 0000:00:03.0 (shadow of hwpt 5)". */
+	virtual std::string name() const = 0;
+	virtual Status changed(const pgtable::Translation *xlat,
+			       std::span<const IovaRange> ranges) = 0;
+	virtual Status host_gone(const pgtable::Translation *xlat, uint64_t host,
+				 uint64_t length) = 0;
+};
+
 struct Ioas : Object {
 	explicit Ioas(uint32_t id_) : Object(id_, ObjType::ioas) {}
 
@@ -190,6 +221,7 @@ struct HwptNested : Hwpt {
 	uint32_t data_type = IODP_HWPT_DATA_VTD_S1;
 	VtdS1Data vtd;
 	SmmuV3Data smmu;
+	std::vector<NestedObserver *> observers; ///< kept in step with what it translates
 };
 
 struct Device;
@@ -336,6 +368,15 @@ public:
 	/** Set bit n of @p bitmap for each page iova + n * page_size written since the last read. */
 	Status hwpt_get_dirty_bitmap(uint32_t hwpt_id, uint64_t iova, uint64_t length,
 				     uint64_t page_size, bool no_clear, uint64_t *bitmap);
+	/**
+	 * Keep @p observer in step with nested HWPT @p hwpt_id from now on (see NestedObserver):
+	 * it first gets changed() over the whole input range, and is attached only if that
+	 * succeeds. The HWPT counts it as a user until hwpt_detach_observer(); the caller owns
+	 * it and detaches it before destroying the context.
+	 */
+	Status hwpt_attach_observer(uint32_t hwpt_id, NestedObserver *observer);
+	/** Stop calling @p observer (it keeps what it holds). ENOENT when not attached. */
+	Status hwpt_detach_observer(uint32_t hwpt_id, NestedObserver *observer);
 	/**
 	 * Apply an iommufd invalidation array (@p entry_len bytes per entry) to a nested HWPT.
 	 * Stops at the first bad entry; *handled is the number applied, also on failure.

@@ -34,6 +34,8 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace iodp::shadow {
 
@@ -89,17 +91,29 @@ public:
 	 * succeeds, and the error names the call, the range and how much is mapped.
 	 */
 	Status sync(const pgtable::Translation &xlat, uint64_t start, uint64_t length);
+	/**
+	 * Make the kernel map nothing in [start, start + length) (DMA through the table is
+	 * blocked there), with the same rules as sync().
+	 */
+	Status drop(uint64_t start, uint64_t length);
 	/** Unmap everything (a detach). */
 	Status clear();
 
 	/** What the kernel holds, by IOVA. */
 	const std::map<uint64_t, Extent> &extents() const { return mapped_; }
 	const ShadowStats &stats() const { return stats_; }
-	/** A sync failed and its range may be stale in the kernel. */
-	bool degraded() const { return degraded_; }
+	/**
+	 * A sync failed and part of its range may be stale in the kernel: until a later sync
+	 * (or drop) of every failed range succeeds. stale() lists them (inclusive).
+	 */
+	bool degraded() const { return !stale_.empty(); }
+	const std::map<uint64_t, uint64_t> &stale() const { return stale_; }
 	uint64_t bytes_mapped() const { return total_; }
 
 private:
+	/** Diff @p wanted (IOVA order, inside the range) against the kernel over [start, last]. */
+	Status apply(const std::vector<std::pair<uint64_t, Extent>> &wanted, uint64_t start,
+		     uint64_t last);
 	Status unmap_run(uint64_t iova, uint64_t size);
 	Status map_one(uint64_t iova, const Extent &e);
 
@@ -108,7 +122,9 @@ private:
 	std::map<uint64_t, Extent> mapped_;
 	ShadowStats stats_;
 	uint64_t total_ = 0;
-	bool degraded_ = false;
+	std::map<uint64_t, uint64_t> stale_; ///< first -> last of ranges a failed sync left
+	void mark_stale(uint64_t start, uint64_t last);
+	void mark_fresh(uint64_t start, uint64_t last);
 };
 
 } // namespace iodp::shadow
