@@ -10,8 +10,9 @@ namespace iodp::vfio {
 
 namespace {
 
-const char *const kKeys[] = {"dev", "iommu", "ioas", nullptr};
+const char *const kKeys[] = {"dev", "iommu", "ioas", "mode", nullptr};
 const char *const kIommus[] = {"auto", "type1", "iommufd", nullptr};
+const char *const kModes[] = {"auto", "shadow", "nested", nullptr}; // as vfio::Nesting
 
 struct Port {
 	std::string spec;
@@ -41,6 +42,10 @@ Result<std::unique_ptr<dev::Device>> probe(ctl::Ctx &ctx, const dev::DevArgs &a)
 	Result<uint64_t> ioas = a.get_uint("ioas", 0, 0, UINT32_MAX);
 	if (!ioas)
 		return ioas.status();
+	Result<unsigned> mode = a.get_choice("mode", kModes, 0);
+	if (!mode)
+		return mode.status();
+	p->options.mode = static_cast<Nesting>(*mode);
 	p->spec = *spec;
 	p->options.iommu = static_cast<Iommu>(*iommu);
 	p->want_ioas = static_cast<uint32_t>(*ioas);
@@ -100,8 +105,10 @@ void info(const dev::Device &d, dev::DevInfo *i)
 	if (p.vdev == nullptr)
 		return;
 	char buf[256];
-	std::snprintf(buf, sizeof(buf), "%s, %s, ioas %u (the hardware translates)",
-		      p.vdev->bdf().c_str(), p.vdev->path_reason().c_str(), p.vdev->ioas());
+	std::snprintf(buf, sizeof(buf), "%s, %s, ioas %u%s%s (the hardware translates)",
+		      p.vdev->bdf().c_str(), p.vdev->path_reason().c_str(), p.vdev->ioas(),
+		      p.vdev->nesting_reason().empty() ? "" : ", ",
+		      p.vdev->nesting_reason().c_str());
 	i->description = buf;
 	i->group = 0;
 	if (const auto *cd = static_cast<const ctl::Device *>(d.ctx().find(p.vdev->ctl_id())))
@@ -124,6 +131,13 @@ void stats(const dev::Device &d, dev::DevStats *s)
 		{"kernel_pages_mapped", v.pages_mapped},
 		{"kernel_errors", v.errors - p.base.errors},
 	};
+	if (v.shadow) {
+		s->driver_counters.push_back({"shadow_syncs", v.shadow_syncs - p.base.shadow_syncs});
+		s->driver_counters.push_back({"shadow_degraded", v.degraded ? 1 : 0});
+	}
+	if (v.nested)
+		s->driver_counters.push_back({"nested_invalidate_calls",
+					      v.forward_calls - p.base.forward_calls});
 }
 
 void stats_reset(dev::Device &d)

@@ -82,6 +82,67 @@ struct iommu_hw_info {
 };
 inline constexpr unsigned long IOMMU_GET_HW_INFO = _IO(kIommufdType, 0x8a);
 
+/* Nesting (Linux 6.8+; layouts as include/uapi/linux/iommufd.h of 6.12). SMMUv3 nesting
+ * (IOMMU_HWPT_DATA_ARM_SMMUV3, invalidations through a vIOMMU object) is 6.13+ uAPI. */
+inline constexpr uint32_t IOMMU_HW_INFO_TYPE_INTEL_VTD = 1;
+inline constexpr uint32_t IOMMU_HW_INFO_TYPE_ARM_SMMUV3 = 2;
+
+struct iommu_hw_info_vtd {
+	uint32_t flags;
+	uint32_t __reserved;
+	uint64_t cap_reg;
+	uint64_t ecap_reg;
+};
+/** VT-d ECAP_REG.NEST (bit 26): nested translation. */
+inline constexpr uint64_t kVtdEcapNest = 1ull << 26;
+
+inline constexpr uint32_t IOMMU_HWPT_ALLOC_NEST_PARENT = 1;
+inline constexpr uint32_t IOMMU_HWPT_DATA_NONE = 0;
+inline constexpr uint32_t IOMMU_HWPT_DATA_VTD_S1 = 1;
+
+struct iommu_hwpt_alloc {
+	uint32_t size;
+	uint32_t flags;
+	uint32_t dev_id;
+	uint32_t pt_id;
+	uint32_t out_hwpt_id;
+	uint32_t __reserved;
+	uint32_t data_type;
+	uint32_t data_len;
+	uint64_t data_uptr;
+	uint32_t fault_id;
+	uint32_t __reserved2;
+};
+inline constexpr unsigned long IOMMU_HWPT_ALLOC = _IO(kIommufdType, 0x89);
+
+struct iommu_hwpt_vtd_s1 {
+	uint64_t flags; ///< IOMMU_VTD_S1_SRE 1, EAFE 2, WPE 4
+	uint64_t pgtbl_addr;
+	uint32_t addr_width;
+	uint32_t __reserved;
+};
+
+inline constexpr uint32_t IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 = 0;
+inline constexpr uint32_t IOMMU_VTD_INV_FLAGS_LEAF = 1;
+
+struct iommu_hwpt_vtd_s1_invalidate {
+	uint64_t addr;
+	uint64_t npages;
+	uint32_t flags;
+	uint32_t __reserved;
+};
+
+struct iommu_hwpt_invalidate {
+	uint32_t size;
+	uint32_t hwpt_id;
+	uint64_t data_uptr;
+	uint32_t data_type;
+	uint32_t entry_len;
+	uint32_t entry_num; ///< in: entries given; out: entries the kernel handled
+	uint32_t __reserved;
+};
+inline constexpr unsigned long IOMMU_HWPT_INVALIDATE = _IO(kIommufdType, 0x8d);
+
 struct vfio_device_bind_iommufd {
 	uint32_t argsz;
 	uint32_t flags;

@@ -12,6 +12,7 @@
  * Lock order: the table's lock, then the context's (IOAS calls never take the table's).
  */
 #include "kabi.h"
+#include "nesting.h"
 #include "sysfs.h"
 
 #include <iodp/shadow_mode.h>
@@ -98,6 +99,18 @@ struct Device::IommufdFd {
 	}
 };
 
+const char *nesting_name(Nesting mode)
+{
+	switch (mode) {
+	case Nesting::shadow:
+		return "shadow";
+	case Nesting::nested:
+		return "nested";
+	default:
+		return "auto";
+	}
+}
+
 const char *iommu_name(Iommu iommu)
 {
 	switch (iommu) {
@@ -122,6 +135,10 @@ struct Device::Space : ctl::IoasMirror {
 	 *  attached to that HWPT as its observer. */
 	uint32_t shadow_hwpt = 0;
 	std::unique_ptr<ShadowMode> shadow;
+	/** Hardware nesting (iommufd): the kernel's NEST_PARENT and nested HWPTs, and the
+	 *  observer forwarding the guest's invalidations to the nested one. */
+	uint32_t kernel_parent = 0, kernel_nested = 0;
+	std::unique_ptr<nesting::Forwarder> forwarder;
 	unsigned devices = 0;             ///< devices attached through it
 	std::vector<int> groups;          ///< type1: group fds in the container
 	std::vector<ctl::IovaRange> kranges;
@@ -133,6 +150,31 @@ struct Device::Space : ctl::IoasMirror {
 	{
 		if (container >= 0)
 			::close(container);
+	}
+
+	/** An ioctl on the iommufd with the accounting, for nesting.h (0 or -errno). */
+	nesting::Ioctl iommufd_call()
+	{
+		return [this](unsigned long req, void *arg) {
+			calls.add(1);
+			if (::ioctl(iommufd->fd, req, arg) == 0)
+				return 0;
+			const int err = errno;
+			errors.add(1);
+			return -err;
+		};
+	}
+
+	/** Destroy the kernel's nested and parent HWPTs (before the kernel IOAS). */
+	void destroy_kernel_hwpts()
+	{
+		for (uint32_t *id : {&kernel_nested, &kernel_parent}) {
+			if (*id == 0)
+				continue;
+			kabi::iommu_destroy d{sizeof(d), *id};
+			(void)iommufd_call()(kabi::IOMMU_DESTROY, &d);
+			*id = 0;
+		}
 	}
 
 	/** ioctl with the accounting and a message naming the call and what it means. */
@@ -152,7 +194,10 @@ struct Device::Space : ctl::IoasMirror {
 		return "vfio " + first_bdf + " (" +
 		       (path == Iommu::type1 ? std::string("type1 container")
 					     : "iommufd ioas " + std::to_string(kernel_ioas)) +
-		       (shadow_hwpt != 0 ? ", shadow of hwpt " + std::to_string(shadow_hwpt) : "") +
+		       (shadow_hwpt == 0 ? std::string()
+			: forwarder != nullptr || kernel_parent != 0
+				? ", kernel-nested hwpt " + std::to_string(shadow_hwpt)
+				: ", shadow of hwpt " + std::to_string(shadow_hwpt)) +
 		       ")";
 	}
 	std::vector<ctl::IovaRange> ranges() const override { return kranges; }
@@ -583,6 +628,11 @@ Stats Device::stats() const
 			s.shadow_syncs = ss.syncs;
 			s.shadow_events = sp->shadow->events();
 		}
+		if (sp->forwarder != nullptr) {
+			s.nested = true;
+			s.forward_calls = sp->forwarder->stats().calls;
+			s.forward_entries = sp->forwarder->stats().entries;
+		}
 	}
 	return s;
 }
@@ -604,6 +654,13 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 	} else
 		return Status::error(-ENOENT, "vfio %s: no IOAS or paging HWPT %u", bdf_.c_str(),
 				     pt_id);
+	bool hw_nested = false;
+	if (shadow_of != 0 && (space_ == nullptr || space_->shadow_hwpt != shadow_of)) {
+		Result<bool> hw = choose_nesting(shadow_of);
+		if (!hw)
+			return hw.status();
+		hw_nested = *hw;
+	}
 	if (space_ != nullptr) {
 		if (space_->ioas == ioas_id && space_->shadow_hwpt == shadow_of) {
 			// Same kernel space: only the lib/ctl twin moves (e.g. IOAS -> its HWPT).
@@ -744,7 +801,52 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 	Result<uint32_t> hwpt = ctx_.device_attach(ctl_id_, std::nullopt, pt_id);
 	if (!hwpt)
 		return undo(hwpt.status());
-	if (fresh && shadow_of != 0) {
+	if (fresh && shadow_of != 0 && hw_nested) {
+		// The kernel nests: its IOAS mirrors the iodp IOAS (stage 2, GPA -> host), a
+		// NEST_PARENT HWPT on it, the guest's table as a VTD_S1 nested HWPT, the device
+		// attached there; the guest's invalidations are forwarded to it in batches.
+		const auto &h = *static_cast<const ctl::HwptNested *>(obj);
+		auto fail = [&](Status s) {
+			if (sp->forwarder != nullptr)
+				(void)ctx_.hwpt_detach_observer(shadow_of, sp->forwarder.get());
+			kabi::vfio_device_detach_iommufd_pt dt{};
+			dt.argsz = sizeof(dt);
+			(void)::ioctl(device_fd_, kabi::VFIO_DEVICE_DETACH_IOMMUFD_PT, &dt);
+			device_attached_ = false;
+			sp->destroy_kernel_hwpts();
+			if (sp->mirrored)
+				(void)ctx_.ioas_detach_mirror(ioas_id, sp.get());
+			sp->mirrored = false;
+			(void)ctx_.device_detach(ctl_id_, std::nullopt);
+			return undo(s);
+		};
+		if (Status s = ctx_.ioas_attach_mirror(ioas_id, sp.get()); !s)
+			return fail(s);
+		sp->mirrored = true;
+		const nesting::Ioctl call = sp->iommufd_call();
+		Result<uint32_t> parent = nesting::alloc_parent(call, iommufd_devid_, sp->kernel_ioas);
+		if (!parent)
+			return fail(parent.status());
+		sp->kernel_parent = *parent;
+		Result<uint32_t> nested = nesting::alloc_nested_vtd(call, iommufd_devid_, *parent, h.vtd);
+		if (!nested)
+			return fail(nested.status());
+		sp->kernel_nested = *nested;
+		kabi::vfio_device_attach_iommufd_pt at{};
+		at.argsz = sizeof(at);
+		at.pt_id = *nested;
+		if (Status s = sp->call(device_fd_, kabi::VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+					"VFIO_DEVICE_ATTACH_IOMMUFD_PT", &at,
+					"(kernel nested hwpt " + std::to_string(*nested) + ")");
+		    !s)
+			return fail(s);
+		sp->forwarder = std::make_unique<nesting::Forwarder>(sp->name(), call, *nested);
+		if (Status s = ctx_.hwpt_attach_observer(shadow_of, sp->forwarder.get()); !s) {
+			sp->forwarder.reset();
+			return fail(s);
+		}
+		t.spaces.push_back(sp);
+	} else if (fresh && shadow_of != 0) {
 		// From here on every guest invalidation and stage-2 change of the nested HWPT
 		// reaches the kernel; what it translates now goes in.
 		sp->shadow = std::make_unique<ShadowMode>(sp->name(), *sp, options_.sysfs,
@@ -769,6 +871,55 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 	space_ = sp;
 	last_space_ = sp;
 	return *hwpt;
+}
+
+Result<bool> Device::choose_nesting(uint32_t hwpt_id)
+{
+	const Nesting mode = options_.mode;
+	if (mode == Nesting::shadow) {
+		nesting_reason_ = "shadow (asked for)";
+		return false;
+	}
+	const auto *h = static_cast<const ctl::HwptNested *>(ctx_.find(hwpt_id));
+	std::string why;
+	if (path_ != Iommu::iommufd) {
+		why = "a type1 container has no nested translation (iommufd has)";
+	} else if (h->data_type != IODP_HWPT_DATA_VTD_S1) {
+		why = "iodp nests VT-d first stages only (SMMUv3 nesting is 6.13+ uAPI)";
+	} else {
+		// A kernel IOAS of its own for the probe's NEST_PARENT allocation.
+		kabi::iommu_ioas_alloc a{};
+		a.size = sizeof(a);
+		own_calls_++;
+		if (::ioctl(iommufd_->fd, kabi::IOMMU_IOAS_ALLOC, &a) != 0) {
+			own_errors_++;
+			why = std::string("IOMMU_IOAS_ALLOC: ") + std::strerror(errno);
+		} else {
+			const int fd = iommufd_->fd;
+			const nesting::Ioctl call = [this, fd](unsigned long req, void *arg) {
+				own_calls_++;
+				if (::ioctl(fd, req, arg) == 0)
+					return 0;
+				own_errors_++;
+				return -errno;
+			};
+			const nesting::Probe p = nesting::probe(call, iommufd_devid_, a.out_ioas_id);
+			kabi::iommu_destroy d{sizeof(d), a.out_ioas_id};
+			(void)call(kabi::IOMMU_DESTROY, &d);
+			if (p.nests) {
+				nesting_reason_ = std::string("nested (") +
+						  (mode == Nesting::nested ? "asked for: " : "auto: ") +
+						  p.reason + ")";
+				return true;
+			}
+			why = p.reason;
+		}
+	}
+	if (mode == Nesting::nested)
+		return Status::error(-EOPNOTSUPP, "vfio %s: mode=nested: the kernel cannot nest "
+				     "hwpt %u: %s", bdf_.c_str(), hwpt_id, why.c_str());
+	nesting_reason_ = "shadow (auto: " + why + ")";
+	return false;
 }
 
 Status Device::detach()
@@ -813,6 +964,10 @@ Status Device::detach()
 		sp.mirrored = false;
 		if (sp.shadow != nullptr)
 			(void)ctx_.hwpt_detach_observer(sp.shadow_hwpt, sp.shadow.get());
+		if (sp.forwarder != nullptr)
+			(void)ctx_.hwpt_detach_observer(sp.shadow_hwpt, sp.forwarder.get());
+		if (sp.path == Iommu::iommufd)
+			sp.destroy_kernel_hwpts();
 		// Dropping the kernel space unmaps everything it held.
 		if (sp.path == Iommu::type1) {
 			::close(sp.container);

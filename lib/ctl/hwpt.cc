@@ -350,9 +350,17 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 	std::vector<IovaRange> touched;
 	bool whole = false;
 	auto shadow = [&](Status s) -> Status {
-		if (h->observers.empty() || (!whole && touched.empty()))
-			return s;
-		Status o = impl_->observe_changed(*h, whole ? impl_->observed_scope(*h) : touched);
+		Status o;
+		for (NestedObserver *obs : h->observers)
+			if (Status f = obs->forward(data_type, entries, entry_len, *handled);
+			    !f && o)
+				o = Status::error(f.code(), "hwpt %u: %s", hwpt_id,
+						  f.message().c_str());
+		if (!h->observers.empty() && (whole || !touched.empty()))
+			if (Status c = impl_->observe_changed(
+				    *h, whole ? impl_->observed_scope(*h) : touched);
+			    !c && o)
+				o = c;
 		return s ? o : s;
 	};
 	for (uint32_t i = 0; i < entry_num; i++) {

@@ -217,7 +217,8 @@ struct Bench {
 	std::mt19937_64 rng{20261130};
 
 	/** Stage 2 maps guest RAM as two mappings: the run's memory [0, 64M) and the rest. */
-	explicit Bench(vfio::Iommu iommu, bool coalesce = true)
+	explicit Bench(vfio::Iommu iommu, bool coalesce = true,
+		       vfio::Nesting mode = vfio::Nesting::auto_select)
 	{
 		void *p = ::mmap(nullptr, kRam, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 				 -1, 0);
@@ -238,6 +239,7 @@ struct Bench {
 		vfio::Options opt;
 		opt.iommu = iommu;
 		opt.shadow.coalesce = coalesce;
+		opt.mode = mode;
 		dev = must(vfio::Device::open(ctx, edu_on_vfio(), opt), "open");
 		const uint32_t id = dev->ctl_id();
 		parent = must(ctx.hwpt_alloc_paging(id, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0),
@@ -246,7 +248,8 @@ struct Bench {
 						    ctl::VtdS1Data{0, s1.root(), 48}),
 			      "nested hwpt");
 		CHECK(must(dev->attach(nested), "attach to the nested hwpt") == nested);
-		std::printf("  %s: %s, shadow mode\n", dev->bdf().c_str(), dev->path_reason().c_str());
+		std::printf("  %s: %s, %s\n", dev->bdf().c_str(), dev->path_reason().c_str(),
+			    dev->nesting_reason().c_str());
 		CHECK(dev->stats().shadow);
 		edu = std::make_unique<Edu>(*dev);
 		// The device's buffer gets a pattern from a page the guest maps for it.
@@ -541,6 +544,45 @@ void case_full(vfio::Iommu iommu)
 	b.stats("full");
 }
 
+/** mode=auto falls back to shadow where the kernel does not nest, and says why; nested fails. */
+void case_auto(vfio::Iommu iommu)
+{
+	{
+		Bench b(iommu);
+		const std::string why = b.dev->nesting_reason();
+		CHECK(why.rfind("shadow (auto: ", 0) == 0);
+		if (iommu == vfio::Iommu::type1)
+			CHECK(why.find("type1 container has no nested translation") != std::string::npos);
+		else // QEMU 7.2's intel-iommu: no ECAP.NEST, or NEST_PARENT refused
+			CHECK(why.find("ECAP.NEST") != std::string::npos ||
+			      why.find("NEST_PARENT") != std::string::npos);
+		b.map(0x100000, 64 * MiB, 4096, kRWU);
+		b.invalidate({{0x100000, 1}});
+		CHECK(b.dma(0x100000, 0, 256));
+		b.expect_ram_is_model("shadowed after the fallback");
+	}
+	// mode=nested where the kernel cannot nest: refused, with the reason.
+	ctl::Ctx ctx;
+	vfio::Options opt;
+	opt.iommu = iommu;
+	opt.mode = vfio::Nesting::nested;
+	std::unique_ptr<vfio::Device> dev = must(vfio::Device::open(ctx, edu_on_vfio(), opt), "open");
+	const uint32_t ioas = must(ctx.ioas_alloc(), "ioas_alloc");
+	const uint32_t parent = must(ctx.hwpt_alloc_paging(dev->ctl_id(), ioas,
+							   IODP_HWPT_ALLOC_NEST_PARENT, 0),
+				     "nest parent");
+	const uint32_t nested = must(ctx.hwpt_alloc_nested(dev->ctl_id(), parent, 0, 0,
+							   ctl::VtdS1Data{0, 0x1000, 48}),
+				     "nested");
+	Result<uint32_t> r = dev->attach(nested);
+	CHECK(!r);
+	std::printf("  mode=nested -> %s\n", r.status().message().c_str());
+	CHECK(r.status().code() == -EOPNOTSUPP);
+	CHECK(r.status().message().find("mode=nested: the kernel cannot nest") != std::string::npos);
+	CHECK(dev->ioas() == 0);
+	dev->close();
+}
+
 using Case = std::function<void(vfio::Iommu)>;
 
 const std::map<std::string, Case> &cases()
@@ -550,6 +592,7 @@ const std::map<std::string, Case> &cases()
 		{"shadow-retarget", case_retarget}, {"shadow-domain", case_domain},
 		{"shadow-stage2", case_stage2}, {"shadow-churn", case_churn},
 		{"shadow-calls", case_calls},   {"shadow-full", case_full},
+		{"shadow-auto", case_auto},
 	};
 	return c;
 }

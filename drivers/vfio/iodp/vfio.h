@@ -51,8 +51,23 @@ enum class Iommu : uint8_t { auto_select, type1, iommufd };
 /** "auto", "type1", "iommufd". */
 const char *iommu_name(Iommu iommu);
 
+/**
+ * How a device attached to a nested HWPT follows the guest's stage 1 (doc/vfio.md):
+ * - shadow: iodp walks the guest's table on each invalidation and keeps the composition
+ *   in the device's kernel space (<iodp/shadow_mode.h>);
+ * - nested: the kernel nests in hardware (iommufd: a NEST_PARENT HWPT mirroring the IOAS,
+ *   the guest's table as a VTD_S1 nested HWPT, invalidations forwarded in batches);
+ *   refused, with the kernel's reason, where it cannot;
+ * - auto: nested where IOMMU_GET_HW_INFO reports nesting and NEST_PARENT allocation
+ *   succeeds, else shadow; nesting_reason() says which and why.
+ */
+enum class Nesting : uint8_t { auto_select, shadow, nested };
+/** "auto", "shadow", "nested". */
+const char *nesting_name(Nesting mode);
+
 struct Options {
 	Iommu iommu = Iommu::auto_select;
+	Nesting mode = Nesting::auto_select;
 	/** Where sysfs and /dev are (tests point these at a fake tree). */
 	std::string sysfs = "/sys";
 	std::string dev = "/dev";
@@ -76,6 +91,9 @@ struct Stats {
 	bool degraded = false;
 	uint64_t shadow_syncs = 0;  ///< range syncs (walk + diff + kernel calls)
 	uint64_t shadow_events = 0; ///< guest invalidation calls and stage-2 changes handled
+	/** Hardware nesting: IOMMU_HWPT_INVALIDATE calls and the entries they carried. */
+	bool nested = false;
+	uint64_t forward_calls = 0, forward_entries = 0;
 };
 
 /** A region of the device (BAR, config space): VFIO_DEVICE_GET_REGION_INFO. */
@@ -126,6 +144,8 @@ public:
 	/** The path taken (type1 or iommufd) and why ("auto: /dev/iommu and ... exist"). */
 	Iommu path() const { return path_; }
 	const std::string &path_reason() const { return path_reason_; }
+	/** Attached to a nested HWPT: shadow or nested, and why ("shadow (auto: ...)"). */
+	const std::string &nesting_reason() const { return nesting_reason_; }
 	/** The lib/ctl device standing for this one (translate() answers what it reaches). */
 	uint32_t ctl_id() const { return ctl_id_; }
 	/** The iodp IOAS attached to (0: none). */
@@ -152,6 +172,8 @@ public:
 
 private:
 	Device(ctl::Ctx &ctx, Options options);
+	/** For a nested HWPT: whether the kernel nests (true) or iodp shadows (false). */
+	Result<bool> choose_nesting(uint32_t hwpt_id);
 
 	ctl::Ctx &ctx_;
 	Options options_;
@@ -159,6 +181,7 @@ private:
 	int group_ = -1;
 	Iommu path_ = Iommu::auto_select;
 	std::string path_reason_;
+	std::string nesting_reason_;
 	uint32_t ctl_id_ = 0;
 	int device_fd_ = -1;
 	uint32_t iommufd_devid_ = 0;

@@ -148,6 +148,16 @@ public:
 			       std::span<const IovaRange> ranges) = 0;
 	virtual Status host_gone(const pgtable::Translation *xlat, uint64_t host,
 				 uint64_t length) = 0;
+	/**
+	 * The entries of one hwpt_invalidate() call that iodp applied, as given (iodp's entry
+	 * layouts are the kernel's): an observer whose kernel nests in hardware forwards them.
+	 * Called before changed(). Default: nothing to forward.
+	 */
+	virtual Status forward(uint32_t /*data_type*/, const void * /*entries*/,
+			       uint32_t /*entry_len*/, uint32_t /*entry_num*/)
+	{
+		return {};
+	}
 };
 
 struct Ioas : Object {
