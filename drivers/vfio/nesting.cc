@@ -161,6 +161,8 @@ Status Forwarder::forward(uint32_t data_type, const void *entries, uint32_t entr
 	uint32_t handled = 0;
 	Status s = nesting::forward(call_, hwpt_, kabi::IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, entries,
 				    entry_len, entry_num, batch_, &handled, &stats_);
+	calls_.store(stats_.calls, std::memory_order_relaxed);
+	entries_.store(stats_.entries, std::memory_order_relaxed);
 	if (!s)
 		return Status::error(s.code(), "%s: %s", name_.c_str(), s.message().c_str());
 	return {};

@@ -14,6 +14,7 @@
 #include <iodp/ctl.h>
 #include <iodp/status.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -80,7 +81,11 @@ public:
 	Status host_gone(const pgtable::Translation *, uint64_t, uint64_t) override { return {}; }
 	Status forward(uint32_t data_type, const void *entries, uint32_t entry_len,
 		       uint32_t entry_num) override;
+	/** Under the iodp context's lock only. */
 	const ForwardStats &stats() const { return stats_; }
+	/** Readable from any thread. */
+	uint64_t calls() const { return calls_.load(std::memory_order_relaxed); }
+	uint64_t entries() const { return entries_.load(std::memory_order_relaxed); }
 	uint32_t kernel_hwpt() const { return hwpt_; }
 
 private:
@@ -89,6 +94,7 @@ private:
 	uint32_t hwpt_;
 	uint32_t batch_;
 	ForwardStats stats_;
+	std::atomic<uint64_t> calls_{0}, entries_{0};
 };
 
 } // namespace iodp::vfio::nesting

@@ -59,11 +59,19 @@ Status ShadowMode::sync(const pgtable::Translation *xlat, uint64_t start, uint64
 	return s;
 }
 
+void ShadowMode::publish()
+{
+	events_.store(events_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+	syncs_.store(shadow_.stats().syncs, std::memory_order_relaxed);
+	degraded_.store(shadow_.degraded(), std::memory_order_relaxed);
+}
+
 Status ShadowMode::changed(const pgtable::Translation *xlat,
 			   std::span<const ctl::IovaRange> ranges)
 {
-	events_++;
-	return sync_all(xlat, ranges);
+	Status s = sync_all(xlat, ranges);
+	publish();
+	return s;
 }
 
 Status ShadowMode::sync_all(const pgtable::Translation *xlat,
@@ -79,7 +87,6 @@ Status ShadowMode::sync_all(const pgtable::Translation *xlat,
 
 Status ShadowMode::host_gone(const pgtable::Translation *xlat, uint64_t host, uint64_t length)
 {
-	events_++;
 	if (length == 0)
 		return {};
 	const uint64_t host_last = host + (length - 1);
@@ -94,7 +101,9 @@ Status ShadowMode::host_gone(const pgtable::Translation *xlat, uint64_t host, ui
 		else
 			hit.push_back({iova, last});
 	}
-	return sync_all(xlat, hit);
+	Status s = sync_all(xlat, hit);
+	publish();
+	return s;
 }
 
 } // namespace iodp::vfio

@@ -622,16 +622,15 @@ Stats Device::stats() const
 		s.pages_mapped = s.bytes_mapped / 4096;
 		s.errors += sp->errors.get();
 		if (sp->shadow != nullptr) {
-			const shadow::ShadowStats &ss = sp->shadow->shadow().stats();
 			s.shadow = true;
 			s.degraded = space_ != nullptr && sp->shadow->degraded();
-			s.shadow_syncs = ss.syncs;
+			s.shadow_syncs = sp->shadow->syncs();
 			s.shadow_events = sp->shadow->events();
 		}
 		if (sp->forwarder != nullptr) {
 			s.nested = true;
-			s.forward_calls = sp->forwarder->stats().calls;
-			s.forward_entries = sp->forwarder->stats().entries;
+			s.forward_calls = sp->forwarder->calls();
+			s.forward_entries = sp->forwarder->entries();
 		}
 	}
 	return s;

@@ -30,6 +30,7 @@
 #include <iodp/ctl.h>
 #include <iodp/shadow.h>
 
+#include <atomic>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -53,10 +54,13 @@ public:
 
 	/** Unmap everything it mapped (a detach that keeps the kernel space). */
 	Status clear() { return shadow_.clear(); }
-	bool degraded() const { return shadow_.degraded(); }
+	/** The shadow itself: under the iodp context's lock only (it changes under it). */
 	const shadow::Shadow &shadow() const { return shadow_; }
+	/** Readable from any thread (published after each change): */
+	bool degraded() const { return degraded_.load(std::memory_order_relaxed); }
 	/** Guest invalidations and stage-2 changes handled (calls of changed / host_gone). */
-	uint64_t events() const { return events_; }
+	uint64_t events() const { return events_.load(std::memory_order_relaxed); }
+	uint64_t syncs() const { return syncs_.load(std::memory_order_relaxed); }
 
 private:
 	Status sync(const pgtable::Translation *xlat, uint64_t start, uint64_t last);
@@ -79,7 +83,9 @@ private:
 	std::string name_;
 	Mapper mapper_;
 	shadow::Shadow shadow_;
-	uint64_t events_ = 0;
+	void publish();
+	std::atomic<uint64_t> events_{0}, syncs_{0};
+	std::atomic<bool> degraded_{false};
 };
 
 } // namespace iodp::vfio
