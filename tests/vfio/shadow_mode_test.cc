@@ -317,5 +317,79 @@ TEST_F(ShadowModeTest, ObserverAttachChecks)
 	EXPECT_EQ(ctx.hwpt_detach_observer(nested, &other).code(), -ENOENT);
 }
 
+/** SMMUv3: STE -> CD 0 -> an Arm stage 1 over the parent's stage 2, invalidated by commands. */
+struct SmmuShadowTest : ::testing::Test {
+	Ctx ctx;
+	HostBuffer ram{kRam};
+	pgtable::TablePool pool{kGpa + kRam / 2, ram.at(kRam / 2), kRam / 2, 4096};
+	pgtable::TableBuilder s1;
+	FakeKernel kernel;
+	ShadowMode mode{"vfio test (smmu shadow)", kernel, "/nonexistent"};
+	uint32_t ioas = 0, dev = 0, nested = 0;
+	static constexpr uint64_t kCd = kGpa + kRam / 2 - 4096; ///< the CD table (one CD)
+	static constexpr uint16_t kAsid = 9;
+
+	void SetUp() override
+	{
+		ioas = ok(ctx.ioas_alloc());
+		ok(ctx.ioas_map(ioas, kFixedRW, kGpa, ram.data(), kRam).status());
+		s1 = ok(pgtable::TableBuilder::create(pgtable::table_config(pgtable::Format::arm_s1),
+						      &pool));
+		const uint64_t cd0 = 16 /* T0SZ: 48-bit */ | (1ull << 31) /* V */ |
+				     (1ull << 41) /* AA64 */ | (uint64_t{kAsid} << 48);
+		GuestMemory::store_le64(ram.at(kCd - kGpa), cd0);
+		GuestMemory::store_le64(ram.at(kCd - kGpa + 8), s1.root());
+		dev = ok(ctx.device_create(smmu_device("vfio-smmu0")));
+		const uint32_t parent =
+			ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0));
+		// STE: valid, config 5 (stage 1 translate), S1ContextPtr, S1CDMax 0.
+		nested = ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, SmmuV3Data{{1 | (5ull << 1) | kCd, 0}}));
+		ok(ctx.device_attach(dev, std::nullopt, nested).status());
+		ASSERT_TRUE(ctx.hwpt_attach_observer(nested, &mode).ok());
+	}
+	void TearDown() override { (void)ctx.hwpt_detach_observer(nested, &mode); }
+
+	Status command(uint64_t w0, uint64_t w1)
+	{
+		iodp_hwpt_arm_smmuv3_invalidate c{{w0, w1}};
+		uint32_t handled = 0;
+		return ctx.hwpt_invalidate(nested, IODP_HWPT_INVALIDATE_DATA_ARM_SMMUV3, &c,
+					   sizeof(c), 1, &handled);
+	}
+	bool kernel_agrees(uint64_t iova)
+	{
+		const Translated t = ok(ctx.translate(dev, std::nullopt, iova, pgtable::kAccessRead));
+		const std::optional<uint64_t> k = kernel.lookup(iova, false);
+		return t.fault == IODP_FAULT_NONE ? k && *k == t.host : !k;
+	}
+};
+
+TEST_F(SmmuShadowTest, CommandsReshadowWhatTheyName)
+{
+	ASSERT_TRUE(s1.map(kWindow, kGpa + 0x10000, 4096, kRWU).ok());
+	ASSERT_TRUE(s1.map(kWindow + 0x200000, kGpa + 0x20000, 4096, kRWU).ok());
+	// TLBI_NH_VA (ASID 9, one page): only that page reaches the kernel.
+	ASSERT_TRUE(command(0x12 | (uint64_t{kAsid} << 48), kWindow).ok());
+	EXPECT_TRUE(kernel.lookup(kWindow, false).has_value());
+	EXPECT_FALSE(kernel.lookup(kWindow + 0x200000, false).has_value());
+	// TLBI_NH_ASID: everything.
+	ASSERT_TRUE(command(0x11 | (uint64_t{kAsid} << 48), 0).ok());
+	EXPECT_TRUE(kernel_agrees(kWindow + 0x200000));
+	// The guest points CD 0 at an empty table; CFGI_CD: everything goes.
+	pgtable::TableBuilder empty = ok(pgtable::TableBuilder::create(
+		pgtable::table_config(pgtable::Format::arm_s1), &pool));
+	GuestMemory::store_le64(ram.at(kCd - kGpa + 8), empty.root());
+	ASSERT_TRUE(command(0x05, 0).ok());
+	EXPECT_TRUE(kernel.maps.empty());
+	EXPECT_TRUE(kernel_agrees(kWindow) && kernel_agrees(kWindow + 0x200000));
+	// An invalid CD: DMA blocked (the route faults), the kernel holds nothing.
+	GuestMemory::store_le64(ram.at(kCd - kGpa + 8), s1.root());
+	ASSERT_TRUE(command(0x05, 0).ok());
+	EXPECT_EQ(kernel.maps.size(), 2u);
+	GuestMemory::store_le64(ram.at(kCd - kGpa), 0);
+	ASSERT_TRUE(command(0x05, 0).ok());
+	EXPECT_TRUE(kernel.maps.empty());
+}
+
 } // namespace
 } // namespace iodp::vfio
