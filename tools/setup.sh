@@ -4,8 +4,10 @@
 #
 #   tools/setup.sh            release build in build/
 #   tools/setup.sh --asan     also the AddressSanitizer + UBSan build in build-asan/
-#   tools/setup.sh --tsan     also the ThreadSanitizer build in build-tsan/ (suite 'tsan')
-#   tools/setup.sh --fuzz     also the libFuzzer build in build-fuzz/ (clang-16, ASan + UBSan)
+#   tools/setup.sh --tsan     also configure the ThreadSanitizer build in build-tsan/ (meson
+#                             test --suite tsan builds what that suite needs)
+#   tools/setup.sh --fuzz     also configure the libFuzzer build in build-fuzz/ (clang-16,
+#                             ASan + UBSan; meson test --suite fuzz builds the targets)
 #
 # Environment: IODP_HUGEPAGES (2 MiB pages to reserve, default 512 = 1 GiB; 0 skips).
 set -euo pipefail
@@ -103,7 +105,7 @@ configure() {
 	else
 		meson setup "$dir" "$@" >/dev/null
 	fi
-	ninja -C "$dir"
+	[ "${build_all:-1}" -eq 0 ] || ninja -C "$dir"
 }
 
 configure build
@@ -115,12 +117,16 @@ fi
 if [ "$tsan" -eq 1 ]; then
 	# Its own directory: TSan cannot be combined with ASan. Only the tests of suite
 	# 'tsan' run there (tests/meson.build).
-	configure build-tsan -Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false \
-		-Dbench=false
+	# Configured only: `meson test -C build-tsan --suite tsan` (tools/test.sh) builds just
+	# what that suite needs, not every test and app again.
+	build_all=0 configure build-tsan -Dbuildtype=debugoptimized -Db_sanitize=thread \
+		-Db_lundef=false -Dbench=false
 fi
 if [ "$fuzz" -eq 1 ]; then
 	# libFuzzer needs clang; DPDK's headers and libraries work with it as they are.
-	CC=clang-16 CXX=clang++-16 configure build-fuzz -Dfuzz=true -Dtests=false -Dbench=false \
-		-Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
+	# Configured only, like build-tsan: `meson test --suite fuzz` builds the targets.
+	CC=clang-16 CXX=clang++-16 build_all=0 configure build-fuzz -Dfuzz=true -Dtests=false \
+		-Dbench=false -Dbuildtype=debugoptimized -Db_sanitize=address,undefined \
+		-Db_lundef=false
 fi
 say "built: build/apps/iodp-pmd/iodp-pmd, build/apps/iodp-xlate/iodp-xlate, build/bench/iodp-bench"
