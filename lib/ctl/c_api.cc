@@ -152,6 +152,17 @@ Status read_array(uint64_t user, uint32_t num, std::vector<T> *out, const char *
 {
 	if (num != 0 && user == 0)
 		return Status::error(-EFAULT, "%s is NULL", what);
+	// The kernel copies such arrays in, so one that is not all there is EFAULT whatever its
+	// length: look at its last byte before allocating for it (a count of 2^32 must not
+	// become a 64 GiB allocation; under ASan that aborts instead of throwing).
+	if (num != 0) {
+		const uint64_t bytes = uint64_t{num} * sizeof(T);
+		uint8_t last;
+		if (user + bytes - 1 < user ||
+		    !read_user(&last, uptr(user + bytes - 1), 1, what).ok())
+			return Status::error(-EFAULT, "%s: %u entries at 0x%llx are not all readable",
+					     what, num, static_cast<unsigned long long>(user));
+	}
 	out->resize(num); // bad_alloc: ENOMEM, from run()
 	return read_user(out->data(), uptr(user), size_t{num} * sizeof(T), what);
 }
