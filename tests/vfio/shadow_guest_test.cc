@@ -36,37 +36,13 @@
 #include <unistd.h>
 #include <vector>
 
+#include "guest_case.h"
+
 using namespace iodp;
 
 namespace {
 
-struct Fail {
-	std::string why;
-};
-
-[[noreturn]] void fail(const std::string &why)
-{
-	throw Fail{why};
-}
-
-#define CHECK(cond)                                                                        \
-	do {                                                                               \
-		if (!(cond))                                                               \
-			fail(std::string(#cond) + " (line " + std::to_string(__LINE__) + ")"); \
-	} while (0)
-
-template <class T> T must(Result<T> r, const char *what)
-{
-	if (!r)
-		fail(std::string(what) + ": " + r.status().message());
-	return std::move(*r);
-}
-
-void must(const Status &s, const char *what)
-{
-	if (!s)
-		fail(std::string(what) + ": " + s.message());
-}
+using namespace iodp::guest;
 
 double now_s()
 {
@@ -75,42 +51,6 @@ double now_s()
 }
 
 /* sysfs: the edu device on vfio-pci --------------------------------------------------------- */
-
-std::string read_file(const std::string &path)
-{
-	char buf[256] = {};
-	const int fd = ::open(path.c_str(), O_RDONLY);
-	if (fd < 0)
-		return {};
-	const ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
-	::close(fd);
-	std::string s(buf, n > 0 ? static_cast<size_t>(n) : 0);
-	while (!s.empty() && (s.back() == '\n' || s.back() == ' '))
-		s.pop_back();
-	return s;
-}
-
-void write_file(const std::string &path, const std::string &text)
-{
-	const int fd = ::open(path.c_str(), O_WRONLY);
-	if (fd < 0)
-		fail("open " + path + ": " + std::strerror(errno));
-	const ssize_t n = ::write(fd, text.data(), text.size());
-	::close(fd);
-	if (n != static_cast<ssize_t>(text.size()))
-		fail("write '" + text + "' to " + path);
-}
-
-std::string driver_of(const std::string &bdf)
-{
-	char buf[256];
-	const std::string link = "/sys/bus/pci/devices/" + bdf + "/driver";
-	const ssize_t n = ::readlink(link.c_str(), buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return {};
-	std::string s(buf, static_cast<size_t>(n));
-	return s.substr(s.rfind('/') + 1);
-}
 
 std::string edu_on_vfio()
 {
@@ -590,8 +530,6 @@ void case_auto(vfio::Iommu iommu)
 	dev->close();
 }
 
-using Case = std::function<void(vfio::Iommu)>;
-
 const std::map<std::string, Case> &cases()
 {
 	static const std::map<std::string, Case> c = {
@@ -608,29 +546,5 @@ const std::map<std::string, Case> &cases()
 
 int main(int argc, char **argv)
 {
-	std::string name, iommu = "type1";
-	for (int i = 1; i + 1 < argc; i += 2) {
-		const std::string k = argv[i];
-		if (k == "--case")
-			name = argv[i + 1];
-		else if (k == "--iommu")
-			iommu = argv[i + 1];
-	}
-	std::setvbuf(stdout, nullptr, _IOLBF, 0);
-	auto it = cases().find(name);
-	if (it == cases().end() || (iommu != "type1" && iommu != "iommufd")) {
-		std::printf("usage: shadow_guest_test --case NAME --iommu type1|iommufd; cases:");
-		for (const auto &[n, c] : cases())
-			std::printf(" %s", n.c_str());
-		std::printf("\n");
-		return 2;
-	}
-	try {
-		it->second(iommu == "type1" ? vfio::Iommu::type1 : vfio::Iommu::iommufd);
-	} catch (const Fail &f) {
-		std::printf("IODP-CASE %s FAIL: %s\n", name.c_str(), f.why.c_str());
-		return 1;
-	}
-	std::printf("IODP-CASE %s PASS\n", name.c_str());
-	return 0;
+	return run_case(argc, argv, "shadow_guest_test", cases());
 }
