@@ -73,30 +73,34 @@ Status Ctx::Impl::observe_changed(HwptNested &h, std::vector<IovaRange> ranges)
 	return first;
 }
 
-Status Ctx::Impl::observe_stage2_map(const Ioas &ioas)
+/** Every observed nested HWPT whose stage 2 is a paging HWPT on @p ioas. */
+template <class Fn>
+static void for_each_observed(const std::map<uint32_t, std::unique_ptr<Object>> &objects,
+			      const Ioas &ioas, Fn &&fn)
 {
-	Status first;
 	for (const auto &[id, o] : objects) {
 		if (o->type != ObjType::hwpt_nested)
 			continue;
 		auto &h = static_cast<HwptNested &>(*o);
-		if (h.observers.empty() || h.parent->ioas != &ioas)
-			continue;
+		if (!h.observers.empty() && h.parent->ioas == &ioas)
+			fn(h);
+	}
+}
+
+Status Ctx::Impl::observe_stage2_map(const Ioas &ioas)
+{
+	Status first;
+	for_each_observed(objects, ioas, [&](HwptNested &h) {
 		if (Status s = observe_changed(h, observed_scope(h)); !s && first)
 			first = s;
-	}
+	});
 	return first;
 }
 
 Status Ctx::Impl::observe_stage2_unmap(const Ioas &ioas, uint64_t host, uint64_t length)
 {
 	Status first;
-	for (const auto &[id, o] : objects) {
-		if (o->type != ObjType::hwpt_nested)
-			continue;
-		auto &h = static_cast<HwptNested &>(*o);
-		if (h.observers.empty() || h.parent->ioas != &ioas)
-			continue;
+	for_each_observed(objects, ioas, [&](HwptNested &h) {
 		Binding b;
 		b.hwpt = &h;
 		Now now{route_of(&b, std::nullopt), {}};
@@ -105,7 +109,7 @@ Status Ctx::Impl::observe_stage2_unmap(const Ioas &ioas, uint64_t host, uint64_t
 			if (Status s = obs->host_gone(now.get(), host, length); !s && first)
 				first = Status::error(s.code(), "hwpt %u: %s", h.id,
 						      s.message().c_str());
-	}
+	});
 	return first;
 }
 
