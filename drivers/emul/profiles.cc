@@ -102,6 +102,22 @@ bool generate(Emul &e, Queue &q, Gen *g)
 	return true;
 }
 
+/**
+ * How many of @p n requests a queue may post now: none once the device is gone (or just
+ * vanished, vanish=N), else at most what its in-flight window has room for.
+ */
+inline uint16_t admit(Queue &q, Emul &e, uint16_t n)
+{
+	if (e.dev->gone())
+		return 0;
+	if (e.vanish != 0 && q.issued >= (e.vanish + e.queues - 1) / e.queues) {
+		e.dev->mark_gone("vanish: the device was unplugged mid-run");
+		return 0;
+	}
+	const uint64_t room = kDepth - (q.issued - q.answered);
+	return n > room ? static_cast<uint16_t>(room) : n;
+}
+
 /*
  * replay: the requests were made at configure; posting one is a copy and a cookie, so what
  * a benchmark times is the engine, not the traffic generator.
@@ -110,15 +126,7 @@ uint16_t rx_burst_replay(void *queue, dev::Request *reqs, uint16_t n)
 {
 	Queue &q = *static_cast<Queue *>(queue);
 	Emul &e = *q.emul;
-	if (e.dev->gone())
-		return 0;
-	if (e.vanish != 0 && q.issued >= (e.vanish + e.queues - 1) / e.queues) {
-		e.dev->mark_gone("vanish: the device was unplugged mid-run");
-		return 0;
-	}
-	const uint64_t room = kDepth - (q.issued - q.answered);
-	if (n > room)
-		n = static_cast<uint16_t>(room);
+	n = admit(q, e, n);
 	// Locals: stores to reqs[] may alias the queue, and reloading it per request costs.
 	const dev::Request *loop = q.replay.get();
 	const uint64_t mask = replay_length(e) - 1, cursor = q.cursor, issued = q.issued;
@@ -138,15 +146,7 @@ uint16_t rx_burst(void *queue, dev::Request *reqs, uint16_t n)
 {
 	Queue &q = *static_cast<Queue *>(queue);
 	Emul &e = *q.emul;
-	if (e.dev->gone())
-		return 0;
-	if (e.vanish != 0 && q.issued >= (e.vanish + e.queues - 1) / e.queues) {
-		e.dev->mark_gone("vanish: the device was unplugged mid-run");
-		return 0;
-	}
-	const uint64_t room = kDepth - (q.issued - q.answered);
-	if (n > room)
-		n = static_cast<uint16_t>(room);
+	n = admit(q, e, n);
 	uint16_t k = 0;
 	for (; k < n; k++) {
 		Gen g;
