@@ -57,6 +57,14 @@ std::string Ctx::Impl::binding_name(const Binding &b)
 	return s;
 }
 
+Ctx::Impl::ObjectNode Ctx::Impl::object_node(std::unique_ptr<Object> o)
+{
+	decltype(objects) one;
+	const uint32_t id = o->id;
+	one.emplace(id, std::move(o));
+	return one.extract(one.begin());
+}
+
 uint32_t Ctx::Impl::alloc_id()
 {
 	while (next_id == 0 || objects.count(next_id) != 0)
@@ -241,9 +249,9 @@ void Ctx::Impl::destroy_object(Object *o)
 		invalidate_domain(h->id, inval::kTargetAll);
 	}
 	auto it = objects.find(o->id);
-	std::shared_ptr<Object> gone(std::move(it->second));
+	Object *gone = it->second.release();
 	objects.erase(it);
-	retire([gone] {});
+	retire([gone] { delete gone; }); // one pointer: std::function holds it without the heap
 }
 
 Status Ctx::destroy(uint32_t id)
@@ -255,6 +263,8 @@ Status Ctx::destroy(uint32_t id)
 	if (o->users != 0)
 		return Status::error(-EBUSY, "%s %s", Impl::object_name(*o).c_str(),
 				     impl_->first_user(*o).c_str());
+	// A HWPT's invalidation publishes routes; the object itself is retired.
+	impl_->reserve(1, 1, 1);
 	impl_->destroy_object(o);
 	return {};
 }
@@ -536,12 +546,33 @@ void Ctx::Impl::invalidate_routes(const Device &dev)
 	notify(d);
 }
 
+void Ctx::Impl::reserve(unsigned notifies, unsigned publishes, unsigned retires)
+{
+	held.reserve(held.size() + notifies);
+	parked.reserve(parked.size() + 1); // a detach may park the binding it removes
+	size_t bindings = 1, devices = 0; // one more binding: an attach adds it
+	for (const auto &[id, o] : objects) {
+		if (o->type != ObjType::device)
+			continue;
+		const auto &d = static_cast<const Device &>(*o);
+		devices++;
+		bindings += (d.rid_binding != nullptr) + d.pasid_bindings.size();
+	}
+	while (spare_routes.size() < publishes)
+		spare_routes.push_back(std::make_unique<RouteTable>());
+	for (const auto &t : spare_routes) {
+		t->routes.reserve(bindings);
+		t->lazy.reserve(devices);
+	}
+	iotlb::Coherence::reserve(retire_slots, retires + publishes + 1);
+}
+
 void Ctx::Impl::retire(std::function<void()> fn)
 {
 	// What a batch holds goes out first: its grace period must also cover the workers
 	// dropping what they cached of the memory being retired.
 	post_held();
-	coherence->retire(std::move(fn));
+	coherence->retire(std::move(fn), retire_slots);
 	sync_due = true;
 }
 
@@ -551,22 +582,18 @@ void Ctx::Impl::retire_table_pages()
 		return; // most calls unmap nothing: no need to look at every HWPT
 	// A walk cache may still point into these pages until the held invalidations go out.
 	post_held();
-	for (const auto &[id, o] : objects) {
-		if (o->type != ObjType::hwpt_paging)
-			continue;
-		auto *h = static_cast<HwptPaging *>(o.get());
-		auto held = h->pool.take_held();
-		if (held.empty())
-			continue;
-		// The pool is only touched under the lock. A HWPT destroyed meanwhile was
-		// retired after this, so it is still there when this runs (grace periods end
-		// in the order they began).
-		retire([this, h, held = std::move(held)] {
-			std::lock_guard g(lock);
-			for (const auto &[addr, bytes] : held)
-				h->pool.release(addr, bytes);
-		});
-	}
+	const uint64_t gen = ++table_gen;
+	for (const auto &[id, o] : objects)
+		if (o->type == ObjType::hwpt_paging)
+			static_cast<HwptPaging *>(o.get())->pool.seal_held(gen);
+	// The pool is only touched under the lock. A HWPT destroyed meanwhile is gone from
+	// objects, its pages with it. Two words: no allocation (reserve() made the slot).
+	retire([this, gen] {
+		std::lock_guard g(lock);
+		for (const auto &[id, o] : objects)
+			if (o->type == ObjType::hwpt_paging)
+				static_cast<HwptPaging *>(o.get())->pool.release_sealed(gen);
+	});
 }
 
 } // namespace iodp::ctl

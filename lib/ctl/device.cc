@@ -88,8 +88,19 @@ Result<uint32_t> Ctx::device_create(const DeviceSpec &spec)
 					     " ends before it starts", spec.name.c_str(), r.start,
 					     r.last);
 	d->reserved = spec.reserved;
-	impl_->groups[group].push_back(d.get());
-	impl_->objects.emplace(id, std::move(d));
+	// Allocate first (the object's node, the group's room or node), then insert.
+	Device *raw = d.get();
+	Impl::ObjectNode node = Impl::object_node(std::move(d));
+	decltype(impl_->groups)::node_type new_group;
+	if (auto it = impl_->groups.find(group); it != impl_->groups.end()) {
+		it->second.reserve(it->second.size() + 1);
+		it->second.push_back(raw);
+	} else {
+		decltype(impl_->groups) one;
+		one[group].push_back(raw);
+		impl_->groups.insert(one.extract(one.begin()));
+	}
+	impl_->objects.insert(std::move(node));
 	return id;
 }
 
@@ -136,6 +147,22 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 		return Status::error(-EINVAL, "cannot attach %s to %u: it is a %s, not an ioas "
 				     "or hwpt", dev.name.c_str(), pt_id, obj_type_name(pt->type));
 
+	// What the attach allocates, before anything changes: the binding, the PASID's slot,
+	// the windows it checks, and room for what replacing, parking, retiring an unused
+	// automatic domain and publishing routes need.
+	auto fresh = std::make_unique<Binding>();
+	decltype(dev.pasid_bindings)::node_type pasid_node;
+	if (pasid && dev.pasid_bindings.count(*pasid) == 0) {
+		decltype(dev.pasid_bindings) one;
+		one.emplace(*pasid, nullptr);
+		pasid_node = one.extract(one.begin());
+	}
+	std::vector<std::pair<IovaRange, const char *>> windows = {
+		{Impl::msi_window(dev), "MSI window"}};
+	for (const IovaRange &r : dev.reserved)
+		windows.push_back({r, "reserved region"});
+	impl_->reserve(4, 3, 2);
+
 	// Devices of one group share their translation: find the group's domain here.
 	Hwpt *group_hwpt = nullptr;
 	const Device *group_peer = nullptr;
@@ -176,11 +203,18 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 	} else {
 		target = static_cast<Hwpt *>(pt);
 	}
-	auto fail = [&](Status s) -> Result<uint32_t> {
-		if (made != nullptr)
-			impl_->destroy_object(made);
-		return s;
-	};
+	// Every return before the attach takes effect, and a message that cannot be
+	// allocated, destroys the automatic domain made for it.
+	auto fail = [](Status s) -> Result<uint32_t> { return s; };
+	struct Undo {
+		Impl &impl;
+		HwptPaging *&made;
+		~Undo()
+		{
+			if (made != nullptr)
+				impl.destroy_object(made); // reserved above: allocates nothing
+		}
+	} undo{*impl_, made};
 	if (target->model != dev.model)
 		return fail(Status::error(-EINVAL, "cannot attach %s to hwpt %u: the table is for "
 					  "a %s IOMMU and the device is behind %s",
@@ -201,10 +235,6 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 	// The device's MSI window becomes reserved in the IOAS the table mirrors.
 	// So do the device's own reserved regions (DeviceSpec::reserved).
 	const Ioas *ioas = impl_->ioas_of(target);
-	std::vector<std::pair<IovaRange, const char *>> windows = {
-		{Impl::msi_window(dev), "MSI window"}};
-	for (const IovaRange &r : dev.reserved)
-		windows.push_back({r, "reserved region"});
 	for (const auto &[msi, what] : windows) {
 		for (const auto &[iova, m] : ioas->mappings)
 			if (m.iova <= msi.last && msi.start <= m.iova + (m.length - 1))
@@ -221,12 +251,15 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 					dev.name.c_str(), target->id, ioas->id, a.start, a.last, what));
 	}
 
-	auto *b = new Binding;
+	made = nullptr; // attached: it stays
+	Binding *b = fresh.release();
 	b->dev = &dev;
 	b->hwpt = target;
 	b->pasid = pasid;
 	target->users++;
 	dev.users++;
+	if (!pasid_node.empty())
+		dev.pasid_bindings.insert(std::move(pasid_node));
 	Binding *&slot = slot_of(dev, pasid);
 	Binding *old = slot;
 	slot = b; // the replacement is one pointer store
@@ -251,6 +284,8 @@ Status Ctx::device_detach(uint32_t dev_id, std::optional<uint32_t> pasid)
 		return Status::error(-ENOENT, "device %s: the RID is not attached",
 				     dev.name.c_str());
 	}
+	// Unbinding may retire an automatic domain; routes are published again.
+	impl_->reserve(3, 2, 1);
 	if (pasid)
 		dev.pasid_bindings.erase(*pasid);
 	else
@@ -656,7 +691,16 @@ Route Ctx::Impl::route_of(const Binding *b, std::optional<uint32_t> pasid) const
 
 void Ctx::Impl::publish_routes()
 {
-	auto *t = new RouteTable;
+	// A spare from reserve() when the call made one: filled within its capacity.
+	std::unique_ptr<RouteTable> t;
+	if (!spare_routes.empty()) {
+		t = std::move(spare_routes.back());
+		spare_routes.pop_back();
+		t->routes.clear();
+		t->lazy.clear();
+	} else {
+		t = std::make_unique<RouteTable>();
+	}
 	for (const auto &[id, o] : objects) {
 		if (o->type != ObjType::device)
 			continue;
@@ -677,7 +721,7 @@ void Ctx::Impl::publish_routes()
 		  [](const auto &a, const auto &b) { return a.first < b.first; });
 	std::sort(t->lazy.begin(), t->lazy.end());
 	// Release: a worker that loads the pointer (acquire) sees the table's contents.
-	const RouteTable *old = routes.exchange(t, std::memory_order_acq_rel);
+	const RouteTable *old = routes.exchange(t.release(), std::memory_order_acq_rel);
 	if (old != nullptr)
 		retire([old] { delete old; });
 }

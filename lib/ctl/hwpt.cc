@@ -110,13 +110,16 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 	for (const auto &[iova, m] : ioas->mappings)
 		if (Status s = table_map(*h, m); !s)
 			return s; // the table and its pool go with h
-	h->ioas->hwpts.push_back(h.get());
-	ioas->users++;
-	if (h->fault_id != 0)
-		find(h->fault_id)->users++;
+	// Everything that allocates before anything outside h changes.
+	make_host_map(*h);
+	ioas->hwpts.reserve(ioas->hwpts.size() + 1);
 	HwptPaging *raw = h.get();
-	objects.emplace(id, std::move(h));
-	make_host_map(*raw);
+	ObjectNode node = object_node(std::move(h));
+	ioas->hwpts.push_back(raw);
+	ioas->users++;
+	if (raw->fault_id != 0)
+		find(raw->fault_id)->users++;
+	objects.insert(std::move(node));
 	return raw;
 }
 
@@ -191,11 +194,12 @@ static HwptNested *add_nested(Ctx::Impl &impl, HwptPaging *parent, uint32_t flag
 	h->model = parent->model;
 	h->parent = parent;
 	h->data_type = data_type;
-	parent->users++;
-	if (h->fault_id != 0)
-		impl.find(h->fault_id)->users++;
 	HwptNested *raw = h.get();
-	impl.objects.emplace(raw->id, std::move(h));
+	Ctx::Impl::ObjectNode node = Ctx::Impl::object_node(std::move(h)); // allocates first
+	parent->users++;
+	if (raw->fault_id != 0)
+		impl.find(raw->fault_id)->users++;
+	impl.objects.insert(std::move(node));
 	return raw;
 }
 
@@ -268,6 +272,7 @@ Status Ctx::hwpt_set_dirty_tracking(uint32_t hwpt_id, bool enable)
 		return h.status();
 	if ((*h)->dirty_tracking == enable)
 		return {};
+	impl_->reserve(1, 1, 0); // the invalidation below publishes routes
 	(*h)->dirty_tracking = enable;
 	// Routes carry the accessed/dirty setting, and entries cached while it was off would
 	// let writes through without marking pages dirty.
@@ -399,6 +404,7 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 		if (d.targets & inval::kTargetConfig) {
 			// Guest stream IDs and SSIDs are not iodp's device ids: drop the config
 			// of every route through this HWPT (more than asked, never less).
+			impl_->reserve(2, 1, 0);
 			impl_->invalidate_domain(h->id, inval::kTargetConfig);
 			d.targets &= static_cast<uint8_t>(~inval::kTargetConfig);
 		}

@@ -44,6 +44,13 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 		std::vector<uint32_t> lazy; ///< devices whose SSIDs name CDs: resolve() those
 	};
 	std::atomic<const RouteTable *> routes{nullptr};
+	/*
+	 * Made ahead by reserve(), so that a call, once it changes state, cannot run out of
+	 * memory in what follows (publishing routes, retiring, the guard's sync).
+	 */
+	std::vector<std::unique_ptr<RouteTable>> spare_routes;
+	iotlb::Coherence::RetireSlots retire_slots;
+	uint64_t table_gen = 0; ///< grace periods given table pages (TablePool::seal_held)
 
 	/**
 	 * The lock, for one public call. When the call posted invalidations or retired memory,
@@ -62,6 +69,16 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 		std::unique_lock<std::mutex> lock_;
 	};
 
+	/**
+	 * Allocate what the rest of a call needs once it starts changing state: room for
+	 * @p notifies invalidations (a SyncBatch holds them), a route table for each of
+	 * @p publishes (notify() of a config invalidation), a retire slot for each of
+	 * @p retires, for each table replaced and for the table pages the guard retires.
+	 * Throws std::bad_alloc having changed nothing; within these counts, notify(),
+	 * publish_routes(), retire() and the guard allocate nothing. Sinks and handlers set by
+	 * the embedder are its own.
+	 */
+	void reserve(unsigned notifies, unsigned publishes, unsigned retires);
 	/** Send @p d to the sink, every worker and the device TLBs; the call then syncs. */
 	void notify(const inval::Descriptor &d);
 	void report_device_tlb(const inval::Descriptor &d);
@@ -93,6 +110,13 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	void retire(std::function<void()> fn);
 	/** Hand the table pages unmaps freed to a grace period (called by Guard). */
 	void retire_table_pages();
+
+	using ObjectNode = decltype(objects)::node_type;
+	/**
+	 * @p o in a map node of its own, inserted into objects later without allocating
+	 * (objects.insert(std::move(node))): a call allocates before it changes anything.
+	 */
+	static ObjectNode object_node(std::unique_ptr<Object> o);
 
 	uint32_t alloc_id();
 	Object *find(uint32_t id) const;

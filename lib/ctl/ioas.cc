@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cinttypes>
+#include <new>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -295,6 +296,11 @@ Status Ctx::Impl::map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byt
 		iova = *a;
 	}
 	Mapping m{iova, length, host, flags & ~IODP_IOAS_MAP_FIXED_IOVA, gpa};
+	// Allocate first: the mapping's node, and room for undoing the tables below.
+	decltype(ioas.mappings) one;
+	one.emplace(iova, m);
+	auto node = one.extract(one.begin());
+	reserve(static_cast<unsigned>(ioas.hwpts.size()), 0, 0);
 	// The memory first, then the tables: a walker that finds the new entries can read it.
 	// Whole pages (a mapping is byte-aligned only while no table needs more).
 	const PageRange pr = whole_pages(hva, length);
@@ -311,7 +317,7 @@ Status Ctx::Impl::map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byt
 			return s;
 		}
 	}
-	ioas.mappings.emplace(iova, m);
+	ioas.mappings.insert(std::move(node));
 	return {};
 }
 
@@ -531,6 +537,9 @@ Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t lengt
 				     ioas_id, iova, length, s.message().c_str());
 	uint64_t unmapped = 0;
 	std::vector<std::pair<uint64_t, uint64_t>> gone; // host memory no longer mapped
+	// Allocated before the first mapping goes: each one's invalidations, its memory.
+	gone.reserve(victims.size());
+	impl_->reserve(static_cast<unsigned>(victims.size() * ioas.hwpts.size()), 0, 0);
 	// Shadows of nested HWPTs over this IOAS drop what reached the memory that went.
 	auto unshadow = [&]() -> Status {
 		for (const auto &[host, len] : gone)
@@ -616,9 +625,17 @@ Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags
 	if (Status s = impl_->check_fixed(d, dst_iova, length); !s)
 		return s;
 	std::vector<uint64_t> done;
+	done.reserve(pieces.size());
+	impl_->reserve(static_cast<unsigned>(pieces.size() * d.hwpts.size()), 0, 0);
 	for (const Piece &p : pieces) {
 		uint64_t at = dst_iova + p.offset;
-		Status s = impl_->map_range(d, map_flags, at, p.host, p.length, p.gpa, "copy");
+		Status s;
+		try {
+			s = impl_->map_range(d, map_flags, at, p.host, p.length, p.gpa, "copy");
+		} catch (const std::bad_alloc &) {
+			// map_range() changed nothing; the pieces already mapped go below.
+			s = Status::error(-ENOMEM, "ioas %u copy: out of memory", dst_id);
+		}
 		if (!s) {
 			for (uint64_t v : done)
 				impl_->remove_mapping(d, v);

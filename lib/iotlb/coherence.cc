@@ -284,25 +284,41 @@ void Coherence::sync()
 	reclaim();
 }
 
+void Coherence::reserve(RetireSlots &slots, size_t n)
+{
+	while (slots.size() < n)
+		slots.emplace_back();
+}
+
 void Coherence::retire(std::function<void()> fn)
+{
+	RetireSlots none;
+	retire(std::move(fn), none);
+}
+
+void Coherence::retire(std::function<void()> fn, RetireSlots &slots)
 {
 	const uint64_t token = rte_rcu_qsbr_start(qsbr_);
 	std::lock_guard g(lock_);
-	retired_.push_back({token, std::move(fn)});
+	if (slots.empty())
+		slots.emplace_back(); // may throw: nothing retired, nothing changed
+	Retired &r = slots.front();
+	r.token = token;
+	r.fn = std::move(fn);
+	retired_.splice(retired_.end(), slots, slots.begin());
 }
 
 size_t Coherence::reclaim()
 {
-	std::deque<Retired> ready;
+	// Allocation-free (a splice moves nodes): callers run it after the point where a
+	// failure could still be reported.
+	std::list<Retired> ready;
 	{
 		std::lock_guard g(lock_);
-		if (retired_.empty())
-			return 0;
-		while (!retired_.empty() &&
-		       rte_rcu_qsbr_check(qsbr_, retired_.front().token, false) == 1) {
-			ready.push_back(std::move(retired_.front()));
-			retired_.pop_front();
-		}
+		auto end = retired_.begin();
+		while (end != retired_.end() && rte_rcu_qsbr_check(qsbr_, end->token, false) == 1)
+			++end;
+		ready.splice(ready.end(), retired_, retired_.begin(), end);
 	}
 	for (Retired &r : ready)
 		r.fn();

@@ -21,6 +21,9 @@ static_assert(kMapRead == kMapR && kMapWrite == kMapW && kMapExec == kMapX &&
 TablePool::TablePool(uint64_t base, std::byte *host, uint64_t size, uint64_t page)
 	: base_(base), host_(host), size_(size - size % page), page_(page), live_(size_ / page_)
 {
+	// Neither list can hold a page twice (held pages are neither free nor in use).
+	free_pages_.reserve(size_ / page_);
+	held_.reserve(size_ / page_);
 }
 
 Result<uint64_t> TablePool::alloc(uint64_t bytes)
@@ -50,14 +53,32 @@ void TablePool::free(uint64_t addr, uint64_t bytes)
 	const uint64_t n = std::max<uint64_t>(1, (bytes + page_ - 1) / page_);
 	in_use_ -= n;
 	if (deferred_)
-		held_.emplace_back(addr, n * page_);
+		held_.push_back({addr, n * page_, 0});
 	else
 		release(addr, n * page_);
 }
 
-std::vector<std::pair<uint64_t, uint64_t>> TablePool::take_held()
+void TablePool::seal_held(uint64_t gen)
 {
-	return std::exchange(held_, {});
+	for (; sealed_ < held_.size(); sealed_++)
+		held_[sealed_].gen = gen;
+}
+
+std::vector<uint64_t> TablePool::held_tables() const
+{
+	std::vector<uint64_t> v;
+	for (const Held &h : held_)
+		v.push_back(h.addr);
+	return v;
+}
+
+void TablePool::release_sealed(uint64_t gen)
+{
+	size_t n = 0;
+	for (; n < sealed_ && held_[n].gen <= gen; n++)
+		release(held_[n].addr, held_[n].bytes);
+	held_.erase(held_.begin(), held_.begin() + static_cast<ptrdiff_t>(n));
+	sealed_ -= n;
 }
 
 void TablePool::release(uint64_t addr, uint64_t bytes)

@@ -881,29 +881,88 @@ TEST_P(FailNth, EachAllocationFailureIsEnomemAndChangesNothing)
 	}
 }
 
-/*
- * The commands that do not yet hold the property (doc/reliability.md lists what each one
- * does; fixing one means deleting it here):
- *  - a bad_alloc thrown where it cannot be caught (the lock guard's sync and retire, which
- *    run in a destructor): std::terminate;
- *  - state changed before the allocation that failed (destroy erases, then retires; unmap
- *    and copy edit the tables, then the page set; HWPT and device allocation insert, then
- *    fail).
- */
-const char *const kNotYet[] = {
-	"IODP_IOMMU_DESTROY", "IODP_IOMMU_IOAS_COPY", "IODP_IOMMU_IOAS_UNMAP",
-	"IODP_IOMMU_HWPT_ALLOC", "IODP_IOMMU_HWPT_SET_DIRTY_TRACKING",
-	"IODP_IOMMU_HWPT_INVALIDATE", "IODP_DEVICE_ALLOC", "IODP_DEVICE_ATTACH",
-	"IODP_DEVICE_DETACH",
-};
+/* More paths of the commands that change state: each variant is named after its command. */
+#define VARIANT(label, number, type, last, ...)                                                  \
+	Command                                                                                  \
+	{                                                                                        \
+		label, number, sizeof(type), OFFSETOFEND(type, last),                            \
+			filler<type>([](World & w) -> type {                                     \
+				type k{};                                                        \
+				__VA_ARGS__;                                                     \
+				return k;                                                        \
+			})                                                                       \
+	}
+
+/** Map @p length bytes of the world's buffer at @p iova of @p ioas (buffer offset = iova's). */
+void map_more(World &w, uint32_t ioas, uint64_t iova, uint64_t length)
+{
+	ioas_map_cmd m{};
+	m.flags = kFixedRW;
+	m.ioas_id = ioas;
+	m.user_va = w.buf.addr() + (iova - 0x100000);
+	m.length = length;
+	m.iova = iova;
+	w.ioctl_out(IODP_IOMMU_IOAS_MAP, m);
+}
 
 std::vector<Command> fail_nth_commands()
 {
-	std::vector<Command> v;
-	for (const Command &c : commands())
-		if (std::none_of(std::begin(kNotYet), std::end(kNotYet),
-				 [&](const char *n) { return std::strcmp(n, c.name) == 0; }))
-			v.push_back(c);
+	std::vector<Command> v = commands(); // every one: none is left out
+	const std::vector<Command> more = {
+		// A paging HWPT (its domain invalidated, routes published), a nested one, a
+		// device.
+		VARIANT("IODP_IOMMU_DESTROY_paging", IODP_IOMMU_DESTROY, destroy_cmd, id,
+			{ k.id = w.hwpt_dirty; }),
+		VARIANT("IODP_IOMMU_DESTROY_nested", IODP_IOMMU_DESTROY, destroy_cmd, id,
+			{ k.id = w.nested; }),
+		VARIANT("IODP_IOMMU_DESTROY_device", IODP_IOMMU_DESTROY, destroy_cmd, id,
+			{ k.id = w.dev; }),
+		// Two mappings, through three paging HWPTs; and everything at once.
+		VARIANT("IODP_IOMMU_IOAS_UNMAP_two", IODP_IOMMU_IOAS_UNMAP, ioas_unmap_cmd, length, {
+			map_more(w, w.ioas, 0x101000, 0x1000);
+			k.ioas_id = w.ioas;
+			k.iova = 0x100000;
+			k.length = 0x2000;
+		}),
+		VARIANT("IODP_IOMMU_IOAS_UNMAP_all", IODP_IOMMU_IOAS_UNMAP, ioas_unmap_cmd, length, {
+			map_more(w, w.ioas, 0x200000, 0x200000);
+			k.ioas_id = w.ioas;
+			k.iova = 0;
+			k.length = UINT64_MAX;
+		}),
+		// Two source mappings become two pieces, into an IOAS with a table.
+		VARIANT("IODP_IOMMU_IOAS_COPY_two", IODP_IOMMU_IOAS_COPY, ioas_copy_cmd, src_iova, {
+			map_more(w, w.ioas, 0x101000, 0x1000);
+			device_attach_cmd a{};
+			a.dev_id = w.dev;
+			a.pt_id = w.ioas2;
+			w.ioctl_out(IODP_DEVICE_ATTACH, a);
+			k.flags = kFixedRW;
+			k.dst_ioas_id = w.ioas2;
+			k.src_ioas_id = w.ioas;
+			k.length = 0x2000;
+			k.dst_iova = 0x5000000;
+			k.src_iova = 0x100000;
+		}),
+		// Replace: dev2's automatic domain loses its last user and goes.
+		VARIANT("IODP_DEVICE_ATTACH_replace", IODP_DEVICE_ATTACH, device_attach_cmd, pasid, {
+			k.dev_id = w.dev2;
+			k.pt_id = w.nested;
+		}),
+		VARIANT("IODP_DEVICE_ATTACH_nested", IODP_DEVICE_ATTACH, device_attach_cmd, pasid, {
+			k.dev_id = w.dev;
+			k.pt_id = w.nested;
+		}),
+		// A nested binding: its (domain, PASID) entries are dropped.
+		VARIANT("IODP_DEVICE_DETACH_nested", IODP_DEVICE_DETACH, device_detach_cmd, pasid, {
+			device_attach_cmd a{};
+			a.dev_id = w.dev;
+			a.pt_id = w.nested;
+			w.ioctl_out(IODP_DEVICE_ATTACH, a);
+			k.dev_id = w.dev;
+		}),
+	};
+	v.insert(v.end(), more.begin(), more.end());
 	return v;
 }
 

@@ -9,7 +9,9 @@
 
 #include <cstdlib>
 #include <cstddef>
+#include <execinfo.h>
 #include <new>
+#include <unistd.h>
 
 namespace iodp::test {
 
@@ -28,6 +30,13 @@ void *allocate(size_t n, size_t align)
 		g_allocations.fetch_add(1, std::memory_order_relaxed);
 		if (g_fail_countdown.fetch_sub(1, std::memory_order_relaxed) == 1) {
 			g_fail_armed.store(false, std::memory_order_relaxed);
+			// IODP_FAIL_NTH_TRACE=1: where it fired (backtrace_symbols_fd uses no heap).
+			if (std::getenv("IODP_FAIL_NTH_TRACE") != nullptr) {
+				void *frames[32];
+				const int k = backtrace(frames, 32);
+				(void)!write(2, "fail-nth fired at:\n", 19);
+				backtrace_symbols_fd(frames, k, 2);
+			}
 			return nullptr;
 		}
 	}

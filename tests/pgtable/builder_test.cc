@@ -55,21 +55,25 @@ TEST_F(BuilderTest, DeferredPoolHoldsFreedTablesUntilReleased)
 	ASSERT_TRUE(before.ok());
 	uint64_t unmapped = 0;
 	ASSERT_TRUE(b.unmap(1 * GiB, 4 * KiB, &unmapped).ok());
-	auto held = pool.take_held();
+	const std::vector<uint64_t> held = pool.held_tables();
 	ASSERT_EQ(held.size(), 3u) << "every table below the root went empty";
 	EXPECT_EQ(pool.pages_in_use(), in_use - 3);
-	// Not reused while held (a late reader finds them empty, never re-filled)...
+	// Not reused while held (a late reader finds them empty, never re-filled), nor when
+	// sealed for a grace period...
+	pool.seal_held(1);
 	ASSERT_TRUE(b.map(3 * GiB, 6 * GiB, 4 * KiB, kMapRead).ok());
 	const WalkResult other = w(3 * GiB);
-	for (const auto &[addr, bytes] : held)
+	for (uint64_t addr : held)
 		EXPECT_NE(other.path[0].table, addr);
-	// ...and reused once released.
-	for (const auto &[addr, bytes] : held)
-		pool.release(addr, bytes);
-	EXPECT_TRUE(pool.take_held().empty());
+	// ...released only with the grace period they were sealed for...
+	pool.release_sealed(0);
+	EXPECT_EQ(pool.held_tables().size(), 3u);
+	pool.release_sealed(1);
+	EXPECT_TRUE(pool.held_tables().empty());
+	// ...and reused then.
 	ASSERT_TRUE(b.map(2 * GiB, 6 * GiB, 4 * KiB, kMapRead).ok());
 	const uint64_t reused = w(2 * GiB).path[0].table;
-	EXPECT_TRUE(std::any_of(held.begin(), held.end(), [&](auto &p) { return p.first == reused; }));
+	EXPECT_TRUE(std::any_of(held.begin(), held.end(), [&](uint64_t a) { return a == reused; }));
 }
 
 TEST_F(BuilderTest, PartialUnmapSplitsBlocks)

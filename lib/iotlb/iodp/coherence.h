@@ -26,8 +26,8 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -116,8 +116,27 @@ public:
 	/** How long sync() calls took (all callers). */
 	const LatencyHistogram &sync_latency() const { return sync_latency_; }
 	LatencyHistogram &sync_latency() { return sync_latency_; }
+	/** What retire() keeps: @p fn runs once the grace period that began at @p token ends. */
+	struct Retired {
+		uint64_t token;
+		std::function<void()> fn;
+	};
+	/**
+	 * Nodes for retire() made ahead of time, owned by the caller: a control call that must
+	 * not run out of memory once it has started changing state reserves them first (the
+	 * kernel's iommufd allocates before it commits the same way).
+	 */
+	using RetireSlots = std::list<Retired>;
+	/** Make @p slots hold at least @p n nodes. Throws std::bad_alloc, @p slots still usable. */
+	static void reserve(RetireSlots &slots, size_t n);
 	/** Run @p fn once a grace period that starts now has passed (at a later sync/reclaim). */
 	void retire(std::function<void()> fn);
+	/**
+	 * As retire(@p fn), with the node taken from @p slots when it has one: then nothing is
+	 * allocated (a closure of at most two words, trivially copyable, is held inside
+	 * std::function without the heap).
+	 */
+	void retire(std::function<void()> fn, RetireSlots &slots);
 	/** Run the retired work whose grace period is over; returns how many ran. */
 	size_t reclaim();
 
@@ -136,16 +155,11 @@ private:
 		bool registered = false;
 		bool online = false; ///< read and written by the worker's own thread only
 	};
-	struct Retired {
-		uint64_t token;
-		std::function<void()> fn;
-	};
-
 	CoherenceConfig config_;
 	rte_rcu_qsbr *qsbr_ = nullptr;
 	std::unique_ptr<Worker[]> workers_;
 	mutable std::mutex lock_; // control side: one poster at a time (rings are single-producer)
-	std::deque<Retired> retired_;
+	std::list<Retired> retired_; // a list: reclaim() moves nodes out without allocating
 	std::atomic<uint64_t> overflows_{0};
 	std::atomic<uint64_t> posted_{0};
 	LatencyHistogram sync_latency_;

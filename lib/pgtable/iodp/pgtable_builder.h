@@ -37,7 +37,12 @@ inline constexpr uint8_t kMapUser = 8;
 class TablePool {
 public:
 	TablePool() = default;
-	/** @p host must stay valid and zeroed where unused; @p page is the granule in bytes. */
+	/**
+	 * @p host must stay valid and zeroed where unused; @p page is the granule in bytes.
+	 * The bookkeeping for every page is allocated here (about 40 bytes a page), so that
+	 * alloc(), free() and the held pages' release allocate nothing: an unmap that has
+	 * begun cannot run out of memory halfway.
+	 */
 	TablePool(uint64_t base, std::byte *host, uint64_t size, uint64_t page);
 
 	/** @p bytes zeroed bytes aligned to their own size (rounded up to a page); ENOMEM. */
@@ -49,10 +54,15 @@ public:
 	 * run concurrently with unmaps may still be reading them until a grace period ends.
 	 */
 	void set_deferred(bool on) { deferred_ = on; }
-	/** The pages held since the last call, as (address, bytes); the pool forgets them. */
-	std::vector<std::pair<uint64_t, uint64_t>> take_held();
-	/** Make pages from take_held() reusable (zeroed). */
-	void release(uint64_t addr, uint64_t bytes);
+	/**
+	 * Give the pages held since the last seal to the grace period numbered @p gen (numbers
+	 * grow from 1; grace periods end in the order they begin).
+	 */
+	void seal_held(uint64_t gen);
+	/** Make the pages sealed with a number up to @p gen reusable (zeroed). */
+	void release_sealed(uint64_t gen);
+	/** The addresses of the tables freed and not yet reusable (held or sealed). */
+	std::vector<uint64_t> held_tables() const;
 	/** Host address of [addr, addr + len) if it lies in the pool, else nullptr. */
 	std::byte *host(uint64_t addr, uint64_t len) const;
 
@@ -76,7 +86,14 @@ private:
 	uint64_t in_use_ = 0;
 	std::vector<uint64_t> free_pages_;
 	bool deferred_ = false;
-	std::vector<std::pair<uint64_t, uint64_t>> held_;
+	struct Held {
+		uint64_t addr;
+		uint64_t bytes;
+		uint64_t gen; ///< 0 until sealed
+	};
+	std::vector<Held> held_; // sealed ones first, in the order of their grace periods
+	size_t sealed_ = 0;
+	void release(uint64_t addr, uint64_t bytes);
 	std::vector<uint16_t> live_; // per page; a multi-page table counts in its first
 };
 
