@@ -47,6 +47,7 @@ const char kUsage[] =
 	"  --mem GPA:FILE      load FILE at guest-physical address GPA (repeatable); with a\n"
 	"                      second stage, GPA is in stage 2's output space\n"
 	"  --format FMT        x86-64-4l x86-64-5l vtd-ss-3l vtd-ss-4l vtd-ss-5l arm-s1 arm-s2\n"
+	"                      mock (the kernel selftest's: 2k pages, 1M blocks, 32 bits)\n"
 	"  --root GPA          address of the start-level table (stage 1's input space of\n"
 	"                      stage 2 when nested)\n"
 	"  --granule G         4k, 16k or 64k; Arm only (x86-64 and VT-d are always 4k)\n"
@@ -142,7 +143,7 @@ const char *option_name(Opt id)
 struct StageArgs {
 	std::optional<Format> format;
 	std::optional<uint64_t> root;
-	unsigned granule_shift = 12;
+	std::optional<unsigned> granule_shift; ///< unset: 4k (mock: its fixed 2k)
 	unsigned ias = 0;
 	int start_level = -1;
 
@@ -151,7 +152,7 @@ struct StageArgs {
 		TableConfig c;
 		c.format = *format;
 		c.root = *root;
-		c.granule_shift = granule_shift;
+		c.granule_shift = granule_shift.value_or(*format == Format::mock ? 11 : 12);
 		c.ias = ias;
 		c.start_level = start_level;
 		return c;
@@ -226,7 +227,7 @@ Status parse_value(const OptionSpec &o, std::string_view v, Args &a)
 		st.format = parse_format(v);
 		if (!st.format)
 			return bad("unknown format (one of x86-64-4l x86-64-5l vtd-ss-3l vtd-ss-4l "
-				   "vtd-ss-5l arm-s1 arm-s2)");
+				   "vtd-ss-5l arm-s1 arm-s2 mock)");
 		return {};
 	}
 	case Opt::root:

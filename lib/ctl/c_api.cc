@@ -679,6 +679,11 @@ Status do_translate(Ctx &c, struct iodp_translate &k)
 
 } // namespace
 
+Status iodp::ctl::copy_from_user(void *dst, const void *src, size_t n, const char *what)
+{
+	return read_user(dst, src, n, what);
+}
+
 /* Entry points ------------------------------------------------------------------------------ */
 
 extern "C" {

@@ -88,6 +88,23 @@ Result<uint32_t> Ctx::device_create(const DeviceSpec &spec)
 					     " ends before it starts", spec.name.c_str(), r.start,
 					     r.last);
 	d->reserved = spec.reserved;
+	if (spec.paging_format) {
+		Result<pgtable::Stage> st = pgtable::make_stage(*spec.paging_format);
+		if (!st)
+			return Status::error(st.status().code(), "device %s: paging format: %s",
+					     spec.name.c_str(), st.status().message().c_str());
+		if (pgtable::format_stage(spec.paging_format->format) != 2)
+			return Status::error(
+				-EINVAL, "device %s: paging format %s is not a second stage",
+				spec.name.c_str(),
+				pgtable::format_name(spec.paging_format->format).data());
+	}
+	const uint64_t max_leaf = spec.paging_max_leaf;
+	if (max_leaf & (max_leaf - 1))
+		return Status::error(-EINVAL, "device %s: largest leaf 0x%" PRIx64 " is not a "
+				     "power of two", spec.name.c_str(), max_leaf);
+	d->paging_format = spec.paging_format;
+	d->paging_max_leaf = max_leaf;
 	// Allocate first (the object's node, the group's room or node), then insert.
 	Device *raw = d.get();
 	Impl::ObjectNode node = Impl::object_node(std::move(d));
@@ -186,6 +203,8 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 		// allocated (the caller may destroy that one whenever it has no users).
 		for (HwptPaging *h : ioas->hwpts)
 			if (target == nullptr && h->auto_domain && h->model == dev.model &&
+			    (!dev.paging_format ||
+			     h->table.stage().format == dev.paging_format->format) &&
 			    h->fault_id == 0 && !(h->flags & IODP_HWPT_ALLOC_NEST_PARENT))
 				target = h;
 		if (target == nullptr) {

@@ -57,6 +57,8 @@ private:
 
 /* c_api.cc */
 Extensions &ext_of(struct iodp_ctx *c);
+/** The caller's memory, as the kernel's copy_from_user: EFAULT naming @p what, no crash. */
+Status copy_from_user(void *dst, const void *src, size_t n, const char *what);
 /** Record @p s as the context's last error (iodp_last_error); returns its code. */
 int c_api_fail(struct iodp_ctx *ctx, const Status &s);
 

@@ -52,10 +52,11 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 				     flags & ~kPagingFlags);
 	if (Status s = check_fault_id(flags, fault_id); !s)
 		return s;
-	pgtable::TableConfig cfg = fmt ? *fmt
-				       : pgtable::table_config(dev->model == IommuModel::vtd
-								       ? Format::vtd_ss_4l
-								       : Format::arm_s2);
+	pgtable::TableConfig cfg = fmt		       ? *fmt
+				   : dev->paging_format ? *dev->paging_format
+				   : pgtable::table_config(dev->model == IommuModel::vtd
+								   ? Format::vtd_ss_4l
+								   : Format::arm_s2);
 	if (!model_has_format(dev->model, cfg.format))
 		return Status::error(-EINVAL, "hwpt alloc: device %s is behind a %s IOMMU, which "
 				     "cannot walk %s tables", dev->name.c_str(), model_name(dev->model),
@@ -98,15 +99,16 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 				     ram.status().message().c_str());
 	h->pool_ram = std::move(*ram);
 	h->pool = pgtable::TablePool(reinterpret_cast<uintptr_t>(h->pool_ram.data()),
-				     h->pool_ram.data(), h->pool_ram.size(), granule);
+				     h->pool_ram.data(), h->pool_ram.size(),
+				     st->table_page_bytes());
 	h->pool.set_deferred(true); // freed pages wait out a grace period (Impl::Guard)
 	Result<pgtable::TableBuilder> tb = pgtable::TableBuilder::create(cfg, &h->pool);
 	if (!tb)
 		return Status::error(tb.status().code(), "hwpt alloc: %s",
 				     tb.status().message().c_str());
 	h->table = std::move(*tb);
-	if (!ioas->huge_pages)
-		h->table.set_max_leaf(granule);
+	h->leaf_cap = dev->paging_max_leaf;
+	h->table.set_max_leaf(ioas->huge_pages ? h->leaf_cap : granule);
 	for (const auto &[iova, m] : ioas->mappings)
 		if (Status s = table_map(*h, m); !s)
 			return s; // the table and its pool go with h
@@ -280,6 +282,19 @@ Status Ctx::hwpt_set_dirty_tracking(uint32_t hwpt_id, bool enable)
 	return {};
 }
 
+Result<bool> Ctx::hwpt_mark_dirty(uint32_t hwpt_id, uint64_t iova)
+{
+	Impl::Guard g(*impl_);
+	Result<HwptPaging *> h = dirty_hwpt(*impl_, hwpt_id);
+	if (!h)
+		return h.status();
+	if (!(*h)->dirty_tracking)
+		return Status::error(-EINVAL, "hwpt %u: dirty tracking is off", hwpt_id);
+	// Only the bit changes: nothing cached depends on it (a cached writable entry was
+	// cached after the walk that set it, or is dropped when the bit is harvested).
+	return (*h)->table.mark_dirty(iova);
+}
+
 Status Ctx::hwpt_get_dirty_bitmap(uint32_t hwpt_id, uint64_t iova, uint64_t length,
 				  uint64_t page_size, bool no_clear, uint64_t *bitmap)
 {
@@ -287,9 +302,11 @@ Status Ctx::hwpt_get_dirty_bitmap(uint32_t hwpt_id, uint64_t iova, uint64_t leng
 	Result<HwptPaging *> h = dirty_hwpt(*impl_, hwpt_id);
 	if (!h)
 		return h.status();
-	if (page_size < 4096 || (page_size & (page_size - 1)))
+	const uint64_t granule = 1ull << (*h)->table.stage().granule_shift;
+	if (page_size < granule || (page_size & (page_size - 1)))
 		return Status::error(-EINVAL, "hwpt %u dirty bitmap: page_size 0x%" PRIx64
-				     " is not a power of two >= 4 KiB", hwpt_id, page_size);
+				     " is not a power of two >= its 0x%" PRIx64 " granule",
+				     hwpt_id, page_size, granule);
 	if (length == 0 || ((iova | length) & (page_size - 1)))
 		return Status::error(-EINVAL, "hwpt %u dirty bitmap: 0x%" PRIx64 "+0x%" PRIx64
 				     " is empty or not aligned to page_size 0x%" PRIx64,

@@ -712,7 +712,7 @@ Status Ctx::option(uint32_t option_id, uint16_t op, uint32_t object_id, uint64_t
 		(*ioas)->huge_pages = *val == 1;
 		for (HwptPaging *h : (*ioas)->hwpts)
 			h->table.set_max_leaf((*ioas)->huge_pages
-						      ? 0
+						      ? h->leaf_cap
 						      : 1ull << h->table.stage().granule_shift);
 		return {};
 	}

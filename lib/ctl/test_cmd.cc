@@ -55,6 +55,8 @@ constexpr uint32_t kAccessNeedsPin = 1u << 0;
 constexpr uint32_t kAccessPagesWrite = 1u << 0, kAccessSyz = 1u << 16;
 constexpr uint32_t kRwWrite = 1u << 0, kRwSlowPath = 1u << 2;
 constexpr uint64_t kPage = 4096;
+constexpr unsigned kMockPageShift = 11;
+constexpr uint64_t kMockPage = 1ull << kMockPageShift; ///< MOCK_IO_PAGE_SIZE
 constexpr uint64_t kMockApertureStart = 1ull << 24, kMockApertureLast = (1ull << 31) - 1;
 
 /* struct iommu_test_cmd (iommufd_test.h). */
@@ -157,6 +159,7 @@ private:
 	Status access_pages(TestCmd &k);
 	Status access_rw(const TestCmd &k);
 	Status trigger_iopf(const TestCmd &k);
+	Status dirty(TestCmd &k);
 	Result<Access *> access(uint32_t fd);
 	/** The host address @p ioas_id maps @p iova to, with the bytes left in that mapping. */
 	Result<std::pair<uintptr_t, uint64_t>> host_of(uint32_t ioas_id, uint64_t iova) const;
@@ -402,6 +405,7 @@ Status TestCommands::run(TestCmd &k)
 		return ctx_.ioas_add_reserved(k.id, {k.add_reserved.start,
 						     k.add_reserved.start + (k.add_reserved.length - 1)});
 	case kOpDirty:
+		return dirty(k);
 	case kOpMdCheckIotlb:
 		return Status::error(-EOPNOTSUPP, "not modelled by iodp (mock pages are 2 KiB, "
 				     "iodp's 4 KiB; see tests/iommufd/expectations.txt)");
@@ -419,6 +423,12 @@ Status TestCommands::mock_domain(TestCmd &k)
 	spec.name = "mock" + std::to_string(next_mock_++);
 	spec.model = IommuModel::vtd;
 	spec.pasid_bits = (flags & kDevPasid) ? 20 : 0;
+	/*
+	 * The mock domain's page table: 2 KiB pages (MOCK_IO_PAGE_SIZE), and 1 MiB ones
+	 * (MOCK_HUGE_PAGE_SIZE) only on a HUGE_IOVA device, as its pgsize_bitmap says.
+	 */
+	spec.paging_format = pgtable::table_config(pgtable::Format::mock, 0, kMockPageShift);
+	spec.paging_max_leaf = (flags & kDevHugeIova) ? 0 : kMockPage;
 	/* The mock domain's aperture [MOCK_APERTURE_START, MOCK_APERTURE_LAST]. */
 	spec.reserved = {{0, kMockApertureStart - 1}, {kMockApertureLast + 1, UINT64_MAX}};
 	Result<uint32_t> dev = ctx_.device_create(spec);
@@ -460,7 +470,6 @@ Status TestCommands::check_map(const TestCmd &k)
 {
 	const uint64_t iova = k.check_map.iova, length = k.check_map.length;
 	const uint64_t uptr = k.check_map.uptr;
-	constexpr uint64_t kMockPage = kPage / 2;
 	if (iova % kMockPage || length % kMockPage || uptr % kMockPage || uptr + length < uptr)
 		return Status::error(-EINVAL, "iova %#lx, length %#lx and uptr %#lx must be %lu "
 				     "aligned", (unsigned long)iova, (unsigned long)length,
@@ -660,6 +669,48 @@ Status TestCommands::access_rw(const TestCmd &k)
 			std::memmove(user + off, host, n);
 		off += n;
 	}
+	return {};
+}
+
+Status TestCommands::dirty(TestCmd &k)
+{
+	/*
+	 * The kernel's iommufd_test_dirty(): for each bit set in the user's bitmap, the mock
+	 * domain's entry for iova + bit * page_size gets its dirty bit, as a device write
+	 * would set it; out_nr_dirty counts the mapped ones.
+	 */
+	auto &d = k.dirty;
+	if (d.page_size == 0 || d.length == 0 || d.iova % d.page_size ||
+	    d.length % d.page_size || d.uptr == 0)
+		return Status::error(-EINVAL, "dirty: iova %#lx, length %#lx, page_size %#lx "
+				     "(and a bitmap) must be aligned and non-zero",
+				     (unsigned long)d.iova, (unsigned long)d.length,
+				     (unsigned long)d.page_size);
+	const uint64_t pages = d.length / d.page_size;
+	if (pages > (16ull << 20) * 8)
+		return Status::error(-EOVERFLOW, "dirty: %lu pages is over the bitmap limit",
+				     (unsigned long)pages);
+	const auto *h = dynamic_cast<const HwptPaging *>(ctx_.find(k.id));
+	if (h == nullptr)
+		return Status::error(-ENOENT, "dirty: no paging hwpt %u", k.id);
+	if (h->table.stage().format != pgtable::Format::mock)
+		return Status::error(-EINVAL, "dirty: hwpt %u is not a mock domain", k.id);
+	if (!h->dirty_tracking)
+		return Status::error(-EINVAL, "dirty: hwpt %u does not track dirty pages", k.id);
+	std::vector<unsigned char> bitmap((pages + 7) / 8);
+	const void *user = reinterpret_cast<const void *>(static_cast<uintptr_t>(d.uptr));
+	if (Status s = copy_from_user(bitmap.data(), user, bitmap.size(), "dirty: bitmap"); !s)
+		return s;
+	uint64_t count = 0;
+	for (uint64_t i = 0; i < pages; i++) {
+		if (!(bitmap[i / 8] & (1u << (i % 8))))
+			continue;
+		Result<bool> mapped = ctx_.hwpt_mark_dirty(k.id, d.iova + i * d.page_size);
+		if (!mapped)
+			return mapped.status();
+		count += *mapped;
+	}
+	d.out_nr_dirty = count;
 	return {};
 }
 

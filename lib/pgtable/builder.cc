@@ -216,6 +216,24 @@ public:
 		}
 	}
 
+	/** Set the dirty bit of the leaf mapping @p iova; false when none does. */
+	bool mark_dirty(uint64_t table, int h, uint64_t iova)
+	{
+		for (;; h--) {
+			std::byte *slot = entry(table, h, iova);
+			const Decoded d = classify(GuestMemory::load_le64(slot), h);
+			if (d.kind == Kind::fault)
+				return false;
+			if (d.kind == Kind::leaf) {
+				// Walkers may be setting A/D in the same entry right now.
+				std::atomic_ref<uint64_t> ref(*reinterpret_cast<uint64_t *>(slot));
+				ref.fetch_or(htole64(P::kDirty), std::memory_order_relaxed);
+				return true;
+			}
+			table = d.addr;
+		}
+	}
+
 	/** Table pages unmap() would allocate for splits in [iova, iova + size). */
 	uint64_t split_needs(uint64_t table, int h, uint64_t iova, uint64_t size) const
 	{
@@ -338,10 +356,13 @@ Result<TableBuilder> TableBuilder::create(const TableConfig &config, TablePool *
 	Result<Stage> st = make_stage(c);
 	if (!st)
 		return st.status();
-	if (pool == nullptr || pool->page_size() != (1ull << st->granule_shift))
-		return Status::error(-EINVAL, "%s builder: the table pool's page size must be the "
-				     "granule (0x%llx)", format_name(c.format).data(),
-				     1ull << st->granule_shift);
+	// A pool page is one table below the start level: the granule, except in the mock
+	// format (2 KiB pages, 4 KiB tables).
+	const uint64_t table_page = st->table_page_bytes();
+	if (pool == nullptr || pool->page_size() != table_page)
+		return Status::error(-EINVAL, "%s builder: the table pool's page size must be "
+				     "0x%" PRIx64 " (one table)", format_name(c.format).data(),
+				     table_page);
 	Result<uint64_t> root = pool->alloc(st->table_bytes(st->start_height));
 	if (!root)
 		return root.status();
@@ -430,6 +451,19 @@ uint64_t TableBuilder::unmap_needs(uint64_t iova, uint64_t size) const
 bool TableBuilder::tracks_dirty() const
 {
 	return with_policy(stage_.format, [](auto p) { return decltype(p)::kDirty != 0; });
+}
+
+Result<bool> TableBuilder::mark_dirty(uint64_t iova)
+{
+	if (!tracks_dirty())
+		return Status::error(-EOPNOTSUPP, "%s: the format has no dirty bit",
+				     format_name(stage_.format).data());
+	if (!range_in_format(stage_, iova, 1))
+		return false;
+	return with_policy(stage_.format, [&](auto p) {
+		Editor<decltype(p)> ed(stage_, *pool_);
+		return ed.mark_dirty(stage_.root, stage_.start_height, iova);
+	});
 }
 
 Status TableBuilder::harvest_dirty(uint64_t iova, uint64_t size, bool keep,

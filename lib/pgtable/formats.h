@@ -183,6 +183,38 @@ struct VtdSs {
 };
 
 /* ---------------------------------------------------------------------------------------- */
+/* Mock: the Linux iommufd selftest's mock IOMMU (drivers/iommu/iommufd/selftest.c)            */
+
+/*
+ * The kernel's mock domain keeps one entry per 2 KiB page (MOCK_IO_PAGE_SIZE = PAGE_SIZE / 2)
+ * and, on a MOCK_FLAGS_DEVICE_HUGE_IOVA device, 1 MiB pages (512 of them) with a dirty bit
+ * each. Here that geometry is a table format: VT-d second-stage entries whose output
+ * address starts at bit 11, tables of 512 entries (4 KiB, two granules), blocks at height 1
+ * only. Bit 10 stays ignored; A and D are the VT-d bits 8 and 9.
+ */
+struct Mock : VtdSs {
+	static constexpr uint64_t kAddr = bit_range(51, 11);
+
+	static bool block_allowed(int h, const Stage &) { return h == 1; }
+
+	static Decoded decode(uint64_t e, int h, const Stage &st, uint32_t &acc)
+	{
+		if (!(e & (R | W)))
+			return fault_of(FaultKind::not_present);
+		if (e & kReserved)
+			return fault_of(FaultKind::reserved_bit);
+		acc &= static_cast<uint32_t>(e & 7);
+		if (h == 0)
+			return leaf_at(e & kAddr);
+		if (!(e & SP))
+			return table_at(e & kAddr);
+		if (!block_allowed(h, st) || (e & bit_range(st.shift(h) - 1, 11)))
+			return fault_of(FaultKind::reserved_bit);
+		return leaf_at(e & kAddr);
+	}
+};
+
+/* ---------------------------------------------------------------------------------------- */
 /* Arm VMSAv8-64 long descriptors, shared by both stages                                      */
 
 struct ArmLpae {
@@ -364,6 +396,8 @@ template <class Fn> decltype(auto) with_policy(Format format, Fn &&fn)
 		return fn(VtdSs{});
 	case Format::arm_s1:
 		return fn(ArmS1{});
+	case Format::mock:
+		return fn(Mock{});
 	case Format::arm_s2:
 		break;
 	}

@@ -27,6 +27,7 @@ constexpr FormatInfo kFormats[] = {
 	{Format::vtd_ss_5l, "vtd-ss-5l", 2, 57, 5},
 	{Format::arm_s1, "arm-s1", 1, 0, 0},
 	{Format::arm_s2, "arm-s2", 2, 0, 0},
+	{Format::mock, "mock", 2, 32, 3},
 };
 
 const FormatInfo &info(Format f) { return kFormats[static_cast<size_t>(f)]; }
@@ -99,7 +100,22 @@ Result<Stage> make_stage(const TableConfig &c)
 	st.root = c.root;
 	st.update_accessed = c.update_accessed;
 
-	if (!is_arm(c.format)) {
+	if (c.format == Format::mock) {
+		// The selftest's MOCK_IO_PAGE_SIZE; 512-entry tables give its 1 MiB huge page.
+		if (c.granule_shift != 11)
+			return Status::error(-EINVAL, "mock: granule must be 2k (shift 11), not "
+					     "shift %u", c.granule_shift);
+		if (c.ias != 0 && c.ias != fi.fixed_ias)
+			return Status::error(-EINVAL, "mock: input size is %u bits, not %u",
+					     fi.fixed_ias, c.ias);
+		if (c.start_level != -1 && c.start_level != fi.levels)
+			return Status::error(-EINVAL, "mock: start level is %d, not %d", fi.levels,
+					     c.start_level);
+		st.granule_shift = 11;
+		st.bits_per_level = 9;
+		st.ias = static_cast<uint8_t>(fi.fixed_ias);
+		st.start_height = static_cast<uint8_t>(fi.levels - 1);
+	} else if (!is_arm(c.format)) {
 		if (c.granule_shift != 12)
 			return Status::error(-EINVAL, "%s: granule must be 4k, not %uk", fi.name,
 					     1u << (c.granule_shift - 10));
@@ -169,7 +185,8 @@ Result<Translation> make_translation(const GuestMemory &mem, const TableConfig &
 	if (s2 == nullptr)
 		return x;
 	const bool x86_pair = (s1.format == Format::x86_64_4l || s1.format == Format::x86_64_5l) &&
-			      format_stage(s2->format) == 2 && s2->format != Format::arm_s2;
+			      format_stage(s2->format) == 2 && s2->format != Format::arm_s2 &&
+			      s2->format != Format::mock;
 	const bool arm_pair = s1.format == Format::arm_s1 && s2->format == Format::arm_s2;
 	if (!x86_pair && !arm_pair)
 		return Status::error(-EINVAL, "nested %s over %s: no hardware combines these "
@@ -207,7 +224,7 @@ std::string describe_entry(Format format, uint64_t e, int h, uint8_t granule_shi
 			flag(e & X86::D, "D");
 			flag(h > 0 && (e & X86::PS), "PS");
 			flag(e & X86::XD, "XD");
-		} else if constexpr (std::is_same_v<P, VtdSs>) {
+		} else if constexpr (std::is_same_v<P, VtdSs> || std::is_same_v<P, Mock>) {
 			flag(e & VtdSs::R, "R");
 			flag(e & VtdSs::W, "W");
 			flag(e & VtdSs::X, "X");

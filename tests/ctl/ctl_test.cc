@@ -311,6 +311,44 @@ TEST_F(CtlTest, DirtyTracking)
 		     "not a power of two");
 }
 
+/*
+ * A device whose domains use another table format (the test commands' kernel-selftest mock:
+ * 2 KiB pages): IOVA alignment, leaf sizes and dirty granularity follow that format.
+ */
+TEST_F(CtlTest, DevicePagingFormatSetsAlignmentLeavesAndDirtyGranule)
+{
+	DeviceSpec spec = vtd_device("mock0");
+	spec.paging_format = pgtable::table_config(Format::mock, 0, 11);
+	spec.paging_max_leaf = 2048;
+	const uint32_t dev = device(spec);
+	const uint32_t h = ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_DIRTY_TRACKING, 0));
+	ok(ctx.device_attach(dev, std::nullopt, h).status());
+	uint64_t align = 0;
+	ok(ctx.ioas_iova_ranges(ioas, &align).status());
+	EXPECT_EQ(align, 2048u);
+	ok(ctx.ioas_map(ioas, kFixedRW, 0x400800, buf.at(0x200800), 0x800).status());
+	Translated t = xlate(dev, std::nullopt, 0x400800 + 5);
+	EXPECT_EQ(t.host, buf.addr(0x200805));
+	EXPECT_EQ(t.page_size, 2048u) << "no block beyond paging_max_leaf";
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000 + 0x100000).page_size, 2048u);
+
+	EXPECT_FAILS(ctx.hwpt_mark_dirty(h, 0x100000).status(), EINVAL, "dirty tracking is off");
+	ok(ctx.hwpt_set_dirty_tracking(h, true));
+	EXPECT_TRUE(ok(ctx.hwpt_mark_dirty(h, 0x100800)));
+	EXPECT_FALSE(ok(ctx.hwpt_mark_dirty(h, 0x300000)));
+	uint64_t bitmap[1] = {};
+	ok(ctx.hwpt_get_dirty_bitmap(h, 0x100000, 0x8000, 0x800, false, bitmap));
+	EXPECT_EQ(bitmap[0], 1ull << 1); // the 2 KiB page marked, not its 4 KiB neighbour
+	EXPECT_FAILS(ctx.hwpt_get_dirty_bitmap(h, 0x100000, 0x8000, 0x400, false, bitmap),
+		     EINVAL, "granule");
+
+	DeviceSpec bad = vtd_device("bad0");
+	bad.paging_format = pgtable::table_config(Format::x86_64_4l);
+	EXPECT_FAILS(ctx.device_create(bad).status(), EINVAL, "not a second stage");
+	bad.paging_format = pgtable::table_config(Format::mock, 0, 12);
+	EXPECT_FAILS(ctx.device_create(bad).status(), EINVAL, "granule must be 2k");
+}
+
 /** Recoverable faults go to the HWPT's queue; the binding is parked until answered. */
 TEST_F(CtlTest, RecoverableFaultsAndParking)
 {

@@ -178,6 +178,48 @@ TEST_F(BuilderTest, ConcatenatedStageTwoRoot)
 	expect_ok(w(0xff00000abc, 0), 0x1abc, 4 * KiB, "w");
 }
 
+/*
+ * The kernel selftest's mock IOMMU: 2 KiB pages, 1 MiB blocks (512 pages), 4 KiB tables,
+ * a 32-bit input; dirty bits per leaf, set by a write walk or by mark_dirty().
+ */
+TEST_F(BuilderTest, MockFormatHasTwoKiBPagesAndOneMiBBlocks)
+{
+	TableConfig c = table_config(Format::mock, 0, 11);
+	TablePool wrong(0, g.ram.data(), 1 * MiB, 2 * KiB); // a pool page is one 4 KiB table
+	EXPECT_EQ(TableBuilder::create(c, &wrong).status().code(), -EINVAL);
+	EXPECT_EQ(make_stage(table_config(Format::mock, 0, 12)).status().code(), -EINVAL);
+	make(c, 4 * KiB);
+	ASSERT_EQ(b.stage().table_page_bytes(), 4 * KiB);
+	// 2 KiB aligned at both ends: 2 KiB leaves.
+	ASSERT_TRUE(b.map(16 * MiB + 2 * KiB, 8 * MiB + 6 * KiB, 4 * KiB, kMapRead | kMapWrite)
+			    .ok());
+	expect_ok(w(16 * MiB + 2 * KiB + 5, 0), 8 * MiB + 6 * KiB + 5, 2 * KiB, "rw");
+	expect_ok(w(16 * MiB + 4 * KiB + 5, 0), 8 * MiB + 8 * KiB + 5, 2 * KiB, "rw");
+	expect_fault(w(16 * MiB, 0), FaultKind::not_present, 2, 1);
+	// 1 MiB aligned at both ends: one block, the mock's MOCK_HUGE_PAGE_SIZE.
+	ASSERT_TRUE(b.map(32 * MiB, 9 * MiB, 1 * MiB + 2 * KiB, kMapRead).ok());
+	expect_ok(w(32 * MiB + 0x12345, 0), 9 * MiB + 0x12345, 1 * MiB, "r");
+	expect_ok(w(33 * MiB + 8, 0), 10 * MiB + 8, 2 * KiB, "r");
+	EXPECT_EQ(b.map(1ull << 32, 0, 2 * KiB, kMapRead).code(), -EINVAL); // beyond 32 bits
+	// Dirty: a block reports its whole extent; an unmapped address marks nothing.
+	std::vector<std::pair<uint64_t, uint64_t>> dirty;
+	auto record = [&](uint64_t iova, uint64_t size) { dirty.emplace_back(iova, size); };
+	ASSERT_TRUE(b.mark_dirty(32 * MiB + 6 * KiB).value());
+	ASSERT_TRUE(b.mark_dirty(16 * MiB + 4 * KiB).value());
+	EXPECT_FALSE(b.mark_dirty(16 * MiB).value());
+	ASSERT_TRUE(b.harvest_dirty(16 * MiB, 32 * MiB, false, record).ok());
+	const std::vector<std::pair<uint64_t, uint64_t>> want = {{16 * MiB + 4 * KiB, 2 * KiB},
+								 {32 * MiB, 1 * MiB}};
+	EXPECT_EQ(dirty, want);
+	dirty.clear();
+	ASSERT_TRUE(b.harvest_dirty(16 * MiB, 32 * MiB, false, record).ok());
+	EXPECT_TRUE(dirty.empty()) << "harvesting cleared the bits";
+	// Splitting the block keeps 2 KiB leaves of the rest.
+	ASSERT_TRUE(b.unmap(32 * MiB + 2 * KiB, 2 * KiB).ok());
+	expect_fault(w(32 * MiB + 2 * KiB, 0), FaultKind::not_present, 2, 1);
+	expect_ok(w(32 * MiB + 4 * KiB, 0), 9 * MiB + 4 * KiB, 2 * KiB, "r");
+}
+
 TEST_F(BuilderTest, RejectsBadRequestsAndChangesNothing)
 {
 	make(cfg_x86(), 4096, 5 * 4096);

@@ -191,6 +191,8 @@ struct HwptPaging : Hwpt {
 	Ioas *ioas = nullptr;
 	bool auto_domain = false; ///< made by an attach to an IOAS; goes with its last user
 	bool dirty_tracking = false;
+	/** The largest leaf while the IOAS allows large pages (0: any): the device's. */
+	uint64_t leaf_cap = 0;
 	GuestRam pool_ram;
 	pgtable::TablePool pool;
 	pgtable::TableBuilder table;
@@ -254,6 +256,8 @@ struct Device : Object {
 	uint32_t rid = 0;
 	uint8_t pasid_bits = 20;
 	std::vector<IovaRange> reserved; ///< DeviceSpec::reserved
+	std::optional<pgtable::TableConfig> paging_format; ///< DeviceSpec::paging_format
+	uint64_t paging_max_leaf = 0;                      ///< DeviceSpec::paging_max_leaf
 	Binding *rid_binding = nullptr;
 	std::map<uint32_t, Binding *> pasid_bindings;
 };
@@ -281,6 +285,14 @@ struct DeviceSpec {
 	 * to, as the kernel reserves iommu_get_resv_regions().
 	 */
 	std::vector<IovaRange> reserved;
+	/**
+	 * The table format of paging HWPTs made for the device when none is asked for (an
+	 * attach to an IOAS, HWPT_ALLOC), instead of its model's (vtd-ss-4l, arm-s2), and the
+	 * largest leaf they use (0: any the format has). The kernel-selftest mock device of
+	 * the test commands uses Format::mock, 2 KiB leaves unless MOCK_FLAGS_DEVICE_HUGE_IOVA.
+	 */
+	std::optional<pgtable::TableConfig> paging_format;
+	uint64_t paging_max_leaf = 0;
 };
 
 struct CtxConfig {
@@ -375,6 +387,12 @@ public:
 	Result<uint32_t> hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uint32_t flags,
 					   uint32_t fault_id, const SmmuV3Data &data);
 	Status hwpt_set_dirty_tracking(uint32_t hwpt_id, bool enable);
+	/**
+	 * Mark the page at @p iova dirty as a device write through @p hwpt_id would (a test
+	 * hook: the kernel selftest's IOMMU_TEST_OP_DIRTY). Returns false when nothing is
+	 * mapped there; EINVAL unless dirty tracking is on.
+	 */
+	Result<bool> hwpt_mark_dirty(uint32_t hwpt_id, uint64_t iova);
 	/** Set bit n of @p bitmap for each page iova + n * page_size written since the last read. */
 	Status hwpt_get_dirty_bitmap(uint32_t hwpt_id, uint64_t iova, uint64_t length,
 				     uint64_t page_size, bool no_clear, uint64_t *bitmap);

@@ -12,6 +12,9 @@
  *    concatenated start tables).
  *  - Nested: a stage-1 walk whose table pointers and output go through a stage-2 walk
  *    (x86-64 over VT-d second stage; Arm stage 1 over Arm stage 2).
+ *  - Mock: the geometry of the Linux iommufd selftest's mock IOMMU (2 KiB pages, 1 MiB
+ *    blocks, a 32-bit input), so the kernel's selftest runs against iodp (lib/ctl's
+ *    test commands). Not hardware: not in kAllFormats.
  *
  * A walk reads guest memory only through GuestMemory, so a forged table can at worst produce
  * a fault record. Walks are read-only unless the stage enables hardware accessed/dirty
@@ -40,7 +43,14 @@ enum class Format : uint8_t {
 	vtd_ss_5l,
 	arm_s1,
 	arm_s2,
+	/**
+	 * The selftest mock domain's: VT-d second-stage entries with the output address from
+	 * bit 11, 2 KiB pages (height 0), 1 MiB blocks (height 1), 4 KiB tables of 512 entries,
+	 * 32-bit input (three levels, a 64-byte start table).
+	 */
+	mock,
 };
+/** The hardware formats (Format::mock is iodp's model of the kernel's test IOMMU). */
 inline constexpr Format kAllFormats[] = {Format::x86_64_4l, Format::x86_64_5l,
 					 Format::vtd_ss_3l, Format::vtd_ss_4l,
 					 Format::vtd_ss_5l, Format::arm_s1, Format::arm_s2};
@@ -48,7 +58,7 @@ inline constexpr Format kAllFormats[] = {Format::x86_64_4l, Format::x86_64_5l,
 /** Format names as the tools spell them: "x86-64-4l", "vtd-ss-3l", "arm-s1", ... */
 std::string_view format_name(Format format);
 std::optional<Format> parse_format(std::string_view name);
-/** 2 for the second-stage formats (vtd-ss-*, arm-s2), else 1. */
+/** 2 for the second-stage formats (vtd-ss-*, arm-s2, mock), else 1. */
 int format_stage(Format format);
 
 /** What a request wants to do; combine with |. Unprivileged unless kAccessPriv is set. */
@@ -84,7 +94,7 @@ struct TableConfig {
 	Format format = Format::x86_64_4l;
 	/** Address of the start-level table (output space of the stage below, if any). */
 	uint64_t root = 0;
-	/** Granule as a shift: 12, 14 or 16 (Arm only; x86-64 and VT-d are always 12). */
+	/** Granule as a shift: 12, 14 or 16 (Arm only; x86-64 and VT-d are always 12, mock 11). */
 	unsigned granule_shift = 12;
 	/** Input address bits; 0 picks the default (48 for Arm, fixed for x86-64 and VT-d). */
 	unsigned ias = 0;
@@ -119,7 +129,7 @@ struct Stage {
 	Format format = Format::x86_64_4l;
 	uint64_t root = 0;
 	uint8_t granule_shift = 12;
-	uint8_t bits_per_level = 9; ///< granule_shift - 3
+	uint8_t bits_per_level = 9; ///< granule_shift - 3 (mock: 9, its tables are 2 granules)
 	uint8_t ias = 48;
 	uint8_t start_height = 3;
 	bool update_accessed = false;
@@ -133,6 +143,11 @@ struct Stage {
 	}
 	/** Bytes of the table at @p height (a stage-2 start table may be concatenated). */
 	uint64_t table_bytes(int height) const { return 8ull << index_bits(height); }
+	/**
+	 * Bytes of a table below the start level: what a builder's pool page holds (the
+	 * granule, except for Format::mock).
+	 */
+	uint64_t table_page_bytes() const { return 8ull << bits_per_level; }
 	/** The architecture's level number of @p height. */
 	int level(int height) const;
 	int stage() const { return format_stage(format); }

@@ -38,7 +38,8 @@ class TablePool {
 public:
 	TablePool() = default;
 	/**
-	 * @p host must stay valid and zeroed where unused; @p page is the granule in bytes.
+	 * @p host must stay valid and zeroed where unused; @p page is one table in bytes (the
+	 * granule, except for Format::mock: 4 KiB tables of 2 KiB pages).
 	 * The bookkeeping for every page is allocated here (about 40 bytes a page), so that
 	 * alloc(), free() and the held pages' release allocate nothing: an unmap that has
 	 * begun cannot run out of memory halfway.
@@ -103,7 +104,8 @@ public:
 
 	/**
 	 * A new, empty table in @p config's format (config.root is ignored: the root comes from
-	 * @p pool, whose page size must be the granule). @p pool must outlive the builder.
+	 * @p pool, whose page size must be Stage::table_page_bytes()). @p pool must
+	 * outlive the builder.
 	 */
 	static Result<TableBuilder> create(const TableConfig &config, TablePool *pool);
 
@@ -123,6 +125,13 @@ public:
 
 	/** Whether the format has a dirty bit that hardware (and the walker) sets on writes. */
 	bool tracks_dirty() const;
+
+	/**
+	 * Set the dirty bit of the leaf that maps @p iova, as a device write would, whatever
+	 * the leaf's permissions (a test hook: the kernel selftest's IOMMU_TEST_OP_DIRTY).
+	 * false when nothing maps @p iova; EOPNOTSUPP if the format has no dirty bit.
+	 */
+	Result<bool> mark_dirty(uint64_t iova);
 
 	/**
 	 * Report each leaf in [iova, iova + size) whose dirty bit is set as on_dirty(leaf_iova,
