@@ -187,7 +187,8 @@ void Worker::fault(const Request &r, uint32_t ctl_dev, uint64_t iova, unsigned k
  * own function so the path reads top to bottom.
  *
  *   gather     check each request (length, access, port: every index a request gives is
- *              bounds-checked), find its route in the PASID/config cache, make its probe
+ *              bounds-checked, and a port must have a device), find its route in the
+ *              PASID/config cache, make its probe
  *   look_up    one bulk lookup of every request's first byte. A request that lies inside
  *              the page it hits, whatever that page's size (4 KiB to 1 GiB), with the
  *              access allowed, is answered by that one lookup: the hit path ends here
@@ -277,10 +278,14 @@ void Worker::gather(Step &s, uint16_t port, const Request *reqs, size_t n, size_
 	const iotlb::CachedRoute *rt = nullptr;
 	bool have = false;
 	bool open = false; ///< rt translates (not blocked): only privileged requests may be refused
+	const uint32_t fixed_dev = kFixedPort && port < kMaxPorts ? port_dev_[port] : 0;
 	for (; i < n && i < Step::kMax; i++) {
 		const Request &r = reqs[i];
+		// A port past the table or with no device is a bad request, like a bad length:
+		// only a port a device was set on (set_port) reaches a route.
 		const unsigned p = kFixedPort ? port : r.device;
-		const uint64_t pages = p < kMaxPorts ? pages_of(r) : 0;
+		const uint32_t dev = kFixedPort ? fixed_dev : p < kMaxPorts ? port_dev_[p] : 0;
+		const uint64_t pages = dev != 0 ? pages_of(r) : 0;
 		const uint64_t need = pages ? pages : 1;
 		// Room for its worst case (a completion per page), and for its pieces if split.
 		if (worst + need > room || (pages > 1 && pieces + pages > kMaxPieces))
@@ -288,7 +293,7 @@ void Worker::gather(Step &s, uint16_t port, const Request *reqs, size_t n, size_
 		worst += need;
 		Answer &a = s.ans[i];
 		s.pages[i] = static_cast<uint8_t>(pages);
-		s.dev[i] = p < kMaxPorts ? port_dev_[p] : 0;
+		s.dev[i] = dev;
 		s.rt[i] = nullptr;
 		if (pages == 0) {
 			a.how = kBad;
@@ -296,9 +301,8 @@ void Worker::gather(Step &s, uint16_t port, const Request *reqs, size_t n, size_
 		}
 		pieces += pages > 1 ? pages : 0;
 		s.multi |= pages > 1;
-		const uint32_t dev = s.dev[i];
 		if (!have || dev != last_dev || r.pasid != last_pasid) {
-			rt = dev != 0 ? route(dev, r.pasid) : nullptr;
+			rt = route(dev, r.pasid); // nullptr: the device is gone
 			open = rt != nullptr && rt->route.blocked == pgtable::FaultKind::none &&
 			       rt->route.mem != nullptr;
 			last_dev = dev;

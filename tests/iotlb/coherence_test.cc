@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <future>
 #include <random>
 #include <thread>
 
@@ -58,14 +60,27 @@ TEST_F(CoherenceTest, PostedInvalidationsApplyOnDrain)
 	bus->sync(); // an offline worker holds nothing up
 }
 
+/*
+ * A sync waits for online workers only. It normally ends within microseconds; the bound is
+ * far above that (a loaded 2-core machine, a sanitizer build), so only a sync that waits
+ * for the offline worker reaches it. Then the test brings that worker online and has it
+ * report, which ends the sync, and fails with a message instead of hanging until meson's
+ * timeout.
+ */
 TEST_F(CoherenceTest, OfflineWorkersDoNotHoldSyncsUp)
 {
+	constexpr auto kBound = std::chrono::seconds(20);
 	const unsigned a = *bus->register_worker(&shard);
 	Shard other = std::move(*Shard::create({1024}));
 	const unsigned b = *bus->register_worker(&other);
 	bus->offline(b);
 	bus->quiescent(a);
-	std::thread t([&] { bus->sync(); });
+	std::promise<void> synced;
+	std::future<void> done_sync = synced.get_future();
+	std::thread t([&] {
+		bus->sync();
+		synced.set_value();
+	});
 	// a reports again while the sync waits; b is offline and never does.
 	std::atomic<bool> done{false};
 	std::thread w([&] {
@@ -74,10 +89,19 @@ TEST_F(CoherenceTest, OfflineWorkersDoNotHoldSyncsUp)
 			bus->quiescent(a);
 		}
 	});
+	const bool in_time = done_sync.wait_for(kBound) == std::future_status::ready;
+	if (!in_time) {
+		bus->online(b); // release the sync: b reports once
+		bus->quiescent(b);
+	}
 	t.join();
 	done = true;
 	w.join();
-	bus->online(b);
+	EXPECT_TRUE(in_time) << "a sync with one worker offline did not end within "
+			     << kBound.count() << " s: it waited for the offline worker (it "
+			     << "ended once that worker came online and reported)";
+	if (in_time)
+		bus->online(b);
 	EXPECT_EQ(bus->workers(), 2u);
 }
 

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <random>
+#include <vector>
 
 namespace iodp::iotlb {
 namespace {
@@ -170,24 +172,123 @@ TEST_F(ShardTest, HotEntriesSurviveAScan)
 	EXPECT_GT(shard.stats().evictions, 0u);
 }
 
-TEST_F(ShardTest, BulkEqualsSingle)
+/*
+ * lookup_bulk against a reference model: a std::map of every translation filled and not
+ * invalidated since. Three contexts take the three lookup paths: 4 KiB pages only and
+ * 2 MiB pages only (one size: lookup_run, in chunks), both sizes (probe_one per request).
+ * Rounds of fills, refills, single-page and whole-context invalidations, then one bulk
+ * lookup of probes in runs of one context. Every hit must be the model's translation
+ * (host address with the offset, permissions, size class); everything the model does not
+ * hold must miss; and, sized so that nothing is evicted, what it holds must hit.
+ */
+TEST_F(ShardTest, BulkAgreesWithAReferenceModel)
 {
+	struct Entry {
+		unsigned shift;
+		uint64_t host_page;
+		uint8_t perm;
+	};
+	using Key = std::pair<uint16_t, uint64_t>; // (context, page base)
+	std::map<Key, Entry> model;
 	std::mt19937_64 rng(7);
-	const uint16_t a = shard.context(1, 0, 0), b = shard.context(2, 0, 3);
-	for (int i = 0; i < 2000; i++)
-		shard.fill(rng() & 1 ? a : b, (rng() % 4096) << 12, 12, kHost + ((rng() % 4096) << 12),
-			   static_cast<uint8_t>(rng() & 7));
-	std::vector<Probe> probes(300);
-	for (Probe &p : probes)
-		p = {(rng() % 4096) << 12 | (rng() & 0xfff), static_cast<uint16_t>(rng() & 1 ? a : b)};
-	std::vector<uint64_t> host(probes.size());
-	std::vector<uint8_t> perm(probes.size());
-	// Single lookups first (they reorder ways, never contents), then the burst.
-	std::vector<uint64_t> single(probes.size());
-	for (size_t i = 0; i < probes.size(); i++)
-		single[i] = look(probes[i].ctx, probes[i].iova);
-	shard.lookup_bulk(probes.data(), probes.size(), host.data(), perm.data());
-	EXPECT_EQ(host, single);
+	const uint16_t small = shard.context(1, 0, 0), big = shard.context(2, 0, 3),
+		       mixed = shard.context(3, 5, 0);
+	const uint16_t ctxs[] = {small, big, mixed};
+	// 4 KiB pages below 2 MiB, 2 MiB pages from 1 GiB: the two sizes never overlap, and
+	// about 1200 translations fit the 4096 entries with few evictions.
+	constexpr uint64_t kBigBase = 1ull << 30;
+	auto random_page = [&](uint16_t c, unsigned *shift) {
+		const bool big_page = c == big || (c == mixed && rng() % 3 == 0);
+		*shift = big_page ? 21 : 12;
+		return big_page ? kBigBase + ((rng() % 64) << 21) : (rng() % 512) << 12;
+	};
+	/* What the model translates @p iova to in @p c: host address and perm, or 0. */
+	auto expect = [&](uint16_t c, uint64_t iova, uint8_t *perm) -> uint64_t {
+		for (unsigned shift : {21u, 12u}) {
+			auto it = model.find({c, iova & ~((1ull << shift) - 1)});
+			if (it != model.end() && it->second.shift == shift) {
+				*perm = static_cast<uint8_t>(it->second.perm |
+							     (size_class(shift) << 4));
+				return it->second.host_page + (iova & ((1ull << shift) - 1));
+			}
+		}
+		*perm = 0;
+		return 0;
+	};
+	size_t hits = 0, present = 0;
+	for (int round = 0; round < 40; round++) {
+		for (int i = 0; i < 200; i++) {
+			const uint16_t c = ctxs[rng() % 3];
+			unsigned shift = 0;
+			const uint64_t page = random_page(c, &shift);
+			const uint64_t host = kHost + ((rng() % 65536) << shift);
+			const auto perm = static_cast<uint8_t>(1 + rng() % 7);
+			shard.fill(c, page + (rng() & ((1ull << shift) - 1)), shift, host, perm);
+			model[{c, page}] = {shift, host, perm}; // a refill replaces
+		}
+		for (int i = 0; i < 40; i++) { // one page (or one byte of it) at a time
+			const uint16_t c = ctxs[rng() % 3];
+			unsigned shift = 0;
+			const uint64_t page = random_page(c, &shift);
+			const uint64_t at = page + (rng() & ((1ull << shift) - 1) & ~0xfffull);
+			shard.flush_range(c, at, 4096);
+			model.erase({c, page});
+		}
+		if (round % 10 == 9) {
+			const uint16_t c = ctxs[rng() % 3];
+			shard.flush_context(c);
+			std::erase_if(model, [&](const auto &e) { return e.first.first == c; });
+		}
+		// Probes in runs of one context (as one device queue's requests are), half of
+		// them at pages the model holds, the rest anywhere.
+		std::vector<Probe> probes;
+		while (probes.size() < 300) {
+			const uint16_t c = ctxs[rng() % 3];
+			const size_t run = 1 + rng() % 70;
+			for (size_t k = 0; k < run; k++) {
+				unsigned shift = 0;
+				uint64_t page = random_page(c, &shift);
+				if (rng() & 1) {
+					auto it = model.lower_bound({c, page});
+					if (it != model.end() && it->first.first == c) {
+						page = it->first.second;
+						shift = it->second.shift;
+					}
+				}
+				probes.push_back({page + (rng() & ((1ull << shift) - 1)), c});
+			}
+		}
+		std::vector<uint64_t> host(probes.size());
+		std::vector<uint8_t> perm(probes.size());
+		const size_t n_hits =
+			shard.lookup_bulk(probes.data(), probes.size(), host.data(), perm.data());
+		size_t counted = 0;
+		for (size_t i = 0; i < probes.size(); i++) {
+			uint8_t want_perm = 0;
+			const uint64_t want = expect(probes[i].ctx, probes[i].iova, &want_perm);
+			present += want != 0;
+			if (host[i] == 0) {
+				EXPECT_EQ(perm[i], 0) << "a miss reports no permissions";
+				continue;
+			}
+			counted++;
+			ASSERT_EQ(host[i], want) << "round " << round << " probe " << i << ": context "
+						 << probes[i].ctx << " iova 0x" << std::hex
+						 << probes[i].iova;
+			ASSERT_EQ(perm[i], want_perm) << "round " << round << " probe " << i;
+		}
+		EXPECT_EQ(n_hits, counted) << "the returned hit count";
+		hits += counted;
+	}
+	// Sized to fit (about 1200 translations at most, 4096 entries): nothing is evicted,
+	// so every probe of a translation the model holds hits, and so does a look-up of
+	// every translation it holds at the end.
+	ASSERT_EQ(shard.stats().evictions, 0u) << "the test's sizes no longer fit the shard";
+	EXPECT_EQ(hits, present);
+	ASSERT_FALSE(model.empty());
+	for (const auto &[key, e] : model)
+		EXPECT_EQ(look(key.first, key.second), e.host_page)
+			<< "context " << key.first << " page 0x" << std::hex << key.second;
 }
 
 TEST_F(ShardTest, KeysRunningOutClearsOnceAndKeepsWorking)
