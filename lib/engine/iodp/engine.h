@@ -111,7 +111,10 @@ public:
 	Worker(const Worker &) = delete;
 	Worker &operator=(const Worker &) = delete;
 
-	/** Requests naming @p port (Request::device) are device @p ctl_device's. */
+	/**
+	 * Requests naming @p port (Request::device) are device @p ctl_device's (0: no device's;
+	 * a request naming a port with no device is answered BAD_REQUEST).
+	 */
 	Status set_port(uint16_t port, uint32_t ctl_device);
 
 	/**
