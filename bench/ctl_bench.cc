@@ -24,6 +24,7 @@
  * read it).
  */
 #include <iodp/ctl.h>
+#include <iodp/iodp.h>
 #include <iodp/emul.h>
 #include <iodp/engine.h>
 

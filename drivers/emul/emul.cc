@@ -6,6 +6,7 @@
  */
 #include "emul_impl.h"
 
+#include <iodp/iodp.h>
 #include <algorithm>
 #include <cerrno>
 #include <cmath>

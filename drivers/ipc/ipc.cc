@@ -10,6 +10,7 @@
  * address: a driver scribbling over the ring headers can stop its own device, never make a
  * worker read or write outside the rings.
  */
+#include <iodp/iodp.h>
 #include <iodp/ipc.h>
 #include <iodp/ipc_proto.h>
 #include <iodp/text.h>

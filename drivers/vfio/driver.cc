@@ -111,7 +111,7 @@ void info(const dev::Device &d, dev::DevInfo *i)
 		      p.vdev->nesting_reason().c_str());
 	i->description = buf;
 	i->group = 0;
-	if (const auto *cd = static_cast<const ctl::Device *>(d.ctx().find(p.vdev->ctl_id())))
+	if (Result<ctl::ObjectInfo> cd = d.ctx().object_info(p.vdev->ctl_id()))
 		i->group = cd->group;
 	i->hwpt = p.hwpt;
 	i->ioas = p.vdev->ioas();

@@ -2,6 +2,7 @@
 /* Hardware nesting through iommufd: probe, nested HWPT allocation, batched invalidations. */
 #include "nesting.h"
 
+#include <iodp/iodp.h>
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>

@@ -3,6 +3,7 @@
  * Shadow mode: a nested HWPT's translation kept in a kernel address space. See
  * <iodp/shadow_mode.h> for what is re-walked when and why.
  */
+#include <iodp/iodp.h>
 #include <iodp/shadow_mode.h>
 
 #include <algorithm>

@@ -15,6 +15,7 @@
 #include "nesting.h"
 #include "sysfs.h"
 
+#include <iodp/iodp.h>
 #include <iodp/shadow_mode.h>
 #include <iodp/vfio.h>
 
@@ -582,7 +583,7 @@ Result<std::unique_ptr<Device>> Device::open(ctl::Ctx &ctx, const std::string &s
 		return id.status();
 	}
 	d->ctl_id_ = *id;
-	if (const auto *cd = static_cast<const ctl::Device *>(ctx.find(*id)); cd != nullptr)
+	if (Result<ctl::ObjectInfo> cd = ctx.object_info(*id))
 		gs->ctl_group = cd->group;
 	gs->open.push_back(bdf);
 	t.groups[d->group_] = gs;
@@ -641,14 +642,14 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 	if (closed_)
 		return Status::error(-ENODEV, "vfio %s: closed", bdf_.c_str());
 	// The IOAS behind pt_id; a nested HWPT is shadowed (shadow_mode.h), not mirrored.
-	const ctl::Object *obj = ctx_.find(pt_id);
+	Result<ctl::ObjectInfo> obj = ctx_.object_info(pt_id);
 	uint32_t ioas_id = 0, shadow_of = 0;
-	if (obj != nullptr && obj->type == ctl::ObjType::ioas)
+	if (obj && obj->type == ctl::ObjType::ioas)
 		ioas_id = pt_id;
-	else if (obj != nullptr && obj->type == ctl::ObjType::hwpt_paging)
-		ioas_id = static_cast<const ctl::HwptPaging *>(obj)->ioas->id;
-	else if (obj != nullptr && obj->type == ctl::ObjType::hwpt_nested) {
-		ioas_id = static_cast<const ctl::HwptNested *>(obj)->parent->ioas->id;
+	else if (obj && obj->type == ctl::ObjType::hwpt_paging)
+		ioas_id = obj->ioas;
+	else if (obj && obj->type == ctl::ObjType::hwpt_nested) {
+		ioas_id = obj->ioas;
 		shadow_of = pt_id;
 	} else
 		return Status::error(-ENOENT, "vfio %s: no IOAS or paging HWPT %u", bdf_.c_str(),
@@ -804,7 +805,7 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 		// The kernel nests: its IOAS mirrors the iodp IOAS (stage 2, GPA -> host), a
 		// NEST_PARENT HWPT on it, the guest's table as a VTD_S1 nested HWPT, the device
 		// attached there; the guest's invalidations are forwarded to it in batches.
-		const auto &h = *static_cast<const ctl::HwptNested *>(obj);
+		const ctl::ObjectInfo &h = *obj;
 		auto fail = [&](Status s) {
 			if (sp->forwarder != nullptr)
 				(void)ctx_.hwpt_detach_observer(shadow_of, sp->forwarder.get());
@@ -879,7 +880,9 @@ Result<bool> Device::choose_nesting(uint32_t hwpt_id)
 		nesting_reason_ = "shadow (asked for)";
 		return false;
 	}
-	const auto *h = static_cast<const ctl::HwptNested *>(ctx_.find(hwpt_id));
+	Result<ctl::ObjectInfo> h = ctx_.object_info(hwpt_id);
+	if (!h)
+		return h.status();
 	std::string why;
 	if (path_ != Iommu::iommufd) {
 		why = "a type1 container has no nested translation (iommufd has)";

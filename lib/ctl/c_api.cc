@@ -81,6 +81,52 @@ static_assert(sizeof(struct iodp_hwpt_arm_smmuv3) == 16);
 static_assert(sizeof(struct iodp_hwpt_vtd_s1_invalidate) == 24);
 static_assert(sizeof(struct iodp_hwpt_pgfault) == 40);
 static_assert(sizeof(struct iodp_hwpt_page_response) == 8);
+/* The C++ API's flags are the uAPI's bits (ctl.h), so flags pass through unchanged. */
+static_assert(iodp::ctl::kMapFixedIova == IODP_IOAS_MAP_FIXED_IOVA &&
+	      iodp::ctl::kMapWriteable == IODP_IOAS_MAP_WRITEABLE &&
+	      iodp::ctl::kMapReadable == IODP_IOAS_MAP_READABLE);
+static_assert(iodp::ctl::kHwptNestParent == IODP_HWPT_ALLOC_NEST_PARENT &&
+	      iodp::ctl::kHwptDirtyTracking == IODP_HWPT_ALLOC_DIRTY_TRACKING &&
+	      iodp::ctl::kHwptFaultIdValid == IODP_HWPT_FAULT_ID_VALID &&
+	      iodp::ctl::kHwptPasid == IODP_HWPT_ALLOC_PASID);
+static_assert(iodp::ctl::kVtdS1Sre == IODP_VTD_S1_SRE && iodp::ctl::kVtdS1Eafe == IODP_VTD_S1_EAFE &&
+	      iodp::ctl::kVtdS1Wpe == IODP_VTD_S1_WPE);
+static_assert(iodp::ctl::kDataVtdS1 == IODP_HWPT_DATA_VTD_S1 &&
+	      iodp::ctl::kDataArmSmmuV3 == IODP_HWPT_DATA_ARM_SMMUV3);
+static_assert(static_cast<int>(iodp::pgtable::FaultKind::bad_config) == IODP_FAULT_BAD_CONFIG);
+
+} // namespace
+
+/* The C records of the C++ API's faults. */
+iodp_hwpt_pgfault iodp::ctl::pgfault_record(const PageFault &f)
+{
+	iodp_hwpt_pgfault r{};
+	r.flags = IODP_PGFAULT_FLAGS_LAST_PAGE | (f.pasid ? IODP_PGFAULT_FLAGS_PASID_VALID : 0);
+	r.dev_id = f.dev_id;
+	r.pasid = f.pasid.value_or(0);
+	r.grpid = f.grpid;
+	r.perm = f.access;
+	r.addr = f.addr;
+	r.length = f.length;
+	r.cookie = f.cookie;
+	return r;
+}
+
+namespace {
+
+iodp_fault_event event_record(const iodp::ctl::FaultEvent &e)
+{
+	iodp_fault_event r{};
+	r.dev_id = e.dev_id;
+	r.pasid = e.pasid.value_or(0);
+	r.flags = e.pasid ? IODP_FAULT_EVENT_PASID_VALID : 0;
+	r.access = e.access;
+	r.kind = static_cast<uint8_t>(e.kind); // the same order (static_assert above, device.cc)
+	r.stage = e.stage;
+	r.level = e.level;
+	r.addr = e.addr;
+	return r;
+}
 
 /** The last failure per (thread, context); contexts are told apart by a serial number. */
 thread_local std::unordered_map<uint64_t, std::string> t_last_error;
@@ -397,13 +443,13 @@ Status do_hw_info(Ctx &c, struct iodp_hw_info &k)
 		return Status::error(-EOPNOTSUPP, "__reserved is not 0");
 	if (k.data_len != 0 && k.data_uptr == 0)
 		return Status::error(-EFAULT, "data_uptr is NULL");
-	uint64_t caps = 0;
-	Result<iodp_hw_info_iodp> info = c.get_hw_info(k.dev_id, &caps);
+	Result<iodp::ctl::HwInfo> info = c.get_hw_info(k.dev_id);
 	if (!info)
 		return info.status();
+	const uint64_t caps = iodp::ctl::hw_capabilities(*info);
 	// The kernel's record for the device's model unless the caller asks for another.
 	Result<iodp::ctl::HwInfoRecord> rec = iodp::ctl::hw_info_record(
-		*info, caps, (k.flags & IODP_HW_INFO_FLAG_INPUT_TYPE) ? k.in_data_type : 0);
+		*info, (k.flags & IODP_HW_INFO_FLAG_INPUT_TYPE) ? k.in_data_type : 0);
 	if (!rec)
 		return rec.status();
 	auto *dst = reinterpret_cast<unsigned char *>(static_cast<uintptr_t>(k.data_uptr));
@@ -534,14 +580,18 @@ Status do_device_alloc(Ctx &c, struct iodp_device_alloc &k)
 				     k.model);
 	iodp::ctl::DeviceSpec spec;
 	spec.name = k.name;
-	spec.model = static_cast<iodp::ctl::IommuModel>(k.model);
+	spec.model = k.model == IODP_IOMMU_VTD ? iodp::ctl::IommuModel::vtd
+					       : iodp::ctl::IommuModel::smmuv3;
 	spec.group = k.group_id;
 	spec.rid = k.rid;
 	Result<uint32_t> id = c.device_create(spec);
 	if (!id)
 		return id.status();
 	k.out_dev_id = *id;
-	k.group_id = static_cast<const iodp::ctl::Device *>(c.find(*id))->group;
+	Result<iodp::ctl::ObjectInfo> info = c.object_info(*id);
+	if (!info) // gone already: another thread destroyed it (the id was valid)
+		return info.status();
+	k.group_id = info->group;
 	return {};
 }
 
@@ -591,11 +641,13 @@ Status do_fault_read(Ctx &c, struct iodp_fault_read &k)
 				  probe.data(), probe.size() * sizeof(probe[0]), "records");
 	    !s)
 		return s;
-	Result<std::vector<iodp_hwpt_pgfault>> r = c.fault_read(k.fault_id, k.num);
+	Result<std::vector<iodp::ctl::PageFault>> r = c.fault_read(k.fault_id, k.num);
 	if (!r)
 		return r.status();
+	for (size_t i = 0; i < r->size(); i++)
+		probe[i] = iodp::ctl::pgfault_record((*r)[i]);
 	if (Status s = write_user(reinterpret_cast<void *>(static_cast<uintptr_t>(k.records)),
-				  r->data(), r->size() * sizeof(iodp_hwpt_pgfault), "records");
+				  probe.data(), r->size() * sizeof(iodp_hwpt_pgfault), "records");
 	    !s)
 		return s;
 	k.num = static_cast<uint32_t>(r->size());
@@ -635,8 +687,11 @@ Status do_fault_events(Ctx &c, struct iodp_fault_events_read &k)
 	if (Status s = write_user(dst, probe.data(), probe.size() * sizeof(probe[0]), "events"); !s)
 		return s;
 	uint64_t lost = 0;
-	std::vector<iodp_fault_event> e = c.fault_events(k.num, &lost);
-	if (Status s = write_user(dst, e.data(), e.size() * sizeof(iodp_fault_event), "events"); !s)
+	std::vector<iodp::ctl::FaultEvent> e = c.fault_events(k.num, &lost);
+	for (size_t i = 0; i < e.size(); i++)
+		probe[i] = event_record(e[i]);
+	if (Status s = write_user(dst, probe.data(), e.size() * sizeof(iodp_fault_event), "events");
+	    !s)
 		return s;
 	k.num = static_cast<uint32_t>(e.size());
 	k.out_lost = lost;
@@ -670,7 +725,7 @@ Status do_translate(Ctx &c, struct iodp_translate &k)
 	k.out_addr = t->host;
 	k.out_page_size = t->page_size;
 	k.out_perm = t->perm;
-	k.out_fault = t->fault;
+	k.out_fault = static_cast<uint32_t>(t->fault);
 	k.out_stage = t->stage;
 	k.out_level = t->level;
 	k.out_cookie = t->cookie;
@@ -713,43 +768,63 @@ const char *iodp_last_error(struct iodp_ctx *ctx)
 	return it == t_last_error.end() ? "" : it->second.c_str();
 }
 
-#define IODP_COMMAND(fn, type, last_field, name, handler, ...)                                   \
-	int fn(struct iodp_ctx *ctx, struct type *cmd, struct iodp_extack *ext)                  \
-	{                                                                                        \
-		return run<struct type>(ctx, cmd, ext, OFFSETOFEND(struct type, last_field), name, \
-					handler __VA_OPT__(, ) __VA_ARGS__);                                 \
-	}
+/*
+ * Every command, once (the kernel's iommufd_ioctl_ops[]): its ioctl number, its C entry
+ * point and struct, the struct's last field the caller must pass (the minimum size), its
+ * name in messages, its handler, and whether the reply is written back on failure too (as
+ * the kernel does where out fields say how far the call got).
+ */
+#define IODP_COMMANDS(X)                                                                        \
+	X(IODP_IOMMU_DESTROY, iodp_destroy, iodp_destroy, id, "DESTROY", do_destroy, false)     \
+	X(IODP_IOMMU_IOAS_ALLOC, iodp_ioas_alloc, iodp_ioas_alloc,                              \
+	  out_ioas_id, "IOAS_ALLOC", do_ioas_alloc, false)                                      \
+	X(IODP_IOMMU_IOAS_ALLOW_IOVAS, iodp_ioas_allow_iovas, iodp_ioas_allow_iovas,            \
+	  allowed_iovas, "IOAS_ALLOW_IOVAS", do_allow_iovas, false)                             \
+	X(IODP_IOMMU_IOAS_COPY, iodp_ioas_copy, iodp_ioas_copy,                                 \
+	  src_iova, "IOAS_COPY", do_copy, false)                                                \
+	X(IODP_IOMMU_IOAS_IOVA_RANGES, iodp_ioas_iova_ranges, iodp_ioas_iova_ranges,            \
+	  out_iova_alignment, "IOAS_IOVA_RANGES", do_iova_ranges, true)                         \
+	X(IODP_IOMMU_IOAS_MAP, iodp_ioas_map, iodp_ioas_map, iova, "IOAS_MAP", do_map, false)   \
+	X(IODP_IOMMU_IOAS_UNMAP, iodp_ioas_unmap, iodp_ioas_unmap,                              \
+	  length, "IOAS_UNMAP", do_unmap, false)                                                \
+	X(IODP_IOMMU_OPTION, iodp_option, iodp_option, val64, "OPTION", do_option, false)       \
+	X(IODP_IOMMU_HWPT_ALLOC, iodp_hwpt_alloc, iodp_hwpt_alloc,                              \
+	  __reserved, "HWPT_ALLOC", do_hwpt_alloc, false)                                       \
+	X(IODP_IOMMU_GET_HW_INFO, iodp_get_hw_info, iodp_hw_info,                               \
+	  __reserved, "GET_HW_INFO", do_hw_info, false)                                         \
+	X(IODP_IOMMU_HWPT_SET_DIRTY_TRACKING, iodp_hwpt_set_dirty_tracking, iodp_hwpt_set_dirty_tracking,\
+	  __reserved, "HWPT_SET_DIRTY_TRACKING", do_set_dirty, false)                           \
+	X(IODP_IOMMU_HWPT_GET_DIRTY_BITMAP, iodp_hwpt_get_dirty_bitmap, iodp_hwpt_get_dirty_bitmap,\
+	  data, "HWPT_GET_DIRTY_BITMAP", do_dirty_bitmap, false)                                \
+	X(IODP_IOMMU_HWPT_INVALIDATE, iodp_hwpt_invalidate, iodp_hwpt_invalidate,               \
+	  __reserved, "HWPT_INVALIDATE", do_invalidate, true)                                   \
+	X(IODP_IOMMU_FAULT_QUEUE_ALLOC, iodp_fault_queue_alloc, iodp_fault_alloc,               \
+	  out_fault_fd, "FAULT_QUEUE_ALLOC", do_fault_alloc, false)                             \
+	X(IODP_DEVICE_ALLOC, iodp_device_alloc, iodp_device_alloc,                              \
+	  name, "DEVICE_ALLOC", do_device_alloc, false)                                         \
+	X(IODP_DEVICE_ATTACH, iodp_device_attach, iodp_device_attach,                           \
+	  pasid, "DEVICE_ATTACH", do_attach, false)                                             \
+	X(IODP_DEVICE_DETACH, iodp_device_detach, iodp_device_detach,                           \
+	  pasid, "DEVICE_DETACH", do_detach, false)                                             \
+	X(IODP_FAULT_READ, iodp_fault_read, iodp_fault_read,                                    \
+	  records, "FAULT_READ", do_fault_read, false)                                          \
+	X(IODP_FAULT_RESPOND, iodp_fault_respond, iodp_fault_respond,                           \
+	  responses, "FAULT_RESPOND", do_fault_respond, true)                                   \
+	X(IODP_FAULT_EVENTS_READ, iodp_fault_events_read, iodp_fault_events_read,               \
+	  events, "FAULT_EVENTS_READ", do_fault_events, false)                                  \
+	X(IODP_VPASID_SET, iodp_vpasid_set, iodp_vpasid_set,                                    \
+	  ppasid, "VPASID_SET", do_vpasid, false)                                               \
+	X(IODP_TRANSLATE, iodp_translate, iodp_translate,                                       \
+	  iova, "TRANSLATE", do_translate, false)
 
-IODP_COMMAND(iodp_destroy, iodp_destroy, id, "DESTROY", do_destroy)
-IODP_COMMAND(iodp_ioas_alloc, iodp_ioas_alloc, out_ioas_id, "IOAS_ALLOC", do_ioas_alloc)
-IODP_COMMAND(iodp_ioas_allow_iovas, iodp_ioas_allow_iovas, allowed_iovas, "IOAS_ALLOW_IOVAS",
-	     do_allow_iovas)
-IODP_COMMAND(iodp_ioas_copy, iodp_ioas_copy, src_iova, "IOAS_COPY", do_copy)
-IODP_COMMAND(iodp_ioas_iova_ranges, iodp_ioas_iova_ranges, out_iova_alignment,
-	     "IOAS_IOVA_RANGES", do_iova_ranges, true)
-IODP_COMMAND(iodp_ioas_map, iodp_ioas_map, iova, "IOAS_MAP", do_map)
-IODP_COMMAND(iodp_ioas_unmap, iodp_ioas_unmap, length, "IOAS_UNMAP", do_unmap)
-IODP_COMMAND(iodp_option, iodp_option, val64, "OPTION", do_option)
-IODP_COMMAND(iodp_hwpt_alloc, iodp_hwpt_alloc, __reserved, "HWPT_ALLOC", do_hwpt_alloc)
-IODP_COMMAND(iodp_get_hw_info, iodp_hw_info, __reserved, "GET_HW_INFO", do_hw_info)
-IODP_COMMAND(iodp_hwpt_set_dirty_tracking, iodp_hwpt_set_dirty_tracking, __reserved,
-	     "HWPT_SET_DIRTY_TRACKING", do_set_dirty)
-IODP_COMMAND(iodp_hwpt_get_dirty_bitmap, iodp_hwpt_get_dirty_bitmap, data,
-	     "HWPT_GET_DIRTY_BITMAP", do_dirty_bitmap)
-IODP_COMMAND(iodp_hwpt_invalidate, iodp_hwpt_invalidate, __reserved, "HWPT_INVALIDATE",
-	     do_invalidate, true)
-IODP_COMMAND(iodp_fault_queue_alloc, iodp_fault_alloc, out_fault_fd, "FAULT_QUEUE_ALLOC",
-	     do_fault_alloc)
-IODP_COMMAND(iodp_device_alloc, iodp_device_alloc, name, "DEVICE_ALLOC", do_device_alloc)
-IODP_COMMAND(iodp_device_attach, iodp_device_attach, pasid, "DEVICE_ATTACH", do_attach)
-IODP_COMMAND(iodp_device_detach, iodp_device_detach, pasid, "DEVICE_DETACH", do_detach)
-IODP_COMMAND(iodp_fault_read, iodp_fault_read, records, "FAULT_READ", do_fault_read)
-IODP_COMMAND(iodp_fault_respond, iodp_fault_respond, responses, "FAULT_RESPOND",
-	     do_fault_respond, true)
-IODP_COMMAND(iodp_fault_events_read, iodp_fault_events_read, events, "FAULT_EVENTS_READ",
-	     do_fault_events)
-IODP_COMMAND(iodp_vpasid_set, iodp_vpasid_set, ppasid, "VPASID_SET", do_vpasid)
-IODP_COMMAND(iodp_translate, iodp_translate, iova, "TRANSLATE", do_translate)
+#define IODP_ENTRY_POINT(number, fn, type, last_field, name, handler, reply_on_error)          \
+	int fn(struct iodp_ctx *ctx, struct type *cmd, struct iodp_extack *ext)                 \
+	{                                                                                       \
+		return run<struct type>(ctx, cmd, ext, OFFSETOFEND(struct type, last_field), name,\
+					handler, reply_on_error);                               \
+	}
+IODP_COMMANDS(IODP_ENTRY_POINT)
+#undef IODP_ENTRY_POINT
 
 int iodp_ioctl(struct iodp_ctx *ctx, unsigned long cmd, void *arg)
 {
@@ -762,40 +837,12 @@ int iodp_ioctl(struct iodp_ctx *ctx, unsigned long cmd, void *arg)
 			return -1;
 		}
 	switch (cmd) {
-#define IODP_DISPATCH(number, fn, type)                                                            \
-	case number:                                                                             \
-		rc = fn(ctx, static_cast<struct type *>(arg), nullptr);                          \
+#define IODP_CASE(number, fn, type, ...)                                                      \
+	case number:                                                                            \
+		rc = fn(ctx, static_cast<struct type *>(arg), nullptr);                         \
 		break;
-		IODP_DISPATCH(IODP_IOMMU_DESTROY, iodp_destroy, iodp_destroy)
-		IODP_DISPATCH(IODP_IOMMU_IOAS_ALLOC, iodp_ioas_alloc, iodp_ioas_alloc)
-		IODP_DISPATCH(IODP_IOMMU_IOAS_ALLOW_IOVAS, iodp_ioas_allow_iovas,
-			      iodp_ioas_allow_iovas)
-		IODP_DISPATCH(IODP_IOMMU_IOAS_COPY, iodp_ioas_copy, iodp_ioas_copy)
-		IODP_DISPATCH(IODP_IOMMU_IOAS_IOVA_RANGES, iodp_ioas_iova_ranges,
-			      iodp_ioas_iova_ranges)
-		IODP_DISPATCH(IODP_IOMMU_IOAS_MAP, iodp_ioas_map, iodp_ioas_map)
-		IODP_DISPATCH(IODP_IOMMU_IOAS_UNMAP, iodp_ioas_unmap, iodp_ioas_unmap)
-		IODP_DISPATCH(IODP_IOMMU_OPTION, iodp_option, iodp_option)
-		IODP_DISPATCH(IODP_IOMMU_HWPT_ALLOC, iodp_hwpt_alloc, iodp_hwpt_alloc)
-		IODP_DISPATCH(IODP_IOMMU_GET_HW_INFO, iodp_get_hw_info, iodp_hw_info)
-		IODP_DISPATCH(IODP_IOMMU_HWPT_SET_DIRTY_TRACKING, iodp_hwpt_set_dirty_tracking,
-			      iodp_hwpt_set_dirty_tracking)
-		IODP_DISPATCH(IODP_IOMMU_HWPT_GET_DIRTY_BITMAP, iodp_hwpt_get_dirty_bitmap,
-			      iodp_hwpt_get_dirty_bitmap)
-		IODP_DISPATCH(IODP_IOMMU_HWPT_INVALIDATE, iodp_hwpt_invalidate,
-			      iodp_hwpt_invalidate)
-		IODP_DISPATCH(IODP_IOMMU_FAULT_QUEUE_ALLOC, iodp_fault_queue_alloc,
-			      iodp_fault_alloc)
-		IODP_DISPATCH(IODP_DEVICE_ALLOC, iodp_device_alloc, iodp_device_alloc)
-		IODP_DISPATCH(IODP_DEVICE_ATTACH, iodp_device_attach, iodp_device_attach)
-		IODP_DISPATCH(IODP_DEVICE_DETACH, iodp_device_detach, iodp_device_detach)
-		IODP_DISPATCH(IODP_FAULT_READ, iodp_fault_read, iodp_fault_read)
-		IODP_DISPATCH(IODP_FAULT_RESPOND, iodp_fault_respond, iodp_fault_respond)
-		IODP_DISPATCH(IODP_FAULT_EVENTS_READ, iodp_fault_events_read,
-			      iodp_fault_events_read)
-		IODP_DISPATCH(IODP_VPASID_SET, iodp_vpasid_set, iodp_vpasid_set)
-		IODP_DISPATCH(IODP_TRANSLATE, iodp_translate, iodp_translate)
-#undef IODP_DISPATCH
+		IODP_COMMANDS(IODP_CASE)
+#undef IODP_CASE
 	default: // the kernel's test commands, VFIO compatibility (ext.h); else ENOTTY
 		if (ctx == nullptr) {
 			rc = fail(nullptr, Status::error(-EINVAL, "iodp_ioctl: no context"), nullptr);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 #include "impl.h"
+#include "inspect.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -256,7 +257,7 @@ void Ctx::Impl::destroy_object(Object *o)
 
 Status Ctx::destroy(uint32_t id)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Object *o = impl_->find(id);
 	if (o == nullptr)
 		return Status::error(-ENOENT, "destroy: no object %u", id);
@@ -310,28 +311,87 @@ Ctx::~Ctx()
 	delete impl_->routes.exchange(nullptr, std::memory_order_acquire);
 }
 
-const Object *Ctx::find(uint32_t id) const
+Inspector::Inspector(const Ctx &ctx) : impl_(*ctx.impl_), lock_(ctx.impl_->lock) {}
+
+std::vector<uint32_t> Inspector::ids() const
 {
-	Impl::Guard g(*impl_);
-	return impl_->find(id);
+	std::vector<uint32_t> out;
+	for (const auto &[id, obj] : impl_.objects)
+		out.push_back(id);
+	return out;
+}
+
+const Object *Inspector::find(uint32_t id) const
+{
+	return impl_.find(id);
+}
+
+Result<ObjectInfo> Ctx::object_info(uint32_t id) const
+{
+	Impl::LockThenSyncWorkers call(*impl_);
+	const Object *obj = impl_->find(id);
+	if (obj == nullptr)
+		return Status::error(-ENOENT, "object %u: no such object", id);
+	ObjectInfo info;
+	info.id = obj->id;
+	info.type = obj->type;
+	info.users = obj->users;
+	switch (obj->type) {
+	case ObjType::ioas: {
+		const auto &ioas = static_cast<const Ioas &>(*obj);
+		for (const HwptPaging *h : ioas.hwpts)
+			info.hwpts.push_back(h->id);
+		info.mappings = ioas.mappings.size();
+		break;
+	}
+	case ObjType::hwpt_paging: {
+		const auto &h = static_cast<const HwptPaging &>(*obj);
+		info.model = h.model;
+		info.ioas = h.ioas->id;
+		info.auto_domain = h.auto_domain;
+		info.format = h.table.stage().format;
+		break;
+	}
+	case ObjType::hwpt_nested: {
+		const auto &h = static_cast<const HwptNested &>(*obj);
+		info.model = h.model;
+		info.ioas = h.parent->ioas->id;
+		info.parent = h.parent->id;
+		info.data_type = h.data_type;
+		info.vtd = h.vtd;
+		info.smmu = h.smmu;
+		break;
+	}
+	case ObjType::device: {
+		const auto &d = static_cast<const Device &>(*obj);
+		info.model = d.model;
+		info.name = d.name;
+		info.group = d.group;
+		info.rid = d.rid;
+		break;
+	}
+	case ObjType::fault_queue:
+		break;
+	}
+	return info;
 }
 
 size_t Ctx::object_count() const
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	return impl_->objects.size();
 }
 
 void Ctx::set_invalidation_sink(std::function<void(const inval::Descriptor &)> sink)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	impl_->sink = std::move(sink);
 }
 
 void Ctx::set_device_tlb_handler(
 	std::function<void(uint32_t dev_id, const inval::Descriptor &)> handler)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	impl_->device_tlb = std::move(handler);
 }
 
@@ -370,7 +430,7 @@ bool mergeable(const inval::Descriptor &b, const inval::Descriptor &d)
 
 } // namespace
 
-Ctx::Impl::Guard::~Guard()
+Ctx::Impl::LockThenSyncWorkers::~LockThenSyncWorkers()
 {
 	SyncBatch *batch = tls_batch;
 	if (batch != nullptr && batch->ctx_.impl_.get() == &impl_) {

@@ -46,7 +46,7 @@ Ioas *Ctx::Impl::ioas_of(Hwpt *h) const
 
 Result<uint32_t> Ctx::device_create(const DeviceSpec &spec)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	if (spec.name.empty() || spec.name.size() >= IODP_DEVICE_NAME_LEN)
 		return Status::error(-EINVAL, "device alloc: name must be 1..%d characters",
 				     IODP_DEVICE_NAME_LEN - 1);
@@ -123,7 +123,7 @@ Result<uint32_t> Ctx::device_create(const DeviceSpec &spec)
 
 Result<uint32_t> Ctx::device_id(const std::string &name) const
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	for (const auto &[id, o] : impl_->objects)
 		if (o->type == ObjType::device && static_cast<Device *>(o.get())->name == name)
 			return id;
@@ -146,7 +146,7 @@ static Binding *binding_of(const Device &d, std::optional<uint32_t> pasid)
 Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pasid,
 				    uint32_t pt_id)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Device *> dr = impl_->get_device(dev_id);
 	if (!dr)
 		return dr.status();
@@ -290,7 +290,7 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 
 Status Ctx::device_detach(uint32_t dev_id, std::optional<uint32_t> pasid)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Device *> dr = impl_->get_device(dev_id);
 	if (!dr)
 		return dr.status();
@@ -314,27 +314,23 @@ Status Ctx::device_detach(uint32_t dev_id, std::optional<uint32_t> pasid)
 	return {};
 }
 
-Result<iodp_hw_info_iodp> Ctx::get_hw_info(uint32_t dev_id, uint64_t *capabilities)
+Result<HwInfo> Ctx::get_hw_info(uint32_t dev_id)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Device *> dr = impl_->get_device(dev_id);
 	if (!dr)
 		return dr.status();
 	const Device &dev = **dr;
-	iodp_hw_info_iodp info{};
-	for (Format f : pgtable::kAllFormats)
-		info.formats |= 1u << static_cast<unsigned>(f);
+	HwInfo info;
 	const bool vtd = dev.model == IommuModel::vtd;
-	info.paging_format = vtd ? IODP_FORMAT_VTD_SS_4L : IODP_FORMAT_ARM_S2;
+	info.model = dev.model;
+	info.paging_format = vtd ? Format::vtd_ss_4l : Format::arm_s2;
 	for (unsigned shift : {12u, 14u, 16u, 21u, 25u, 29u, 30u})
 		info.page_sizes |= 1ull << shift;
 	info.granules = (1u << 12) | (1u << 14) | (1u << 16);
-	info.nested_types = 1u << (vtd ? IODP_HWPT_DATA_VTD_S1 : IODP_HWPT_DATA_ARM_SMMUV3);
-	info.model = static_cast<uint32_t>(dev.model);
 	info.pasid_bits = dev.pasid_bits;
 	info.paging_ias = 48;
-	*capabilities = IODP_HW_CAP_PCI_PASID_EXEC | IODP_HW_CAP_PCI_PASID_PRIV |
-			(vtd ? IODP_HW_CAP_DIRTY_TRACKING : 0);
+	info.dirty_tracking = vtd;
 	return info;
 }
 
@@ -342,7 +338,7 @@ Result<iodp_hw_info_iodp> Ctx::get_hw_info(uint32_t dev_id, uint64_t *capabiliti
 
 Result<uint32_t> Ctx::vpasid_set(uint32_t vpasid, uint32_t ppasid)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	constexpr uint32_t kMax = (1u << 20) - 1;
 	if (vpasid == 0 || vpasid > kMax || ppasid > kMax)
 		return Status::error(-EINVAL, "vpasid %u -> %u: PASIDs are 1..%u", vpasid, ppasid,
@@ -370,7 +366,7 @@ Result<uint32_t> Ctx::vpasid_set(uint32_t vpasid, uint32_t ppasid)
 
 Status Ctx::vpasid_clear(uint32_t vpasid)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	auto it = impl_->vpasid_to_ppasid.find(vpasid);
 	if (it == impl_->vpasid_to_ppasid.end())
 		return Status::error(-ENOENT, "vpasid %u is not bound", vpasid);
@@ -389,7 +385,7 @@ Status Ctx::vpasid_clear(uint32_t vpasid)
 
 Result<uint32_t> Ctx::vpasid_lookup(uint32_t vpasid) const
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	auto it = impl_->vpasid_to_ppasid.find(vpasid);
 	if (it == impl_->vpasid_to_ppasid.end())
 		return Status::error(-ENOENT, "vpasid %u is not bound", vpasid);
@@ -400,7 +396,7 @@ Result<uint32_t> Ctx::vpasid_lookup(uint32_t vpasid) const
 
 Result<uint32_t> Ctx::fault_queue_alloc(int *fd_out)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	const int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (fd < 0)
 		return Status::error(-errno, "fault queue alloc: eventfd failed");
@@ -424,7 +420,7 @@ Result<uint32_t> Ctx::fault_queue_alloc(int *fd_out)
 
 std::vector<uint32_t> Ctx::object_ids() const
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	std::vector<uint32_t> ids;
 	ids.reserve(impl_->objects.size());
 	for (const auto &[id, obj] : impl_->objects)
@@ -434,7 +430,7 @@ std::vector<uint32_t> Ctx::object_ids() const
 
 Result<size_t> Ctx::fault_pending(uint32_t fault_id) const
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<FaultQueue *> q = impl_->get_fault_queue(fault_id);
 	if (!q)
 		return q.status();
@@ -442,20 +438,18 @@ Result<size_t> Ctx::fault_pending(uint32_t fault_id) const
 }
 
 uint32_t Ctx::Impl::record_fault(Binding *b, const Device &dev, std::optional<uint32_t> pasid,
-				 uint64_t iova, uint8_t access, iodp_fault_kind kind,
+				 uint64_t iova, uint8_t access, FaultKind kind,
 				 uint8_t stage, int8_t level)
 {
-	const bool recoverable = kind == IODP_FAULT_NOT_PRESENT || kind == IODP_FAULT_PERMISSION ||
-				 kind == IODP_FAULT_ACCESS_FLAG;
+	const bool recoverable = kind == FaultKind::not_present ||
+				 kind == FaultKind::permission || kind == FaultKind::access_flag;
 	if (recoverable && b != nullptr && b->hwpt->fault_id != 0) {
 		auto *q = static_cast<FaultQueue *>(find(b->hwpt->fault_id));
-		iodp_hwpt_pgfault r{};
-		r.flags = IODP_PGFAULT_FLAGS_LAST_PAGE |
-			  (pasid ? IODP_PGFAULT_FLAGS_PASID_VALID : 0);
+		PageFault r;
 		r.dev_id = dev.id;
-		r.pasid = pasid.value_or(0);
+		r.pasid = pasid;
 		r.grpid = q->next_grpid++ & 0x1ff; // PRI page request group index is 9 bits
-		r.perm = access;
+		r.access = access;
 		r.addr = iova & ~0xfffull;
 		r.length = 4096;
 		r.cookie = q->next_cookie++;
@@ -469,12 +463,11 @@ uint32_t Ctx::Impl::record_fault(Binding *b, const Device &dev, std::optional<ui
 		(void)!write(q->eventfd, &one, sizeof(one));
 		return r.cookie;
 	}
-	iodp_fault_event e{};
+	FaultEvent e;
 	e.dev_id = dev.id;
-	e.pasid = pasid.value_or(0);
-	e.flags = pasid ? IODP_FAULT_EVENT_PASID_VALID : 0;
+	e.pasid = pasid;
 	e.access = access;
-	e.kind = static_cast<uint8_t>(kind);
+	e.kind = kind;
 	e.stage = stage;
 	e.level = level;
 	e.addr = iova;
@@ -486,13 +479,13 @@ uint32_t Ctx::Impl::record_fault(Binding *b, const Device &dev, std::optional<ui
 	return 0;
 }
 
-Result<std::vector<iodp_hwpt_pgfault>> Ctx::fault_read(uint32_t fault_id, size_t max)
+Result<std::vector<PageFault>> Ctx::fault_read(uint32_t fault_id, size_t max)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<FaultQueue *> q = impl_->get_fault_queue(fault_id);
 	if (!q)
 		return q.status();
-	std::vector<iodp_hwpt_pgfault> out;
+	std::vector<PageFault> out;
 	while (out.size() < max && !(*q)->unread.empty()) {
 		out.push_back((*q)->unread.front());
 		(*q)->unread.pop_front();
@@ -506,7 +499,7 @@ Result<std::vector<iodp_hwpt_pgfault>> Ctx::fault_read(uint32_t fault_id, size_t
 
 Status Ctx::fault_respond(uint32_t fault_id, uint32_t cookie, uint32_t code)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<FaultQueue *> q = impl_->get_fault_queue(fault_id);
 	if (!q)
 		return q.status();
@@ -521,17 +514,17 @@ Status Ctx::fault_respond(uint32_t fault_id, uint32_t cookie, uint32_t code)
 	(*q)->awaiting.erase(it);
 	auto &u = (*q)->unread;
 	u.erase(std::remove_if(u.begin(), u.end(),
-			       [&](const iodp_hwpt_pgfault &r) { return r.cookie == cookie; }),
+			       [&](const PageFault &r) { return r.cookie == cookie; }),
 		u.end());
 	b->pending_faults--;
 	impl_->put(b);
 	return {};
 }
 
-std::vector<iodp_fault_event> Ctx::fault_events(size_t max, uint64_t *lost)
+std::vector<FaultEvent> Ctx::fault_events(size_t max, uint64_t *lost)
 {
-	Impl::Guard g(*impl_);
-	std::vector<iodp_fault_event> out;
+	Impl::LockThenSyncWorkers call(*impl_);
+	std::vector<FaultEvent> out;
 	while (out.size() < max && !impl_->events.empty()) {
 		out.push_back(impl_->events.front());
 		impl_->events.pop_front();
@@ -766,7 +759,7 @@ Ctx::RouteLookup Ctx::published_route(uint32_t dev_id, uint32_t pasid, iotlb::Ro
 
 Result<iotlb::Route> Ctx::resolve(uint32_t dev_id, std::optional<uint32_t> pasid)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Device *> dr = impl_->get_device(dev_id);
 	if (!dr)
 		return dr.status();
@@ -776,7 +769,7 @@ Result<iotlb::Route> Ctx::resolve(uint32_t dev_id, std::optional<uint32_t> pasid
 Result<Translated> Ctx::translate(uint32_t dev_id, std::optional<uint32_t> pasid, uint64_t iova,
 				  uint8_t access)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Device *> dr = impl_->get_device(dev_id);
 	if (!dr)
 		return dr.status();
@@ -790,7 +783,7 @@ Result<Translated> Ctx::translate(uint32_t dev_id, std::optional<uint32_t> pasid
 	if (!r.refuses(access, &w))
 		w = pgtable::walk(r.translation(), iova, access);
 	Translated t;
-	t.fault = static_cast<iodp_fault_kind>(w.fault);
+	t.fault = w.fault;
 	if (w.ok()) {
 		t.host = w.out;
 		t.page_size = w.page_size;
@@ -805,14 +798,14 @@ Result<Translated> Ctx::translate(uint32_t dev_id, std::optional<uint32_t> pasid
 }
 
 Result<uint32_t> Ctx::report_fault(uint32_t dev_id, std::optional<uint32_t> pasid,
-				   uint64_t iova, uint8_t access, iodp_fault_kind kind,
+				   uint64_t iova, uint8_t access, FaultKind kind,
 				   uint8_t stage, int8_t level)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Device *> dr = impl_->get_device(dev_id);
 	if (!dr)
 		return dr.status();
-	if (kind == IODP_FAULT_NONE || kind > IODP_FAULT_BAD_CONFIG)
+	if (kind == FaultKind::none || kind > FaultKind::bad_config)
 		return Status::error(-EINVAL, "report_fault: fault kind %d is not a fault",
 				     static_cast<int>(kind));
 	Device &dev = **dr;

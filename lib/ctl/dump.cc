@@ -36,7 +36,7 @@ void binding(std::string &out, const char *what, const Binding *b)
 
 std::string Ctx::dump() const
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	std::string out;
 	for (const auto &[id, o] : impl_->objects) {
 		line(out, "%s %u users %u", obj_type_name(o->type), id, o->users);

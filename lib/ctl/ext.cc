@@ -44,11 +44,11 @@ Status hwpt_alloc_kernel_order(const Ctx &ctx, const struct iodp_hwpt_alloc &k)
 	if (k.data_type != IODP_HWPT_DATA_NONE && k.data_len == 0)
 		return Status::error(-EINVAL, "data_type %u takes data (data_len is 0)",
 				     k.data_type);
-	const Object *dev = ctx.find(k.dev_id);
-	if (dev == nullptr || dev->type != ObjType::device)
+	Result<ObjectInfo> dev = ctx.object_info(k.dev_id);
+	if (!dev || dev->type != ObjType::device)
 		return Status::error(-ENOENT, "no device %u", k.dev_id);
-	const Object *pt = ctx.find(k.pt_id);
-	if (pt == nullptr)
+	Result<ObjectInfo> pt = ctx.object_info(k.pt_id);
+	if (!pt)
 		return Status::error(-EINVAL, "pt_id %u names no object", k.pt_id);
 	if (pt->type == ObjType::ioas && (k.flags & IODP_HWPT_FAULT_ID_VALID) &&
 	    (k.flags & IODP_HWPT_ALLOC_NEST_PARENT))
@@ -72,7 +72,7 @@ constexpr uint64_t bits(uint64_t value, unsigned shift)
  * second-stage accessed/dirty (dirty tracking), coherent walks. No MMIO registers, no
  * interrupt remapping, no pass-through.
  */
-iodp_hw_info_vtd vtd_record(const iodp_hw_info_iodp &info, uint64_t caps)
+iodp_hw_info_vtd vtd_record(const HwInfo &info)
 {
 	iodp_hw_info_vtd r{};
 	r.cap_reg = bits(6, 0) |           // ND: 16-bit domain ids
@@ -92,7 +92,7 @@ iodp_hw_info_vtd vtd_record(const iodp_hw_info_iodp &info, uint64_t caps)
 		     bits(info.pasid_bits != 0 ? info.pasid_bits - 1u : 0, 35) | // PSS
 		     bits(info.pasid_bits != 0, 40) | // PASID
 		     bits(1, 43) |         // SMTS: scalable mode
-		     bits((caps & IODP_HW_CAP_DIRTY_TRACKING) != 0, 45) | // SLADS
+		     bits(info.dirty_tracking, 45) | // SLADS
 		     bits(1, 46) |         // SLTS: second-stage translation
 		     bits(1, 47) |         // FLTS: first-stage translation
 		     bits(1, 48);          // SMPWCS: coherent scalable-mode walks
@@ -105,7 +105,7 @@ iodp_hw_info_vtd vtd_record(const iodp_hw_info_iodp &info, uint64_t caps)
  * SubstreamID bits = the device's PASID bits, 48-bit output, 4/16/64 KiB granules. No
  * queues or MSIs (iommufd carries commands and events), no hardware dirty tracking.
  */
-iodp_hw_info_arm_smmuv3 smmu_record(const iodp_hw_info_iodp &info)
+iodp_hw_info_arm_smmuv3 smmu_record(const HwInfo &info)
 {
 	iodp_hw_info_arm_smmuv3 r{};
 	r.idr[0] = static_cast<uint32_t>(bits(1, 0) |  // S2P
@@ -136,23 +136,45 @@ template <class T> HwInfoRecord record_of(uint32_t type, const T &r)
 	return out;
 }
 
+/* iodp's own record: what its model of the device's IOMMU offers. */
+iodp_hw_info_iodp iodp_record(const HwInfo &info)
+{
+	iodp_hw_info_iodp r{};
+	for (pgtable::Format f : pgtable::kAllFormats)
+		r.formats |= 1u << static_cast<unsigned>(f); // enum iodp_format's order
+	r.paging_format = static_cast<uint32_t>(info.paging_format);
+	r.page_sizes = info.page_sizes;
+	r.granules = info.granules;
+	const bool vtd = info.model == IommuModel::vtd;
+	r.nested_types = 1u << (vtd ? IODP_HWPT_DATA_VTD_S1 : IODP_HWPT_DATA_ARM_SMMUV3);
+	r.model = vtd ? IODP_IOMMU_VTD : IODP_IOMMU_SMMUV3;
+	r.pasid_bits = info.pasid_bits;
+	r.paging_ias = info.paging_ias;
+	return r;
+}
+
 } // namespace
 
-Result<HwInfoRecord> hw_info_record(const iodp_hw_info_iodp &info, uint64_t capabilities,
-				    uint32_t in_type)
+uint64_t hw_capabilities(const HwInfo &info)
 {
-	const bool vtd = info.model == IODP_IOMMU_VTD;
+	return IODP_HW_CAP_PCI_PASID_EXEC | IODP_HW_CAP_PCI_PASID_PRIV |
+	       (info.dirty_tracking ? IODP_HW_CAP_DIRTY_TRACKING : 0);
+}
+
+Result<HwInfoRecord> hw_info_record(const HwInfo &info, uint32_t in_type)
+{
+	const bool vtd = info.model == IommuModel::vtd;
 	const uint32_t own = vtd ? IODP_HW_INFO_TYPE_INTEL_VTD : IODP_HW_INFO_TYPE_ARM_SMMUV3;
 	if (in_type == IODP_HW_INFO_TYPE_NONE)
 		in_type = own;
 	if (in_type == IODP_HW_INFO_TYPE_IODP)
-		return record_of(IODP_HW_INFO_TYPE_IODP, info);
+		return record_of(IODP_HW_INFO_TYPE_IODP, iodp_record(info));
 	if (in_type != own)
 		return Status::error(-EOPNOTSUPP, "in_data_type %u: a %s device reports type %u "
 				     "(or %u, iodp's own record)", in_type, vtd ? "VT-d" : "SMMUv3",
 				     own, IODP_HW_INFO_TYPE_IODP);
 	if (vtd)
-		return record_of(own, vtd_record(info, capabilities));
+		return record_of(own, vtd_record(info));
 	return record_of(own, smmu_record(info));
 }
 
@@ -215,11 +237,16 @@ long iodp_fault_fd_read(struct iodp_ctx *c, uint32_t fault_id, void *buf, size_t
 	}
 	if (buf == nullptr)
 		return -EFAULT;
-	iodp::Result<std::vector<iodp_hwpt_pgfault>> r = ctx.fault_read(fault_id, count / kRecord);
+	iodp::Result<std::vector<iodp::ctl::PageFault>> r =
+		ctx.fault_read(fault_id, count / kRecord);
 	if (!r)
 		return r.status().code();
-	if (!r->empty())
-		std::memcpy(buf, r->data(), r->size() * kRecord);
+	auto *out = static_cast<unsigned char *>(buf);
+	for (const iodp::ctl::PageFault &f : *r) {
+		const iodp_hwpt_pgfault rec = iodp::ctl::pgfault_record(f);
+		std::memcpy(out, &rec, kRecord);
+		out += kRecord;
+	}
 	return static_cast<long>(r->size() * kRecord);
 }
 

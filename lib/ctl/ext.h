@@ -9,6 +9,7 @@
  */
 
 #include <iodp/ctl.h>
+#include <iodp/iodp.h>
 
 #include <memory>
 #include <optional>
@@ -61,6 +62,8 @@ Extensions &ext_of(struct iodp_ctx *c);
 Status copy_from_user(void *dst, const void *src, size_t n, const char *what);
 /** Record @p s as the context's last error (iodp_last_error); returns its code. */
 int c_api_fail(struct iodp_ctx *ctx, const Status &s);
+/** The kernel's record of a queued fault (FAULT_READ, and read() on a fault fd). */
+iodp_hwpt_pgfault pgfault_record(const PageFault &f);
 
 /* test_cmd.cc */
 TestCommandsPtr make_test_commands(Ctx &ctx);
@@ -74,8 +77,9 @@ struct HwInfoRecord {
 	size_t len = 0;
 	unsigned char bytes[64] = {};
 };
-Result<HwInfoRecord> hw_info_record(const iodp_hw_info_iodp &info, uint64_t capabilities,
-				    uint32_t in_type);
+Result<HwInfoRecord> hw_info_record(const HwInfo &info, uint32_t in_type);
+/** GET_HW_INFO's out_capabilities (IODP_HW_CAP_*) for @p info. */
+uint64_t hw_capabilities(const HwInfo &info);
 
 /* ext.cc: the kernel's order of checks for IOMMU_HWPT_ALLOC (c_api.cc runs it first). */
 Status hwpt_alloc_kernel_order(const Ctx &ctx, const struct iodp_hwpt_alloc &k);

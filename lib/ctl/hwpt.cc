@@ -101,7 +101,7 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 	h->pool = pgtable::TablePool(reinterpret_cast<uintptr_t>(h->pool_ram.data()),
 				     h->pool_ram.data(), h->pool_ram.size(),
 				     st->table_page_bytes());
-	h->pool.set_deferred(true); // freed pages wait out a grace period (Impl::Guard)
+	h->pool.set_deferred(true); // freed pages wait out a grace period (Impl::LockThenSyncWorkers)
 	Result<pgtable::TableBuilder> tb = pgtable::TableBuilder::create(cfg, &h->pool);
 	if (!tb)
 		return Status::error(tb.status().code(), "hwpt alloc: %s",
@@ -128,7 +128,7 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 Result<uint32_t> Ctx::hwpt_alloc_paging(uint32_t dev_id, uint32_t ioas_id, uint32_t flags,
 					uint32_t fault_id, std::optional<pgtable::TableConfig> fmt)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Device *> dev = impl_->get_device(dev_id);
 	if (!dev)
 		return dev.status();
@@ -208,7 +208,7 @@ static HwptNested *add_nested(Ctx::Impl &impl, HwptPaging *parent, uint32_t flag
 Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uint32_t flags,
 					uint32_t fault_id, const VtdS1Data &data)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<HwptPaging *> parent =
 		nested_parent(*impl_, dev_id, parent_id, flags, fault_id, IommuModel::vtd);
 	if (!parent)
@@ -231,7 +231,7 @@ Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uin
 Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uint32_t flags,
 					uint32_t fault_id, const SmmuV3Data &data)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<HwptPaging *> parent =
 		nested_parent(*impl_, dev_id, parent_id, flags, fault_id, IommuModel::smmuv3);
 	if (!parent)
@@ -268,7 +268,7 @@ static Result<HwptPaging *> dirty_hwpt(Ctx::Impl &impl, uint32_t hwpt_id)
 
 Status Ctx::hwpt_set_dirty_tracking(uint32_t hwpt_id, bool enable)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<HwptPaging *> h = dirty_hwpt(*impl_, hwpt_id);
 	if (!h)
 		return h.status();
@@ -284,7 +284,7 @@ Status Ctx::hwpt_set_dirty_tracking(uint32_t hwpt_id, bool enable)
 
 Result<bool> Ctx::hwpt_mark_dirty(uint32_t hwpt_id, uint64_t iova)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<HwptPaging *> h = dirty_hwpt(*impl_, hwpt_id);
 	if (!h)
 		return h.status();
@@ -298,7 +298,7 @@ Result<bool> Ctx::hwpt_mark_dirty(uint32_t hwpt_id, uint64_t iova)
 Status Ctx::hwpt_get_dirty_bitmap(uint32_t hwpt_id, uint64_t iova, uint64_t length,
 				  uint64_t page_size, bool no_clear, uint64_t *bitmap)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<HwptPaging *> h = dirty_hwpt(*impl_, hwpt_id);
 	if (!h)
 		return h.status();
@@ -341,7 +341,7 @@ Status Ctx::hwpt_get_dirty_bitmap(uint32_t hwpt_id, uint64_t iova, uint64_t leng
 Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *entries,
 			    uint32_t entry_len, uint32_t entry_num, uint32_t *handled)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	*handled = 0;
 	Result<Hwpt *> hr = impl_->get_hwpt(hwpt_id);
 	if (!hr)

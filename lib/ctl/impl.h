@@ -3,7 +3,11 @@
 
 /* Private state of a Ctx, shared by the files of lib/ctl. Every function expects the lock. */
 
-#include <iodp/ctl.h>
+#include "objects.h"
+
+#include <iodp/inval.h>
+
+#include <mutex>
 
 namespace iodp::ctl {
 
@@ -23,7 +27,7 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	uint32_t next_group = 1;
 	std::map<uint32_t, uint32_t> vpasid_to_ppasid;
 	std::vector<Binding *> parked;
-	std::deque<iodp_fault_event> events;
+	std::deque<FaultEvent> events;
 	uint64_t events_lost = 0;
 	std::function<void(const inval::Descriptor &)> sink;
 	std::function<void(uint32_t, const inval::Descriptor &)> device_tlb;
@@ -53,16 +57,18 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	uint64_t table_gen = 0; ///< grace periods given table pages (TablePool::seal_held)
 
 	/**
-	 * The lock, for one public call. When the call posted invalidations or retired memory,
-	 * the guard syncs after letting the lock go (a worker resolving a route needs the
-	 * lock to reach its quiescent state) and the call returns after the grace period.
+	 * Every public call starts with one: it takes the context's lock, and when the call
+	 * posted invalidations or retired memory, its destructor lets the lock go and then
+	 * waits for every worker to pass a quiescent state (a worker resolving a route needs
+	 * the lock to get there), so the call returns only after the grace period: nothing
+	 * it removed can still be answered. Hence the name, at the top of each call.
 	 */
-	class Guard {
+	class LockThenSyncWorkers {
 	public:
-		explicit Guard(Impl &impl) : impl_(impl), lock_(impl.lock) {}
-		~Guard();
-		Guard(const Guard &) = delete;
-		Guard &operator=(const Guard &) = delete;
+		explicit LockThenSyncWorkers(Impl &impl) : impl_(impl), lock_(impl.lock) {}
+		~LockThenSyncWorkers();
+		LockThenSyncWorkers(const LockThenSyncWorkers &) = delete;
+		LockThenSyncWorkers &operator=(const LockThenSyncWorkers &) = delete;
 
 	private:
 		Impl &impl_;
@@ -108,7 +114,7 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	unsigned post_held();
 	/** Free @p fn's memory after the call's grace period (runs without the lock). */
 	void retire(std::function<void()> fn);
-	/** Hand the table pages unmaps freed to a grace period (called by Guard). */
+	/** Hand the table pages unmaps freed to a grace period (by LockThenSyncWorkers). */
 	void retire_table_pages();
 
 	using ObjectNode = decltype(objects)::node_type;
@@ -186,7 +192,7 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	iotlb::Route route_of(const Binding *b, std::optional<uint32_t> pasid) const;
 	Ioas *ioas_of(Hwpt *h) const;
 	uint32_t record_fault(Binding *b, const Device &dev, std::optional<uint32_t> pasid,
-			      uint64_t iova, uint8_t access, iodp_fault_kind kind, uint8_t stage,
+			      uint64_t iova, uint8_t access, pgtable::FaultKind kind, uint8_t stage,
 			      int8_t level);
 };
 

@@ -340,7 +340,7 @@ uint64_t Ctx::Impl::remove_mapping(Ioas &ioas, uint64_t iova)
 
 Result<uint32_t> Ctx::ioas_alloc()
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	const uint32_t id = impl_->alloc_id();
 	impl_->objects.emplace(id, std::make_unique<Ioas>(id));
 	return id;
@@ -348,7 +348,7 @@ Result<uint32_t> Ctx::ioas_alloc()
 
 Status Ctx::ioas_add_reserved(uint32_t ioas_id, const IovaRange &range)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
 	if (!ioas)
 		return ioas.status();
@@ -371,7 +371,7 @@ Status Ctx::ioas_add_reserved(uint32_t ioas_id, const IovaRange &range)
 
 Status Ctx::ioas_allow_iovas(uint32_t ioas_id, std::span<const IovaRange> ranges)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
 	if (!ioas)
 		return ioas.status();
@@ -404,7 +404,7 @@ Status Ctx::ioas_allow_iovas(uint32_t ioas_id, std::span<const IovaRange> ranges
 
 Result<std::vector<IovaRange>> Ctx::ioas_iova_ranges(uint32_t ioas_id, uint64_t *alignment)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
 	if (!ioas)
 		return ioas.status();
@@ -444,7 +444,7 @@ Status check_user_mapped(uint32_t ioas_id, const void *host, uint64_t length)
 Result<uint64_t> Ctx::ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, void *host,
 			       uint64_t length)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
 	if (!ioas)
 		return ioas.status();
@@ -471,7 +471,7 @@ Result<uint64_t> Ctx::ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, 
 Result<uint64_t> Ctx::ioas_map_guest(uint32_t ioas_id, uint32_t flags, uint64_t iova,
 				     const GuestMemory &mem, uint64_t gpa, uint64_t length)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
 	if (!ioas)
 		return ioas.status();
@@ -495,7 +495,7 @@ Result<uint64_t> Ctx::ioas_map_guest(uint32_t ioas_id, uint32_t flags, uint64_t 
 
 Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t length)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Ioas *> ioas_r = impl_->get_ioas(ioas_id);
 	if (!ioas_r)
 		return ioas_r.status();
@@ -565,7 +565,7 @@ Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t lengt
 Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags,
 				uint64_t dst_iova, uint64_t src_iova, uint64_t length)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Ioas *> src = impl_->get_ioas(src_id);
 	if (!src)
 		return src.status();
@@ -659,7 +659,7 @@ Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags
 
 Status Ctx::option(uint32_t option_id, uint16_t op, uint32_t object_id, uint64_t *val)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	/* The kernel's order (iommufd_option): the option, its object, the op, the value. */
 	switch (option_id) {
 	case IODP_OPTION_RLIMIT_MODE:

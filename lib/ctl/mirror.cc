@@ -95,7 +95,7 @@ Status Ctx::Impl::mirror_unmap(const Ioas &ioas, uint64_t iova)
 
 Status Ctx::ioas_attach_mirror(uint32_t ioas_id, IoasMirror *mirror)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Ioas *> ioas_r = impl_->get_ioas(ioas_id);
 	if (!ioas_r)
 		return ioas_r.status();
@@ -145,7 +145,7 @@ Status Ctx::ioas_attach_mirror(uint32_t ioas_id, IoasMirror *mirror)
 
 Status Ctx::ioas_detach_mirror(uint32_t ioas_id, IoasMirror *mirror)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Ioas *> ioas_r = impl_->get_ioas(ioas_id);
 	if (!ioas_r)
 		return ioas_r.status();

@@ -115,7 +115,7 @@ Status Ctx::Impl::observe_stage2_unmap(const Ioas &ioas, uint64_t host, uint64_t
 
 Status Ctx::hwpt_attach_observer(uint32_t hwpt_id, NestedObserver *observer)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Hwpt *> hr = impl_->get_hwpt(hwpt_id);
 	if (!hr)
 		return hr.status();
@@ -143,7 +143,7 @@ Status Ctx::hwpt_attach_observer(uint32_t hwpt_id, NestedObserver *observer)
 
 Status Ctx::hwpt_detach_observer(uint32_t hwpt_id, NestedObserver *observer)
 {
-	Impl::Guard g(*impl_);
+	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Hwpt *> hr = impl_->get_hwpt(hwpt_id);
 	if (!hr)
 		return hr.status();

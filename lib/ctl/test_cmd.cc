@@ -19,6 +19,7 @@
  * without the option). Ops iodp does not model are EOPNOTSUPP with a message saying so.
  */
 #include "ext.h"
+#include "inspect.h"
 
 #include <cerrno>
 #include <cstddef>
@@ -291,16 +292,21 @@ void TestCommands::unmap_pins(const void *arg)
 Status TestCommands::destroy_mock(uint32_t dev_id)
 {
 	/* The kernel's selftest object: detach and unbind, whatever is attached. */
-	const auto *d = dynamic_cast<const Device *>(ctx_.find(dev_id));
-	if (d == nullptr)
-		return Status::error(-ENOENT, "no mock device %u", dev_id);
 	std::vector<uint32_t> pasids;
-	for (const auto &[pasid, b] : d->pasid_bindings)
-		pasids.push_back(pasid);
+	bool rid_bound = false;
+	{
+		Inspector look(ctx_);
+		const auto *d = look.find_as<Device>(dev_id);
+		if (d == nullptr)
+			return Status::error(-ENOENT, "no mock device %u", dev_id);
+		for (const auto &[pasid, b] : d->pasid_bindings)
+			pasids.push_back(pasid);
+		rid_bound = d->rid_binding != nullptr;
+	}
 	for (uint32_t pasid : pasids)
 		if (Status s = ctx_.device_detach(dev_id, pasid); !s)
 			return s;
-	if (d->rid_binding != nullptr)
+	if (rid_bound)
 		if (Status s = ctx_.device_detach(dev_id, std::nullopt); !s)
 			return s;
 	if (Status s = ctx_.destroy(dev_id); !s)
@@ -376,8 +382,8 @@ Status TestCommands::run(TestCmd &k)
 		Result<Access *> a = access(k.id);
 		if (!a)
 			return a.status();
-		const Object *o = ctx_.find(k.access_replace_ioas.ioas_id);
-		if (o == nullptr || o->type != ObjType::ioas)
+		Result<ObjectInfo> o = ctx_.object_info(k.access_replace_ioas.ioas_id);
+		if (!o || o->type != ObjType::ioas)
 			return Status::error(-ENOENT, "no ioas %u", k.access_replace_ioas.ioas_id);
 		/* As the kernel's: pages pinned through the old IOAS stay pinned until unpinned. */
 		(*a)->ioas_id = k.access_replace_ioas.ioas_id;
@@ -435,8 +441,10 @@ Status TestCommands::mock_domain(TestCmd &k)
 	if (!dev)
 		return dev.status();
 	/* A NO_DIRTY device cannot join a HWPT that tracks dirty pages (the kernel's mock). */
-	const auto *h = dynamic_cast<const Hwpt *>(ctx_.find(k.id));
-	if ((flags & kDevNoDirty) && h != nullptr && (h->flags & IODP_HWPT_ALLOC_DIRTY_TRACKING)) {
+	bool tracks_dirty = false;
+	if (Inspector look(ctx_); const Hwpt *h = look.find_as<Hwpt>(k.id))
+		tracks_dirty = (h->flags & IODP_HWPT_ALLOC_DIRTY_TRACKING) != 0;
+	if ((flags & kDevNoDirty) && tracks_dirty) {
 		(void)ctx_.destroy(*dev);
 		return Status::error(-EINVAL, "a NO_DIRTY mock device cannot attach to hwpt %u, "
 				     "which tracks dirty pages", k.id);
@@ -455,8 +463,8 @@ Status TestCommands::mock_domain(TestCmd &k)
 
 Status TestCommands::mock_domain_replace(TestCmd &k)
 {
-	const Object *o = ctx_.find(k.id);
-	if (o == nullptr || o->type != ObjType::device)
+	Result<ObjectInfo> o = ctx_.object_info(k.id);
+	if (!o || o->type != ObjType::device)
 		return Status::error(-ENOENT, "no mock device %u", k.id);
 	Result<uint32_t> hwpt = ctx_.device_attach(k.id, std::nullopt,
 						   k.mock_domain_replace.pt_id);
@@ -476,15 +484,18 @@ Status TestCommands::check_map(const TestCmd &k)
 				     (unsigned long)uptr, (unsigned long)kMockPage);
 	/* A device whose RID is on this HWPT: its translation is the HWPT's. */
 	uint32_t dev_id = 0;
-	for (uint32_t id : ctx_.object_ids()) {
-		const auto *d = dynamic_cast<const Device *>(ctx_.find(id));
-		if (d != nullptr && d->rid_binding != nullptr && d->rid_binding->hwpt != nullptr &&
-		    d->rid_binding->hwpt->id == k.id)
-			dev_id = id;
+	{
+		Inspector look(ctx_);
+		for (uint32_t id : look.ids()) {
+			const auto *d = look.find_as<Device>(id);
+			if (d != nullptr && d->rid_binding != nullptr &&
+			    d->rid_binding->hwpt != nullptr && d->rid_binding->hwpt->id == k.id)
+				dev_id = id;
+		}
 	}
 	if (dev_id == 0) {
-		const Object *o = ctx_.find(k.id);
-		if (o == nullptr || o->type != ObjType::hwpt_paging)
+		Result<ObjectInfo> o = ctx_.object_info(k.id);
+		if (!o || o->type != ObjType::hwpt_paging)
 			return Status::error(-ENOENT, "no paging hwpt %u", k.id);
 		return Status::error(-EINVAL, "hwpt %u has no device to translate for", k.id);
 	}
@@ -492,15 +503,15 @@ Status TestCommands::check_map(const TestCmd &k)
 		/* The mock compares page frames only: a write-only mapping is checked too. */
 		Result<Translated> t = ctx_.translate(dev_id, std::nullopt, iova + off,
 						      IODP_PGFAULT_PERM_READ);
-		if (t && t->fault == IODP_FAULT_PERMISSION)
+		if (t && t->fault == pgtable::FaultKind::permission)
 			t = ctx_.translate(dev_id, std::nullopt, iova + off,
 					   IODP_PGFAULT_PERM_WRITE);
 		if (!t)
 			return t.status();
-		if (t->fault != IODP_FAULT_NONE || t->host != uptr + off)
+		if (t->fault != pgtable::FaultKind::none || t->host != uptr + off)
 			return Status::error(-EINVAL, "hwpt %u: iova %#lx is host %#lx (fault %d), "
 					     "not %#lx", k.id, (unsigned long)(iova + off),
-					     (unsigned long)t->host, t->fault,
+					     (unsigned long)t->host, static_cast<int>(t->fault),
 					     (unsigned long)(uptr + off));
 	}
 	return {};
@@ -510,8 +521,9 @@ uint32_t TestCommands::pins_of(uintptr_t page) const
 {
 	uint32_t refs = 0;
 	std::map<uint32_t, bool> domain_pinned; // ioas id -> a domain pinned this page
-	for (uint32_t id : ctx_.object_ids()) {
-		const auto *ioas = dynamic_cast<const Ioas *>(ctx_.find(id));
+	Inspector look(ctx_);
+	for (uint32_t id : look.ids()) {
+		const auto *ioas = look.find_as<Ioas>(id);
 		if (ioas == nullptr || ioas->hwpts.empty())
 			continue;
 		for (const auto &[iova, m] : ioas->mappings) {
@@ -555,8 +567,8 @@ Status TestCommands::create_access(TestCmd &k)
 	if (k.create_access.flags & ~kAccessNeedsPin)
 		return Status::error(-EOPNOTSUPP, "unknown access flags %#x",
 				     k.create_access.flags);
-	const Object *o = ctx_.find(k.id);
-	if (o == nullptr || o->type != ObjType::ioas)
+	Result<ObjectInfo> o = ctx_.object_info(k.id);
+	if (!o || o->type != ObjType::ioas)
 		return Status::error(-ENOENT, "no ioas %u", k.id);
 	/* The access's file, as the kernel's anon inode: its number is the access's id. */
 	const int fd = eventfd(0, EFD_CLOEXEC);
@@ -588,7 +600,8 @@ Result<Access *> TestCommands::access(uint32_t fd)
 
 Result<std::pair<uintptr_t, uint64_t>> TestCommands::host_of(uint32_t ioas_id, uint64_t iova) const
 {
-	const auto *ioas = dynamic_cast<const Ioas *>(ctx_.find(ioas_id));
+	Inspector look(ctx_);
+	const auto *ioas = look.find_as<Ioas>(ioas_id);
 	if (ioas == nullptr)
 		return Status::error(-ENOENT, "no ioas %u", ioas_id);
 	auto it = ioas->mappings.upper_bound(iova);
@@ -690,12 +703,16 @@ Status TestCommands::dirty(TestCmd &k)
 	if (pages > (16ull << 20) * 8)
 		return Status::error(-EOVERFLOW, "dirty: %lu pages is over the bitmap limit",
 				     (unsigned long)pages);
-	const auto *h = dynamic_cast<const HwptPaging *>(ctx_.find(k.id));
-	if (h == nullptr)
+	bool mock = false, tracking = false;
+	if (Inspector look(ctx_); const HwptPaging *h = look.find_as<HwptPaging>(k.id)) {
+		mock = h->table.stage().format == pgtable::Format::mock;
+		tracking = h->dirty_tracking;
+	} else {
 		return Status::error(-ENOENT, "dirty: no paging hwpt %u", k.id);
-	if (h->table.stage().format != pgtable::Format::mock)
+	}
+	if (!mock)
 		return Status::error(-EINVAL, "dirty: hwpt %u is not a mock domain", k.id);
-	if (!h->dirty_tracking)
+	if (!tracking)
 		return Status::error(-EINVAL, "dirty: hwpt %u does not track dirty pages", k.id);
 	std::vector<unsigned char> bitmap((pages + 7) / 8);
 	const void *user = reinterpret_cast<const void *>(static_cast<uintptr_t>(d.uptr));
@@ -717,16 +734,19 @@ Status TestCommands::dirty(TestCmd &k)
 Status TestCommands::trigger_iopf(const TestCmd &k)
 {
 	const auto &t = k.trigger_iopf;
-	const auto *d = dynamic_cast<const Device *>(ctx_.find(t.dev_id));
-	if (d == nullptr)
-		return Status::error(-ENOENT, "no device %u", t.dev_id);
 	/* The kernel's mock reports on its PASID when one is given, else on the RID. */
 	std::optional<uint32_t> pasid;
-	if (t.pasid != 0 && d->pasid_bindings.count(t.pasid))
-		pasid = t.pasid;
+	{
+		Inspector look(ctx_);
+		const auto *d = look.find_as<Device>(t.dev_id);
+		if (d == nullptr)
+			return Status::error(-ENOENT, "no device %u", t.dev_id);
+		if (t.pasid != 0 && d->pasid_bindings.count(t.pasid))
+			pasid = t.pasid;
+	}
 	Result<uint32_t> cookie = ctx_.report_fault(t.dev_id, pasid, t.addr,
 						    static_cast<uint8_t>(t.perm),
-						    IODP_FAULT_NOT_PRESENT, 1, 0);
+						    pgtable::FaultKind::not_present, 1, 0);
 	if (!cookie)
 		return cookie.status();
 	return {};

@@ -10,6 +10,7 @@
  * repeated here so that lib/ctl needs no kernel headers.
  */
 #include "ext.h"
+#include "inspect.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -110,8 +111,8 @@ Result<int> vfio_command(VfioCompat &v, unsigned long cmd, void *arg)
 
 Result<uint32_t> VfioCompat::compat_ioas() const
 {
-	const Object *o = ioas_id_ != 0 ? ctx_.find(ioas_id_) : nullptr;
-	if (o == nullptr || o->type != ObjType::ioas)
+	Result<ObjectInfo> o = ctx_.object_info(ioas_id_);
+	if (ioas_id_ == 0 || !o || o->type != ObjType::ioas)
 		return Status::error(-ENODEV, "no compat IOAS (IOMMU_VFIO_IOAS SET names one)");
 	return ioas_id_;
 }
@@ -129,8 +130,8 @@ Status VfioCompat::vfio_ioas(iommu_vfio_ioas &k)
 		return {};
 	}
 	case kIoasSet: {
-		const Object *o = ctx_.find(k.ioas_id);
-		if (o == nullptr || o->type != ObjType::ioas)
+		Result<ObjectInfo> o = ctx_.object_info(k.ioas_id);
+		if (!o || o->type != ObjType::ioas)
 			return Status::error(-ENOENT, "IOMMU_VFIO_IOAS: no ioas %u", k.ioas_id);
 		ioas_id_ = k.ioas_id;
 		return {};
@@ -190,11 +191,14 @@ Status VfioCompat::get_info(void *arg)
 	Result<std::vector<IovaRange>> ranges = ctx_.ioas_iova_ranges(*id, &align);
 	if (!ranges)
 		return ranges.status();
-	const auto *ioas = static_cast<const Ioas *>(ctx_.find(*id));
 	/* The kernel's: page sizes every domain has, at least PAGE_SIZE and the alignment. */
-	uint64_t pgsizes = ioas->hwpts.empty() ? ~0xfffull : (4096ull | (2ull << 20) | (1ull << 30));
-	if (!ioas->huge_pages && !ioas->hwpts.empty())
-		pgsizes = 4096;
+	uint64_t pgsizes = ~0xfffull;
+	if (Inspector look(ctx_); const Ioas *ioas = look.find_as<Ioas>(*id)) {
+		if (!ioas->hwpts.empty())
+			pgsizes = ioas->huge_pages ? (4096ull | (2ull << 20) | (1ull << 30)) : 4096;
+	} else {
+		return Status::error(-ENODEV, "ioas %u: gone", *id);
+	}
 	pgsizes = std::max<uint64_t>(pgsizes, align);
 
 	auto *base = static_cast<unsigned char *>(arg);
@@ -271,12 +275,13 @@ Status VfioCompat::unmap_dma(void *arg)
 		length = UINT64_MAX;
 	}
 	/* type1 unmaps of nothing succeed with size 0 (iommufd's IOAS_UNMAP is ENOENT). */
-	const auto *ioas = static_cast<const Ioas *>(ctx_.find(*id));
 	const uint64_t last = length == 0 ? iova : iova + (length - 1);
 	bool any = false;
-	for (const auto &[start, m] : ioas->mappings)
-		if (start <= last && start + (m.length - 1) >= iova)
-			any = true;
+	if (Inspector look(ctx_); const Ioas *ioas = look.find_as<Ioas>(*id)) {
+		for (const auto &[start, m] : ioas->mappings)
+			if (start <= last && start + (m.length - 1) >= iova)
+				any = true;
+	}
 	uint64_t unmapped = 0;
 	if (any && length != 0) {
 		Result<uint64_t> r = ctx_.ioas_unmap(*id, iova, length);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 #include <iodp/engine.h>
+#include <iodp/iodp.h>
 #include <iodp/mem.h>
 
 #include <rte_eal.h>

@@ -553,7 +553,7 @@ unsigned Worker::report_faults()
 						f.pasid == IODP_PASID_NONE
 							? std::nullopt
 							: std::optional<uint32_t>(f.pasid),
-						f.iova, f.access, static_cast<iodp_fault_kind>(f.kind),
+						f.iova, f.access, static_cast<pgtable::FaultKind>(f.kind),
 						f.stage, f.level);
 		}
 		total += n;

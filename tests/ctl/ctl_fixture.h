@@ -3,6 +3,8 @@
 
 /* Shared helpers for the control-plane tests. */
 
+#include <iodp/coherence.h>
+#include <iodp/iodp.h>
 #include <iodp/ctl.h>
 
 #include <gtest/gtest.h>

@@ -2,6 +2,7 @@
 /* Control-plane behaviour through the C++ API: lifecycle, groups, PASIDs, nesting, faults. */
 #include "ctl_fixture.h"
 
+#include <iodp/iodp.h>
 #include <iodp/iotlb.h>
 #include <iodp/pgtable_builder.h>
 
@@ -42,16 +43,16 @@ TEST_F(CtlTest, AttachToIoasTranslatesThroughAnAutoDomain)
 	const uint32_t dev = device(vtd_device("emul0"));
 	const uint32_t hwpt = ok(ctx.device_attach(dev, std::nullopt, ioas));
 	EXPECT_NE(hwpt, ioas);
-	EXPECT_EQ(ctx.find(hwpt)->type, ObjType::hwpt_paging);
+	EXPECT_EQ(ok(ctx.object_info(hwpt)).type, ObjType::hwpt_paging);
 	Translated t = xlate(dev, std::nullopt, 0x100000 + 0x1234, pgtable::kAccessWrite);
-	EXPECT_EQ(t.fault, IODP_FAULT_NONE);
+	EXPECT_EQ(t.fault, pgtable::FaultKind::none);
 	EXPECT_EQ(t.host, buf.addr(0x1234));
 	EXPECT_EQ(t.perm & pgtable::kPermWrite, pgtable::kPermWrite);
 
 	// The auto domain goes with its last user; then the IOAS is free to go.
 	EXPECT_FAILS(ctx.destroy(ioas), EBUSY, "ioas " + std::to_string(ioas) + " is used by hwpt");
 	ok(ctx.device_detach(dev, std::nullopt));
-	EXPECT_EQ(ctx.find(hwpt), nullptr);
+	EXPECT_FAILS(ctx.object_info(hwpt), ENOENT, "no such object");
 	ok(ctx.destroy(ioas));
 }
 
@@ -61,12 +62,12 @@ TEST_F(CtlTest, DetachLeavesDmaBlocked)
 	ok(ctx.device_attach(dev, std::nullopt, ioas).status());
 	ok(ctx.device_detach(dev, std::nullopt));
 	Translated t = xlate(dev, std::nullopt, 0x100000);
-	EXPECT_EQ(t.fault, IODP_FAULT_PASID_NOT_ATTACHED);
+	EXPECT_EQ(t.fault, pgtable::FaultKind::not_attached);
 	uint64_t lost = 1;
-	std::vector<iodp_fault_event> ev = ctx.fault_events(8, &lost);
+	std::vector<FaultEvent> ev = ctx.fault_events(8, &lost);
 	ASSERT_EQ(ev.size(), 1u);
 	EXPECT_EQ(ev[0].dev_id, dev);
-	EXPECT_EQ(ev[0].kind, IODP_FAULT_PASID_NOT_ATTACHED);
+	EXPECT_EQ(ev[0].kind, pgtable::FaultKind::not_attached);
 	EXPECT_EQ(ev[0].addr, 0x100000u);
 	EXPECT_EQ(lost, 0u);
 	EXPECT_FAILS(ctx.device_detach(dev, std::nullopt), ENOENT, "the RID is not attached");
@@ -106,7 +107,7 @@ TEST_F(CtlTest, NestParentCannotGoBeforeItsChild)
 TEST_F(CtlTest, GroupMembersShareOneDomain)
 {
 	const uint32_t a = device(vtd_device("emul0"));
-	const uint32_t group = static_cast<const Device *>(ctx.find(a))->group;
+	const uint32_t group = ok(ctx.object_info(a)).group;
 	const uint32_t b = device(vtd_device("emul1", group));
 	const uint32_t h5 = ok(ctx.hwpt_alloc_paging(a, ioas, 0, 0));
 	const uint32_t h9 = ok(ctx.hwpt_alloc_paging(a, ioas, 0, 0));
@@ -119,7 +120,7 @@ TEST_F(CtlTest, GroupMembersShareOneDomain)
 	// A device in another group is free to use another domain.
 	const uint32_t c = device(vtd_device("emul2"));
 	EXPECT_EQ(ok(ctx.device_attach(c, std::nullopt, h9)), h9);
-	EXPECT_NE(static_cast<const Device *>(ctx.find(c))->group, group);
+	EXPECT_NE(ok(ctx.object_info(c)).group, group);
 }
 
 TEST_F(CtlTest, ReattachReplacesAtomically)
@@ -134,7 +135,7 @@ TEST_F(CtlTest, ReattachReplacesAtomically)
 	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000).host, buf.addr());
 	ok(ctx.device_attach(dev, std::nullopt, h2).status());
 	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000).host, other.addr());
-	EXPECT_EQ(ctx.find(h1)->users, 0u);
+	EXPECT_EQ(ok(ctx.object_info(h1)).users, 0u);
 	ok(ctx.destroy(h1));
 }
 
@@ -142,10 +143,10 @@ TEST_F(CtlTest, PasidsAreSeparateAndBounded)
 {
 	const uint32_t dev = device(vtd_device("emul0"));
 	ok(ctx.device_attach(dev, 7, ioas).status());
-	EXPECT_EQ(xlate(dev, 7, 0x100000).fault, IODP_FAULT_NONE);
+	EXPECT_EQ(xlate(dev, 7, 0x100000).fault, pgtable::FaultKind::none);
 	// Only attached PASIDs translate; the RID is not attached either.
-	EXPECT_EQ(xlate(dev, 8, 0x100000).fault, IODP_FAULT_PASID_NOT_ATTACHED);
-	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000).fault, IODP_FAULT_PASID_NOT_ATTACHED);
+	EXPECT_EQ(xlate(dev, 8, 0x100000).fault, pgtable::FaultKind::not_attached);
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000).fault, pgtable::FaultKind::not_attached);
 	EXPECT_FAILS(ctx.device_attach(dev, 0, ioas), EINVAL, "0 is the RID's");
 	EXPECT_FAILS(ctx.device_attach(dev, 1u << 20, ioas), EINVAL, "PASIDs are 1..1048575");
 	EXPECT_FAILS(ctx.device_detach(dev, 8), ENOENT, "pasid 8 is not attached");
@@ -174,14 +175,12 @@ TEST_F(CtlTest, ModelsDoNotMix)
 	const uint32_t hv = ok(ctx.hwpt_alloc_paging(v, ioas, 0, 0));
 	EXPECT_FAILS(ctx.device_attach(s, std::nullopt, hv), EINVAL,
 		     "the table is for a vtd IOMMU and the device is behind smmuv3");
-	EXPECT_FAILS(ctx.device_create(smmu_device("smmu1", static_cast<const Device *>(
-								      ctx.find(v))->group)),
+	EXPECT_FAILS(ctx.device_create(smmu_device("smmu1", ok(ctx.object_info(v)).group)),
 		     EINVAL, "is behind a vtd IOMMU");
 	EXPECT_FAILS(ctx.device_create(vtd_device("vtd0")), EEXIST, "the name is taken");
 	// Each model gets its own kind of auto domain on the same IOAS.
 	const uint32_t hs = ok(ctx.device_attach(s, std::nullopt, ioas));
-	const auto *paging = static_cast<const HwptPaging *>(ctx.find(hs));
-	EXPECT_EQ(paging->table.stage().format, Format::arm_s2);
+	EXPECT_EQ(ok(ctx.object_info(hs)).format, Format::arm_s2);
 	EXPECT_EQ(xlate(s, std::nullopt, 0x100000 + 0x10).host, buf.addr(0x10));
 }
 
@@ -288,9 +287,9 @@ TEST_F(CtlTest, DirtyTracking)
 	ok(ctx.device_attach(dev, std::nullopt, h).status());
 	ok(ctx.hwpt_set_dirty_tracking(h, true));
 	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000 + 0x3000, pgtable::kAccessWrite).fault,
-		  IODP_FAULT_NONE);
+		  pgtable::FaultKind::none);
 	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000 + 0x5000, pgtable::kAccessRead).fault,
-		  IODP_FAULT_NONE);
+		  pgtable::FaultKind::none);
 	uint64_t bitmap[8] = {};
 	ok(ctx.hwpt_get_dirty_bitmap(h, 0x100000, 0x8000, 0x1000, true, bitmap));
 	EXPECT_EQ(bitmap[0], 1ull << 3); // only the page written
@@ -360,18 +359,17 @@ TEST_F(CtlTest, RecoverableFaultsAndParking)
 						    IODP_HWPT_FAULT_ID_VALID | IODP_HWPT_ALLOC_PASID, q));
 	ok(ctx.device_attach(dev, 3, h).status());
 	Translated t = xlate(dev, 3, 0x900123, pgtable::kAccessWrite);
-	EXPECT_EQ(t.fault, IODP_FAULT_NOT_PRESENT);
+	EXPECT_EQ(t.fault, pgtable::FaultKind::not_present);
 	EXPECT_NE(t.cookie, 0u);
 	uint64_t pending = 0;
 	EXPECT_EQ(read(fd, &pending, sizeof(pending)), 8);
 	EXPECT_EQ(pending, 1u);
 
-	std::vector<iodp_hwpt_pgfault> rec = ok(ctx.fault_read(q, 8));
+	std::vector<PageFault> rec = ok(ctx.fault_read(q, 8));
 	ASSERT_EQ(rec.size(), 1u);
 	EXPECT_EQ(rec[0].dev_id, dev);
 	EXPECT_EQ(rec[0].pasid, 3u);
-	EXPECT_EQ(rec[0].flags, IODP_PGFAULT_FLAGS_PASID_VALID | IODP_PGFAULT_FLAGS_LAST_PAGE);
-	EXPECT_EQ(rec[0].perm, IODP_PGFAULT_PERM_WRITE);
+	EXPECT_EQ(rec[0].access, pgtable::kAccessWrite);
 	EXPECT_EQ(rec[0].addr, 0x900000u);
 	EXPECT_EQ(rec[0].cookie, t.cookie);
 
@@ -397,13 +395,12 @@ TEST_F(CtlTest, NonRecoverableFaultsAreEvents)
 		ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, VtdS1Data{0, 0x7000000, 48}));
 	ok(ctx.device_attach(dev, 9, nested).status());
 	Translated t = xlate(dev, 9, 0x1000);
-	EXPECT_EQ(t.fault, IODP_FAULT_NOT_PRESENT);
+	EXPECT_EQ(t.fault, pgtable::FaultKind::not_present);
 	EXPECT_EQ(t.stage, 2);
 	uint64_t lost = 0;
-	std::vector<iodp_fault_event> ev = ctx.fault_events(8, &lost);
+	std::vector<FaultEvent> ev = ctx.fault_events(8, &lost);
 	ASSERT_EQ(ev.size(), 1u);
 	EXPECT_EQ(ev[0].pasid, 9u);
-	EXPECT_EQ(ev[0].flags, IODP_FAULT_EVENT_PASID_VALID);
 	EXPECT_EQ(ev[0].stage, 2);
 }
 
@@ -416,7 +413,7 @@ TEST_F(CtlTest, EventLogDropsOldestAndCounts)
 	for (int i = 0; i < 10; i++)
 		ok(small.translate(dev, std::nullopt, 0x1000ull * i, pgtable::kAccessRead).status());
 	uint64_t lost = 0;
-	std::vector<iodp_fault_event> ev = small.fault_events(16, &lost);
+	std::vector<FaultEvent> ev = small.fault_events(16, &lost);
 	ASSERT_EQ(ev.size(), 4u);
 	EXPECT_EQ(lost, 6u);
 	EXPECT_EQ(ev[0].addr, 0x6000u);
@@ -467,16 +464,16 @@ TEST_F(NestedTest, VtdFirstStageOverSecondStage)
 	VtdNested v = vtd_nested();
 	const uint32_t dev = v.dev, parent = v.parent;
 	Translated t = xlate(dev, 4, 0x7f0000001008, pgtable::kAccessWrite);
-	EXPECT_EQ(t.fault, IODP_FAULT_NONE);
+	EXPECT_EQ(t.fault, pgtable::FaultKind::none);
 	EXPECT_EQ(t.host, ram.addr(0x201008));
 	// Without SRE, supervisor requests are refused.
 	t = xlate(dev, 4, 0x7f0000001008, pgtable::kAccessRead | pgtable::kAccessPriv);
-	EXPECT_EQ(t.fault, IODP_FAULT_PERMISSION);
+	EXPECT_EQ(t.fault, pgtable::FaultKind::permission);
 	const uint32_t sre = ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0,
 						      VtdS1Data{IODP_VTD_S1_SRE, v.s1.root(), 48}));
 	ok(ctx.device_attach(dev, 4, sre).status());
 	t = xlate(dev, 4, 0x7f0000001008, pgtable::kAccessRead | pgtable::kAccessPriv);
-	EXPECT_EQ(t.fault, IODP_FAULT_NONE);
+	EXPECT_EQ(t.fault, pgtable::FaultKind::none);
 }
 
 TEST_F(NestedTest, NestedAllocChecks)
@@ -558,9 +555,9 @@ TEST_F(SmmuTest, CdTableSelectsStageOnePerSsid)
 
 	EXPECT_EQ(xlate(dev, std::nullopt, 0x10010).host, ram.addr(0x200010)); // CD 0
 	EXPECT_EQ(xlate(dev, 2, 0x10010).host, ram.addr(0x300010));           // CD 2
-	EXPECT_EQ(xlate(dev, 2, 0x10010, pgtable::kAccessWrite).fault, IODP_FAULT_PERMISSION);
-	EXPECT_EQ(xlate(dev, 1, 0x10010).fault, IODP_FAULT_BAD_CONFIG);  // CD 1 invalid
-	EXPECT_EQ(xlate(dev, 8, 0x10010).fault, IODP_FAULT_BAD_CONFIG);  // beyond S1CDMax
+	EXPECT_EQ(xlate(dev, 2, 0x10010, pgtable::kAccessWrite).fault, pgtable::FaultKind::permission);
+	EXPECT_EQ(xlate(dev, 1, 0x10010).fault, pgtable::FaultKind::bad_config);  // CD 1 invalid
+	EXPECT_EQ(xlate(dev, 8, 0x10010).fault, pgtable::FaultKind::bad_config);  // beyond S1CDMax
 }
 
 TEST_F(SmmuTest, TwoLevelCdTableAndBypassAndAbort)
@@ -576,8 +573,8 @@ TEST_F(SmmuTest, TwoLevelCdTableAndBypassAndAbort)
 						      SmmuV3Data{{ste0(5, l1, 8, 1), 0}}));
 	ok(ctx.device_attach(dev, std::nullopt, two).status());
 	EXPECT_EQ(xlate(dev, 70, 0x10000).host, ram.addr(0x200000));
-	EXPECT_EQ(xlate(dev, 6, 0x10000).fault, IODP_FAULT_BAD_CONFIG); // L1[0] invalid
-	EXPECT_EQ(xlate(dev, std::nullopt, 0x10000).fault, IODP_FAULT_PASID_NOT_ATTACHED);
+	EXPECT_EQ(xlate(dev, 6, 0x10000).fault, pgtable::FaultKind::bad_config); // L1[0] invalid
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x10000).fault, pgtable::FaultKind::not_attached);
 
 	const uint32_t bypass =
 		ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, SmmuV3Data{{ste0(4, 0, 0), 0}}));
@@ -586,7 +583,7 @@ TEST_F(SmmuTest, TwoLevelCdTableAndBypassAndAbort)
 	const uint32_t abort =
 		ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, SmmuV3Data{{ste0(0, 0, 0), 0}}));
 	ok(ctx.device_attach(dev, std::nullopt, abort).status());
-	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000).fault, IODP_FAULT_PASID_NOT_ATTACHED);
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000).fault, pgtable::FaultKind::not_attached);
 
 	EXPECT_FAILS(ctx.hwpt_alloc_nested(dev, parent, 0, 0, SmmuV3Data{{ste0(6, 0, 0), 0}}),
 		     EIO, "STE Config 6");
@@ -631,7 +628,7 @@ TEST(CtlThreads, ConcurrentMapUnmapTranslate)
 	b.join();
 	c.join();
 	EXPECT_EQ(errors.load(), 0);
-	EXPECT_TRUE(static_cast<const Ioas *>(ctx.find(ioas))->mappings.empty());
+	EXPECT_EQ(ok(ctx.object_info(ioas)).mappings, 0u);
 }
 
 /* Workers: routes, invalidation fan-out, sync ------------------------------------------ */
@@ -674,7 +671,7 @@ void expect_same_answers(Ctx &ctx, Worker &w, uint32_t dev, std::optional<uint32
 							      reqs[i].access));
 			EXPECT_EQ(static_cast<int>(got[i].fault), static_cast<int>(t.fault))
 				<< std::hex << "0x" << reqs[i].iova << " pass " << pass;
-			if (t.fault == IODP_FAULT_NONE) {
+			if (t.fault == pgtable::FaultKind::none) {
 				EXPECT_EQ(got[i].out, t.host) << std::hex << "0x" << reqs[i].iova;
 			}
 		}

@@ -2,6 +2,7 @@
 /* lib/inval decoders as the control plane uses them, and nested HWPT invalidation arrays. */
 #include "ctl_fixture.h"
 
+#include <iodp/iodp.h>
 #include <iodp/inval.h>
 
 namespace iodp::ctl::test {

@@ -61,7 +61,7 @@ protected:
 	bool translates(uint64_t iova)
 	{
 		Result<Translated> t = ctx.translate(dev, std::nullopt, iova, pgtable::kAccessRead);
-		return t.ok() && t->fault == IODP_FAULT_NONE;
+		return t.ok() && t->fault == pgtable::FaultKind::none;
 	}
 };
 

@@ -5,6 +5,7 @@
  * holds exactly the model's mappings and translations through attached devices agree.
  */
 #include "ctl_fixture.h"
+#include "inspect.h"
 
 #include <map>
 #include <random>
@@ -63,10 +64,12 @@ protected:
 
 	void check(int i)
 	{
-		const auto *obj = static_cast<const Ioas *>(ctx.find(ioas[i]));
 		Model actual;
-		for (const auto &[iova, m] : obj->mappings)
-			actual[iova] = {m.length, reinterpret_cast<uintptr_t>(m.host)};
+		{
+			Inspector look(ctx); // the context's lock: no Ctx calls in this block
+			for (const auto &[iova, m] : look.find_as<Ioas>(ioas[i])->mappings)
+				actual[iova] = {m.length, reinterpret_cast<uintptr_t>(m.host)};
+		}
 		ASSERT_EQ(actual, model[i]);
 		// Probe inside mappings, at their edges and in between.
 		for (int n = 0; n < 16; n++) {
@@ -81,7 +84,7 @@ protected:
 				ok(ctx.translate(dev[i], std::nullopt, iova, pgtable::kAccessRead));
 			const uint64_t want = expected_host(model[i], iova);
 			if (want == 0)
-				ASSERT_EQ(t.fault, IODP_FAULT_NOT_PRESENT) << std::hex << iova;
+				ASSERT_EQ(t.fault, pgtable::FaultKind::not_present) << std::hex << iova;
 			else
 				ASSERT_EQ(t.host, want) << std::hex << iova;
 		}
@@ -95,7 +98,8 @@ protected:
 	 */
 	void check_host_view(int i)
 	{
-		const auto *obj = static_cast<const Ioas *>(ctx.find(ioas[i]));
+		Inspector look(ctx); // the context's lock: no Ctx calls below
+		const auto *obj = look.find_as<Ioas>(ioas[i]);
 		auto covered = [&](uint64_t host) {
 			for (const auto &[iova, mm] : model[i])
 				if (host >= mm.host && host - mm.host < mm.length)
@@ -239,7 +243,8 @@ TEST_P(ModelTest, RandomOperations)
 	// Everything unmapped leaves the tables with only their roots.
 	for (int i = 0; i < 2; i++) {
 		ok(ctx.ioas_unmap(ioas[i], 0, UINT64_MAX).status());
-		const auto *obj = static_cast<const Ioas *>(ctx.find(ioas[i]));
+		Inspector look(ctx);
+		const auto *obj = look.find_as<Ioas>(ioas[i]);
 		for (const HwptPaging *h : obj->hwpts)
 			EXPECT_EQ(h->pool.pages_in_use(), 1u);
 		EXPECT_EQ(obj->pages->pages(), 0u) << "the host view still holds pages";

@@ -103,8 +103,13 @@ TEST_F(DevTest, LibraryModeRequestsNamingAPortWithoutADeviceAreBad)
 {
 	Result<GuestRam> ram = GuestRam::allocate(2u << 20);
 	ASSERT_TRUE(ram.ok());
-	const uint32_t dev = ok(ctx.device_create({"lib0", ctl::IommuModel::vtd, 0, 1, 20, {}}));
-	const uint32_t idle = ok(ctx.device_create({"lib1", ctl::IommuModel::vtd, 0, 2, 20, {}}));
+	ctl::DeviceSpec spec;
+	spec.name = "lib0";
+	spec.rid = 1;
+	const uint32_t dev = ok(ctx.device_create(spec));
+	spec.name = "lib1";
+	spec.rid = 2;
+	const uint32_t idle = ok(ctx.device_create(spec));
 	const uint32_t ioas = ok(ctx.ioas_alloc());
 	const uint32_t rw = IODP_IOAS_MAP_FIXED_IOVA | IODP_IOAS_MAP_READABLE | IODP_IOAS_MAP_WRITEABLE;
 	ASSERT_TRUE(ctx.ioas_map(ioas, rw, 0x10000, ram->data(), 0x1000).ok());
@@ -145,7 +150,7 @@ TEST_F(DevTest, LibraryModeRequestsNamingAPortWithoutADeviceAreBad)
 	EXPECT_EQ(st.faults_by_kind[IODP_FAULT_BAD_REQUEST], 3u);
 	EXPECT_EQ(st.faults_by_kind[IODP_FAULT_PASID_NOT_ATTACHED], 1u);
 	uint64_t lost = 0;
-	const std::vector<iodp_fault_event> ev = ctx.fault_events(8, &lost);
+	const std::vector<ctl::FaultEvent> ev = ctx.fault_events(8, &lost);
 	ASSERT_EQ(ev.size(), 1u) << "only the attach fault has a device to be reported for";
 	EXPECT_EQ(ev[0].dev_id, idle);
 }

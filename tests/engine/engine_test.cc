@@ -8,6 +8,7 @@
  */
 #include "../ctl/ctl_fixture.h"
 
+#include <iodp/iodp.h>
 #include <iodp/emul.h>
 #include <iodp/engine.h>
 
@@ -152,7 +153,7 @@ TEST_F(DevTest, LibraryModeTranslatesCrossingPagesFaultsAndSeesUnmaps)
 
 	// The unmapped-page fault reached the context's log from the worker's own thread.
 	uint64_t lost = 0;
-	const std::vector<iodp_fault_event> ev = ctx.fault_events(8, &lost);
+	const std::vector<ctl::FaultEvent> ev = ctx.fault_events(8, &lost);
 	ASSERT_EQ(ev.size(), 1u);
 	EXPECT_EQ(ev[0].addr, 0x20000u);
 	EXPECT_EQ(ev[0].dev_id, dev);
@@ -420,8 +421,8 @@ TEST_F(EngineTest, TwoWorkersServeEveryLayoutExactlyOnceWithChurn)
 	// The zipf device's faults reached the context's fault log through the control thread.
 	uint64_t lost = 0;
 	size_t zipf_faults = 0;
-	for (const iodp_fault_event &e : ctx.fault_events(4096, &lost))
-		zipf_faults += e.dev_id == zipf.ctl_id && e.kind == IODP_FAULT_NOT_PRESENT;
+	for (const ctl::FaultEvent &e : ctx.fault_events(4096, &lost))
+		zipf_faults += e.dev_id == zipf.ctl_id && e.kind == pgtable::FaultKind::not_present;
 	EXPECT_GT(zipf_faults + lost, 0u);
 	EXPECT_GT(st.faults_reported, 0u);
 }

@@ -11,6 +11,7 @@
  */
 #include "../ctl/ctl_fixture.h"
 
+#include <iodp/iodp.h>
 #include <iodp/engine.h>
 #include <iodp/pgtable_builder.h>
 
@@ -74,7 +75,7 @@ struct StaleTest : ::testing::Test {
 	uint64_t ctl_xlate(std::optional<uint32_t> pasid, uint64_t iova)
 	{
 		Translated t = ok(ctx.translate(dev, pasid, iova, pgtable::kAccessRead));
-		return t.fault == IODP_FAULT_NONE ? t.host : 0;
+		return t.fault == pgtable::FaultKind::none ? t.host : 0;
 	}
 
 	/** The worker agrees with the control path at kVa, which is @p want. */

@@ -10,6 +10,7 @@
  * Prints "IODP-CASE NAME PASS" or "IODP-CASE NAME FAIL: why" (and exits 0 / 1): the runner
  * reads these lines from the serial console.
  */
+#include <iodp/iodp.h>
 #include <iodp/ctl.h>
 #include <iodp/vfio.h>
 
@@ -342,7 +343,7 @@ void case_close(vfio::Iommu iommu)
 		CHECK(same(b.mem.page(1), 0x5a));
 		const uint32_t ctl_id = b.dev->ctl_id();
 		b.dev->close();
-		CHECK(b.ctx.find(ctl_id) == nullptr);
+		CHECK(!b.ctx.object_info(ctl_id));
 		CHECK(b.dev->fd() < 0);
 		// The IOAS has no user left: no mirror, no device.
 		must(b.ctx.ioas_unmap(b.ioas, 0, UINT64_MAX), "unmap all");
@@ -379,14 +380,14 @@ void case_agree(vfio::Iommu iommu)
 	for (size_t i = 0; i < 4; i++) {
 		const uint64_t iova = iovas[i] + 256 * i;
 		const ctl::Translated t = must(b.ctx.translate(emul, std::nullopt, iova, pgtable::kAccessWrite), "translate");
-		CHECK(t.fault == IODP_FAULT_NONE);
+		CHECK(t.fault == pgtable::FaultKind::none);
 		b.edu->to_ram(iova);
 		CHECK(same(reinterpret_cast<const uint8_t *>(static_cast<uintptr_t>(t.host)), 0xbb));
 	}
 	// Unmapped for both: iodp faults and the DMA is blocked.
 	b.unmap(iovas[2]);
 	const ctl::Translated t = must(b.ctx.translate(emul, std::nullopt, iovas[2], pgtable::kAccessWrite), "translate");
-	CHECK(t.fault != IODP_FAULT_NONE);
+	CHECK(t.fault != pgtable::FaultKind::none);
 	b.load(0xcc, 0x100000, b.mem.page(0));
 	b.edu->to_ram(iovas[2]);
 	CHECK(zero(pool.page(4), 512) && same(pool.page(4) + 512, 0xbb));
@@ -537,7 +538,7 @@ void case_full(vfio::Iommu iommu)
 	const uint32_t emul = must(b.ctx.device_create(spec), "device_create");
 	must(b.ctx.device_attach(emul, std::nullopt, b.ioas), "emulated attach");
 	CHECK(must(b.ctx.translate(emul, std::nullopt, 0x1000000 + 64 * 0x2000, pgtable::kAccessRead), "translate")
-		      .fault != IODP_FAULT_NONE);
+		      .fault != pgtable::FaultKind::none);
 	b.unmap(0x1000000);
 	CHECK(must(b.dev->dma_avail(), "dma_avail") == 1);
 	b.map(0x1000000 + 64 * 0x2000, mem.page(64));

@@ -5,6 +5,7 @@
  * of Linux 6.12: request numbers, struct sizes, field offsets) and answers as a kernel would.
  */
 #include "../../drivers/vfio/nesting.h"
+#include <iodp/iodp.h>
 
 #include <gtest/gtest.h>
 

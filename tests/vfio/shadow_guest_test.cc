@@ -14,6 +14,7 @@
  *
  * Prints "IODP-CASE NAME PASS" or "IODP-CASE NAME FAIL: why".
  */
+#include <iodp/iodp.h>
 #include <iodp/ctl.h>
 #include <iodp/pgtable_builder.h>
 #include <iodp/vfio.h>
@@ -242,7 +243,7 @@ struct Bench {
 							     pgtable::kAccessWrite),
 					       "translate");
 		edu->to_ram(off, iova, len);
-		if (t.fault != IODP_FAULT_NONE)
+		if (t.fault != pgtable::FaultKind::none)
 			return false;
 		const uint64_t at = t.host - reinterpret_cast<uintptr_t>(ram);
 		CHECK(at + len <= kTables);
@@ -380,7 +381,7 @@ void case_domain(vfio::Iommu iommu)
 	// invalidated: the kernel was not told, and the device is blocked there.
 	CHECK(must(b.ctx.translate(b.dev->ctl_id(), std::nullopt, 0x200000, pgtable::kAccessWrite),
 		   "translate")
-		      .fault == IODP_FAULT_NONE);
+		      .fault == pgtable::FaultKind::none);
 	b.edu->to_ram(0, 0x200000, 256);
 	b.expect_ram_is_model("before any invalidation");
 	b.invalidate_all();

@@ -8,6 +8,8 @@
  */
 #include "../ctl/ctl_fixture.h"
 
+#include <iodp/iodp.h>
+#include <iodp/pgtable_builder.h>
 #include <iodp/shadow_mode.h>
 
 #include <cerrno>
@@ -141,12 +143,12 @@ struct ShadowModeTest : ::testing::Test {
 					dev, std::nullopt, iova + 8,
 					write ? pgtable::kAccessWrite : pgtable::kAccessRead));
 				const std::optional<uint64_t> k = kernel.lookup(iova + 8, write);
-				const bool same = t.fault == IODP_FAULT_NONE ? k && *k == t.host : !k;
+				const bool same = t.fault == pgtable::FaultKind::none ? k && *k == t.host : !k;
 				if (!same) {
 					bad++;
 					ADD_FAILURE() << std::hex << "iova 0x" << iova
 						      << (write ? " write" : " read") << ": iodp "
-						      << (t.fault ? "faults" : "-> 0x") << t.host
+						      << (t.fault != pgtable::FaultKind::none ? "faults" : "-> 0x") << t.host
 						      << ", kernel "
 						      << (k ? "-> 0x" : "faults") << (k ? *k : 0);
 				}
@@ -360,7 +362,7 @@ struct SmmuShadowTest : ::testing::Test {
 	{
 		const Translated t = ok(ctx.translate(dev, std::nullopt, iova, pgtable::kAccessRead));
 		const std::optional<uint64_t> k = kernel.lookup(iova, false);
-		return t.fault == IODP_FAULT_NONE ? k && *k == t.host : !k;
+		return t.fault == pgtable::FaultKind::none ? k && *k == t.host : !k;
 	}
 };
 

@@ -30,45 +30,58 @@
  */
 
 #include <iodp/coherence.h>
-#include <iodp/iodp.h>
-#include <iodp/inval.h>
 #include <iodp/iotlb.h>
-#include <iodp/mem.h>
 #include <iodp/pgtable.h>
-#include <iodp/pgtable_builder.h>
 #include <iodp/status.h>
 
-#include <atomic>
+#include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
+
+struct iodp_ctx;
+
+namespace iodp {
+class GuestMemory;
+namespace inval {
+struct Descriptor;
+}
+} // namespace iodp
 
 namespace iodp::ctl {
 
 enum class ObjType : uint8_t { ioas, hwpt_paging, hwpt_nested, device, fault_queue };
 const char *obj_type_name(ObjType type);
 
-enum class IommuModel : uint8_t { vtd = IODP_IOMMU_VTD, smmuv3 = IODP_IOMMU_SMMUV3 };
+enum class IommuModel : uint8_t { vtd, smmuv3 };
 const char *model_name(IommuModel model);
 
-struct Object {
-	Object(uint32_t id_, ObjType type_) : id(id_), type(type_) {}
-	virtual ~Object() = default;
-	Object(const Object &) = delete;
-	Object &operator=(const Object &) = delete;
 
-	const uint32_t id;
-	const ObjType type;
-	/** Objects and bindings that refer to this one; destroy needs 0. */
-	uint32_t users = 0;
-};
+/*
+ * Flags of the calls below. Their values are the kernel's uAPI bits (IOMMU_IOAS_MAP_*,
+ * IOMMU_HWPT_ALLOC_*, IOMMU_VTD_S1_*), which <iodp/iodp.h> names IODP_*: either spelling
+ * works.
+ */
+/** ioas_map(), ioas_map_guest(), ioas_copy() and Mapping::flags. */
+inline constexpr uint32_t kMapFixedIova = 1u << 0;
+inline constexpr uint32_t kMapWriteable = 1u << 1;
+inline constexpr uint32_t kMapReadable = 1u << 2;
+/** hwpt_alloc_paging() and hwpt_alloc_nested(). */
+inline constexpr uint32_t kHwptNestParent = 1u << 0;
+inline constexpr uint32_t kHwptDirtyTracking = 1u << 1;
+inline constexpr uint32_t kHwptFaultIdValid = 1u << 2;
+inline constexpr uint32_t kHwptPasid = 1u << 3;
+/** VtdS1Data::flags: the first-stage PASID entry's SRE, EAFE and WPE bits. */
+inline constexpr uint64_t kVtdS1Sre = 1ull << 0;
+inline constexpr uint64_t kVtdS1Eafe = 1ull << 1;
+inline constexpr uint64_t kVtdS1Wpe = 1ull << 2;
+/** ObjectInfo::data_type of a nested HWPT (IOMMU_HWPT_DATA_*). */
+inline constexpr uint32_t kDataVtdS1 = 1;
+inline constexpr uint32_t kDataArmSmmuV3 = 2;
 
 struct IovaRange {
 	uint64_t start = 0;
@@ -81,12 +94,10 @@ struct Mapping {
 	uint64_t iova = 0;
 	uint64_t length = 0;
 	std::byte *host = nullptr;
-	uint32_t flags = 0; ///< IODP_IOAS_MAP_READABLE / WRITEABLE
+	uint32_t flags = 0; ///< kMapReadable / kMapWriteable
 	/** Set when the host memory was given as guest memory: the guest-physical address. */
 	std::optional<uint64_t> gpa;
 };
-
-struct HwptPaging;
 
 /**
  * Something outside iodp that must map exactly what an IOAS maps: a real device's kernel
@@ -160,64 +171,10 @@ public:
 	}
 };
 
-struct Ioas : Object {
-	explicit Ioas(uint32_t id_) : Object(id_, ObjType::ioas) {}
-
-	std::map<uint64_t, Mapping> mappings; ///< by iova
-	/**
-	 * The host memory of the mappings, counted: what walks through this IOAS's paging
-	 * HWPTs may read besides their table pools. Changed in place (O(log n) per mapping);
-	 * freed with the IOAS, after the HWPTs that read it.
-	 */
-	std::unique_ptr<PageSet> pages = std::make_unique<PageSet>();
-	std::vector<IovaRange> allowed;       ///< empty: no constraint
-	std::vector<HwptPaging *> hwpts;      ///< kept in step with mappings
-	std::vector<IovaRange> reserved;      ///< ioas_add_reserved()
-	std::vector<IoasMirror *> mirrors;    ///< kept in step with mappings (not owned)
-	bool huge_pages = true;
-};
-
-struct Hwpt : Object {
-	Hwpt(uint32_t id_, ObjType type_) : Object(id_, type_) {}
-	uint32_t flags = 0;    ///< IODP_HWPT_ALLOC_* / FAULT_ID_VALID as allocated
-	uint32_t fault_id = 0; ///< fault queue for recoverable faults (0: none)
-	IommuModel model = IommuModel::vtd;
-};
-
-/** An engine-managed page table that mirrors its IOAS (outputs are host addresses). */
-struct HwptPaging : Hwpt {
-	explicit HwptPaging(uint32_t id_) : Hwpt(id_, ObjType::hwpt_paging) {}
-
-	Ioas *ioas = nullptr;
-	bool auto_domain = false; ///< made by an attach to an IOAS; goes with its last user
-	bool dirty_tracking = false;
-	/** The largest leaf while the IOAS allows large pages (0: any): the device's. */
-	uint64_t leaf_cap = 0;
-	GuestRam pool_ram;
-	pgtable::TablePool pool;
-	pgtable::TableBuilder table;
-	/**
-	 * Identity map (address = host address) of the table pool and the IOAS's memory: all
-	 * a walk may read. Made once: the pool is its one region and the IOAS's page set
-	 * (`Ioas::pages`, changed in place by map and unmap) the rest. Workers load `view`
-	 * once per burst.
-	 */
-	std::unique_ptr<GuestMemory> host_map;
-	std::atomic<const GuestMemory *> view{nullptr};
-
-	/** The stage as walkers use it (accessed/dirty updates on while tracking). */
-	pgtable::TableConfig config() const
-	{
-		pgtable::TableConfig c = table.config();
-		c.update_accessed = dirty_tracking;
-		return c;
-	}
-	uint64_t aperture_last() const;
-};
 
 /** A guest-owned stage 1 (VT-d first stage) on a NEST_PARENT paging HWPT. */
 struct VtdS1Data {
-	uint64_t flags = 0; ///< IODP_VTD_S1_*
+	uint64_t flags = 0; ///< kVtdS1*
 	uint64_t pgtbl_addr = 0;
 	uint32_t addr_width = 48;
 };
@@ -227,51 +184,6 @@ struct SmmuV3Data {
 	uint64_t ste[2] = {0, 0};
 };
 
-struct HwptNested : Hwpt {
-	explicit HwptNested(uint32_t id_) : Hwpt(id_, ObjType::hwpt_nested) {}
-	HwptPaging *parent = nullptr;
-	uint32_t data_type = IODP_HWPT_DATA_VTD_S1;
-	VtdS1Data vtd;
-	SmmuV3Data smmu;
-	std::vector<NestedObserver *> observers; ///< kept in step with what it translates
-};
-
-struct Device;
-
-/** A device's RID or (device, PASID) attached to a HWPT. */
-struct Binding {
-	Device *dev = nullptr;
-	Hwpt *hwpt = nullptr;
-	std::optional<uint32_t> pasid;
-	uint32_t refs = 1; ///< the attachment itself + holders (pending faults)
-	bool detached = false;
-	uint32_t pending_faults = 0;
-};
-
-struct Device : Object {
-	explicit Device(uint32_t id_) : Object(id_, ObjType::device) {}
-	std::string name;
-	IommuModel model = IommuModel::vtd;
-	uint32_t group = 0;
-	uint32_t rid = 0;
-	uint8_t pasid_bits = 20;
-	std::vector<IovaRange> reserved; ///< DeviceSpec::reserved
-	std::optional<pgtable::TableConfig> paging_format; ///< DeviceSpec::paging_format
-	uint64_t paging_max_leaf = 0;                      ///< DeviceSpec::paging_max_leaf
-	Binding *rid_binding = nullptr;
-	std::map<uint32_t, Binding *> pasid_bindings;
-};
-
-struct FaultQueue : Object {
-	FaultQueue(uint32_t id_, int fd) : Object(id_, ObjType::fault_queue), eventfd(fd) {}
-	~FaultQueue() override;
-	int eventfd = -1;
-	uint32_t next_cookie = 1;
-	uint32_t next_grpid = 1;
-	std::deque<iodp_hwpt_pgfault> unread;
-	/** cookie -> binding held until the response (read or not). */
-	std::map<uint32_t, Binding *> awaiting;
-};
 
 struct DeviceSpec {
 	std::string name;
@@ -298,11 +210,73 @@ struct DeviceSpec {
 struct CtxConfig {
 	/** Host memory for each engine-managed table's pages. */
 	uint64_t table_pool_bytes = 8ull << 20;
-	/** Fault events kept for IODP_FAULT_EVENTS_READ before the oldest are dropped. */
+	/** Fault events kept for fault_events() before the oldest are dropped. */
 	size_t fault_event_log = 1024;
 	/** Worker threads that may register with coherence(), and each one's ring. */
 	unsigned max_workers = 64;
 	unsigned inval_ring_entries = 1024;
+};
+
+/** What get_hw_info() reports: a device's IOMMU model and what iodp's model of it offers. */
+struct HwInfo {
+	IommuModel model = IommuModel::vtd;
+	pgtable::Format paging_format = pgtable::Format::vtd_ss_4l; ///< of its paging HWPTs
+	uint8_t paging_ias = 48;  ///< input bits of its paging HWPTs
+	uint8_t pasid_bits = 0;
+	uint64_t page_sizes = 0;  ///< bit n set: 2^n-byte leaves exist in some format
+	uint32_t granules = 0;    ///< bit n set: 2^n-byte granule supported
+	bool dirty_tracking = false;
+};
+
+/**
+ * A recoverable fault queued on a HWPT's fault queue, awaiting fault_respond() with its
+ * cookie (the kernel's struct iommu_hwpt_pgfault: one 4 KiB page, the last of its group).
+ */
+struct PageFault {
+	uint32_t dev_id = 0;
+	std::optional<uint32_t> pasid;
+	uint32_t grpid = 0;  ///< page request group index (9 bits, as PCIe PRI)
+	uint8_t access = 0;  ///< pgtable::kAccess* of the faulting request
+	uint64_t addr = 0;   ///< page-aligned
+	uint32_t length = 0;
+	uint32_t cookie = 0;
+};
+
+/** A fault that is not recoverable, or one no fault queue took (the context's event log). */
+struct FaultEvent {
+	uint32_t dev_id = 0;
+	std::optional<uint32_t> pasid;
+	uint8_t access = 0; ///< pgtable::kAccess*
+	pgtable::FaultKind kind = pgtable::FaultKind::none;
+	uint8_t stage = 0;  ///< 1 or 2 (0: before any table)
+	int8_t level = 0;   ///< architecture level of the faulting entry
+	uint64_t addr = 0;
+};
+
+/** What an object is and what it refers to: a copy, for tools, drivers and tests. */
+struct ObjectInfo {
+	uint32_t id = 0;
+	ObjType type = ObjType::ioas;
+	uint32_t users = 0;       ///< objects and bindings that refer to it (destroy needs 0)
+	/** HWPTs and devices: the IOMMU model. */
+	IommuModel model = IommuModel::vtd;
+	/** HWPTs: the IOAS they translate into (a nested HWPT: its parent's IOAS). */
+	uint32_t ioas = 0;
+	/** Nested HWPTs: the paging parent, and the guest table's kind (kernel data type). */
+	uint32_t parent = 0;
+	uint32_t data_type = 0; ///< kDataVtdS1, kDataArmSmmuV3, ...
+	VtdS1Data vtd;   ///< data_type kDataVtdS1: the guest's first stage as allocated
+	SmmuV3Data smmu; ///< data_type kDataArmSmmuV3: the guest's STE as allocated
+	/** Paging HWPTs: made by an attach to an IOAS; the table's format. */
+	bool auto_domain = false;
+	pgtable::Format format = pgtable::Format::vtd_ss_4l;
+	/** IOASes: the paging HWPTs over it and how many mappings it holds. */
+	std::vector<uint32_t> hwpts;
+	size_t mappings = 0;
+	/** Devices: the name, IOMMU group and requester id. */
+	std::string name;
+	uint32_t group = 0;
+	uint32_t rid = 0;
 };
 
 /** What translate() found. */
@@ -310,7 +284,7 @@ struct Translated {
 	uint64_t host = 0;
 	uint64_t page_size = 0;
 	uint8_t perm = 0; ///< pgtable::kPerm*
-	iodp_fault_kind fault = IODP_FAULT_NONE;
+	pgtable::FaultKind fault = pgtable::FaultKind::none;
 	uint8_t stage = 0;
 	int8_t level = 0;
 	uint32_t cookie = 0; ///< recoverable fault queued under this cookie
@@ -345,7 +319,7 @@ public:
 	/** Usable ranges (not reserved by an attached device or a table's reach). */
 	Result<std::vector<IovaRange>> ioas_iova_ranges(uint32_t ioas_id, uint64_t *alignment);
 	/**
-	 * Map [host, host + length) at @p iova (with IODP_IOAS_MAP_FIXED_IOVA) or at an IOVA
+	 * Map [host, host + length) at @p iova (with kMapFixedIova) or at an IOVA
 	 * picked in the allowed ranges; returns the IOVA.
 	 */
 	Result<uint64_t> ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, void *host,
@@ -437,7 +411,8 @@ public:
 	Result<uint32_t> device_attach(uint32_t dev_id, std::optional<uint32_t> pasid,
 				       uint32_t pt_id);
 	Status device_detach(uint32_t dev_id, std::optional<uint32_t> pasid);
-	Result<iodp_hw_info_iodp> get_hw_info(uint32_t dev_id, uint64_t *capabilities);
+	/** What @p dev_id's IOMMU model offers (IOMMU_GET_HW_INFO). */
+	Result<HwInfo> get_hw_info(uint32_t dev_id);
 
 	/* PASIDs --------------------------------------------------------------------------- */
 	/** Bind @p vpasid to @p ppasid (0: the lowest free one); returns the pPASID. */
@@ -452,13 +427,13 @@ public:
 	 */
 	Result<uint32_t> fault_queue_alloc(int *eventfd);
 	/** Take up to @p max unread recoverable faults. */
-	Result<std::vector<iodp_hwpt_pgfault>> fault_read(uint32_t fault_id, size_t max);
+	Result<std::vector<PageFault>> fault_read(uint32_t fault_id, size_t max);
 	/** How many recoverable faults wait to be read. */
 	Result<size_t> fault_pending(uint32_t fault_id) const;
-	/** Answer one fault (code IODP_PAGE_RESP_*); EINVAL for an unknown cookie. */
+	/** Answer one fault (code 0: success, 1: invalid, as IOMMU_PAGE_RESP_*); EINVAL for an unknown cookie. */
 	Status fault_respond(uint32_t fault_id, uint32_t cookie, uint32_t code);
 	/** Take up to @p max fault events; *lost is how many were dropped since the last take. */
-	std::vector<iodp_fault_event> fault_events(size_t max, uint64_t *lost);
+	std::vector<FaultEvent> fault_events(size_t max, uint64_t *lost);
 
 	/* Translation (control path: no caches, no bursts) --------------------------------- */
 	/**
@@ -476,7 +451,7 @@ public:
 	 * the cookie of a queued recoverable fault, else 0. ENOENT for no device.
 	 */
 	Result<uint32_t> report_fault(uint32_t dev_id, std::optional<uint32_t> pasid,
-				      uint64_t iova, uint8_t access, iodp_fault_kind kind,
+				      uint64_t iova, uint8_t access, pgtable::FaultKind kind,
 				      uint8_t stage, int8_t level);
 
 	/* Workers -------------------------------------------------------------------------- */
@@ -535,13 +510,13 @@ public:
 	 * PASID/config-cache miss never waits for the control thread. Only an SMMUv3 SSID
 	 * (a CD of the STE's table, read from guest memory) asks for resolve(), on first use.
 	 * For worker threads between begin and end of a burst (the table is freed a grace
-	 * period after it is replaced). @p pasid: iotlb::kNoPasid (IODP_PASID_NONE) for the RID.
+	 * period after it is replaced). @p pasid: iotlb::kNoPasid for the RID.
 	 */
 	RouteLookup published_route(uint32_t dev_id, uint32_t pasid, iotlb::Route *out) const;
 
 	/* Introspection (tests, tools) --------------------------------------------------- */
-	/** The object with @p id, or nullptr. Only valid under the caller's care (no lock). */
-	const Object *find(uint32_t id) const;
+	/** A copy of what object @p id is and refers to, taken under the lock (ENOENT). */
+	Result<ObjectInfo> object_info(uint32_t id) const;
 	size_t object_count() const;
 	/** The ids of every object, ascending. */
 	std::vector<uint32_t> object_ids() const;
@@ -550,6 +525,7 @@ public:
 	struct Impl;
 
 private:
+	friend class Inspector; // lib/ctl/inspect.h: tests and lib/ctl's extensions
 	std::unique_ptr<Impl> impl_;
 };
 
