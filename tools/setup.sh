@@ -40,6 +40,8 @@ packages=(g++ meson ninja-build pkgconf libdpdk-dev dpdk libhwloc-dev libgtest-d
 packages+=(clang-16 libfuzzer-16-dev libclang-rt-16-dev)
 # python3-matplotlib draws tools/bench-report's plots.
 packages+=(python3-matplotlib)
+# {fmt}: Status messages (lib/base/iodp/status.h).
+packages+=(libfmt-dev)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

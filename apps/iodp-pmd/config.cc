@@ -79,7 +79,7 @@ std::string quoted(std::string_view text)
 /** "FILE:LINE: message"; whatever the file said is quoted printable(). */
 Status at(const std::string &source, unsigned line, const std::string &msg)
 {
-	return Status::error(-EINVAL, "%s:%u: %s", printable(source).c_str(), line,
+	return Status::error(-EINVAL, "{}:{}: {}", printable(source).c_str(), line,
 			     printable(msg).c_str());
 }
 
@@ -264,11 +264,11 @@ Result<Config> parse_config(std::string_view text, const std::string &source,
 		d.args.push_back({key, value, line_no});
 	}
 	if (c.workers != 0 && !c.lcores.empty())
-		return Status::error(-EINVAL, "%s: [engine] gives both workers and lcores; give one",
-				     source.c_str());
+		return Status::error(-EINVAL, "{}: [engine] gives both workers and lcores; give one",
+				     source);
 	if (c.devices.empty())
-		return Status::error(-EINVAL, "%s: no [device NAME] section: there is nothing to "
-				     "serve", source.c_str());
+		return Status::error(-EINVAL, "{}: no [device NAME] section: there is nothing to "
+				     "serve", source);
 	return c;
 }
 
@@ -277,7 +277,7 @@ Result<Config> load_config(const std::string &path, const dev::Registry &drivers
 	const std::string shown = printable(path);
 	const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return Status::error(-errno, "%s: cannot read the configuration: %s", shown.c_str(),
+		return Status::error(-errno, "{}: cannot read the configuration: {}", shown,
 				     std::strerror(errno));
 	// Read at most one byte more than the limit: /dev/zero or a runaway pipe is refused
 	// instead of read until memory runs out.
@@ -290,8 +290,8 @@ Result<Config> load_config(const std::string &path, const dev::Registry &drivers
 		if (n < 0) {
 			const int err = errno;
 			::close(fd);
-			return Status::error(-err, "%s: cannot read the configuration: %s",
-					     shown.c_str(), std::strerror(err));
+			return Status::error(-err, "{}: cannot read the configuration: {}",
+					     shown, std::strerror(err));
 		}
 		if (n == 0)
 			break;
@@ -299,8 +299,8 @@ Result<Config> load_config(const std::string &path, const dev::Registry &drivers
 	}
 	::close(fd);
 	if (got > kMaxConfigBytes)
-		return Status::error(-EFBIG, "%s: the configuration is larger than %zu KiB; is it "
-				     "the right file?", shown.c_str(), kMaxConfigBytes >> 10);
+		return Status::error(-EFBIG, "{}: the configuration is larger than {} KiB; is it "
+				     "the right file?", shown, kMaxConfigBytes >> 10);
 	text.resize(got);
 	return parse_config(text, path, drivers);
 }

@@ -207,9 +207,9 @@ Result<std::vector<unsigned>> worker_lcores(const Config &c)
 	if (c.workers == 0)
 		return all;
 	if (c.workers > all.size())
-		return Status::error(-EINVAL, "%s: [engine] workers = %u, but the EAL has %zu "
+		return Status::error(-EINVAL, "{}: [engine] workers = {}, but the EAL has {} "
 				     "worker lcore(s); give it more (-l / --lcores)",
-				     c.source.c_str(), c.workers, all.size());
+				     c.source, c.workers, all.size());
 	all.resize(c.workers);
 	return all;
 }
@@ -232,8 +232,8 @@ Result<Config> load(const Options &opt, const dev::Registry &drivers)
 		const std::string name = d.substr(0, d.find(','));
 		for (const DeviceConf &other : c->devices)
 			if (other.name.substr(0, other.name.find(',')) == name)
-				return Status::error(-EINVAL, "--device %s: a device named %s is "
-						     "already %s", printable(d).c_str(),
+				return Status::error(-EINVAL, "--device {}: a device named {} is "
+						     "already {}", printable(d).c_str(),
 						     printable(name).c_str(),
 						     other.line == 0 ? "given by --device"
 								     : "in the configuration file");
@@ -242,7 +242,7 @@ Result<Config> load(const Options &opt, const dev::Registry &drivers)
 		c->devices.push_back(std::move(dc));
 	}
 	if (c->devices.size() > engine::kMaxPorts)
-		return Status::error(-EINVAL, "%zu devices: the engine serves at most %u",
+		return Status::error(-EINVAL, "{} devices: the engine serves at most {}",
 				     c->devices.size(), engine::kMaxPorts);
 	return c;
 }

@@ -207,7 +207,7 @@ Status parse_value(const OptionSpec &o, std::string_view v, Args &a)
 	const int vlen = static_cast<int>(v.size());
 	const char *vs = v.data();
 	auto bad = [&](const char *why) {
-		return Status::error(-EINVAL, "%s '%.*s': %s", o.name, vlen, vs, why);
+		return Status::error(-EINVAL, "{} '{}': {}", o.name, std::string_view(vs, vlen), why);
 	};
 	StageArgs &st = (o.id >= Opt::s2_format && o.id <= Opt::s2_start_level) ? a.s2 : a.s1;
 
@@ -327,15 +327,15 @@ Status parse_args(int argc, char **argv, Args &a)
 			if (name == cand.name)
 				o = &cand;
 		if (o == nullptr)
-			return Status::error(-EINVAL, "unknown option '%.*s'",
-					     static_cast<int>(name.size()), name.data());
+			return Status::error(-EINVAL, "unknown option '{}'",
+					     name);
 		bool &seen = a.seen[static_cast<size_t>(o->id)];
 		if (seen && !o->repeatable)
-			return Status::error(-EINVAL, "%s given more than once", o->name);
+			return Status::error(-EINVAL, "{} given more than once", o->name);
 		seen = true;
 		if (o->metavar == nullptr) {
 			if (inline_value)
-				return Status::error(-EINVAL, "%s takes no value", o->name);
+				return Status::error(-EINVAL, "{} takes no value", o->name);
 			switch (o->id) {
 			case Opt::priv:
 				a.priv = true;
@@ -357,7 +357,7 @@ Status parse_args(int argc, char **argv, Args &a)
 		}
 		if (!inline_value) {
 			if (i + 1 >= argc)
-				return Status::error(-EINVAL, "%s needs a value (%s)", o->name,
+				return Status::error(-EINVAL, "{} needs a value ({})", o->name,
 						     o->metavar);
 			value = argv[++i];
 		}
@@ -376,10 +376,10 @@ Status check_args(const Args &a)
 			    o.id != Opt::trace && o.id != Opt::save)
 				return Status::error(-EINVAL, "--example builds its own guest and "
 						     "addresses; it takes only --json, --trace and "
-						     "--save, not %s", o.name);
+						     "--save, not {}", o.name);
 		if (!a.addresses.empty())
 			return Status::error(-EINVAL, "--example translates its own addresses, "
-					     "not '%s'", a.addresses.front().text.c_str());
+					     "not '{}'", a.addresses.front().text);
 		return {};
 	}
 	if (a.given(Opt::save))
@@ -395,7 +395,7 @@ Status check_args(const Args &a)
 	if (!a.s2.format) {
 		for (Opt id : {Opt::s2_root, Opt::s2_granule, Opt::s2_ias, Opt::s2_start_level})
 			if (a.given(id))
-				return Status::error(-EINVAL, "%s needs --s2-format (it describes "
+				return Status::error(-EINVAL, "{} needs --s2-format (it describes "
 						     "a second stage)", option_name(id));
 	} else if (!a.s2.root) {
 		return Status::error(-EINVAL, "--s2-format needs --s2-root GPA (stage 2's "
@@ -442,14 +442,14 @@ Result<Image> load_image(const std::string &path)
 {
 	Fd f{open(path.c_str(), O_RDONLY | O_CLOEXEC)};
 	if (f.fd < 0)
-		return Status::error(-errno, "cannot open '%s': %s", path.c_str(),
+		return Status::error(-errno, "cannot open '{}': {}", path,
 				     std::strerror(errno));
 	struct stat st;
 	if (fstat(f.fd, &st) != 0)
-		return Status::error(-errno, "cannot stat '%s': %s", path.c_str(),
+		return Status::error(-errno, "cannot stat '{}': {}", path,
 				     std::strerror(errno));
 	if (S_ISDIR(st.st_mode))
-		return Status::error(-EISDIR, "'%s' is a directory", path.c_str());
+		return Status::error(-EISDIR, "'{}' is a directory", path);
 	Image img;
 	if (S_ISREG(st.st_mode) && st.st_size > 0) {
 		// Mapped, not read: a 2 GiB sparse image costs what the walks touch. Private and
@@ -457,23 +457,23 @@ Result<Image> load_image(const std::string &path)
 		img.size = static_cast<uint64_t>(st.st_size);
 		void *p = mmap(nullptr, img.size, PROT_READ | PROT_WRITE, MAP_PRIVATE, f.fd, 0);
 		if (p == MAP_FAILED)
-			return Status::error(-errno, "cannot map '%s': %s", path.c_str(),
+			return Status::error(-errno, "cannot map '{}': {}", path,
 					     std::strerror(errno));
 		img.map = static_cast<std::byte *>(p);
 		return img;
 	}
 	if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode) && !S_ISREG(st.st_mode))
-		return Status::error(-EINVAL, "'%s' is not a regular file or a pipe (an image "
+		return Status::error(-EINVAL, "'{}' is not a regular file or a pipe (an image "
 				     "needs a size; a device such as /dev/zero has none)",
-				     path.c_str());
+				     path);
 	// A pipe (<(...)), or a regular file that claims size 0 (as in /proc): read whole, up
 	// to kMaxStreamBytes.
 	std::vector<std::byte> staged;
 	for (;;) {
 		if (img.size == kMaxStreamBytes)
-			return Status::error(-EFBIG, "'%s' gives more than %llu MiB; save it to a "
-					     "file, which is mapped rather than read", path.c_str(),
-					     static_cast<unsigned long long>(kMaxStreamBytes >> 20));
+			return Status::error(-EFBIG, "'{}' gives more than {} MiB; save it to a "
+					     "file, which is mapped rather than read", path,
+					     kMaxStreamBytes >> 20);
 		staged.resize(std::min<uint64_t>(img.size + (1 << 16), kMaxStreamBytes));
 		std::byte *dst = staged.data() + img.size;
 		const size_t room = staged.size() - img.size;
@@ -481,18 +481,18 @@ Result<Image> load_image(const std::string &path)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			return Status::error(-errno, "cannot read '%s': %s", path.c_str(),
+			return Status::error(-errno, "cannot read '{}': {}", path,
 					     std::strerror(errno));
 		if (n == 0)
 			break;
 		img.size += static_cast<uint64_t>(n);
 	}
 	if (img.size == 0)
-		return Status::error(-EINVAL, "'%s' is empty", path.c_str());
+		return Status::error(-EINVAL, "'{}' is empty", path);
 	Result<GuestRam> ram = GuestRam::allocate(img.size, GuestRam::Source::anonymous);
 	if (!ram)
-		return Status::error(ram.status().code(), "'%s': %s", path.c_str(),
-				     ram.status().message().c_str());
+		return Status::error(ram.status().code(), "'{}': {}", path,
+				     ram.status().message());
 	img.ram = std::move(*ram);
 	std::memcpy(img.ram.data(), staged.data(), img.size);
 	return img;
@@ -504,7 +504,7 @@ Status read_address_file(const std::string &path, uint8_t access,
 	const bool is_stdin = path == "-";
 	std::FILE *f = is_stdin ? stdin : std::fopen(path.c_str(), "re");
 	if (f == nullptr)
-		return Status::error(-errno, "--addresses '%s': cannot open: %s", path.c_str(),
+		return Status::error(-errno, "--addresses '{}': cannot open: {}", path,
 				     std::strerror(errno));
 	char *line = nullptr;
 	size_t cap = 0;
@@ -518,15 +518,15 @@ Status read_address_file(const std::string &path, uint8_t access,
 		s = s.substr(first, s.find_last_not_of(" \t\r\n") - first + 1);
 		const std::optional<uint64_t> iova = parse_number(s);
 		if (!iova) {
-			status = Status::error(-EINVAL, "--addresses '%s' line %u: '%.*s' is not an "
-					       "address (decimal or 0x hex)", path.c_str(), lineno,
-					       static_cast<int>(s.size()), s.data());
+			status = Status::error(-EINVAL, "--addresses '{}' line {}: '{}' is not an "
+					       "address (decimal or 0x hex)", path, lineno,
+					       s);
 			break;
 		}
 		reqs.push_back(walk_request(*iova, access));
 	}
 	if (status && std::ferror(f))
-		status = Status::error(-EIO, "--addresses '%s': read error", path.c_str());
+		status = Status::error(-EIO, "--addresses '{}': read error", path);
 	std::free(line);
 	if (!is_stdin)
 		std::fclose(f);
@@ -565,8 +565,8 @@ int run(int argc, char **argv)
 		}
 		const std::optional<uint64_t> iova = parse_number(src.text);
 		if (!iova)
-			return fail(Status::error(-EINVAL, "address '%s' is not a number (decimal or "
-						  "0x hex)", src.text.c_str()), true);
+			return fail(Status::error(-EINVAL, "address '{}' is not a number (decimal or "
+						  "0x hex)", src.text), true);
 		reqs.push_back(walk_request(*iova, access));
 	}
 
@@ -576,11 +576,11 @@ int run(int argc, char **argv)
 	for (const MemArg &m : a.mems) {
 		Result<Image> img = load_image(m.path);
 		if (!img)
-			return fail(Status::error(img.status().code(), "--mem %s: %s", m.spec.c_str(),
-						  img.status().message().c_str()), false);
+			return fail(Status::error(img.status().code(), "--mem {}: {}", m.spec,
+						  img.status().message()), false);
 		if (Status s = mem.add_region(m.gpa, img->size, img->data()); !s)
-			return fail(Status::error(s.code(), "--mem %s: %s", m.spec.c_str(),
-						  s.message().c_str()), false);
+			return fail(Status::error(s.code(), "--mem {}: {}", m.spec,
+						  s.message()), false);
 		images.push_back(std::move(*img));
 	}
 

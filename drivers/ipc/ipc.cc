@@ -15,6 +15,8 @@
 #include <iodp/ipc_proto.h>
 #include <iodp/text.h>
 
+#include <fmt/core.h>
+
 #include <rte_log.h>
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
@@ -30,7 +32,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -125,8 +126,8 @@ Result<std::unique_ptr<dev::Device>> probe(ctl::Ctx &ctx, const dev::DevArgs &a)
 	const std::string *path = a.find("path");
 	p->path = path != nullptr ? *path : "/tmp/iodp-" + a.name() + ".sock";
 	if (p->path.empty() || p->path.size() >= sizeof(sockaddr_un{}.sun_path))
-		return Status::error(-EINVAL, "%s: path='%s' is not a usable unix socket path "
-				     "(1 to %zu bytes)", a.name().c_str(), p->path.c_str(),
+		return Status::error(-EINVAL, "{}: path='{}' is not a usable unix socket path "
+				     "(1 to {} bytes)", a.name(), p->path,
 				     sizeof(sockaddr_un{}.sun_path) - 1);
 	Result<uint64_t> queues = a.get_uint("queues", 1, 1, dev::kMaxQueues);
 	Result<uint64_t> entries = a.get_uint("entries", 1024, 64, 65536);
@@ -137,8 +138,8 @@ Result<std::unique_ptr<dev::Device>> probe(ctl::Ctx &ctx, const dev::DevArgs &a)
 		if (!s->ok())
 			return *s;
 	if ((*entries & (*entries - 1)) != 0)
-		return Status::error(-EINVAL, "%s: entries=%llu is not a power of two",
-				     a.name().c_str(), static_cast<unsigned long long>(*entries));
+		return Status::error(-EINVAL, "{}: entries={} is not a power of two",
+				     a.name(), *entries);
 	p->queues = static_cast<uint16_t>(*queues);
 	p->entries = static_cast<uint32_t>(*entries);
 	p->model = *format == 0 ? ctl::IommuModel::vtd : ctl::IommuModel::smmuv3;
@@ -160,8 +161,8 @@ Status listen_on(Ipc &p)
 	struct stat st {};
 	if (lstat(p.path.c_str(), &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
-			return Status::error(-EEXIST, "%s: path=%s exists and is not a socket", name,
-					     p.path.c_str());
+			return Status::error(-EEXIST, "{}: path={} exists and is not a socket", name,
+					     p.path);
 		// A socket left by a process that is gone is reused; a live one is not stolen.
 		const int probe_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 		const bool live = probe_fd >= 0 &&
@@ -169,17 +170,17 @@ Status listen_on(Ipc &p)
 		if (probe_fd >= 0)
 			::close(probe_fd);
 		if (live)
-			return Status::error(-EADDRINUSE, "%s: path=%s: another process is listening "
-					     "there", name, p.path.c_str());
+			return Status::error(-EADDRINUSE, "{}: path={}: another process is listening "
+					     "there", name, p.path);
 		unlink(p.path.c_str());
 	}
 	p.listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (p.listen_fd < 0)
-		return Status::error(-errno, "%s: socket: %s", name, std::strerror(errno));
+		return Status::error(-errno, "{}: socket: {}", name, std::strerror(errno));
 	if (bind(p.listen_fd, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) != 0 ||
 	    listen(p.listen_fd, 4) != 0)
-		return Status::error(-errno, "%s: cannot listen on path=%s: %s", name,
-				     p.path.c_str(), std::strerror(errno));
+		return Status::error(-errno, "{}: cannot listen on path={}: {}", name,
+				     p.path, std::strerror(errno));
 	p.listening = true;
 	return {};
 }
@@ -190,7 +191,7 @@ Status make_rings(Ipc &p)
 	const char *name = p.dev->name().c_str();
 	const ssize_t ring_bytes = rte_ring_get_memsize_elem(kElem, p.entries);
 	if (ring_bytes < 0)
-		return Status::error(-EINVAL, "%s: entries=%u: no such ring", name, p.entries);
+		return Status::error(-EINVAL, "{}: entries={}: no such ring", name, p.entries);
 	p.ring_stride = (static_cast<uint64_t>(ring_bytes) + kPage - 1) & ~(kPage - 1);
 	const uint64_t need = p.ring_stride * 2 * p.queues;
 	const std::string mname = "iodp-" + p.dev->name() + "-rings";
@@ -210,19 +211,19 @@ Status make_rings(Ipc &p)
 		p.rings_size = need;
 		p.rings_fd = memfd_create(mname.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
 		if (p.rings_fd < 0 || ftruncate(p.rings_fd, static_cast<off_t>(p.rings_size)) != 0)
-			return Status::error(-errno, "%s: cannot make the rings' memfd: %s", name,
+			return Status::error(-errno, "{}: cannot make the rings' memfd: {}", name,
 					     std::strerror(errno));
 		p.rings = static_cast<std::byte *>(mmap(nullptr, p.rings_size, PROT_READ | PROT_WRITE,
 							MAP_SHARED | MAP_POPULATE, p.rings_fd, 0));
 		if (p.rings == MAP_FAILED) {
 			p.rings = nullptr;
-			return Status::error(-errno, "%s: cannot map the rings: %s", name,
+			return Status::error(-errno, "{}: cannot map the rings: {}", name,
 					     std::strerror(errno));
 		}
 	}
 	// The driver maps the same file: it must not be able to shrink it under us.
 	if (fcntl(p.rings_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
-		return Status::error(-errno, "%s: cannot seal the rings' memfd: %s", name,
+		return Status::error(-errno, "{}: cannot seal the rings' memfd: {}", name,
 				     std::strerror(errno));
 	p.q = std::make_unique<Queue[]>(p.queues);
 	for (uint16_t i = 0; i < p.queues; i++) {
@@ -238,7 +239,7 @@ Status make_rings(Ipc &p)
 		if (rc == 0)
 			rc = rte_ring_init(q.cpl, rname, p.entries, RING_F_SP_ENQ | RING_F_SC_DEQ);
 		if (rc != 0)
-			return Status::error(rc, "%s: rte_ring_init failed for queue %u", name, i);
+			return Status::error(rc, "{}: rte_ring_init failed for queue {}", name, i);
 		q.mask = p.entries - 1;
 	}
 	return {};
@@ -449,47 +450,43 @@ iodp_ipc_msg reply_to(const iodp_ipc_msg &m, const Status &s)
 }
 
 /** The driver broke the protocol: its device is stopped (the engine closes it). */
-void protocol_error(Ipc &p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void protocol_error(Ipc &p, const char *fmt, ...)
+template <class... Args>
+void protocol_error(Ipc &p, fmt::format_string<Args...> format, Args &&...args)
 {
-	char why[160];
-	va_list ap;
-	va_start(ap, fmt);
-	std::vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
+	const std::string why = fmt::vformat(format, fmt::make_format_args(args...));
 	close_conn(p);
-	p.dev->mark_gone((std::string("driver protocol error: ") + why).c_str());
+	p.dev->mark_gone(("driver protocol error: " + why).c_str());
 }
 
 Status attach(Ipc &p, const iodp_ipc_hello &h, int fd)
 {
 	const char *name = p.dev->name().c_str();
 	if (h.version != IODP_IPC_VERSION)
-		return Status::error(-EPROTO, "%s: protocol version %u (this app speaks %u)", name,
+		return Status::error(-EPROTO, "{}: protocol version {} (this app speaks {})", name,
 				     h.version, IODP_IPC_VERSION);
 	if (fd < 0)
-		return Status::error(-EBADF, "%s: HELLO carried no guest memory fd", name);
+		return Status::error(-EBADF, "{}: HELLO carried no guest memory fd", name);
 	struct stat st {};
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-		return Status::error(-EBADF, "%s: the guest memory fd is not a memfd or file", name);
+		return Status::error(-EBADF, "{}: the guest memory fd is not a memfd or file", name);
 	if (h.mem_size == 0 || h.mem_size % kPage != 0 ||
 	    h.mem_size > static_cast<uint64_t>(st.st_size))
-		return Status::error(-EINVAL, "%s: mem_size=%llu is 0, not a multiple of 4 KiB or "
-				     "more than the fd holds (%lld bytes)", name,
-				     static_cast<unsigned long long>(h.mem_size),
+		return Status::error(-EINVAL, "{}: mem_size={} is 0, not a multiple of 4 KiB or "
+				     "more than the fd holds ({} bytes)", name,
+				     h.mem_size,
 				     static_cast<long long>(st.st_size));
 	const bool huge = on_hugetlbfs(fd);
 	if (huge && h.mem_size % kHugePage != 0)
-		return Status::error(-EINVAL, "%s: mem_size=%llu: guest memory on hugepages is "
+		return Status::error(-EINVAL, "{}: mem_size={}: guest memory on hugepages is "
 				     "shared in whole 2 MiB pages", name,
-				     static_cast<unsigned long long>(h.mem_size));
+				     h.mem_size);
 	const int seals = fcntl(fd, F_GET_SEALS);
 	if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
-		return Status::error(-EPERM, "%s: the guest memory fd must be a memfd sealed with "
+		return Status::error(-EPERM, "{}: the guest memory fd must be a memfd sealed with "
 				     "F_SEAL_SHRINK (a shrinking file would crash the app)", name);
 	void *m = mmap(nullptr, h.mem_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (m == MAP_FAILED)
-		return Status::error(-errno, "%s: cannot map the guest memory: %s", name,
+		return Status::error(-errno, "{}: cannot map the guest memory: {}", name,
 				     std::strerror(errno));
 	p.guest = static_cast<std::byte *>(m);
 	const int64_t to_driver = static_cast<int64_t>(h.mem_base - reinterpret_cast<uint64_t>(m));
@@ -511,19 +508,19 @@ Status do_map(Ipc &p, const iodp_ipc_map &m)
 {
 	const char *name = p.dev->name().c_str();
 	if (m.length == 0 || (m.iova | m.offset | m.length) % kPage != 0)
-		return Status::error(-EINVAL, "%s: map iova 0x%llx offset 0x%llx length 0x%llx: "
+		return Status::error(-EINVAL, "{}: map iova 0x{:x} offset 0x{:x} length 0x{:x}: "
 				     "not 4 KiB multiples or empty", name,
-				     static_cast<unsigned long long>(m.iova),
-				     static_cast<unsigned long long>(m.offset),
-				     static_cast<unsigned long long>(m.length));
+				     m.iova,
+				     m.offset,
+				     m.length);
 	if (m.offset >= p.guest_size || m.length > p.guest_size - m.offset)
-		return Status::error(-EINVAL, "%s: map offset 0x%llx length 0x%llx is outside the "
-				     "%llu bytes of guest memory shared", name,
-				     static_cast<unsigned long long>(m.offset),
-				     static_cast<unsigned long long>(m.length),
-				     static_cast<unsigned long long>(p.guest_size));
+		return Status::error(-EINVAL, "{}: map offset 0x{:x} length 0x{:x} is outside the "
+				     "{} bytes of guest memory shared", name,
+				     m.offset,
+				     m.length,
+				     p.guest_size);
 	if (m.flags == 0 || (m.flags & ~(IODP_IPC_MAP_READ | IODP_IPC_MAP_WRITE)) != 0)
-		return Status::error(-EINVAL, "%s: map flags 0x%x (READ 1, WRITE 2, at least one)",
+		return Status::error(-EINVAL, "{}: map flags 0x{:x} (READ 1, WRITE 2, at least one)",
 				     name, m.flags);
 	const uint32_t flags = IODP_IOAS_MAP_FIXED_IOVA |
 			       ((m.flags & IODP_IPC_MAP_READ) ? IODP_IOAS_MAP_READABLE : 0) |
@@ -568,7 +565,7 @@ bool handle(Ipc &p, const iodp_ipc_msg &m, int fd)
 	case IODP_IPC_MAP:
 	case IODP_IPC_UNMAP: {
 		if (p.guest == nullptr) {
-			protocol_error(p, "%s before HELLO", m.type == IODP_IPC_MAP ? "MAP" : "UNMAP");
+			protocol_error(p, "{} before HELLO", m.type == IODP_IPC_MAP ? "MAP" : "UNMAP");
 			return false;
 		}
 		iodp_ipc_msg r{};
@@ -593,7 +590,7 @@ bool handle(Ipc &p, const iodp_ipc_msg &m, int fd)
 		p.dev->mark_gone("driver detached (BYE)");
 		return false;
 	default:
-		protocol_error(p, "unknown message type %u", m.type);
+		protocol_error(p, "unknown message type {}", m.type);
 		return false;
 	}
 }
@@ -639,19 +636,19 @@ int receive(Ipc &p)
 		// The kernel closed what did not fit; those that did are ours to close.
 		close_fds();
 		protocol_error(p, "a message with more file descriptors or control data than "
-			       "fit (%zu bytes, room for 4 descriptors; HELLO carries one)",
+			       "fit ({} bytes, room for 4 descriptors; HELLO carries one)",
 			       sizeof(cbuf));
 		return -1;
 	}
 	if ((mh.msg_flags & MSG_TRUNC) != 0 || static_cast<size_t>(n) != sizeof(m)) {
 		close_fds();
-		protocol_error(p, "a message of %zd bytes%s (messages are %zu bytes)", n,
+		protocol_error(p, "a message of {} bytes{} (messages are {} bytes)", n,
 			       (mh.msg_flags & MSG_TRUNC) ? " or more" : "", sizeof(m));
 		return -1;
 	}
 	if (nfds > (m.type == IODP_IPC_HELLO ? 1u : 0u)) {
 		close_fds();
-		protocol_error(p, "%u file descriptors with a message of type %u", nfds, m.type);
+		protocol_error(p, "{} file descriptors with a message of type {}", nfds, m.type);
 		return -1;
 	}
 	const int fd = nfds == 1 ? fds[0] : -1;

@@ -34,8 +34,8 @@ Result<std::unique_ptr<dev::Device>> probe(ctl::Ctx &ctx, const dev::DevArgs &a)
 	auto p = std::make_unique<Port>();
 	const std::string *spec = a.find("dev");
 	if (spec == nullptr || spec->empty())
-		return Status::error(-EINVAL, "%s: dev= is required (a PCI address bound to "
-				     "vfio-pci, or /dev/vfio/devices/vfioN)", a.name().c_str());
+		return Status::error(-EINVAL, "{}: dev= is required (a PCI address bound to "
+				     "vfio-pci, or /dev/vfio/devices/vfioN)", a.name());
 	Result<unsigned> iommu = a.get_choice("iommu", kIommus, 0);
 	if (!iommu)
 		return iommu.status();
@@ -60,8 +60,8 @@ Status configure(dev::Device &d)
 	ctl::Ctx &ctx = d.ctx();
 	Result<std::unique_ptr<Device>> v = Device::open(ctx, p.spec, p.options);
 	if (!v)
-		return Status::error(v.status().code(), "%s: %s", d.name().c_str(),
-				     v.status().message().c_str());
+		return Status::error(v.status().code(), "{}: {}", d.name(),
+				     v.status().message());
 	p.vdev = std::move(*v);
 	uint32_t ioas = p.want_ioas;
 	if (ioas == 0) {
@@ -72,8 +72,8 @@ Status configure(dev::Device &d)
 	}
 	Result<uint32_t> h = p.vdev->attach(ioas);
 	if (!h)
-		return Status::error(h.status().code(), "%s: %s", d.name().c_str(),
-				     h.status().message().c_str());
+		return Status::error(h.status().code(), "{}: {}", d.name(),
+				     h.status().message());
 	p.hwpt = *h;
 	d.ctl_id = p.vdev->ctl_id();
 	return {};

@@ -54,7 +54,7 @@ Result<uint32_t> alloc_parent(const Ioctl &call, uint32_t dev_id, uint32_t ioas_
 	a.pt_id = ioas_id;
 	a.data_type = kabi::IOMMU_HWPT_DATA_NONE;
 	if (int r = call(kabi::IOMMU_HWPT_ALLOC, &a); r != 0)
-		return Status::error(r, "IOMMU_HWPT_ALLOC with NEST_PARENT on kernel ioas %u: %s",
+		return Status::error(r, "IOMMU_HWPT_ALLOC with NEST_PARENT on kernel ioas {}: {}",
 				     ioas_id, err_text(-r).c_str());
 	return a.out_hwpt_id;
 }
@@ -74,8 +74,8 @@ Result<uint32_t> alloc_nested_vtd(const Ioctl &call, uint32_t dev_id, uint32_t p
 	a.data_len = sizeof(s1);
 	a.data_uptr = reinterpret_cast<uintptr_t>(&s1);
 	if (int r = call(kabi::IOMMU_HWPT_ALLOC, &a); r != 0)
-		return Status::error(r, "IOMMU_HWPT_ALLOC of a VTD_S1 nested HWPT (table at 0x%" PRIx64
-				     ", %u-bit) on parent hwpt %u: %s", data.pgtbl_addr,
+		return Status::error(r, "IOMMU_HWPT_ALLOC of a VTD_S1 nested HWPT (table at 0x{:x}"
+				     ", {}-bit) on parent hwpt {}: {}", data.pgtbl_addr,
 				     data.addr_width, parent, err_text(-r).c_str());
 	return a.out_hwpt_id;
 }
@@ -113,7 +113,7 @@ Status forward(const Ioctl &call, uint32_t hwpt_id, uint32_t data_type, const vo
 	ForwardStats &st = stats != nullptr ? *stats : local;
 	*handled = 0;
 	if (batch == 0)
-		return Status::error(-EINVAL, "hwpt %u: invalidation batch size 0", hwpt_id);
+		return Status::error(-EINVAL, "hwpt {}: invalidation batch size 0", hwpt_id);
 	const auto *base = static_cast<const std::byte *>(entries);
 	unsigned retries = 0;
 	while (*handled < entry_num) {
@@ -133,8 +133,8 @@ Status forward(const Ioctl &call, uint32_t hwpt_id, uint32_t data_type, const vo
 		st.entries += done;
 		if (r == 0) {
 			if (done == 0)
-				return Status::error(-EIO, "hwpt %u: IOMMU_HWPT_INVALIDATE handled none "
-						     "of %u entries (entry %u of %u) and said success",
+				return Status::error(-EIO, "hwpt {}: IOMMU_HWPT_INVALIDATE handled none "
+						     "of {} entries (entry {} of {}) and said success",
 						     hwpt_id, n, *handled, entry_num);
 			retries = 0;
 			continue;
@@ -144,8 +144,8 @@ Status forward(const Ioctl &call, uint32_t hwpt_id, uint32_t data_type, const vo
 			st.retries++;
 			continue;
 		}
-		return Status::error(r, "hwpt %u: IOMMU_HWPT_INVALIDATE failed at entry %u of %u "
-				     "(%u handled, the rest not): %s", hwpt_id, *handled, entry_num,
+		return Status::error(r, "hwpt {}: IOMMU_HWPT_INVALIDATE failed at entry {} of {} "
+				     "({} handled, the rest not): {}", hwpt_id, *handled, entry_num,
 				     *handled, err_text(-r).c_str());
 	}
 	return {};
@@ -157,15 +157,15 @@ Status Forwarder::forward(uint32_t data_type, const void *entries, uint32_t entr
 	if (entry_num == 0)
 		return {};
 	if (data_type != IODP_HWPT_INVALIDATE_DATA_VTD_S1)
-		return Status::error(-EOPNOTSUPP, "%s: only VTD_S1 invalidations are forwarded "
-				     "(SMMUv3 nesting is 6.13+ uAPI)", name_.c_str());
+		return Status::error(-EOPNOTSUPP, "{}: only VTD_S1 invalidations are forwarded "
+				     "(SMMUv3 nesting is 6.13+ uAPI)", name_);
 	uint32_t handled = 0;
 	Status s = nesting::forward(call_, hwpt_, kabi::IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, entries,
 				    entry_len, entry_num, batch_, &handled, &stats_);
 	calls_.store(stats_.calls, std::memory_order_relaxed);
 	entries_.store(stats_.entries, std::memory_order_relaxed);
 	if (!s)
-		return Status::error(s.code(), "%s: %s", name_.c_str(), s.message().c_str());
+		return Status::error(s.code(), "{}: {}", name_, s.message());
 	return {};
 }
 

@@ -35,8 +35,8 @@ Status ShadowMode::Mapper::map(uint64_t iova, uint64_t host, uint64_t size, uint
 	std::ifstream f(sysfs_ + "/module/vfio_iommu_type1/parameters/dma_entry_limit");
 	unsigned long limit = 0;
 	if (f >> limit)
-		return Status::error(s.code(), "%s (vfio_iommu_type1.dma_entry_limit=%lu)",
-				     s.message().c_str(), limit);
+		return Status::error(s.code(), "{} (vfio_iommu_type1.dma_entry_limit={})",
+				     s.message(), limit);
 	return s;
 }
 
@@ -53,7 +53,7 @@ Status ShadowMode::sync(const pgtable::Translation *xlat, uint64_t start, uint64
 	const uint64_t length = last - start == UINT64_MAX ? UINT64_MAX : last - start + 1;
 	Status s = xlat != nullptr ? shadow_.sync(*xlat, start, length) : shadow_.drop(start, length);
 	if (!s)
-		return Status::error(s.code(), "%s: %s%s", name_.c_str(), s.message().c_str(),
+		return Status::error(s.code(), "{}: {}{}", name_, s.message(),
 				     shadow_.degraded() ? " (degraded: the kernel may hold a stale "
 							  "view until this range is re-shadowed)"
 							: "");

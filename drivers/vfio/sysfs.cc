@@ -53,9 +53,9 @@ Result<std::string> normalize_bdf(const std::string &text)
 			hex(s[9]) && s[10] == '.' && s[11] >= '0' && s[11] <= '7' &&
 			std::stoi(s.substr(8, 2), nullptr, 16) < 32;
 	if (!ok)
-		return Status::error(-EINVAL, "vfio: bad PCI address '%s' (expected DDDD:BB:DD.F "
+		return Status::error(-EINVAL, "vfio: bad PCI address '{}' (expected DDDD:BB:DD.F "
 				     "or BB:DD.F, or a cdev path /dev/vfio/devices/vfioN)",
-				     text.c_str());
+				     text);
 	return s;
 }
 
@@ -65,8 +65,8 @@ Result<std::string> bdf_of_cdev(const std::string &sys, const std::string &cdev)
 	const fs::path dev = fs::path(sys) / "class/vfio-dev" / name / "device";
 	const std::string bdf = link_name(dev);
 	if (name.rfind("vfio", 0) != 0 || bdf.empty())
-		return Status::error(-ENOENT, "vfio: %s is not a VFIO device cdev (no %s)",
-				     cdev.c_str(), dev.c_str());
+		return Status::error(-ENOENT, "vfio: {} is not a VFIO device cdev (no {})",
+				     cdev, dev.string());
 	return bdf;
 }
 
@@ -79,9 +79,9 @@ Result<int> group_of(const std::string &sys, const std::string &bdf)
 {
 	const std::string g = link_name(pci_dir(sys, bdf) + "/iommu_group");
 	if (g.empty() || !std::all_of(g.begin(), g.end(), [](char c) { return c >= '0' && c <= '9'; }))
-		return Status::error(-ENODEV, "vfio: cannot use %s: it has no IOMMU group (no "
-				     "%s/iommu_group: is the IOMMU on? intel_iommu=on, "
-				     "amd_iommu=on)", bdf.c_str(), pci_dir(sys, bdf).c_str());
+		return Status::error(-ENODEV, "vfio: cannot use {}: it has no IOMMU group (no "
+				     "{}/iommu_group: is the IOMMU on? intel_iommu=on, "
+				     "amd_iommu=on)", bdf, pci_dir(sys, bdf).c_str());
 	return std::stoi(g);
 }
 
@@ -111,19 +111,19 @@ Result<int> check_usable(const std::string &sys, const std::string &bdf)
 {
 	std::error_code ec;
 	if (!fs::exists(pci_dir(sys, bdf), ec))
-		return Status::error(-ENOENT, "vfio: no PCI device %s (no %s)", bdf.c_str(),
+		return Status::error(-ENOENT, "vfio: no PCI device {} (no {})", bdf,
 				     pci_dir(sys, bdf).c_str());
 	const std::string drv = driver_of(sys, bdf);
 	if (drv != "vfio-pci") {
 		const std::string dir = pci_dir(sys, bdf);
 		const std::string unbind =
 			drv.empty() ? "" : "echo " + bdf + " > " + dir + "/driver/unbind; ";
-		return Status::error(-ENODEV, "vfio: cannot use %s: %s, not vfio-pci (bind it: "
-				     "echo vfio-pci > %s/driver_override; %secho %s > "
-				     "%s/bus/pci/drivers/vfio-pci/bind)", bdf.c_str(),
+		return Status::error(-ENODEV, "vfio: cannot use {}: {}, not vfio-pci (bind it: "
+				     "echo vfio-pci > {}/driver_override; {}echo {} > "
+				     "{}/bus/pci/drivers/vfio-pci/bind)", bdf,
 				     drv.empty() ? "it has no driver"
 						 : ("its driver is " + drv).c_str(),
-				     dir.c_str(), unbind.c_str(), bdf.c_str(), sys.c_str());
+				     dir, unbind, bdf, sys);
 	}
 	Result<int> group = group_of(sys, bdf);
 	if (!group)
@@ -133,11 +133,11 @@ Result<int> check_usable(const std::string &sys, const std::string &bdf)
 			continue;
 		const std::string odrv = driver_of(sys, other);
 		if (!viable_driver(odrv))
-			return Status::error(-EBUSY, "vfio: cannot use %s: %s in the same IOMMU "
-					     "group %d is bound to %s (a group is usable only when "
+			return Status::error(-EBUSY, "vfio: cannot use {}: {} in the same IOMMU "
+					     "group {} is bound to {} (a group is usable only when "
 					     "each of its devices has no driver or vfio-pci, "
-					     "pci-stub or pcieport)", bdf.c_str(), other.c_str(),
-					     *group, odrv.c_str());
+					     "pci-stub or pcieport)", bdf, other,
+					     *group, odrv);
 	}
 	return group;
 }

@@ -19,6 +19,8 @@
 #include <iodp/shadow_mode.h>
 #include <iodp/vfio.h>
 
+#include <fmt/core.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -75,9 +77,7 @@ bool exists(const std::string &path)
 
 std::string hex_range(uint64_t iova, uint64_t length)
 {
-	char buf[48];
-	std::snprintf(buf, sizeof(buf), "0x%" PRIx64 "+0x%" PRIx64, iova, length);
-	return buf;
+	return fmt::format("0x{:x}+0x{:x}", iova, length);
 }
 
 /** Counters written under the iodp context's lock and read anywhere. */
@@ -186,8 +186,8 @@ struct Device::Space : ctl::IoasMirror {
 			return {};
 		const int err = errno;
 		errors.add(1);
-		return Status::error(-err, "vfio %s: %s %s failed: %s: %s", first_bdf.c_str(), name,
-				     what.c_str(), std::strerror(err), call_meaning(req, err));
+		return Status::error(-err, "vfio {}: {} {} failed: {}: {}", first_bdf, name,
+				     what, std::strerror(err), call_meaning(req, err));
 	}
 
 	std::string name() const override
@@ -220,7 +220,7 @@ struct Device::Space : ctl::IoasMirror {
 				 hex_range(m.iova, m.length));
 			if (!s && s.code() == -ENOSPC) {
 				Result<uint32_t> avail = dma_avail();
-				return Status::error(s.code(), "%s (dma_avail %u)", s.message().c_str(),
+				return Status::error(s.code(), "{} (dma_avail {})", s.message(),
 						     avail ? *avail : 0u);
 			}
 		} else {
@@ -269,8 +269,8 @@ struct Device::Space : ctl::IoasMirror {
 			return s;
 		if (done != m.length) {
 			errors.add(1);
-			return Status::error(-EIO, "vfio %s: the kernel unmapped 0x%" PRIx64 " of %s",
-					     first_bdf.c_str(), done,
+			return Status::error(-EIO, "vfio {}: the kernel unmapped 0x{:x} of {}",
+					     first_bdf, done,
 					     hex_range(m.iova, m.length).c_str());
 		}
 		unmaps.add(1);
@@ -362,8 +362,8 @@ struct Device::Space : ctl::IoasMirror {
 		if (::ioctl(iommufd->fd, kabi::IOMMU_IOAS_IOVA_RANGES, &q) != 0 && errno != EMSGSIZE) {
 			const int err = errno;
 			errors.add(1);
-			return Status::error(-err, "vfio %s: IOMMU_IOAS_IOVA_RANGES failed: %s",
-					     first_bdf.c_str(), std::strerror(err));
+			return Status::error(-err, "vfio {}: IOMMU_IOAS_IOVA_RANGES failed: {}",
+					     first_bdf, std::strerror(err));
 		}
 		std::vector<kabi::iommu_iova_range> r(q.num_iovas);
 		q.allowed_iovas = reinterpret_cast<uintptr_t>(r.data());
@@ -429,9 +429,9 @@ Result<std::unique_ptr<Device>> Device::open(ctl::Ctx &ctx, const std::string &s
 	bool by_cdev = !spec.empty() && spec[0] == '/';
 	if (by_cdev) {
 		if (options.iommu == Iommu::type1)
-			return Status::error(-EINVAL, "vfio: %s is a device cdev, which only the "
+			return Status::error(-EINVAL, "vfio: {} is a device cdev, which only the "
 					     "iommufd path uses (iommu=type1 was asked for)",
-					     spec.c_str());
+					     spec);
 		Result<std::string> bdf = sysfs::bdf_of_cdev(sys, spec);
 		if (!bdf)
 			return bdf.status();
@@ -460,8 +460,8 @@ Result<std::unique_ptr<Device>> Device::open(ctl::Ctx &ctx, const std::string &s
 		break;
 	case Iommu::iommufd:
 		if (!have_iommufd || !have_cdev)
-			return Status::error(-ENODEV, "vfio: cannot use %s with iommufd: %s",
-					     bdf.c_str(),
+			return Status::error(-ENODEV, "vfio: cannot use {} with iommufd: {}",
+					     bdf,
 					     !have_iommufd ? "this kernel has no /dev/iommu "
 							     "(CONFIG_IOMMUFD)"
 							   : "it has no VFIO device cdev "
@@ -488,12 +488,12 @@ Result<std::unique_ptr<Device>> Device::open(ctl::Ctx &ctx, const std::string &s
 	std::shared_ptr<GroupState> gs = t.groups[d->group_].lock();
 	if (gs != nullptr) {
 		if (gs->owner != &ctx)
-			return Status::error(-EBUSY, "vfio: cannot use %s: IOMMU group %d is used by "
-					     "another iodp context (through %s)", bdf.c_str(),
-					     d->group_, gs->open.empty() ? "?" : gs->open[0].c_str());
+			return Status::error(-EBUSY, "vfio: cannot use {}: IOMMU group {} is used by "
+					     "another iodp context (through {})", bdf,
+					     d->group_, gs->open.empty() ? "?" : gs->open[0]);
 		if (std::find(gs->open.begin(), gs->open.end(), bdf) != gs->open.end())
-			return Status::error(-EBUSY, "vfio: %s is already open in this context",
-					     bdf.c_str());
+			return Status::error(-EBUSY, "vfio: {} is already open in this context",
+					     bdf);
 	} else {
 		gs = std::make_shared<GroupState>();
 		gs->number = d->group_;
@@ -504,8 +504,8 @@ Result<std::unique_ptr<Device>> Device::open(ctl::Ctx &ctx, const std::string &s
 		const int fd = ::open(gpath.c_str(), O_RDWR | O_CLOEXEC);
 		if (fd < 0) {
 			const int err = errno;
-			return Status::error(-err, "vfio: cannot use %s: open %s failed: %s: %s",
-					     bdf.c_str(), gpath.c_str(), std::strerror(err),
+			return Status::error(-err, "vfio: cannot use {}: open {} failed: {}: {}",
+					     bdf, gpath, std::strerror(err),
 					     err == EBUSY ? "another process has the group open"
 							  : call_meaning(0, err));
 		}
@@ -518,18 +518,18 @@ Result<std::unique_ptr<Device>> Device::open(ctl::Ctx &ctx, const std::string &s
 			d->own_errors_++;
 			::close(fd);
 			gs->fd = -1;
-			return Status::error(-EBUSY, "vfio: cannot use %s: the kernel says IOMMU "
-					     "group %d is not viable (VFIO_GROUP_GET_STATUS): a "
+			return Status::error(-EBUSY, "vfio: cannot use {}: the kernel says IOMMU "
+					     "group {} is not viable (VFIO_GROUP_GET_STATUS): a "
 					     "device in it is bound to a driver that is not "
-					     "vfio-pci", bdf.c_str(), d->group_);
+					     "vfio-pci", bdf, d->group_);
 		}
 	}
 	if (d->path_ == Iommu::iommufd) {
 		const int fd = ::open(cdev.c_str(), O_RDWR | O_CLOEXEC);
 		if (fd < 0) {
 			const int err = errno;
-			return Status::error(-err, "vfio: cannot use %s: open %s failed: %s: %s",
-					     bdf.c_str(), cdev.c_str(), std::strerror(err),
+			return Status::error(-err, "vfio: cannot use {}: open {} failed: {}: {}",
+					     bdf, cdev, std::strerror(err),
 					     call_meaning(0, err));
 		}
 		d->device_fd_ = fd;
@@ -541,8 +541,8 @@ Result<std::unique_ptr<Device>> Device::open(ctl::Ctx &ctx, const std::string &s
 				const int err = errno;
 				::close(d->device_fd_);
 				d->device_fd_ = -1;
-				return Status::error(-err, "vfio: cannot use %s: open %s/iommu "
-						     "failed: %s", bdf.c_str(), options.dev.c_str(),
+				return Status::error(-err, "vfio: cannot use {}: open {}/iommu "
+						     "failed: {}", bdf, options.dev,
 						     std::strerror(err));
 			}
 			t.iommufds[&ctx] = ifd;
@@ -556,8 +556,8 @@ Result<std::unique_ptr<Device>> Device::open(ctl::Ctx &ctx, const std::string &s
 			d->own_errors_++;
 			::close(d->device_fd_);
 			d->device_fd_ = -1;
-			return Status::error(-err, "vfio: cannot use %s: VFIO_DEVICE_BIND_IOMMUFD "
-					     "failed: %s: %s", bdf.c_str(), std::strerror(err),
+			return Status::error(-err, "vfio: cannot use {}: VFIO_DEVICE_BIND_IOMMUFD "
+					     "failed: {}: {}", bdf, std::strerror(err),
 					     err == EBUSY ? "the group is not viable or the device "
 							    "is in use"
 							  : call_meaning(0, err));
@@ -604,7 +604,7 @@ std::vector<ctl::IovaRange> Device::kernel_ranges() const
 Result<uint32_t> Device::dma_avail() const
 {
 	if (space_ == nullptr)
-		return Status::error(-ENODEV, "vfio %s: not attached", bdf_.c_str());
+		return Status::error(-ENODEV, "vfio {}: not attached", bdf_);
 	return space_->dma_avail();
 }
 
@@ -640,7 +640,7 @@ Stats Device::stats() const
 Result<uint32_t> Device::attach(uint32_t pt_id)
 {
 	if (closed_)
-		return Status::error(-ENODEV, "vfio %s: closed", bdf_.c_str());
+		return Status::error(-ENODEV, "vfio {}: closed", bdf_);
 	// The IOAS behind pt_id; a nested HWPT is shadowed (shadow_mode.h), not mirrored.
 	Result<ctl::ObjectInfo> obj = ctx_.object_info(pt_id);
 	uint32_t ioas_id = 0, shadow_of = 0;
@@ -652,7 +652,7 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 		ioas_id = obj->ioas;
 		shadow_of = pt_id;
 	} else
-		return Status::error(-ENOENT, "vfio %s: no IOAS or paging HWPT %u", bdf_.c_str(),
+		return Status::error(-ENOENT, "vfio {}: no IOAS or paging HWPT {}", bdf_,
 				     pt_id);
 	bool hw_nested = false;
 	if (shadow_of != 0 && (space_ == nullptr || space_->shadow_hwpt != shadow_of)) {
@@ -676,9 +676,9 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 	std::shared_ptr<Space> gspace = gs.space.lock();
 	if (gs.attached > 0 && gspace != nullptr &&
 	    (gspace->ioas != ioas_id || gspace->shadow_hwpt != shadow_of))
-		return Status::error(-EBUSY, "vfio %s: cannot attach to ioas %u: the other devices "
-				     "of IOMMU group %d are attached to ioas %u, and one group "
-				     "shares one IOAS", bdf_.c_str(), ioas_id, group_, gspace->ioas);
+		return Status::error(-EBUSY, "vfio {}: cannot attach to ioas {}: the other devices "
+				     "of IOMMU group {} are attached to ioas {}, and one group "
+				     "shares one IOAS", bdf_, ioas_id, group_, gspace->ioas);
 
 	// Find or make the kernel space mirroring this IOAS.
 	std::shared_ptr<Space> sp;
@@ -706,15 +706,15 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 			sp->container = ::open(cpath.c_str(), O_RDWR | O_CLOEXEC);
 			if (sp->container < 0) {
 				const int err = errno;
-				return Status::error(-err, "vfio %s: open %s failed: %s", bdf_.c_str(),
-						     cpath.c_str(), std::strerror(err));
+				return Status::error(-err, "vfio {}: open {} failed: {}", bdf_,
+						     cpath, std::strerror(err));
 			}
 			sp->calls.add(2);
 			if (::ioctl(sp->container, VFIO_GET_API_VERSION) != VFIO_API_VERSION ||
 			    ::ioctl(sp->container, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) != 1)
-				return Status::error(-ENODEV, "vfio %s: the container at %s has no "
+				return Status::error(-ENODEV, "vfio {}: the container at {} has no "
 						     "VFIO_TYPE1v2_IOMMU (CONFIG_VFIO_IOMMU_TYPE1)",
-						     bdf_.c_str(), cpath.c_str());
+						     bdf_, cpath);
 		} else {
 			sp->iommufd = iommufd_;
 			kabi::iommu_ioas_alloc a{};
@@ -769,8 +769,8 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 				if (::ioctl(sp->container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) != 0) {
 					const int err = errno;
 					sp->errors.add(1);
-					return undo(Status::error(-err, "vfio %s: VFIO_SET_IOMMU "
-								  "(TYPE1v2) failed: %s", bdf_.c_str(),
+					return undo(Status::error(-err, "vfio {}: VFIO_SET_IOMMU "
+								  "(TYPE1v2) failed: {}", bdf_,
 								  std::strerror(err)));
 				}
 			}
@@ -780,8 +780,8 @@ Result<uint32_t> Device::attach(uint32_t pt_id)
 		if (fd < 0) {
 			const int err = errno;
 			sp->errors.add(1);
-			return undo(Status::error(-err, "vfio %s: VFIO_GROUP_GET_DEVICE_FD failed: "
-						  "%s: %s", bdf_.c_str(), std::strerror(err),
+			return undo(Status::error(-err, "vfio {}: VFIO_GROUP_GET_DEVICE_FD failed: "
+						  "{}: {}", bdf_, std::strerror(err),
 						  call_meaning(0, err)));
 		}
 		device_fd_ = fd;
@@ -918,8 +918,8 @@ Result<bool> Device::choose_nesting(uint32_t hwpt_id)
 		}
 	}
 	if (mode == Nesting::nested)
-		return Status::error(-EOPNOTSUPP, "vfio %s: mode=nested: the kernel cannot nest "
-				     "hwpt %u: %s", bdf_.c_str(), hwpt_id, why.c_str());
+		return Status::error(-EOPNOTSUPP, "vfio {}: mode=nested: the kernel cannot nest "
+				     "hwpt {}: {}", bdf_, hwpt_id, why);
 	nesting_reason_ = "shadow (auto: " + why + ")";
 	return false;
 }
@@ -927,7 +927,7 @@ Result<bool> Device::choose_nesting(uint32_t hwpt_id)
 Status Device::detach()
 {
 	if (space_ == nullptr)
-		return Status::error(-ENOENT, "vfio %s: not attached", bdf_.c_str());
+		return Status::error(-ENOENT, "vfio {}: not attached", bdf_);
 	Table &t = table();
 	std::lock_guard guard(t.lock);
 	GroupState &gs = *gstate_;
@@ -944,8 +944,8 @@ Status Device::detach()
 			if (::ioctl(gs.fd, VFIO_GROUP_UNSET_CONTAINER) != 0) {
 				const int err = errno;
 				sp.errors.add(1);
-				result = Status::error(-err, "vfio %s: VFIO_GROUP_UNSET_CONTAINER "
-						       "failed: %s", bdf_.c_str(), std::strerror(err));
+				result = Status::error(-err, "vfio {}: VFIO_GROUP_UNSET_CONTAINER "
+						       "failed: {}", bdf_, std::strerror(err));
 			}
 			gs.in_container = false;
 			sp.groups.erase(std::find(sp.groups.begin(), sp.groups.end(), gs.fd));
@@ -1022,15 +1022,15 @@ void Device::close()
 Result<Region> Device::region(uint32_t index) const
 {
 	if (device_fd_ < 0)
-		return Status::error(-ENODEV, "vfio %s: no device fd (type1: attach first)",
-				     bdf_.c_str());
+		return Status::error(-ENODEV, "vfio {}: no device fd (type1: attach first)",
+				     bdf_);
 	vfio_region_info ri{};
 	ri.argsz = sizeof(ri);
 	ri.index = index;
 	if (::ioctl(device_fd_, VFIO_DEVICE_GET_REGION_INFO, &ri) != 0) {
 		const int err = errno;
-		return Status::error(-err, "vfio %s: VFIO_DEVICE_GET_REGION_INFO %u failed: %s",
-				     bdf_.c_str(), index, std::strerror(err));
+		return Status::error(-err, "vfio {}: VFIO_DEVICE_GET_REGION_INFO {} failed: {}",
+				     bdf_, index, std::strerror(err));
 	}
 	return Region{index, ri.size, ri.offset, ri.flags};
 }
@@ -1041,13 +1041,13 @@ Status Device::read(uint32_t index, uint64_t offset, void *buf, size_t len) cons
 	if (!r)
 		return r.status();
 	if (offset > r->size || len > r->size - offset)
-		return Status::error(-EINVAL, "vfio %s: read 0x%" PRIx64 "+%zu is outside region "
-				     "%u (0x%" PRIx64 " bytes)", bdf_.c_str(), offset, len, index,
+		return Status::error(-EINVAL, "vfio {}: read 0x{:x}+{} is outside region "
+				     "{} (0x{:x} bytes)", bdf_, offset, len, index,
 				     r->size);
 	const ssize_t n = ::pread(device_fd_, buf, len, static_cast<off_t>(r->offset + offset));
 	if (n != static_cast<ssize_t>(len))
-		return Status::error(n < 0 ? -errno : -EIO, "vfio %s: read of region %u at 0x%" PRIx64
-				     " failed", bdf_.c_str(), index, offset);
+		return Status::error(n < 0 ? -errno : -EIO, "vfio {}: read of region {} at 0x{:x}"
+				     " failed", bdf_, index, offset);
 	return {};
 }
 
@@ -1057,13 +1057,13 @@ Status Device::write(uint32_t index, uint64_t offset, const void *buf, size_t le
 	if (!r)
 		return r.status();
 	if (offset > r->size || len > r->size - offset)
-		return Status::error(-EINVAL, "vfio %s: write 0x%" PRIx64 "+%zu is outside region "
-				     "%u (0x%" PRIx64 " bytes)", bdf_.c_str(), offset, len, index,
+		return Status::error(-EINVAL, "vfio {}: write 0x{:x}+{} is outside region "
+				     "{} (0x{:x} bytes)", bdf_, offset, len, index,
 				     r->size);
 	const ssize_t n = ::pwrite(device_fd_, buf, len, static_cast<off_t>(r->offset + offset));
 	if (n != static_cast<ssize_t>(len))
-		return Status::error(n < 0 ? -errno : -EIO, "vfio %s: write of region %u at 0x%" PRIx64
-				     " failed", bdf_.c_str(), index, offset);
+		return Status::error(n < 0 ? -errno : -EIO, "vfio {}: write of region {} at 0x{:x}"
+				     " failed", bdf_, index, offset);
 	return {};
 }
 

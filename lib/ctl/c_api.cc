@@ -181,14 +181,14 @@ const void *uptr(uint64_t p)
 Status read_user(void *dst, const void *src, size_t n, const char *what)
 {
 	if (!user_copy(dst, src, n, false))
-		return Status::error(-EFAULT, "%s: cannot read %zu bytes at %p", what, n, src);
+		return Status::error(-EFAULT, "{}: cannot read {} bytes at {}", what, n, src);
 	return {};
 }
 
 Status write_user(void *dst, const void *src, size_t n, const char *what)
 {
 	if (!user_copy(dst, src, n, true))
-		return Status::error(-EFAULT, "%s: cannot write %zu bytes at %p", what, n, dst);
+		return Status::error(-EFAULT, "{}: cannot write {} bytes at {}", what, n, dst);
 	return {};
 }
 
@@ -197,7 +197,7 @@ template <class T>
 Status read_array(uint64_t user, uint32_t num, std::vector<T> *out, const char *what)
 {
 	if (num != 0 && user == 0)
-		return Status::error(-EFAULT, "%s is NULL", what);
+		return Status::error(-EFAULT, "{} is NULL", what);
 	// The kernel copies such arrays in, so one that is not all there is EFAULT whatever its
 	// length: look at its last byte before allocating for it (a count of 2^32 must not
 	// become a 64 GiB allocation; under ASan that aborts instead of throwing).
@@ -206,8 +206,8 @@ Status read_array(uint64_t user, uint32_t num, std::vector<T> *out, const char *
 		uint8_t last;
 		if (user + bytes - 1 < user ||
 		    !read_user(&last, uptr(user + bytes - 1), 1, what).ok())
-			return Status::error(-EFAULT, "%s: %u entries at 0x%llx are not all readable",
-					     what, num, static_cast<unsigned long long>(user));
+			return Status::error(-EFAULT, "{}: {} entries at 0x{:x} are not all readable",
+					     what, num, user);
 	}
 	out->resize(num); // bad_alloc: ENOMEM, from run()
 	return read_user(out->data(), uptr(user), size_t{num} * sizeof(T), what);
@@ -220,27 +220,27 @@ Status read_array(uint64_t user, uint32_t num, std::vector<T> *out, const char *
 template <class T> Status copy_in(T &k, const void *arg, size_t min_size, const char *name)
 {
 	if (arg == nullptr)
-		return Status::error(-EFAULT, "%s: the argument is NULL", name);
+		return Status::error(-EFAULT, "{}: the argument is NULL", name);
 	uint32_t size;
 	if (!user_copy(&size, arg, sizeof(size), false))
-		return Status::error(-EFAULT, "%s: cannot read the argument at %p", name, arg);
+		return Status::error(-EFAULT, "{}: cannot read the argument at {}", name, arg);
 	if (size < min_size)
-		return Status::error(-EINVAL, "%s: size %u is below the minimum %zu", name, size,
+		return Status::error(-EINVAL, "{}: size {} is below the minimum {}", name, size,
 				     min_size);
 	std::memset(&k, 0, sizeof(k));
 	if (!user_copy(&k, arg, std::min<size_t>(size, sizeof(T)), false))
-		return Status::error(-EFAULT, "%s: cannot read %u bytes at %p", name, size, arg);
+		return Status::error(-EFAULT, "{}: cannot read {} bytes at {}", name, size, arg);
 	const auto *bytes = static_cast<const unsigned char *>(arg);
 	unsigned char chunk[256];
 	for (size_t off = sizeof(T); off < size; off += sizeof(chunk)) {
 		const size_t n = std::min<size_t>(sizeof(chunk), size - off);
 		if (!user_copy(chunk, bytes + off, n, false))
-			return Status::error(-EFAULT, "%s: cannot read %u bytes at %p", name, size,
+			return Status::error(-EFAULT, "{}: cannot read {} bytes at {}", name, size,
 					     arg);
 		for (size_t i = 0; i < n; i++)
 			if (chunk[i] != 0)
-				return Status::error(-E2BIG, "%s: byte %zu of %u is not zero; iodp "
-						     "knows the first %zu", name, off + i, size,
+				return Status::error(-E2BIG, "{}: byte {} of {} is not zero; iodp "
+						     "knows the first {}", name, off + i, size,
 						     sizeof(T));
 	}
 	return {};
@@ -250,7 +250,7 @@ template <class T> Status copy_in(T &k, const void *arg, size_t min_size, const 
 template <class T> Status copy_out(const T &k, void *arg, const char *name)
 {
 	if (!user_copy(arg, &k, std::min<size_t>(k.size, sizeof(T)), true))
-		return Status::error(-EFAULT, "%s: cannot write the reply at %p", name, arg);
+		return Status::error(-EFAULT, "{}: cannot write the reply at {}", name, arg);
 	return {};
 }
 
@@ -263,7 +263,7 @@ int run(iodp_ctx *ctx, T *arg, iodp_extack *ext, size_t min_size, const char *na
 	Status (*handler)(Ctx &, T &), bool reply_on_error = false)
 {
 	if (ctx == nullptr)
-		return fail(nullptr, Status::error(-EINVAL, "%s: no context", name), ext);
+		return fail(nullptr, Status::error(-EINVAL, "{}: no context", name), ext);
 	T k;
 	if (Status s = copy_in(k, arg, min_size, name); !s)
 		return fail(ctx, s, ext);
@@ -279,7 +279,7 @@ int run(iodp_ctx *ctx, T *arg, iodp_extack *ext, size_t min_size, const char *na
 		if (Status w = copy_out(k, arg, name); !w)
 			return fail(ctx, w, ext);
 	if (!s)
-		return fail(ctx, Status::error(s.code(), "%s: %s", name, s.message().c_str()), ext);
+		return fail(ctx, Status::error(s.code(), "{}: {}", name, s.message()), ext);
 	if (ext != nullptr)
 		ext->msg[0] = '\0';
 	return 0;
@@ -288,7 +288,7 @@ int run(iodp_ctx *ctx, T *arg, iodp_extack *ext, size_t min_size, const char *na
 Status reserved_zero(uint64_t value, const char *field)
 {
 	if (value != 0)
-		return Status::error(-EOPNOTSUPP, "%s is %#" PRIx64 ", not 0", field, value);
+		return Status::error(-EOPNOTSUPP, "{} is {:#x}, not 0", field, value);
 	return {};
 }
 
@@ -310,7 +310,7 @@ Status do_destroy(Ctx &c, struct iodp_destroy &k)
 Status do_ioas_alloc(Ctx &c, struct iodp_ioas_alloc &k)
 {
 	if (k.flags != 0)
-		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+		return Status::error(-EOPNOTSUPP, "unknown flags {:#x}", k.flags);
 	return take(c.ioas_alloc(), &k.out_ioas_id);
 }
 
@@ -320,8 +320,8 @@ Status do_allow_iovas(Ctx &c, struct iodp_ioas_allow_iovas &k)
 		return s;
 	std::vector<struct iodp_iova_range> src;
 	if (Status s = read_array(k.allowed_iovas, k.num_iovas, &src, "allowed_iovas"); !s)
-		return Status::error(s.code(), "ioas %u allow: %s", k.ioas_id,
-				     s.message().c_str());
+		return Status::error(s.code(), "ioas {} allow: {}", k.ioas_id,
+				     s.message());
 	std::vector<iodp::ctl::IovaRange> ranges(k.num_iovas);
 	for (uint32_t i = 0; i < k.num_iovas; i++)
 		ranges[i] = {src[i].start, src[i].last};
@@ -345,7 +345,7 @@ Status do_iova_ranges(Ctx &c, struct iodp_ioas_iova_ranges &k)
 		return r.status();
 	const uint32_t capacity = k.num_iovas;
 	if (capacity != 0 && k.allowed_iovas == 0)
-		return Status::error(-EFAULT, "ioas %u ranges: allowed_iovas is NULL", k.ioas_id);
+		return Status::error(-EFAULT, "ioas {} ranges: allowed_iovas is NULL", k.ioas_id);
 	std::vector<struct iodp_iova_range> out;
 	for (size_t i = 0; i < r->size() && i < capacity; i++)
 		out.push_back({(*r)[i].start, (*r)[i].last});
@@ -356,7 +356,7 @@ Status do_iova_ranges(Ctx &c, struct iodp_ioas_iova_ranges &k)
 	k.num_iovas = static_cast<uint32_t>(r->size());
 	k.out_iova_alignment = align;
 	if (r->size() > capacity)
-		return Status::error(-EMSGSIZE, "ioas %u has %zu ranges; the array holds %u",
+		return Status::error(-EMSGSIZE, "ioas {} has {} ranges; the array holds {}",
 				     k.ioas_id, r->size(), capacity);
 	return {};
 }
@@ -387,7 +387,7 @@ Status do_option(Ctx &c, struct iodp_option &k)
 template <class T> Status read_blob(const struct iodp_hwpt_alloc &k, size_t min, T *out)
 {
 	if (k.data_len < min || k.data_len > sizeof(T))
-		return Status::error(-EINVAL, "data_len %u: the type %u record is %zu bytes",
+		return Status::error(-EINVAL, "data_len {}: the type {} record is {} bytes",
 				     k.data_len, k.data_type, sizeof(T));
 	if (k.data_uptr == 0)
 		return Status::error(-EFAULT, "data_uptr is NULL");
@@ -415,7 +415,7 @@ Status do_hwpt_alloc(Ctx &c, struct iodp_hwpt_alloc &k)
 		    !s)
 			return s;
 		if (v.__reserved != 0)
-			return Status::error(-EOPNOTSUPP, "vtd_s1 __reserved is %#x, not 0",
+			return Status::error(-EOPNOTSUPP, "vtd_s1 __reserved is {:#x}, not 0",
 					     v.__reserved);
 		iodp::ctl::VtdS1Data d{v.flags, v.pgtbl_addr, v.addr_width};
 		return take(c.hwpt_alloc_nested(k.dev_id, k.pt_id, k.flags, k.fault_id, d),
@@ -430,14 +430,14 @@ Status do_hwpt_alloc(Ctx &c, struct iodp_hwpt_alloc &k)
 			    &k.out_hwpt_id);
 	}
 	default:
-		return Status::error(-EOPNOTSUPP, "unknown data_type %u", k.data_type);
+		return Status::error(-EOPNOTSUPP, "unknown data_type {}", k.data_type);
 	}
 }
 
 Status do_hw_info(Ctx &c, struct iodp_hw_info &k)
 {
 	if (k.flags & ~IODP_HW_INFO_FLAG_INPUT_TYPE)
-		return Status::error(-EOPNOTSUPP, "unknown flags %#x",
+		return Status::error(-EOPNOTSUPP, "unknown flags {:#x}",
 				     k.flags & ~IODP_HW_INFO_FLAG_INPUT_TYPE);
 	if (k.__reserved[0] | k.__reserved[1] | k.__reserved[2])
 		return Status::error(-EOPNOTSUPP, "__reserved is not 0");
@@ -474,7 +474,7 @@ Status do_hw_info(Ctx &c, struct iodp_hw_info &k)
 Status do_set_dirty(Ctx &c, struct iodp_hwpt_set_dirty_tracking &k)
 {
 	if (k.flags & ~IODP_HWPT_SET_DIRTY_TRACKING_ENABLE)
-		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+		return Status::error(-EOPNOTSUPP, "unknown flags {:#x}", k.flags);
 	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
 		return s;
 	return c.hwpt_set_dirty_tracking(k.hwpt_id, k.flags & IODP_HWPT_SET_DIRTY_TRACKING_ENABLE);
@@ -483,7 +483,7 @@ Status do_set_dirty(Ctx &c, struct iodp_hwpt_set_dirty_tracking &k)
 Status do_dirty_bitmap(Ctx &c, struct iodp_hwpt_get_dirty_bitmap &k)
 {
 	if (k.flags & ~IODP_HWPT_GET_DIRTY_BITMAP_NO_CLEAR)
-		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+		return Status::error(-EOPNOTSUPP, "unknown flags {:#x}", k.flags);
 	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
 		return s;
 	const bool no_clear = k.flags & IODP_HWPT_GET_DIRTY_BITMAP_NO_CLEAR;
@@ -539,8 +539,8 @@ Status do_invalidate(Ctx &c, struct iodp_hwpt_invalidate &k)
 		const auto *src = static_cast<const unsigned char *>(uptr(k.data_uptr)) +
 				  size_t{done} * k.entry_len;
 		if (Status s = read_user(batch.data(), src, batch.size(), "data_uptr"); !s)
-			return Status::error(s.code(), "hwpt %u invalidate entry %u: %s", k.hwpt_id,
-					     done, s.message().c_str());
+			return Status::error(s.code(), "hwpt {} invalidate entry {}: {}", k.hwpt_id,
+					     done, s.message());
 		uint32_t handled = 0;
 		Status s = c.hwpt_invalidate(k.hwpt_id, k.data_type, batch.data(), k.entry_len,
 					     n, &handled);
@@ -549,8 +549,8 @@ Status do_invalidate(Ctx &c, struct iodp_hwpt_invalidate &k)
 			// Its entry numbers count from the batch: say which entry of the array.
 			if (done == 0)
 				return s;
-			return Status::error(s.code(), "%s (entry %u of the array)",
-					     s.message().c_str(), done + handled);
+			return Status::error(s.code(), "{} (entry {} of the array)",
+					     s.message(), done + handled);
 		}
 		done += n;
 	}
@@ -560,7 +560,7 @@ Status do_invalidate(Ctx &c, struct iodp_hwpt_invalidate &k)
 Status do_fault_alloc(Ctx &c, struct iodp_fault_alloc &k)
 {
 	if (k.flags != 0)
-		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+		return Status::error(-EOPNOTSUPP, "unknown flags {:#x}", k.flags);
 	int fd = -1;
 	if (Status s = take(c.fault_queue_alloc(&fd), &k.out_fault_id); !s)
 		return s;
@@ -571,12 +571,12 @@ Status do_fault_alloc(Ctx &c, struct iodp_fault_alloc &k)
 Status do_device_alloc(Ctx &c, struct iodp_device_alloc &k)
 {
 	if (k.flags != 0)
-		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+		return Status::error(-EOPNOTSUPP, "unknown flags {:#x}", k.flags);
 	if (std::memchr(k.name, '\0', sizeof(k.name)) == nullptr)
-		return Status::error(-EINVAL, "device name is not NUL-terminated within %d bytes",
+		return Status::error(-EINVAL, "device name is not NUL-terminated within {} bytes",
 				     IODP_DEVICE_NAME_LEN);
 	if (k.model != IODP_IOMMU_VTD && k.model != IODP_IOMMU_SMMUV3)
-		return Status::error(-EOPNOTSUPP, "device %s: unknown IOMMU model %u", k.name,
+		return Status::error(-EOPNOTSUPP, "device {}: unknown IOMMU model {}", k.name,
 				     k.model);
 	iodp::ctl::DeviceSpec spec;
 	spec.name = k.name;
@@ -599,7 +599,7 @@ Result<std::optional<uint32_t>> attach_pasid(Ctx &c, uint32_t flags, uint32_t pa
 {
 	constexpr uint32_t kKnown = IODP_ATTACH_PASID | IODP_ATTACH_VPASID;
 	if (flags & ~kKnown)
-		return Status::error(-EOPNOTSUPP, "unknown flags %#x", flags & ~kKnown);
+		return Status::error(-EOPNOTSUPP, "unknown flags {:#x}", flags & ~kKnown);
 	if (flags & IODP_ATTACH_VPASID) {
 		Result<uint32_t> p = c.vpasid_lookup(pasid);
 		if (!p)
@@ -665,7 +665,7 @@ Status do_fault_respond(Ctx &c, struct iodp_fault_respond &k)
 		return s;
 	for (uint32_t i = 0; i < num; i++) {
 		if (Status s = c.fault_respond(k.fault_id, r[i].cookie, r[i].code); !s)
-			return Status::error(s.code(), "response %u: %s", i, s.message().c_str());
+			return Status::error(s.code(), "response {}: {}", i, s.message());
 		k.num = i + 1;
 	}
 	return {};
@@ -674,7 +674,7 @@ Status do_fault_respond(Ctx &c, struct iodp_fault_respond &k)
 Status do_fault_events(Ctx &c, struct iodp_fault_events_read &k)
 {
 	if (k.flags != 0)
-		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+		return Status::error(-EOPNOTSUPP, "unknown flags {:#x}", k.flags);
 	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
 		return s;
 	if (k.num != 0 && k.events == 0)
@@ -701,7 +701,7 @@ Status do_fault_events(Ctx &c, struct iodp_fault_events_read &k)
 Status do_vpasid(Ctx &c, struct iodp_vpasid_set &k)
 {
 	if (k.flags & ~IODP_VPASID_CLEAR)
-		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+		return Status::error(-EOPNOTSUPP, "unknown flags {:#x}", k.flags);
 	if (k.flags & IODP_VPASID_CLEAR)
 		return c.vpasid_clear(k.vpasid);
 	return take(c.vpasid_set(k.vpasid, k.ppasid), &k.ppasid);
@@ -710,11 +710,11 @@ Status do_vpasid(Ctx &c, struct iodp_vpasid_set &k)
 Status do_translate(Ctx &c, struct iodp_translate &k)
 {
 	if (k.flags & ~IODP_TRANSLATE_PASID)
-		return Status::error(-EOPNOTSUPP, "unknown flags %#x", k.flags);
+		return Status::error(-EOPNOTSUPP, "unknown flags {:#x}", k.flags);
 	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
 		return s;
 	if (k.access & ~0xfu)
-		return Status::error(-EINVAL, "access %#x has unknown bits", k.access);
+		return Status::error(-EINVAL, "access {:#x} has unknown bits", k.access);
 	std::optional<uint32_t> pasid;
 	if (k.flags & IODP_TRANSLATE_PASID)
 		pasid = k.pasid;

@@ -83,8 +83,8 @@ Status Ctx::Impl::no_object(uint32_t id, const char *want) const
 {
 	const Object *o = find(id);
 	if (o == nullptr)
-		return Status::error(-ENOENT, "%s %u: no such object", want, id);
-	return Status::error(-ENOENT, "object %u is a %s, not a %s", id, obj_type_name(o->type),
+		return Status::error(-ENOENT, "{} {}: no such object", want, id);
+	return Status::error(-ENOENT, "object {} is a {}, not a {}", id, obj_type_name(o->type),
 			     want);
 }
 
@@ -260,9 +260,9 @@ Status Ctx::destroy(uint32_t id)
 	Impl::LockThenSyncWorkers call(*impl_);
 	Object *o = impl_->find(id);
 	if (o == nullptr)
-		return Status::error(-ENOENT, "destroy: no object %u", id);
+		return Status::error(-ENOENT, "destroy: no object {}", id);
 	if (o->users != 0)
-		return Status::error(-EBUSY, "%s %s", Impl::object_name(*o).c_str(),
+		return Status::error(-EBUSY, "{} {}", Impl::object_name(*o).c_str(),
 				     impl_->first_user(*o).c_str());
 	// A HWPT's invalidation publishes routes; the object itself is retired.
 	impl_->reserve(1, 1, 1);
@@ -331,7 +331,7 @@ Result<ObjectInfo> Ctx::object_info(uint32_t id) const
 	Impl::LockThenSyncWorkers call(*impl_);
 	const Object *obj = impl_->find(id);
 	if (obj == nullptr)
-		return Status::error(-ENOENT, "object %u: no such object", id);
+		return Status::error(-ENOENT, "object {}: no such object", id);
 	ObjectInfo info;
 	info.id = obj->id;
 	info.type = obj->type;
@@ -558,7 +558,7 @@ Status Ctx::Impl::unmap_tables(HwptPaging &h, uint64_t iova, uint64_t length)
 {
 	// The builder changes nothing when it fails (a block to split and no page for it).
 	if (Status s = h.table.unmap(iova, length); !s)
-		return Status::error(s.code(), "hwpt %u: %s", h.id, s.message().c_str());
+		return Status::error(s.code(), "hwpt {}: {}", h.id, s.message());
 	invalidate_range(h, iova, length);
 	pages_held = true;
 	return {};

@@ -48,27 +48,27 @@ Result<uint32_t> Ctx::device_create(const DeviceSpec &spec)
 {
 	Impl::LockThenSyncWorkers call(*impl_);
 	if (spec.name.empty() || spec.name.size() >= IODP_DEVICE_NAME_LEN)
-		return Status::error(-EINVAL, "device alloc: name must be 1..%d characters",
+		return Status::error(-EINVAL, "device alloc: name must be 1..{} characters",
 				     IODP_DEVICE_NAME_LEN - 1);
 	if (spec.model != IommuModel::vtd && spec.model != IommuModel::smmuv3)
-		return Status::error(-EOPNOTSUPP, "device %s: unknown IOMMU model %u",
-				     spec.name.c_str(), static_cast<unsigned>(spec.model));
+		return Status::error(-EOPNOTSUPP, "device {}: unknown IOMMU model {}",
+				     spec.name, static_cast<unsigned>(spec.model));
 	if (spec.pasid_bits > 20)
-		return Status::error(-EINVAL, "device %s: %u PASID bits; at most 20",
-				     spec.name.c_str(), spec.pasid_bits);
+		return Status::error(-EINVAL, "device {}: {} PASID bits; at most 20",
+				     spec.name, spec.pasid_bits);
 	for (const auto &[id, o] : impl_->objects)
 		if (o->type == ObjType::device && static_cast<Device *>(o.get())->name == spec.name)
-			return Status::error(-EEXIST, "device %s: the name is taken (device id %u)",
-					     spec.name.c_str(), id);
+			return Status::error(-EEXIST, "device {}: the name is taken (device id {})",
+					     spec.name, id);
 	uint32_t group = spec.group;
 	if (group != 0) {
 		auto it = impl_->groups.find(group);
 		if (it == impl_->groups.end())
-			return Status::error(-ENOENT, "device %s: no IOMMU group %u",
-					     spec.name.c_str(), group);
+			return Status::error(-ENOENT, "device {}: no IOMMU group {}",
+					     spec.name, group);
 		if (it->second.front()->model != spec.model)
-			return Status::error(-EINVAL, "device %s: group %u is behind a %s IOMMU",
-					     spec.name.c_str(), group,
+			return Status::error(-EINVAL, "device {}: group {} is behind a {} IOMMU",
+					     spec.name, group,
 					     model_name(it->second.front()->model));
 	} else {
 		while (impl_->next_group == 0 || impl_->groups.count(impl_->next_group))
@@ -84,25 +84,25 @@ Result<uint32_t> Ctx::device_create(const DeviceSpec &spec)
 	d->pasid_bits = spec.pasid_bits;
 	for (const IovaRange &r : spec.reserved)
 		if (r.start > r.last)
-			return Status::error(-EINVAL, "device %s: reserved range 0x%" PRIx64 "-0x%" PRIx64
-					     " ends before it starts", spec.name.c_str(), r.start,
+			return Status::error(-EINVAL, "device {}: reserved range 0x{:x}-0x{:x}"
+					     " ends before it starts", spec.name, r.start,
 					     r.last);
 	d->reserved = spec.reserved;
 	if (spec.paging_format) {
 		Result<pgtable::Stage> st = pgtable::make_stage(*spec.paging_format);
 		if (!st)
-			return Status::error(st.status().code(), "device %s: paging format: %s",
-					     spec.name.c_str(), st.status().message().c_str());
+			return Status::error(st.status().code(), "device {}: paging format: {}",
+					     spec.name, st.status().message());
 		if (pgtable::format_stage(spec.paging_format->format) != 2)
 			return Status::error(
-				-EINVAL, "device %s: paging format %s is not a second stage",
-				spec.name.c_str(),
+				-EINVAL, "device {}: paging format {} is not a second stage",
+				spec.name,
 				pgtable::format_name(spec.paging_format->format).data());
 	}
 	const uint64_t max_leaf = spec.paging_max_leaf;
 	if (max_leaf & (max_leaf - 1))
-		return Status::error(-EINVAL, "device %s: largest leaf 0x%" PRIx64 " is not a "
-				     "power of two", spec.name.c_str(), max_leaf);
+		return Status::error(-EINVAL, "device {}: largest leaf 0x{:x} is not a "
+				     "power of two", spec.name, max_leaf);
 	d->paging_format = spec.paging_format;
 	d->paging_max_leaf = max_leaf;
 	// Allocate first (the object's node, the group's room or node), then insert.
@@ -127,7 +127,7 @@ Result<uint32_t> Ctx::device_id(const std::string &name) const
 	for (const auto &[id, o] : impl_->objects)
 		if (o->type == ObjType::device && static_cast<Device *>(o.get())->name == name)
 			return id;
-	return Status::error(-ENOENT, "device %s: no such device", name.c_str());
+	return Status::error(-ENOENT, "device {}: no such device", name);
 }
 
 static Binding *&slot_of(Device &d, std::optional<uint32_t> pasid)
@@ -152,17 +152,17 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 		return dr.status();
 	Device &dev = **dr;
 	if (pasid && (*pasid == 0 || *pasid >= (1u << dev.pasid_bits)))
-		return Status::error(-EINVAL, "cannot attach %s pasid %u: PASIDs are 1..%u on "
-				     "this device (0 is the RID's)", dev.name.c_str(), *pasid,
+		return Status::error(-EINVAL, "cannot attach {} pasid {}: PASIDs are 1..{} on "
+				     "this device (0 is the RID's)", dev.name, *pasid,
 				     (1u << dev.pasid_bits) - 1);
 	Object *pt = impl_->find(pt_id);
 	if (pt == nullptr)
-		return Status::error(-ENOENT, "cannot attach %s to %u: no such ioas or hwpt",
-				     dev.name.c_str(), pt_id);
+		return Status::error(-ENOENT, "cannot attach {} to {}: no such ioas or hwpt",
+				     dev.name, pt_id);
 	if (pt->type != ObjType::ioas && pt->type != ObjType::hwpt_paging &&
 	    pt->type != ObjType::hwpt_nested)
-		return Status::error(-EINVAL, "cannot attach %s to %u: it is a %s, not an ioas "
-				     "or hwpt", dev.name.c_str(), pt_id, obj_type_name(pt->type));
+		return Status::error(-EINVAL, "cannot attach {} to {}: it is a {}, not an ioas "
+				     "or hwpt", dev.name, pt_id, obj_type_name(pt->type));
 
 	// What the attach allocates, before anything changes: the binding, the PASID's slot,
 	// the windows it checks, and room for what replacing, parking, retiring an unused
@@ -212,9 +212,9 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 				&dev, ioas, pasid ? IODP_HWPT_ALLOC_PASID : 0, 0, std::nullopt);
 			if (!h)
 				return Status::error(h.status().code(),
-						     "cannot attach %s to ioas %u: %s",
-						     dev.name.c_str(), pt_id,
-						     h.status().message().c_str());
+						     "cannot attach {} to ioas {}: {}",
+						     dev.name, pt_id,
+						     h.status().message());
 			made = *h;
 			made->auto_domain = true;
 			target = made;
@@ -235,20 +235,20 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 		}
 	} undo{*impl_, made};
 	if (target->model != dev.model)
-		return fail(Status::error(-EINVAL, "cannot attach %s to hwpt %u: the table is for "
-					  "a %s IOMMU and the device is behind %s",
-					  dev.name.c_str(), target->id, model_name(target->model),
+		return fail(Status::error(-EINVAL, "cannot attach {} to hwpt {}: the table is for "
+					  "a {} IOMMU and the device is behind {}",
+					  dev.name, target->id, model_name(target->model),
 					  model_name(dev.model)));
 	if (pasid && target->type == ObjType::hwpt_nested &&
 	    static_cast<HwptNested *>(target)->data_type == IODP_HWPT_DATA_ARM_SMMUV3)
-		return fail(Status::error(-EINVAL, "cannot attach %s pasid %u to hwpt %u: an "
+		return fail(Status::error(-EINVAL, "cannot attach {} pasid {} to hwpt {}: an "
 					  "SMMUv3 STE is attached by RID; its CD table covers the "
-					  "SSIDs", dev.name.c_str(), *pasid, target->id));
+					  "SSIDs", dev.name, *pasid, target->id));
 	if (group_hwpt != nullptr && group_hwpt != target) {
 		std::string where = pasid ? " pasid " + std::to_string(*pasid) : "";
-		return fail(Status::error(-EINVAL, "cannot attach %s%s to hwpt %u: %s in the same "
-					  "group %u is attached to hwpt %u", dev.name.c_str(),
-					  where.c_str(), target->id, group_peer->name.c_str(),
+		return fail(Status::error(-EINVAL, "cannot attach {}{} to hwpt {}: {} in the same "
+					  "group {} is attached to hwpt {}", dev.name,
+					  where, target->id, group_peer->name,
 					  dev.group, group_hwpt->id));
 	}
 	// The device's MSI window becomes reserved in the IOAS the table mirrors.
@@ -258,16 +258,16 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 		for (const auto &[iova, m] : ioas->mappings)
 			if (m.iova <= msi.last && msi.start <= m.iova + (m.length - 1))
 				return fail(Status::error(
-					-EADDRINUSE, "cannot attach %s to hwpt %u: ioas %u maps 0x%" PRIx64
-					"+0x%" PRIx64 " over the device's %s 0x%" PRIx64 "-0x%" PRIx64,
-					dev.name.c_str(), target->id, ioas->id, m.iova, m.length, what,
+					-EADDRINUSE, "cannot attach {} to hwpt {}: ioas {} maps 0x{:x}"
+					"+0x{:x} over the device's {} 0x{:x}-0x{:x}",
+					dev.name, target->id, ioas->id, m.iova, m.length, what,
 					msi.start, msi.last));
 		for (const IovaRange &a : ioas->allowed)
 			if (a.start <= msi.last && msi.start <= a.last)
 				return fail(Status::error(
-					-EADDRINUSE, "cannot attach %s to hwpt %u: ioas %u allows 0x%" PRIx64
-					"-0x%" PRIx64 ", which holds the device's %s",
-					dev.name.c_str(), target->id, ioas->id, a.start, a.last, what));
+					-EADDRINUSE, "cannot attach {} to hwpt {}: ioas {} allows 0x{:x}"
+					"-0x{:x}, which holds the device's {}",
+					dev.name, target->id, ioas->id, a.start, a.last, what));
 	}
 
 	made = nullptr; // attached: it stays
@@ -298,10 +298,10 @@ Status Ctx::device_detach(uint32_t dev_id, std::optional<uint32_t> pasid)
 	Binding *b = binding_of(dev, pasid);
 	if (b == nullptr) {
 		if (pasid)
-			return Status::error(-ENOENT, "device %s: pasid %u is not attached",
-					     dev.name.c_str(), *pasid);
-		return Status::error(-ENOENT, "device %s: the RID is not attached",
-				     dev.name.c_str());
+			return Status::error(-ENOENT, "device {}: pasid {} is not attached",
+					     dev.name, *pasid);
+		return Status::error(-ENOENT, "device {}: the RID is not attached",
+				     dev.name);
 	}
 	// Unbinding may retire an automatic domain; routes are published again.
 	impl_->reserve(3, 2, 1);
@@ -341,11 +341,11 @@ Result<uint32_t> Ctx::vpasid_set(uint32_t vpasid, uint32_t ppasid)
 	Impl::LockThenSyncWorkers call(*impl_);
 	constexpr uint32_t kMax = (1u << 20) - 1;
 	if (vpasid == 0 || vpasid > kMax || ppasid > kMax)
-		return Status::error(-EINVAL, "vpasid %u -> %u: PASIDs are 1..%u", vpasid, ppasid,
+		return Status::error(-EINVAL, "vpasid {} -> {}: PASIDs are 1..{}", vpasid, ppasid,
 				     kMax);
 	auto &table = impl_->vpasid_to_ppasid;
 	if (auto it = table.find(vpasid); it != table.end())
-		return Status::error(-EEXIST, "vpasid %u is already bound to pasid %u", vpasid,
+		return Status::error(-EEXIST, "vpasid {} is already bound to pasid {}", vpasid,
 				     it->second);
 	auto taken = [&](uint32_t p) {
 		return std::any_of(table.begin(), table.end(),
@@ -355,9 +355,9 @@ Result<uint32_t> Ctx::vpasid_set(uint32_t vpasid, uint32_t ppasid)
 		for (ppasid = 1; ppasid <= kMax && taken(ppasid); ppasid++)
 			;
 		if (ppasid > kMax)
-			return Status::error(-ENOSPC, "vpasid %u: no free physical PASID", vpasid);
+			return Status::error(-ENOSPC, "vpasid {}: no free physical PASID", vpasid);
 	} else if (taken(ppasid)) {
-		return Status::error(-EEXIST, "vpasid %u: pasid %u is bound to another vpasid",
+		return Status::error(-EEXIST, "vpasid {}: pasid {} is bound to another vpasid",
 				     vpasid, ppasid);
 	}
 	table[vpasid] = ppasid;
@@ -369,7 +369,7 @@ Status Ctx::vpasid_clear(uint32_t vpasid)
 	Impl::LockThenSyncWorkers call(*impl_);
 	auto it = impl_->vpasid_to_ppasid.find(vpasid);
 	if (it == impl_->vpasid_to_ppasid.end())
-		return Status::error(-ENOENT, "vpasid %u is not bound", vpasid);
+		return Status::error(-ENOENT, "vpasid {} is not bound", vpasid);
 	const uint32_t p = it->second;
 	std::string user;
 	impl_->for_each_binding([&](Binding &b) {
@@ -377,8 +377,8 @@ Status Ctx::vpasid_clear(uint32_t vpasid)
 			user = Impl::binding_name(b);
 	});
 	if (!user.empty())
-		return Status::error(-EBUSY, "vpasid %u (pasid %u) is attached: %s", vpasid, p,
-				     user.c_str());
+		return Status::error(-EBUSY, "vpasid {} (pasid {}) is attached: {}", vpasid, p,
+				     user);
 	impl_->vpasid_to_ppasid.erase(it);
 	return {};
 }
@@ -388,7 +388,7 @@ Result<uint32_t> Ctx::vpasid_lookup(uint32_t vpasid) const
 	Impl::LockThenSyncWorkers call(*impl_);
 	auto it = impl_->vpasid_to_ppasid.find(vpasid);
 	if (it == impl_->vpasid_to_ppasid.end())
-		return Status::error(-ENOENT, "vpasid %u is not bound", vpasid);
+		return Status::error(-ENOENT, "vpasid {} is not bound", vpasid);
 	return it->second;
 }
 
@@ -504,11 +504,11 @@ Status Ctx::fault_respond(uint32_t fault_id, uint32_t cookie, uint32_t code)
 	if (!q)
 		return q.status();
 	if (code != IODP_PAGE_RESP_SUCCESS && code != IODP_PAGE_RESP_INVALID)
-		return Status::error(-EINVAL, "fault queue %u: response code %u is not SUCCESS "
+		return Status::error(-EINVAL, "fault queue {}: response code {} is not SUCCESS "
 				     "(0) or INVALID (1)", fault_id, code);
 	auto it = (*q)->awaiting.find(cookie);
 	if (it == (*q)->awaiting.end())
-		return Status::error(-EINVAL, "fault queue %u: no fault awaits cookie %u",
+		return Status::error(-EINVAL, "fault queue {}: no fault awaits cookie {}",
 				     fault_id, cookie);
 	Binding *b = it->second;
 	(*q)->awaiting.erase(it);
@@ -774,7 +774,7 @@ Result<Translated> Ctx::translate(uint32_t dev_id, std::optional<uint32_t> pasid
 	if (!dr)
 		return dr.status();
 	if (access & ~0xf)
-		return Status::error(-EINVAL, "translate: access %#x has unknown bits", access);
+		return Status::error(-EINVAL, "translate: access {:#x} has unknown bits", access);
 	Device &dev = **dr;
 	Binding *b = impl_->route_binding(dev, pasid);
 	// The route a worker would cache, walked uncached.
@@ -806,7 +806,7 @@ Result<uint32_t> Ctx::report_fault(uint32_t dev_id, std::optional<uint32_t> pasi
 	if (!dr)
 		return dr.status();
 	if (kind == FaultKind::none || kind > FaultKind::bad_config)
-		return Status::error(-EINVAL, "report_fault: fault kind %d is not a fault",
+		return Status::error(-EINVAL, "report_fault: fault kind {} is not a fault",
 				     static_cast<int>(kind));
 	Device &dev = **dr;
 	// The binding the request would use now: a fault raced with a detach is still logged

@@ -39,17 +39,17 @@ Status hwpt_alloc_kernel_order(const Ctx &ctx, const struct iodp_hwpt_alloc &k)
 	 * then pt_id (any object; none is EINVAL), then the flags the kind of HWPT takes.
 	 */
 	if (k.data_type == IODP_HWPT_DATA_NONE && k.data_len != 0)
-		return Status::error(-EINVAL, "data_type NONE takes no data (data_len %u)",
+		return Status::error(-EINVAL, "data_type NONE takes no data (data_len {})",
 				     k.data_len);
 	if (k.data_type != IODP_HWPT_DATA_NONE && k.data_len == 0)
-		return Status::error(-EINVAL, "data_type %u takes data (data_len is 0)",
+		return Status::error(-EINVAL, "data_type {} takes data (data_len is 0)",
 				     k.data_type);
 	Result<ObjectInfo> dev = ctx.object_info(k.dev_id);
 	if (!dev || dev->type != ObjType::device)
-		return Status::error(-ENOENT, "no device %u", k.dev_id);
+		return Status::error(-ENOENT, "no device {}", k.dev_id);
 	Result<ObjectInfo> pt = ctx.object_info(k.pt_id);
 	if (!pt)
-		return Status::error(-EINVAL, "pt_id %u names no object", k.pt_id);
+		return Status::error(-EINVAL, "pt_id {} names no object", k.pt_id);
 	if (pt->type == ObjType::ioas && (k.flags & IODP_HWPT_FAULT_ID_VALID) &&
 	    (k.flags & IODP_HWPT_ALLOC_NEST_PARENT))
 		return Status::error(-EOPNOTSUPP, "a NEST_PARENT HWPT takes no fault queue "
@@ -170,8 +170,8 @@ Result<HwInfoRecord> hw_info_record(const HwInfo &info, uint32_t in_type)
 	if (in_type == IODP_HW_INFO_TYPE_IODP)
 		return record_of(IODP_HW_INFO_TYPE_IODP, iodp_record(info));
 	if (in_type != own)
-		return Status::error(-EOPNOTSUPP, "in_data_type %u: a %s device reports type %u "
-				     "(or %u, iodp's own record)", in_type, vtd ? "VT-d" : "SMMUv3",
+		return Status::error(-EOPNOTSUPP, "in_data_type {}: a {} device reports type {} "
+				     "(or {}, iodp's own record)", in_type, vtd ? "VT-d" : "SMMUv3",
 				     own, IODP_HW_INFO_TYPE_IODP);
 	if (vtd)
 		return record_of(own, vtd_record(info));
@@ -196,7 +196,7 @@ Status Extensions::enable_test_commands(bool on)
 Status Extensions::release_access(int fd)
 {
 	if (!test_)
-		return Status::error(-ENOENT, "access %d: the test commands are off", fd);
+		return Status::error(-ENOENT, "access {}: the test commands are off", fd);
 	return test_access_release(*test_, fd);
 }
 

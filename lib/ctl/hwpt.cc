@@ -48,7 +48,7 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 					    std::optional<pgtable::TableConfig> fmt)
 {
 	if (flags & ~kPagingFlags)
-		return Status::error(-EOPNOTSUPP, "hwpt alloc: unknown flags %#x",
+		return Status::error(-EOPNOTSUPP, "hwpt alloc: unknown flags {:#x}",
 				     flags & ~kPagingFlags);
 	if (Status s = check_fault_id(flags, fault_id); !s)
 		return s;
@@ -58,12 +58,12 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 								   ? Format::vtd_ss_4l
 								   : Format::arm_s2);
 	if (!model_has_format(dev->model, cfg.format))
-		return Status::error(-EINVAL, "hwpt alloc: device %s is behind a %s IOMMU, which "
-				     "cannot walk %s tables", dev->name.c_str(), model_name(dev->model),
+		return Status::error(-EINVAL, "hwpt alloc: device {} is behind a {} IOMMU, which "
+				     "cannot walk {} tables", dev->name, model_name(dev->model),
 				     pgtable::format_name(cfg.format).data());
 	if ((flags & IODP_HWPT_ALLOC_NEST_PARENT) && pgtable::format_stage(cfg.format) != 2)
 		return Status::error(-EINVAL, "hwpt alloc: a NEST_PARENT table must be a second "
-				     "stage, not %s", pgtable::format_name(cfg.format).data());
+				     "stage, not {}", pgtable::format_name(cfg.format).data());
 
 	const uint32_t id = alloc_id();
 	auto h = std::make_unique<HwptPaging>(id);
@@ -73,30 +73,30 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 	h->ioas = ioas;
 	Result<pgtable::Stage> st = pgtable::make_stage(cfg);
 	if (!st)
-		return Status::error(st.status().code(), "hwpt alloc: %s",
-				     st.status().message().c_str());
+		return Status::error(st.status().code(), "hwpt alloc: {}",
+				     st.status().message());
 	const uint64_t granule = 1ull << st->granule_shift;
 	if ((flags & IODP_HWPT_ALLOC_DIRTY_TRACKING) &&
 	    (cfg.format == Format::arm_s1 || cfg.format == Format::arm_s2))
-		return Status::error(-EOPNOTSUPP, "hwpt alloc: %s tables have no dirty bit iodp "
+		return Status::error(-EOPNOTSUPP, "hwpt alloc: {} tables have no dirty bit iodp "
 				     "can track", pgtable::format_name(cfg.format).data());
 	for (const auto &[iova, m] : ioas->mappings) {
 		const uint64_t aperture = st->ias >= 64 ? UINT64_MAX : (1ull << st->ias) - 1;
 		if (m.iova + (m.length - 1) > aperture)
-			return Status::error(-EADDRINUSE, "hwpt alloc: ioas %u maps 0x%" PRIx64
-					     "+0x%" PRIx64 ", beyond the %u-bit input of %s",
+			return Status::error(-EADDRINUSE, "hwpt alloc: ioas {} maps 0x{:x}"
+					     "+0x{:x}, beyond the {}-bit input of {}",
 					     ioas->id, m.iova, m.length, st->ias,
 					     pgtable::format_name(cfg.format).data());
 		// Mapped before a table came (alignment 1): the kernel's EADDRINUSE.
 		if ((m.iova | m.length | reinterpret_cast<uintptr_t>(m.host)) & (granule - 1))
-			return Status::error(-EADDRINUSE, "hwpt alloc: ioas %u mapping 0x%" PRIx64
-					     "+0x%" PRIx64 " is not aligned to the 0x%" PRIx64
+			return Status::error(-EADDRINUSE, "hwpt alloc: ioas {} mapping 0x{:x}"
+					     "+0x{:x} is not aligned to the 0x{:x}"
 					     " granule", ioas->id, m.iova, m.length, granule);
 	}
 	Result<GuestRam> ram = GuestRam::allocate(this->cfg.table_pool_bytes);
 	if (!ram)
-		return Status::error(-ENOMEM, "hwpt alloc: no memory for the table pool: %s",
-				     ram.status().message().c_str());
+		return Status::error(-ENOMEM, "hwpt alloc: no memory for the table pool: {}",
+				     ram.status().message());
 	h->pool_ram = std::move(*ram);
 	h->pool = pgtable::TablePool(reinterpret_cast<uintptr_t>(h->pool_ram.data()),
 				     h->pool_ram.data(), h->pool_ram.size(),
@@ -104,8 +104,8 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 	h->pool.set_deferred(true); // freed pages wait out a grace period (Impl::LockThenSyncWorkers)
 	Result<pgtable::TableBuilder> tb = pgtable::TableBuilder::create(cfg, &h->pool);
 	if (!tb)
-		return Status::error(tb.status().code(), "hwpt alloc: %s",
-				     tb.status().message().c_str());
+		return Status::error(tb.status().code(), "hwpt alloc: {}",
+				     tb.status().message());
 	h->table = std::move(*tb);
 	h->leaf_cap = dev->paging_max_leaf;
 	h->table.set_max_leaf(ioas->huge_pages ? h->leaf_cap : granule);
@@ -134,7 +134,7 @@ Result<uint32_t> Ctx::hwpt_alloc_paging(uint32_t dev_id, uint32_t ioas_id, uint3
 		return dev.status();
 	Object *pt = impl_->find(ioas_id);
 	if (pt != nullptr && pt->type != ObjType::ioas)
-		return Status::error(-EINVAL, "hwpt alloc: pt_id %u is a %s; a paging HWPT is "
+		return Status::error(-EINVAL, "hwpt alloc: pt_id {} is a {}; a paging HWPT is "
 				     "allocated on an ioas", ioas_id, obj_type_name(pt->type));
 	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
 	if (!ioas)
@@ -157,13 +157,13 @@ static Result<HwptPaging *> nested_parent(Ctx::Impl &impl, uint32_t dev_id, uint
 		return dev.status();
 	if ((*dev)->model != model) {
 		const bool vtd = model == IommuModel::vtd;
-		return Status::error(-EOPNOTSUPP, "hwpt alloc: device %s is behind %s IOMMU; %s "
-				     "data needs %s", (*dev)->name.c_str(),
+		return Status::error(-EOPNOTSUPP, "hwpt alloc: device {} is behind {} IOMMU; {} "
+				     "data needs {}", (*dev)->name.c_str(),
 				     vtd ? "an smmuv3" : "a vtd", vtd ? "VTD_S1" : "ARM_SMMUV3",
 				     model_name(model));
 	}
 	if (flags & ~kNestedFlags)
-		return Status::error(-EOPNOTSUPP, "hwpt alloc: flags %#x are not for nested "
+		return Status::error(-EOPNOTSUPP, "hwpt alloc: flags {:#x} are not for nested "
 				     "HWPTs", flags & ~kNestedFlags);
 	if (Status s = impl.check_fault_id(flags, fault_id); !s)
 		return s;
@@ -171,16 +171,16 @@ static Result<HwptPaging *> nested_parent(Ctx::Impl &impl, uint32_t dev_id, uint
 	if (o == nullptr || o->type == ObjType::device || o->type == ObjType::fault_queue)
 		return impl.no_object(parent_id, "hwpt");
 	if (o->type != ObjType::hwpt_paging)
-		return Status::error(-EINVAL, "hwpt alloc: pt_id %u is a %s; a nested HWPT needs "
+		return Status::error(-EINVAL, "hwpt alloc: pt_id {} is a {}; a nested HWPT needs "
 				     "a paging HWPT allocated with NEST_PARENT", parent_id,
 				     obj_type_name(o->type));
 	auto *parent = static_cast<HwptPaging *>(o);
 	if (!(parent->flags & IODP_HWPT_ALLOC_NEST_PARENT))
-		return Status::error(-EINVAL, "hwpt alloc: hwpt %u was not allocated with "
+		return Status::error(-EINVAL, "hwpt alloc: hwpt {} was not allocated with "
 				     "NEST_PARENT", parent_id);
 	// A NEST_PARENT table is a second stage of its model's family (make_paging checks).
 	if (parent->model != model)
-		return Status::error(-EINVAL, "hwpt alloc: parent hwpt %u (%s) cannot carry this "
+		return Status::error(-EINVAL, "hwpt alloc: parent hwpt {} ({}) cannot carry this "
 				     "stage 1", parent_id,
 				     pgtable::format_name(parent->table.stage().format).data());
 	return parent;
@@ -215,13 +215,13 @@ Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uin
 		return parent.status();
 	constexpr uint64_t kKnown = IODP_VTD_S1_SRE | IODP_VTD_S1_EAFE | IODP_VTD_S1_WPE;
 	if (data.flags & ~kKnown)
-		return Status::error(-EOPNOTSUPP, "hwpt alloc: vtd_s1 flags %#" PRIx64
+		return Status::error(-EOPNOTSUPP, "hwpt alloc: vtd_s1 flags {:#x}"
 				     " are unknown", data.flags & ~kKnown);
 	if (data.addr_width != 48 && data.addr_width != 57)
-		return Status::error(-EINVAL, "hwpt alloc: vtd_s1 addr_width %u is not 48 or 57",
+		return Status::error(-EINVAL, "hwpt alloc: vtd_s1 addr_width {} is not 48 or 57",
 				     data.addr_width);
 	if (data.pgtbl_addr & 0xfff)
-		return Status::error(-EINVAL, "hwpt alloc: vtd_s1 pgtbl_addr 0x%" PRIx64
+		return Status::error(-EINVAL, "hwpt alloc: vtd_s1 pgtbl_addr 0x{:x}"
 				     " is not 4 KiB aligned", data.pgtbl_addr);
 	HwptNested *h = add_nested(*impl_, *parent, flags, fault_id, IODP_HWPT_DATA_VTD_S1);
 	h->vtd = data;
@@ -238,11 +238,11 @@ Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uin
 		return parent.status();
 	if ((data.ste[0] & ~kSte0Allowed) || (data.ste[1] & ~kSte1Allowed))
 		return Status::error(-EIO, "hwpt alloc: STE sets fields a guest may not set "
-				     "(word 0 %#" PRIx64 ", word 1 %#" PRIx64 ")",
+				     "(word 0 {:#x}, word 1 {:#x})",
 				     data.ste[0] & ~kSte0Allowed, data.ste[1] & ~kSte1Allowed);
 	const unsigned cfg = static_cast<unsigned>((data.ste[0] >> 1) & 7);
 	if ((data.ste[0] & 1) && cfg != 0 && cfg != 4 && cfg != 5)
-		return Status::error(-EIO, "hwpt alloc: STE Config %u is not abort (0), bypass (4) "
+		return Status::error(-EIO, "hwpt alloc: STE Config {} is not abort (0), bypass (4) "
 				     "or stage 1 (5)", cfg);
 	HwptNested *h = add_nested(*impl_, *parent, flags, fault_id, IODP_HWPT_DATA_ARM_SMMUV3);
 	h->smmu = data;
@@ -257,11 +257,11 @@ static Result<HwptPaging *> dirty_hwpt(Ctx::Impl &impl, uint32_t hwpt_id)
 	if (!h)
 		return h.status();
 	if ((*h)->type != ObjType::hwpt_paging)
-		return Status::error(-EINVAL, "hwpt %u is nested: the guest tracks its own "
+		return Status::error(-EINVAL, "hwpt {} is nested: the guest tracks its own "
 				     "dirty bits", hwpt_id);
 	auto *p = static_cast<HwptPaging *>(*h);
 	if (!(p->flags & IODP_HWPT_ALLOC_DIRTY_TRACKING))
-		return Status::error(-EINVAL, "hwpt %u was not allocated with DIRTY_TRACKING",
+		return Status::error(-EINVAL, "hwpt {} was not allocated with DIRTY_TRACKING",
 				     hwpt_id);
 	return p;
 }
@@ -289,7 +289,7 @@ Result<bool> Ctx::hwpt_mark_dirty(uint32_t hwpt_id, uint64_t iova)
 	if (!h)
 		return h.status();
 	if (!(*h)->dirty_tracking)
-		return Status::error(-EINVAL, "hwpt %u: dirty tracking is off", hwpt_id);
+		return Status::error(-EINVAL, "hwpt {}: dirty tracking is off", hwpt_id);
 	// Only the bit changes: nothing cached depends on it (a cached writable entry was
 	// cached after the walk that set it, or is dropped when the bit is harvested).
 	return (*h)->table.mark_dirty(iova);
@@ -304,18 +304,18 @@ Status Ctx::hwpt_get_dirty_bitmap(uint32_t hwpt_id, uint64_t iova, uint64_t leng
 		return h.status();
 	const uint64_t granule = 1ull << (*h)->table.stage().granule_shift;
 	if (page_size < granule || (page_size & (page_size - 1)))
-		return Status::error(-EINVAL, "hwpt %u dirty bitmap: page_size 0x%" PRIx64
-				     " is not a power of two >= its 0x%" PRIx64 " granule",
+		return Status::error(-EINVAL, "hwpt {} dirty bitmap: page_size 0x{:x}"
+				     " is not a power of two >= its 0x{:x} granule",
 				     hwpt_id, page_size, granule);
 	if (length == 0 || ((iova | length) & (page_size - 1)))
-		return Status::error(-EINVAL, "hwpt %u dirty bitmap: 0x%" PRIx64 "+0x%" PRIx64
-				     " is empty or not aligned to page_size 0x%" PRIx64,
+		return Status::error(-EINVAL, "hwpt {} dirty bitmap: 0x{:x}+0x{:x}"
+				     " is empty or not aligned to page_size 0x{:x}",
 				     hwpt_id, iova, length, page_size);
 	if (iova + (length - 1) < iova)
-		return Status::error(-EOVERFLOW, "hwpt %u dirty bitmap: 0x%" PRIx64 "+0x%" PRIx64
+		return Status::error(-EOVERFLOW, "hwpt {} dirty bitmap: 0x{:x}+0x{:x}"
 				     " wraps", hwpt_id, iova, length);
 	if (bitmap == nullptr)
-		return Status::error(-EFAULT, "hwpt %u dirty bitmap: data is NULL", hwpt_id);
+		return Status::error(-EFAULT, "hwpt {} dirty bitmap: data is NULL", hwpt_id);
 	const uint64_t last = iova + (length - 1);
 	const uint64_t aperture = (*h)->aperture_last();
 	if (iova > aperture)
@@ -347,7 +347,7 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 	if (!hr)
 		return hr.status();
 	if ((*hr)->type != ObjType::hwpt_nested)
-		return Status::error(-EINVAL, "hwpt %u is a paging HWPT: only nested HWPTs take "
+		return Status::error(-EINVAL, "hwpt {} is a paging HWPT: only nested HWPTs take "
 				     "cache invalidations (iodp keeps its own tables coherent)",
 				     hwpt_id);
 	auto *h = static_cast<HwptNested *>(*hr);
@@ -355,17 +355,17 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 	const uint32_t want = vtd ? IODP_HWPT_INVALIDATE_DATA_VTD_S1
 				  : IODP_HWPT_INVALIDATE_DATA_ARM_SMMUV3;
 	if (data_type != want)
-		return Status::error(-EINVAL, "hwpt %u takes %s invalidations, not data_type %u",
+		return Status::error(-EINVAL, "hwpt {} takes {} invalidations, not data_type {}",
 				     hwpt_id, vtd ? "VTD_S1 (0)" : "ARM_SMMUV3 (1)", data_type);
 	const uint32_t known = vtd ? sizeof(iodp_hwpt_vtd_s1_invalidate)
 				   : sizeof(iodp_hwpt_arm_smmuv3_invalidate);
 	if (entry_num == 0)
 		return {}; // a probe: the type is supported
 	if (entry_len < known)
-		return Status::error(-EINVAL, "hwpt %u invalidate: entry_len %u is shorter than "
-				     "the %u-byte entry", hwpt_id, entry_len, known);
+		return Status::error(-EINVAL, "hwpt {} invalidate: entry_len {} is shorter than "
+				     "the {}-byte entry", hwpt_id, entry_len, known);
 	if (entries == nullptr)
-		return Status::error(-EFAULT, "hwpt %u invalidate: data_uptr is NULL", hwpt_id);
+		return Status::error(-EFAULT, "hwpt {} invalidate: data_uptr is NULL", hwpt_id);
 	const auto *base = static_cast<const std::byte *>(entries);
 	// What the entries handled name, for the HWPT's observers (shadows in a kernel IOMMU):
 	// they re-walk it once, after the whole array, before this call returns.
@@ -376,8 +376,8 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 		for (NestedObserver *obs : h->observers)
 			if (Status f = obs->forward(data_type, entries, entry_len, *handled);
 			    !f && o)
-				o = Status::error(f.code(), "hwpt %u: %s", hwpt_id,
-						  f.message().c_str());
+				o = Status::error(f.code(), "hwpt {}: {}", hwpt_id,
+						  f.message());
 		if (!h->observers.empty() && (whole || !touched.empty()))
 			if (Status c = impl_->observe_changed(
 				    *h, whole ? impl_->observed_scope(*h) : touched);
@@ -389,8 +389,8 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 		const std::byte *e = base + static_cast<size_t>(i) * entry_len;
 		for (uint32_t b = known; b < entry_len; b++)
 			if (e[b] != std::byte{0})
-				return shadow(Status::error(-E2BIG, "hwpt %u invalidate entry %u: "
-							    "byte %u past the %u known is not "
+				return shadow(Status::error(-E2BIG, "hwpt {} invalidate entry {}: "
+							    "byte {} past the {} known is not "
 							    "zero", hwpt_id, i, b, known));
 		inval::Descriptor d;
 		Status s;
@@ -405,8 +405,8 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 			s = inval::decode_smmuv3_cmd(c.cmd, true, h->parent->id, &d);
 		}
 		if (!s)
-			return shadow(Status::error(s.code(), "hwpt %u invalidate entry %u: %s",
-						    hwpt_id, i, s.message().c_str()));
+			return shadow(Status::error(s.code(), "hwpt {} invalidate entry {}: {}",
+						    hwpt_id, i, s.message()));
 		if (d.op != inval::Op::sync &&
 		    (d.targets & (inval::kTargetIotlb | inval::kTargetWalkCache |
 				  inval::kTargetConfig))) {

@@ -148,8 +148,8 @@ Status Ctx::Impl::check_aligned(const Ioas &ioas, uint64_t align) const
 {
 	for (const auto &[iova, m] : ioas.mappings)
 		if ((m.iova | m.length | reinterpret_cast<uintptr_t>(m.host)) & (align - 1))
-			return Status::error(-EADDRINUSE, "ioas %u maps 0x%" PRIx64 "+0x%" PRIx64
-					     " at host %p, not aligned to 0x%" PRIx64, ioas.id,
+			return Status::error(-EADDRINUSE, "ioas {} maps 0x{:x}+0x{:x}"
+					     " at host {}, not aligned to 0x{:x}", ioas.id,
 					     m.iova, m.length, static_cast<void *>(m.host), align);
 	return {};
 }
@@ -162,17 +162,17 @@ Status Ctx::Impl::check_fixed(const Ioas &ioas, uint64_t iova, uint64_t length) 
 	if (hits_reserved(ioas, iova, last)) {
 		for (const Reserved &r : reserved(ioas))
 			if (overlaps(r.range, iova, last))
-				return Status::error(-EINVAL, "ioas %u: 0x%" PRIx64 "+0x%" PRIx64
-						     " overlaps 0x%" PRIx64 "-0x%" PRIx64
-						     " reserved by %s", ioas.id, iova, length,
-						     r.range.start, r.range.last, r.owner.c_str());
+				return Status::error(-EINVAL, "ioas {}: 0x{:x}+0x{:x}"
+						     " overlaps 0x{:x}-0x{:x}"
+						     " reserved by {}", ioas.id, iova, length,
+						     r.range.start, r.range.last, r.owner);
 	}
 	auto it = ioas.mappings.upper_bound(last);
 	if (it != ioas.mappings.begin()) {
 		const Mapping &m = std::prev(it)->second;
 		if (m.iova + (m.length - 1) >= iova)
-			return Status::error(-EEXIST, "ioas %u: 0x%" PRIx64 "+0x%" PRIx64
-					     " overlaps mapping 0x%" PRIx64 "+0x%" PRIx64,
+			return Status::error(-EEXIST, "ioas {}: 0x{:x}+0x{:x}"
+					     " overlaps mapping 0x{:x}+0x{:x}",
 					     ioas.id, iova, length, m.iova, m.length);
 	}
 	return {};
@@ -213,8 +213,8 @@ Result<uint64_t> Ctx::Impl::alloc_iova(const Ioas &ioas, uint64_t length,
 				break;
 		}
 	}
-	return Status::error(-ENOSPC, "ioas %u: no free 0x%" PRIx64 "-byte IOVA range aligned "
-			     "to 0x%" PRIx64 " in the %s ranges", ioas.id, length, align,
+	return Status::error(-ENOSPC, "ioas {}: no free 0x{:x}-byte IOVA range aligned "
+			     "to 0x{:x} in the {} ranges", ioas.id, length, align,
 			     ioas.allowed.empty() ? "usable" : "allowed");
 }
 
@@ -225,7 +225,7 @@ Status Ctx::Impl::table_map(HwptPaging &h, const Mapping &m)
 	Status s = h.table.map(m.iova, reinterpret_cast<uintptr_t>(m.host), m.length,
 			       table_perm(m.flags));
 	if (!s)
-		return Status::error(s.code(), "hwpt %u: %s", h.id, s.message().c_str());
+		return Status::error(s.code(), "hwpt {}: {}", h.id, s.message());
 	return {};
 }
 
@@ -252,8 +252,8 @@ Status Ctx::Impl::check_unmap(const Ioas &ioas, std::span<const uint64_t> victim
 			need += h->table.unmap_needs(m.iova, m.length);
 		}
 		if (need > h->pool.pages_free())
-			return Status::error(-ENOMEM, "hwpt %u: the unmap splits blocks and needs %"
-					     PRIu64 " table page(s); its pool has %" PRIu64 " free",
+			return Status::error(-ENOMEM, "hwpt {}: the unmap splits blocks and needs {}"
+					     " table page(s); its pool has {} free",
 					     h->id, need, h->pool.pages_free());
 	}
 	return {};
@@ -263,30 +263,30 @@ Status Ctx::Impl::map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byt
 			    uint64_t length, std::optional<uint64_t> gpa, const char *what)
 {
 	if (flags & ~kMapFlags)
-		return Status::error(-EOPNOTSUPP, "ioas %u %s: unknown flags %#x", ioas.id, what,
+		return Status::error(-EOPNOTSUPP, "ioas {} {}: unknown flags {:#x}", ioas.id, what,
 				     flags & ~kMapFlags);
 	if (!(flags & (IODP_IOAS_MAP_READABLE | IODP_IOAS_MAP_WRITEABLE)))
-		return Status::error(-EINVAL, "ioas %u %s: neither READABLE nor WRITEABLE",
+		return Status::error(-EINVAL, "ioas {} {}: neither READABLE nor WRITEABLE",
 				     ioas.id, what);
 	if (length == 0)
-		return Status::error(-EINVAL, "ioas %u %s: length is 0", ioas.id, what);
+		return Status::error(-EINVAL, "ioas {} {}: length is 0", ioas.id, what);
 	const uint64_t hva = reinterpret_cast<uintptr_t>(host);
 	if (hva + (length - 1) < hva)
-		return Status::error(-EOVERFLOW, "ioas %u %s: host 0x%" PRIx64 "+0x%" PRIx64
+		return Status::error(-EOVERFLOW, "ioas {} {}: host 0x{:x}+0x{:x}"
 				     " wraps", ioas.id, what, hva, length);
 	const uint64_t align = alignment(ioas);
 	if ((hva | length) & (align - 1))
-		return Status::error(-EINVAL, "ioas %u %s: host address 0x%" PRIx64
-				     " and length 0x%" PRIx64 " must be aligned to 0x%" PRIx64,
+		return Status::error(-EINVAL, "ioas {} {}: host address 0x{:x}"
+				     " and length 0x{:x} must be aligned to 0x{:x}",
 				     ioas.id, what, hva, length, align);
 	if (flags & IODP_IOAS_MAP_FIXED_IOVA) {
 		if (iova & (align - 1))
-			return Status::error(-EINVAL, "ioas %u %s: iova 0x%" PRIx64
-					     " is not aligned to 0x%" PRIx64, ioas.id, what, iova,
+			return Status::error(-EINVAL, "ioas {} {}: iova 0x{:x}"
+					     " is not aligned to 0x{:x}", ioas.id, what, iova,
 					     align);
 		if (iova + (length - 1) < iova)
-			return Status::error(-EOVERFLOW, "ioas %u %s: iova 0x%" PRIx64
-					     "+0x%" PRIx64 " wraps", ioas.id, what, iova, length);
+			return Status::error(-EOVERFLOW, "ioas {} {}: iova 0x{:x}"
+					     "+0x{:x} wraps", ioas.id, what, iova, length);
 		if (Status s = check_fixed(ioas, iova, length); !s)
 			return s;
 	} else {
@@ -305,8 +305,8 @@ Status Ctx::Impl::map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byt
 	// Whole pages (a mapping is byte-aligned only while no table needs more).
 	const PageRange pr = whole_pages(hva, length);
 	if (Status s = ioas.pages->add(pr.start, pr.length); !s)
-		return Status::error(s.code(), "ioas %u %s: %s", ioas.id, what,
-				     s.message().c_str());
+		return Status::error(s.code(), "ioas {} {}: {}", ioas.id, what,
+				     s.message());
 	for (size_t i = 0; i < ioas.hwpts.size(); i++) {
 		if (Status s = table_map(*ioas.hwpts[i], m); !s) {
 			// Workers may have walked the part already made: invalidate it too. What
@@ -353,17 +353,17 @@ Status Ctx::ioas_add_reserved(uint32_t ioas_id, const IovaRange &range)
 	if (!ioas)
 		return ioas.status();
 	if (range.start > range.last)
-		return Status::error(-EINVAL, "ioas %u reserve: 0x%" PRIx64 "-0x%" PRIx64
+		return Status::error(-EINVAL, "ioas {} reserve: 0x{:x}-0x{:x}"
 				     " ends before it starts", ioas_id, range.start, range.last);
 	for (const auto &[iova, m] : (*ioas)->mappings)
 		if (overlaps(range, m.iova, m.iova + (m.length - 1)))
-			return Status::error(-EADDRINUSE, "ioas %u reserve: 0x%" PRIx64 "-0x%" PRIx64
-					     " overlaps mapping 0x%" PRIx64 "+0x%" PRIx64, ioas_id,
+			return Status::error(-EADDRINUSE, "ioas {} reserve: 0x{:x}-0x{:x}"
+					     " overlaps mapping 0x{:x}+0x{:x}", ioas_id,
 					     range.start, range.last, m.iova, m.length);
 	for (const IovaRange &a : (*ioas)->allowed)
 		if (overlaps(range, a.start, a.last))
-			return Status::error(-EADDRINUSE, "ioas %u reserve: 0x%" PRIx64 "-0x%" PRIx64
-					     " overlaps allowed 0x%" PRIx64 "-0x%" PRIx64, ioas_id,
+			return Status::error(-EADDRINUSE, "ioas {} reserve: 0x{:x}-0x{:x}"
+					     " overlaps allowed 0x{:x}-0x{:x}", ioas_id,
 					     range.start, range.last, a.start, a.last);
 	(*ioas)->reserved.push_back(range);
 	return {};
@@ -380,13 +380,13 @@ Status Ctx::ioas_allow_iovas(uint32_t ioas_id, std::span<const IovaRange> ranges
 		  [](const IovaRange &a, const IovaRange &b) { return a.start < b.start; });
 	for (size_t i = 0; i < sorted.size(); i++) {
 		if (sorted[i].start > sorted[i].last)
-			return Status::error(-EINVAL, "ioas %u allow: range 0x%" PRIx64
-					     "-0x%" PRIx64 " ends before it starts", ioas_id,
+			return Status::error(-EINVAL, "ioas {} allow: range 0x{:x}"
+					     "-0x{:x} ends before it starts", ioas_id,
 					     sorted[i].start,
 					     sorted[i].last);
 		if (i > 0 && sorted[i].start <= sorted[i - 1].last)
-			return Status::error(-EINVAL, "ioas %u allow: ranges 0x%" PRIx64 "-0x%" PRIx64
-					     " and 0x%" PRIx64 "-0x%" PRIx64 " overlap", ioas_id,
+			return Status::error(-EINVAL, "ioas {} allow: ranges 0x{:x}-0x{:x}"
+					     " and 0x{:x}-0x{:x} overlap", ioas_id,
 					     sorted[i - 1].start, sorted[i - 1].last,
 					     sorted[i].start, sorted[i].last);
 	}
@@ -394,10 +394,10 @@ Status Ctx::ioas_allow_iovas(uint32_t ioas_id, std::span<const IovaRange> ranges
 		for (const IovaRange &a : sorted)
 			if (overlaps(r.range, a.start, a.last))
 				return Status::error(
-					-EADDRINUSE, "ioas %u allow: 0x%" PRIx64 "-0x%" PRIx64
-					" overlaps 0x%" PRIx64 "-0x%" PRIx64 " reserved by %s",
+					-EADDRINUSE, "ioas {} allow: 0x{:x}-0x{:x}"
+					" overlaps 0x{:x}-0x{:x} reserved by {}",
 					ioas_id, a.start, a.last, r.range.start, r.range.last,
-					r.owner.c_str());
+					r.owner);
 	(*ioas)->allowed = std::move(sorted);
 	return {};
 }
@@ -432,8 +432,8 @@ Status check_user_mapped(uint32_t ioas_id, const void *host, uint64_t length)
 	for (uintptr_t a = start & ~(page - 1); a < start + length; a += kStep) {
 		const uintptr_t n = std::min<uintptr_t>(kStep, start + length - a);
 		if (mincore(reinterpret_cast<void *>(a), n, vec.data()) != 0)
-			return Status::error(-EFAULT, "ioas %u map: host memory 0x%" PRIxPTR
-					     "+0x%" PRIx64 " is not all mapped in this process",
+			return Status::error(-EFAULT, "ioas {} map: host memory 0x{:x}"
+					     "+0x{:x} is not all mapped in this process",
 					     ioas_id, start, length);
 	}
 	return {};
@@ -449,7 +449,7 @@ Result<uint64_t> Ctx::ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, 
 	if (!ioas)
 		return ioas.status();
 	if (host == nullptr)
-		return Status::error(-EFAULT, "ioas %u map: host address is NULL", ioas_id);
+		return Status::error(-EFAULT, "ioas {} map: host address is NULL", ioas_id);
 	if (!(*ioas)->hwpts.empty())
 		if (Status s = check_user_mapped(ioas_id, host, length); !s)
 			return s;
@@ -477,7 +477,7 @@ Result<uint64_t> Ctx::ioas_map_guest(uint32_t ioas_id, uint32_t flags, uint64_t 
 		return ioas.status();
 	std::byte *host = length == 0 ? nullptr : mem.translate(gpa, length);
 	if (host == nullptr)
-		return Status::error(-EINVAL, "ioas %u map: guest 0x%" PRIx64 "+0x%" PRIx64
+		return Status::error(-EINVAL, "ioas {} map: guest 0x{:x}+0x{:x}"
 				     " is not inside one guest memory region", ioas_id, gpa,
 				     length);
 	if (Status s = impl_->map_range(**ioas, flags, iova, host, length, gpa, "map");
@@ -503,9 +503,9 @@ Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t lengt
 	const bool all = iova == 0 && length == UINT64_MAX;
 	if (!all) {
 		if (length == 0)
-			return Status::error(-EINVAL, "ioas %u unmap: length is 0", ioas_id);
+			return Status::error(-EINVAL, "ioas {} unmap: length is 0", ioas_id);
 		if (iova + (length - 1) < iova)
-			return Status::error(-EOVERFLOW, "ioas %u unmap: 0x%" PRIx64 "+0x%" PRIx64
+			return Status::error(-EOVERFLOW, "ioas {} unmap: 0x{:x}+0x{:x}"
 					     " wraps", ioas_id, iova, length);
 	}
 	const uint64_t last = all ? UINT64_MAX : iova + (length - 1);
@@ -520,8 +520,8 @@ Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t lengt
 		if (m_last < iova)
 			continue;
 		if (m.iova < iova || m_last > last)
-			return Status::error(-ENOENT, "ioas %u unmap 0x%" PRIx64 "+0x%" PRIx64
-					     ": would split mapping 0x%" PRIx64 "+0x%" PRIx64
+			return Status::error(-ENOENT, "ioas {} unmap 0x{:x}+0x{:x}"
+					     ": would split mapping 0x{:x}+0x{:x}"
 					     " (unmap whole mappings)", ioas_id, iova, length,
 					     m.iova, m.length);
 		victims.push_back(m.iova);
@@ -529,12 +529,12 @@ Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t lengt
 	if (victims.empty()) {
 		if (all)
 			return uint64_t{0};
-		return Status::error(-ENOENT, "ioas %u unmap 0x%" PRIx64 "+0x%" PRIx64
+		return Status::error(-ENOENT, "ioas {} unmap 0x{:x}+0x{:x}"
 				     ": nothing is mapped there", ioas_id, iova, length);
 	}
 	if (Status s = impl_->check_unmap(ioas, victims); !s)
-		return Status::error(s.code(), "ioas %u unmap 0x%" PRIx64 "+0x%" PRIx64 ": %s",
-				     ioas_id, iova, length, s.message().c_str());
+		return Status::error(s.code(), "ioas {} unmap 0x{:x}+0x{:x}: {}",
+				     ioas_id, iova, length, s.message());
 	uint64_t unmapped = 0;
 	std::vector<std::pair<uint64_t, uint64_t>> gone; // host memory no longer mapped
 	// Allocated before the first mapping goes: each one's invalidations, its memory.
@@ -573,12 +573,12 @@ Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags
 	if (!dst)
 		return dst.status();
 	if (flags & ~kMapFlags)
-		return Status::error(-EOPNOTSUPP, "ioas %u copy: unknown flags %#x", dst_id,
+		return Status::error(-EOPNOTSUPP, "ioas {} copy: unknown flags {:#x}", dst_id,
 				     flags & ~kMapFlags);
 	if (length == 0)
-		return Status::error(-EINVAL, "ioas %u copy: length is 0", dst_id);
+		return Status::error(-EINVAL, "ioas {} copy: length is 0", dst_id);
 	if (src_iova + (length - 1) < src_iova)
-		return Status::error(-EOVERFLOW, "ioas %u copy: source 0x%" PRIx64 "+0x%" PRIx64
+		return Status::error(-EOVERFLOW, "ioas {} copy: source 0x{:x}+0x{:x}"
 				     " wraps", src_id, src_iova, length);
 	// The source range must be mapped end to end; it becomes one or more pieces.
 	struct Piece {
@@ -595,8 +595,8 @@ Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags
 		const Mapping *m =
 			it == (*src)->mappings.begin() ? nullptr : &std::prev(it)->second;
 		if (m == nullptr || m->iova + (m->length - 1) < pos)
-			return Status::error(-ENOENT, "ioas %u copy: source 0x%" PRIx64
-					     " is not mapped in ioas %u", dst_id, pos, src_id);
+			return Status::error(-ENOENT, "ioas {} copy: source 0x{:x}"
+					     " is not mapped in ioas {}", dst_id, pos, src_id);
 		const uint64_t off = pos - m->iova;
 		const uint64_t n = std::min(m->length - off, last - pos + 1);
 		pieces.push_back({pos - src_iova, m->host + off, n,
@@ -617,10 +617,10 @@ Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags
 	// Each piece is a mapping of its own; check them all, then map them all.
 	const uint32_t map_flags = flags | IODP_IOAS_MAP_FIXED_IOVA;
 	if (dst_iova & (align - 1))
-		return Status::error(-EINVAL, "ioas %u copy: iova 0x%" PRIx64
-				     " is not aligned to 0x%" PRIx64, dst_id, dst_iova, align);
+		return Status::error(-EINVAL, "ioas {} copy: iova 0x{:x}"
+				     " is not aligned to 0x{:x}", dst_id, dst_iova, align);
 	if (dst_iova + (length - 1) < dst_iova)
-		return Status::error(-EOVERFLOW, "ioas %u copy: 0x%" PRIx64 "+0x%" PRIx64 " wraps",
+		return Status::error(-EOVERFLOW, "ioas {} copy: 0x{:x}+0x{:x} wraps",
 				     dst_id, dst_iova, length);
 	if (Status s = impl_->check_fixed(d, dst_iova, length); !s)
 		return s;
@@ -634,7 +634,7 @@ Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags
 			s = impl_->map_range(d, map_flags, at, p.host, p.length, p.gpa, "copy");
 		} catch (const std::bad_alloc &) {
 			// map_range() changed nothing; the pieces already mapped go below.
-			s = Status::error(-ENOMEM, "ioas %u copy: out of memory", dst_id);
+			s = Status::error(-ENOMEM, "ioas {} copy: out of memory", dst_id);
 		}
 		if (!s) {
 			for (uint64_t v : done)
@@ -665,7 +665,7 @@ Status Ctx::option(uint32_t option_id, uint16_t op, uint32_t object_id, uint64_t
 	case IODP_OPTION_RLIMIT_MODE:
 		if (object_id != 0)
 			return Status::error(-EOPNOTSUPP, "option RLIMIT_MODE: object_id must be 0, "
-					     "not %u", object_id);
+					     "not {}", object_id);
 		/*
 		 * Which limit pinned memory is charged to. iodp pins nothing (the caller owns the
 		 * memory it maps), so the mode is kept for the caller and changes nothing else;
@@ -676,11 +676,11 @@ Status Ctx::option(uint32_t option_id, uint16_t op, uint32_t object_id, uint64_t
 			return {};
 		}
 		if (op != IODP_OPTION_OP_SET)
-			return Status::error(-EOPNOTSUPP, "option: unknown op %u", op);
+			return Status::error(-EOPNOTSUPP, "option: unknown op {}", op);
 		if (!impl_->objects.empty())
 			return Status::error(-EBUSY, "option RLIMIT_MODE: the context has objects");
 		if (*val > 1)
-			return Status::error(-EINVAL, "option RLIMIT_MODE: value %" PRIu64
+			return Status::error(-EINVAL, "option RLIMIT_MODE: value {}"
 					     " is not 0 or 1", *val);
 		impl_->rlimit_mode = static_cast<uint8_t>(*val);
 		return {};
@@ -693,9 +693,9 @@ Status Ctx::option(uint32_t option_id, uint16_t op, uint32_t object_id, uint64_t
 			return {};
 		}
 		if (op != IODP_OPTION_OP_SET)
-			return Status::error(-EOPNOTSUPP, "option: unknown op %u", op);
+			return Status::error(-EOPNOTSUPP, "option: unknown op {}", op);
 		if (*val > 1)
-			return Status::error(-EINVAL, "option HUGE_PAGES: value %" PRIu64
+			return Status::error(-EINVAL, "option HUGE_PAGES: value {}"
 					     " is not 0 or 1", *val);
 		/*
 		 * As the kernel's: large pages go back on at any time (for later maps); off
@@ -704,7 +704,7 @@ Status Ctx::option(uint32_t option_id, uint16_t op, uint32_t object_id, uint64_t
 		 */
 		if (*val == 0 && (*ioas)->huge_pages && !(*ioas)->hwpts.empty() &&
 		    !(*ioas)->mappings.empty())
-			return Status::error(-EINVAL, "ioas %u: HUGE_PAGES cannot be turned off "
+			return Status::error(-EINVAL, "ioas {}: HUGE_PAGES cannot be turned off "
 					     "while a HWPT maps something", object_id);
 		if (*val == 0)
 			if (Status s = impl_->check_aligned(**ioas, 4096); !s)
@@ -717,7 +717,7 @@ Status Ctx::option(uint32_t option_id, uint16_t op, uint32_t object_id, uint64_t
 		return {};
 	}
 	default:
-		return Status::error(-EOPNOTSUPP, "option: unknown option_id %u", option_id);
+		return Status::error(-EOPNOTSUPP, "option: unknown option_id {}", option_id);
 	}
 }
 

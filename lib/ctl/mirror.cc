@@ -6,6 +6,8 @@
  */
 #include "impl.h"
 
+#include <fmt/core.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cinttypes>
@@ -41,12 +43,8 @@ bool inside(const std::vector<IovaRange> &ranges, uint64_t start, uint64_t last)
 std::string describe(const std::vector<IovaRange> &ranges)
 {
 	std::string s;
-	char buf[48];
-	for (const IovaRange &r : ranges) {
-		std::snprintf(buf, sizeof(buf), "%s0x%" PRIx64 "-0x%" PRIx64, s.empty() ? "" : ", ",
-			      r.start, r.last);
-		s += buf;
-	}
+	for (const IovaRange &r : ranges)
+		s += fmt::format("{}0x{:x}-0x{:x}", s.empty() ? "" : ", ", r.start, r.last);
 	return s.empty() ? "none" : s;
 }
 
@@ -78,7 +76,7 @@ Status Ctx::Impl::mirror_map(const Ioas &ioas, uint64_t iova)
 		if (!s) {
 			for (size_t j = 0; j < i; j++)
 				(void)ioas.mirrors[j]->unmap(m);
-			return Status::error(s.code(), "ioas %u: %s", ioas.id, s.message().c_str());
+			return Status::error(s.code(), "ioas {}: {}", ioas.id, s.message());
 		}
 	}
 	return {};
@@ -89,7 +87,7 @@ Status Ctx::Impl::mirror_unmap(const Ioas &ioas, uint64_t iova)
 	const Mapping &m = ioas.mappings.at(iova);
 	for (IoasMirror *mirror : ioas.mirrors)
 		if (Status s = mirror->unmap(m); !s)
-			return Status::error(s.code(), "ioas %u: %s", ioas.id, s.message().c_str());
+			return Status::error(s.code(), "ioas {}: {}", ioas.id, s.message());
 	return {};
 }
 
@@ -101,32 +99,32 @@ Status Ctx::ioas_attach_mirror(uint32_t ioas_id, IoasMirror *mirror)
 		return ioas_r.status();
 	Ioas &ioas = **ioas_r;
 	if (mirror == nullptr)
-		return Status::error(-EINVAL, "ioas %u: no mirror given", ioas_id);
+		return Status::error(-EINVAL, "ioas {}: no mirror given", ioas_id);
 	if (std::find(ioas.mirrors.begin(), ioas.mirrors.end(), mirror) != ioas.mirrors.end())
-		return Status::error(-EEXIST, "ioas %u: %s is already attached", ioas_id,
-				     mirror->name().c_str());
+		return Status::error(-EEXIST, "ioas {}: {} is already attached", ioas_id,
+				     mirror->name());
 	const std::vector<IovaRange> ranges = mirror->ranges();
 	const uint64_t page = mirror->min_page();
 	for (const auto &[iova, m] : ioas.mappings) {
 		const uint64_t last = iova + (m.length - 1);
 		if (!inside(ranges, iova, last))
-			return Status::error(-EADDRINUSE, "ioas %u: cannot mirror into %s: mapping "
-					     "0x%" PRIx64 "+0x%" PRIx64 " is outside the ranges it "
-					     "maps (%s)", ioas_id, mirror->name().c_str(), iova,
+			return Status::error(-EADDRINUSE, "ioas {}: cannot mirror into {}: mapping "
+					     "0x{:x}+0x{:x} is outside the ranges it "
+					     "maps ({})", ioas_id, mirror->name(), iova,
 					     m.length, describe(ranges).c_str());
 		if ((iova | m.length | reinterpret_cast<uintptr_t>(m.host)) & (page - 1))
-			return Status::error(-EINVAL, "ioas %u: cannot mirror into %s: mapping "
-					     "0x%" PRIx64 "+0x%" PRIx64 " is not aligned to its "
-					     "0x%" PRIx64 "-byte pages", ioas_id,
-					     mirror->name().c_str(), iova, m.length, page);
+			return Status::error(-EINVAL, "ioas {}: cannot mirror into {}: mapping "
+					     "0x{:x}+0x{:x} is not aligned to its "
+					     "0x{:x}-byte pages", ioas_id,
+					     mirror->name(), iova, m.length, page);
 	}
 	for (const IovaRange &a : ioas.allowed)
 		for (const IovaRange &gap : complement(ranges))
 			if (a.start <= gap.last && gap.start <= a.last)
-				return Status::error(-EADDRINUSE, "ioas %u: cannot mirror into %s: "
-						     "allowed range 0x%" PRIx64 "-0x%" PRIx64
-						     " is outside the ranges it maps (%s)",
-						     ioas_id, mirror->name().c_str(), a.start,
+				return Status::error(-EADDRINUSE, "ioas {}: cannot mirror into {}: "
+						     "allowed range 0x{:x}-0x{:x}"
+						     " is outside the ranges it maps ({})",
+						     ioas_id, mirror->name(), a.start,
 						     a.last, describe(ranges).c_str());
 	// Replay what is mapped; a failure takes back what this mirror took.
 	std::vector<const Mapping *> done;
@@ -134,7 +132,7 @@ Status Ctx::ioas_attach_mirror(uint32_t ioas_id, IoasMirror *mirror)
 		if (Status s = mirror->map(m); !s) {
 			for (const Mapping *d : done)
 				(void)mirror->unmap(*d);
-			return Status::error(s.code(), "ioas %u: %s", ioas_id, s.message().c_str());
+			return Status::error(s.code(), "ioas {}: {}", ioas_id, s.message());
 		}
 		done.push_back(&m);
 	}
@@ -152,7 +150,7 @@ Status Ctx::ioas_detach_mirror(uint32_t ioas_id, IoasMirror *mirror)
 	Ioas &ioas = **ioas_r;
 	auto it = std::find(ioas.mirrors.begin(), ioas.mirrors.end(), mirror);
 	if (it == ioas.mirrors.end())
-		return Status::error(-ENOENT, "ioas %u: that mirror is not attached", ioas_id);
+		return Status::error(-ENOENT, "ioas {}: that mirror is not attached", ioas_id);
 	ioas.mirrors.erase(it);
 	ioas.users--;
 	return {};

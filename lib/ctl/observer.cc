@@ -69,7 +69,7 @@ Status Ctx::Impl::observe_changed(HwptNested &h, std::vector<IovaRange> ranges)
 	Status first;
 	for (NestedObserver *o : h.observers)
 		if (Status s = o->changed(now.get(), merged); !s && first)
-			first = Status::error(s.code(), "hwpt %u: %s", h.id, s.message().c_str());
+			first = Status::error(s.code(), "hwpt {}: {}", h.id, s.message());
 	return first;
 }
 
@@ -107,8 +107,8 @@ Status Ctx::Impl::observe_stage2_unmap(const Ioas &ioas, uint64_t host, uint64_t
 		now.fill();
 		for (NestedObserver *obs : h.observers)
 			if (Status s = obs->host_gone(now.get(), host, length); !s && first)
-				first = Status::error(s.code(), "hwpt %u: %s", h.id,
-						      s.message().c_str());
+				first = Status::error(s.code(), "hwpt {}: {}", h.id,
+						      s.message());
 	});
 	return first;
 }
@@ -120,14 +120,14 @@ Status Ctx::hwpt_attach_observer(uint32_t hwpt_id, NestedObserver *observer)
 	if (!hr)
 		return hr.status();
 	if ((*hr)->type != ObjType::hwpt_nested)
-		return Status::error(-EINVAL, "hwpt %u is a paging HWPT: only a nested HWPT is "
+		return Status::error(-EINVAL, "hwpt {} is a paging HWPT: only a nested HWPT is "
 				     "shadowed (mirror a paging HWPT's IOAS instead)", hwpt_id);
 	auto &h = static_cast<HwptNested &>(**hr);
 	if (observer == nullptr)
-		return Status::error(-EINVAL, "hwpt %u: no observer given", hwpt_id);
+		return Status::error(-EINVAL, "hwpt {}: no observer given", hwpt_id);
 	if (std::find(h.observers.begin(), h.observers.end(), observer) != h.observers.end())
-		return Status::error(-EEXIST, "hwpt %u: %s is already attached", hwpt_id,
-				     observer->name().c_str());
+		return Status::error(-EEXIST, "hwpt {}: {} is already attached", hwpt_id,
+				     observer->name());
 	// The first view: everything the HWPT translates now.
 	Binding b;
 	b.hwpt = &h;
@@ -135,7 +135,7 @@ Status Ctx::hwpt_attach_observer(uint32_t hwpt_id, NestedObserver *observer)
 	now.fill();
 	const std::vector<IovaRange> scope = impl_->observed_scope(h);
 	if (Status s = observer->changed(now.get(), scope); !s)
-		return Status::error(s.code(), "hwpt %u: %s", hwpt_id, s.message().c_str());
+		return Status::error(s.code(), "hwpt {}: {}", hwpt_id, s.message());
 	h.observers.push_back(observer);
 	h.users++;
 	return {};
@@ -148,11 +148,11 @@ Status Ctx::hwpt_detach_observer(uint32_t hwpt_id, NestedObserver *observer)
 	if (!hr)
 		return hr.status();
 	if ((*hr)->type != ObjType::hwpt_nested)
-		return Status::error(-ENOENT, "hwpt %u: that observer is not attached", hwpt_id);
+		return Status::error(-ENOENT, "hwpt {}: that observer is not attached", hwpt_id);
 	auto &h = static_cast<HwptNested &>(**hr);
 	auto it = std::find(h.observers.begin(), h.observers.end(), observer);
 	if (it == h.observers.end())
-		return Status::error(-ENOENT, "hwpt %u: that observer is not attached", hwpt_id);
+		return Status::error(-ENOENT, "hwpt {}: that observer is not attached", hwpt_id);
 	h.observers.erase(it);
 	h.users--;
 	return {};

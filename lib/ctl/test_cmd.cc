@@ -195,17 +195,17 @@ Status test_command(TestCommands &t, void *arg)
 	uint32_t size;
 	std::memcpy(&size, arg, sizeof(size));
 	if (size < kMinSize)
-		return Status::error(-EINVAL, "IOMMU_TEST_CMD: size %u is below %zu", size,
+		return Status::error(-EINVAL, "IOMMU_TEST_CMD: size {} is below {}", size,
 				     kMinSize);
 	TestCmd k{};
 	std::memcpy(&k, arg, std::min<size_t>(size, sizeof(k)));
 	for (size_t i = sizeof(k); i < size; i++)
 		if (static_cast<const unsigned char *>(arg)[i] != 0)
-			return Status::error(-E2BIG, "IOMMU_TEST_CMD: byte %zu is not zero", i);
+			return Status::error(-E2BIG, "IOMMU_TEST_CMD: byte {} is not zero", i);
 	Status s = t.run(k);
 	if (!s)
-		return Status::error(s.code(), "IOMMU_TEST_CMD op %u: %s", k.op,
-				     s.message().c_str());
+		return Status::error(s.code(), "IOMMU_TEST_CMD op {}: {}", k.op,
+				     s.message());
 	std::memcpy(arg, &k, std::min<size_t>(size, sizeof(k)));
 	return {};
 }
@@ -239,7 +239,7 @@ std::optional<Result<int>> TestCommands::intercept(unsigned long cmd, void *arg)
 		if (mocks_.count(d.id) == 0)
 			return std::nullopt;
 		if (Status s = destroy_mock(d.id); !s)
-			return Result<int>(Status::error(s.code(), "DESTROY: %s", s.message().c_str()));
+			return Result<int>(Status::error(s.code(), "DESTROY: {}", s.message()));
 		return 0;
 	}
 	if (cmd == IODP_IOMMU_GET_HW_INFO && size == sizeof(iodp_hw_info)) {
@@ -249,8 +249,8 @@ std::optional<Result<int>> TestCommands::intercept(unsigned long cmd, void *arg)
 		if (it == mocks_.end())
 			return std::nullopt;
 		if (Status s = mock_hw_info(k, it->second); !s)
-			return Result<int>(Status::error(s.code(), "GET_HW_INFO: %s",
-							 s.message().c_str()));
+			return Result<int>(Status::error(s.code(), "GET_HW_INFO: {}",
+							 s.message()));
 		std::memcpy(arg, &k, sizeof(k));
 		return 0;
 	}
@@ -261,8 +261,8 @@ std::optional<Result<int>> TestCommands::intercept(unsigned long cmd, void *arg)
 		if (it == mocks_.end())
 			return std::nullopt;
 		if (Status s = mock_hwpt_alloc(k, it->second); !s)
-			return Result<int>(Status::error(s.code(), "HWPT_ALLOC: %s",
-							 s.message().c_str()));
+			return Result<int>(Status::error(s.code(), "HWPT_ALLOC: {}",
+							 s.message()));
 		return std::nullopt; // the table allocates it
 	}
 	return std::nullopt;
@@ -298,7 +298,7 @@ Status TestCommands::destroy_mock(uint32_t dev_id)
 		Inspector look(ctx_);
 		const auto *d = look.find_as<Device>(dev_id);
 		if (d == nullptr)
-			return Status::error(-ENOENT, "no mock device %u", dev_id);
+			return Status::error(-ENOENT, "no mock device {}", dev_id);
 		for (const auto &[pasid, b] : d->pasid_bindings)
 			pasids.push_back(pasid);
 		rid_bound = d->rid_binding != nullptr;
@@ -324,7 +324,7 @@ Status TestCommands::mock_hw_info(iodp_hw_info &k, uint32_t flags)
 		return Status::error(-EOPNOTSUPP, "unknown flags or reserved bytes");
 	if ((k.flags & IODP_HW_INFO_FLAG_INPUT_TYPE) && k.in_data_type != IODP_HW_INFO_TYPE_NONE &&
 	    k.in_data_type != kTypeSelftest)
-		return Status::error(-EOPNOTSUPP, "mock device %u reports type %#x, not %#x",
+		return Status::error(-EOPNOTSUPP, "mock device {} reports type {:#x}, not {:#x}",
 				     k.dev_id, kTypeSelftest, k.in_data_type);
 	const uint32_t record[2] = {0, kRegVal};
 	if (k.data_len != 0 && k.data_uptr == 0)
@@ -346,7 +346,7 @@ Status TestCommands::mock_hwpt_alloc(const struct iodp_hwpt_alloc &k, uint32_t f
 {
 	/* The mock IOMMU of a NO_DIRTY device has no dirty tracking. */
 	if ((k.flags & IODP_HWPT_ALLOC_DIRTY_TRACKING) && (flags & kDevNoDirty))
-		return Status::error(-EOPNOTSUPP, "mock device %u has no dirty tracking",
+		return Status::error(-EOPNOTSUPP, "mock device {} has no dirty tracking",
 				     k.dev_id);
 	return {};
 }
@@ -374,7 +374,7 @@ Status TestCommands::run(TestCmd &k)
 		if (!a)
 			return a.status();
 		if ((*a)->pins.erase(k.destroy_access_pages.access_pages_id) == 0)
-			return Status::error(-ENOENT, "access %u has no pages %u", k.id,
+			return Status::error(-ENOENT, "access {} has no pages {}", k.id,
 					     k.destroy_access_pages.access_pages_id);
 		return {};
 	}
@@ -384,7 +384,7 @@ Status TestCommands::run(TestCmd &k)
 			return a.status();
 		Result<ObjectInfo> o = ctx_.object_info(k.access_replace_ioas.ioas_id);
 		if (!o || o->type != ObjType::ioas)
-			return Status::error(-ENOENT, "no ioas %u", k.access_replace_ioas.ioas_id);
+			return Status::error(-ENOENT, "no ioas {}", k.access_replace_ioas.ioas_id);
 		/* As the kernel's: pages pinned through the old IOAS stay pinned until unpinned. */
 		(*a)->ioas_id = k.access_replace_ioas.ioas_id;
 		return {};
@@ -395,7 +395,7 @@ Status TestCommands::run(TestCmd &k)
 		 * iodp's map path has no such batches, so the value is only checked and kept.
 		 */
 		if (k.memory_limit.limit < sizeof(unsigned long) + sizeof(uint32_t))
-			return Status::error(-EINVAL, "memory limit %u is below %zu",
+			return Status::error(-EINVAL, "memory limit {} is below {}",
 					     k.memory_limit.limit,
 					     sizeof(unsigned long) + sizeof(uint32_t));
 		memory_limit_ = k.memory_limit.limit;
@@ -405,7 +405,7 @@ Status TestCommands::run(TestCmd &k)
 	case kOpAddReserved:
 		if (k.add_reserved.length == 0 ||
 		    k.add_reserved.start + (k.add_reserved.length - 1) < k.add_reserved.start)
-			return Status::error(-EINVAL, "reserved range 0x%lx+0x%lx",
+			return Status::error(-EINVAL, "reserved range 0x{:x}+0x{:x}",
 					     (unsigned long)k.add_reserved.start,
 					     (unsigned long)k.add_reserved.length);
 		return ctx_.ioas_add_reserved(k.id, {k.add_reserved.start,
@@ -424,7 +424,7 @@ Status TestCommands::mock_domain(TestCmd &k)
 {
 	const uint32_t flags = k.op == kOpMockDomainFlags ? k.mock_domain.dev_flags : 0;
 	if (flags & ~(kDevNoDirty | kDevHugeIova | kDevPasid))
-		return Status::error(-EINVAL, "unknown mock device flags %#x", flags);
+		return Status::error(-EINVAL, "unknown mock device flags {:#x}", flags);
 	DeviceSpec spec;
 	spec.name = "mock" + std::to_string(next_mock_++);
 	spec.model = IommuModel::vtd;
@@ -446,7 +446,7 @@ Status TestCommands::mock_domain(TestCmd &k)
 		tracks_dirty = (h->flags & IODP_HWPT_ALLOC_DIRTY_TRACKING) != 0;
 	if ((flags & kDevNoDirty) && tracks_dirty) {
 		(void)ctx_.destroy(*dev);
-		return Status::error(-EINVAL, "a NO_DIRTY mock device cannot attach to hwpt %u, "
+		return Status::error(-EINVAL, "a NO_DIRTY mock device cannot attach to hwpt {}, "
 				     "which tracks dirty pages", k.id);
 	}
 	Result<uint32_t> hwpt = ctx_.device_attach(*dev, std::nullopt, k.id);
@@ -465,7 +465,7 @@ Status TestCommands::mock_domain_replace(TestCmd &k)
 {
 	Result<ObjectInfo> o = ctx_.object_info(k.id);
 	if (!o || o->type != ObjType::device)
-		return Status::error(-ENOENT, "no mock device %u", k.id);
+		return Status::error(-ENOENT, "no mock device {}", k.id);
 	Result<uint32_t> hwpt = ctx_.device_attach(k.id, std::nullopt,
 						   k.mock_domain_replace.pt_id);
 	if (!hwpt)
@@ -479,7 +479,7 @@ Status TestCommands::check_map(const TestCmd &k)
 	const uint64_t iova = k.check_map.iova, length = k.check_map.length;
 	const uint64_t uptr = k.check_map.uptr;
 	if (iova % kMockPage || length % kMockPage || uptr % kMockPage || uptr + length < uptr)
-		return Status::error(-EINVAL, "iova %#lx, length %#lx and uptr %#lx must be %lu "
+		return Status::error(-EINVAL, "iova {:#x}, length {:#x} and uptr {:#x} must be {} "
 				     "aligned", (unsigned long)iova, (unsigned long)length,
 				     (unsigned long)uptr, (unsigned long)kMockPage);
 	/* A device whose RID is on this HWPT: its translation is the HWPT's. */
@@ -496,8 +496,8 @@ Status TestCommands::check_map(const TestCmd &k)
 	if (dev_id == 0) {
 		Result<ObjectInfo> o = ctx_.object_info(k.id);
 		if (!o || o->type != ObjType::hwpt_paging)
-			return Status::error(-ENOENT, "no paging hwpt %u", k.id);
-		return Status::error(-EINVAL, "hwpt %u has no device to translate for", k.id);
+			return Status::error(-ENOENT, "no paging hwpt {}", k.id);
+		return Status::error(-EINVAL, "hwpt {} has no device to translate for", k.id);
 	}
 	for (uint64_t off = 0; off < length; off += kMockPage) {
 		/* The mock compares page frames only: a write-only mapping is checked too. */
@@ -509,8 +509,8 @@ Status TestCommands::check_map(const TestCmd &k)
 		if (!t)
 			return t.status();
 		if (t->fault != pgtable::FaultKind::none || t->host != uptr + off)
-			return Status::error(-EINVAL, "hwpt %u: iova %#lx is host %#lx (fault %d), "
-					     "not %#lx", k.id, (unsigned long)(iova + off),
+			return Status::error(-EINVAL, "hwpt {}: iova {:#x} is host {:#x} (fault {}), "
+					     "not {:#x}", k.id, (unsigned long)(iova + off),
 					     (unsigned long)t->host, static_cast<int>(t->fault),
 					     (unsigned long)(uptr + off));
 	}
@@ -551,12 +551,12 @@ Status TestCommands::check_refs(const TestCmd &k)
 {
 	const uint64_t uptr = k.check_refs.uptr, length = k.check_refs.length;
 	if (length % kPage || uptr % kPage || uptr + length < uptr)
-		return Status::error(-EINVAL, "uptr %#lx and length %#lx must be page aligned",
+		return Status::error(-EINVAL, "uptr {:#x} and length {:#x} must be page aligned",
 				     (unsigned long)uptr, (unsigned long)length);
 	for (uint64_t off = 0; off < length; off += kPage) {
 		const uint32_t refs = pins_of(uptr + off);
 		if (refs != k.check_refs.refs)
-			return Status::error(-EIO, "page %#lx has %u pins, not %u",
+			return Status::error(-EIO, "page {:#x} has {} pins, not {}",
 					     (unsigned long)(uptr + off), refs, k.check_refs.refs);
 	}
 	return {};
@@ -565,11 +565,11 @@ Status TestCommands::check_refs(const TestCmd &k)
 Status TestCommands::create_access(TestCmd &k)
 {
 	if (k.create_access.flags & ~kAccessNeedsPin)
-		return Status::error(-EOPNOTSUPP, "unknown access flags %#x",
+		return Status::error(-EOPNOTSUPP, "unknown access flags {:#x}",
 				     k.create_access.flags);
 	Result<ObjectInfo> o = ctx_.object_info(k.id);
 	if (!o || o->type != ObjType::ioas)
-		return Status::error(-ENOENT, "no ioas %u", k.id);
+		return Status::error(-ENOENT, "no ioas {}", k.id);
 	/* The access's file, as the kernel's anon inode: its number is the access's id. */
 	const int fd = eventfd(0, EFD_CLOEXEC);
 	if (fd < 0)
@@ -586,7 +586,7 @@ Status TestCommands::release(int fd)
 {
 	/* The descriptor is the caller's (it closes it); only the access goes. */
 	if (accesses_.erase(fd) == 0)
-		return Status::error(-ENOENT, "no access %d", fd);
+		return Status::error(-ENOENT, "no access {}", fd);
 	return {};
 }
 
@@ -594,7 +594,7 @@ Result<Access *> TestCommands::access(uint32_t fd)
 {
 	auto it = accesses_.find(static_cast<int>(fd));
 	if (it == accesses_.end())
-		return Status::error(-EBADF, "no access with descriptor %u", fd);
+		return Status::error(-EBADF, "no access with descriptor {}", fd);
 	return &it->second;
 }
 
@@ -603,15 +603,15 @@ Result<std::pair<uintptr_t, uint64_t>> TestCommands::host_of(uint32_t ioas_id, u
 	Inspector look(ctx_);
 	const auto *ioas = look.find_as<Ioas>(ioas_id);
 	if (ioas == nullptr)
-		return Status::error(-ENOENT, "no ioas %u", ioas_id);
+		return Status::error(-ENOENT, "no ioas {}", ioas_id);
 	auto it = ioas->mappings.upper_bound(iova);
 	if (it == ioas->mappings.begin())
-		return Status::error(-ENOENT, "ioas %u maps nothing at %#lx", ioas_id,
+		return Status::error(-ENOENT, "ioas {} maps nothing at {:#x}", ioas_id,
 				     (unsigned long)iova);
 	--it;
 	const Mapping &m = it->second;
 	if (iova - m.iova >= m.length)
-		return Status::error(-ENOENT, "ioas %u maps nothing at %#lx", ioas_id,
+		return Status::error(-ENOENT, "ioas {} maps nothing at {:#x}", ioas_id,
 				     (unsigned long)iova);
 	return std::pair<uintptr_t, uint64_t>(reinterpret_cast<uintptr_t>(m.host) + (iova - m.iova),
 					      m.length - (iova - m.iova));
@@ -621,14 +621,14 @@ Status TestCommands::access_pages(TestCmd &k)
 {
 	auto &p = k.access_pages;
 	if (p.length > (16u << 20))
-		return Status::error(-ENOMEM, "length %#lx is over 16 MiB", (unsigned long)p.length);
+		return Status::error(-ENOMEM, "length {:#x} is over 16 MiB", (unsigned long)p.length);
 	if (p.flags & ~(kAccessPagesWrite | kAccessSyz))
-		return Status::error(-EOPNOTSUPP, "unknown flags %#x", p.flags);
+		return Status::error(-EOPNOTSUPP, "unknown flags {:#x}", p.flags);
 	Result<Access *> a = access(k.id);
 	if (!a)
 		return a.status();
 	if (!(*a)->needs_pin)
-		return Status::error(-EOPNOTSUPP, "access %u was not made to pin pages", k.id);
+		return Status::error(-EOPNOTSUPP, "access {} was not made to pin pages", k.id);
 	if (p.length == 0)
 		return Status::error(-EINVAL, "length 0");
 	/* The whole range must be mapped (contiguously in host memory for the check). */
@@ -640,7 +640,7 @@ Status TestCommands::access_pages(TestCmd &k)
 		if (!h)
 			return h.status();
 		if (p.uptr != 0 && h->first != p.uptr + off)
-			return Status::error(-EINVAL, "iova %#lx is not at uptr + %#lx",
+			return Status::error(-EINVAL, "iova {:#x} is not at uptr + {:#x}",
 					     (unsigned long)(p.iova + off), (unsigned long)off);
 		off += h->second;
 	}
@@ -656,9 +656,9 @@ Status TestCommands::access_rw(const TestCmd &k)
 {
 	const auto &r = k.access_rw;
 	if (r.length > (16u << 20))
-		return Status::error(-ENOMEM, "length %#lx is over 16 MiB", (unsigned long)r.length);
+		return Status::error(-ENOMEM, "length {:#x} is over 16 MiB", (unsigned long)r.length);
 	if (r.flags & ~(kRwWrite | kRwSlowPath | kAccessSyz))
-		return Status::error(-EOPNOTSUPP, "unknown flags %#x", r.flags);
+		return Status::error(-EOPNOTSUPP, "unknown flags {:#x}", r.flags);
 	Result<Access *> a = access(k.id);
 	if (!a)
 		return a.status();
@@ -695,25 +695,25 @@ Status TestCommands::dirty(TestCmd &k)
 	auto &d = k.dirty;
 	if (d.page_size == 0 || d.length == 0 || d.iova % d.page_size ||
 	    d.length % d.page_size || d.uptr == 0)
-		return Status::error(-EINVAL, "dirty: iova %#lx, length %#lx, page_size %#lx "
+		return Status::error(-EINVAL, "dirty: iova {:#x}, length {:#x}, page_size {:#x} "
 				     "(and a bitmap) must be aligned and non-zero",
 				     (unsigned long)d.iova, (unsigned long)d.length,
 				     (unsigned long)d.page_size);
 	const uint64_t pages = d.length / d.page_size;
 	if (pages > (16ull << 20) * 8)
-		return Status::error(-EOVERFLOW, "dirty: %lu pages is over the bitmap limit",
+		return Status::error(-EOVERFLOW, "dirty: {} pages is over the bitmap limit",
 				     (unsigned long)pages);
 	bool mock = false, tracking = false;
 	if (Inspector look(ctx_); const HwptPaging *h = look.find_as<HwptPaging>(k.id)) {
 		mock = h->table.stage().format == pgtable::Format::mock;
 		tracking = h->dirty_tracking;
 	} else {
-		return Status::error(-ENOENT, "dirty: no paging hwpt %u", k.id);
+		return Status::error(-ENOENT, "dirty: no paging hwpt {}", k.id);
 	}
 	if (!mock)
-		return Status::error(-EINVAL, "dirty: hwpt %u is not a mock domain", k.id);
+		return Status::error(-EINVAL, "dirty: hwpt {} is not a mock domain", k.id);
 	if (!tracking)
-		return Status::error(-EINVAL, "dirty: hwpt %u does not track dirty pages", k.id);
+		return Status::error(-EINVAL, "dirty: hwpt {} does not track dirty pages", k.id);
 	std::vector<unsigned char> bitmap((pages + 7) / 8);
 	const void *user = reinterpret_cast<const void *>(static_cast<uintptr_t>(d.uptr));
 	if (Status s = copy_from_user(bitmap.data(), user, bitmap.size(), "dirty: bitmap"); !s)
@@ -740,7 +740,7 @@ Status TestCommands::trigger_iopf(const TestCmd &k)
 		Inspector look(ctx_);
 		const auto *d = look.find_as<Device>(t.dev_id);
 		if (d == nullptr)
-			return Status::error(-ENOENT, "no device %u", t.dev_id);
+			return Status::error(-ENOENT, "no device {}", t.dev_id);
 		if (t.pasid != 0 && d->pasid_bindings.count(t.pasid))
 			pasid = t.pasid;
 	}

@@ -132,7 +132,7 @@ Status VfioCompat::vfio_ioas(iommu_vfio_ioas &k)
 	case kIoasSet: {
 		Result<ObjectInfo> o = ctx_.object_info(k.ioas_id);
 		if (!o || o->type != ObjType::ioas)
-			return Status::error(-ENOENT, "IOMMU_VFIO_IOAS: no ioas %u", k.ioas_id);
+			return Status::error(-ENOENT, "IOMMU_VFIO_IOAS: no ioas {}", k.ioas_id);
 		ioas_id_ = k.ioas_id;
 		return {};
 	}
@@ -140,7 +140,7 @@ Status VfioCompat::vfio_ioas(iommu_vfio_ioas &k)
 		ioas_id_ = 0;
 		return {};
 	default:
-		return Status::error(-EOPNOTSUPP, "IOMMU_VFIO_IOAS: unknown op %u", k.op);
+		return Status::error(-EOPNOTSUPP, "IOMMU_VFIO_IOAS: unknown op {}", k.op);
 	}
 }
 
@@ -163,7 +163,7 @@ Result<int> VfioCompat::check_extension(unsigned long type) const
 Status VfioCompat::set_iommu(unsigned long type)
 {
 	if (type != kType1 && type != kType1v2)
-		return Status::error(-EINVAL, "VFIO_SET_IOMMU: type %lu is not type1 (1) or "
+		return Status::error(-EINVAL, "VFIO_SET_IOMMU: type {} is not type1 (1) or "
 				     "type1v2 (3)", type);
 	Result<uint32_t> id = compat_ioas();
 	if (!id)
@@ -181,7 +181,7 @@ Status VfioCompat::get_info(void *arg)
 	vfio_info info{};
 	std::memcpy(&info, arg, kMin);
 	if (info.argsz < kMin)
-		return Status::error(-EINVAL, "VFIO_IOMMU_GET_INFO: argsz %u is below %zu",
+		return Status::error(-EINVAL, "VFIO_IOMMU_GET_INFO: argsz {} is below {}",
 				     info.argsz, kMin);
 	const size_t out_size = std::min<size_t>(info.argsz, sizeof(info));
 	Result<uint32_t> id = compat_ioas();
@@ -197,7 +197,7 @@ Status VfioCompat::get_info(void *arg)
 		if (!ioas->hwpts.empty())
 			pgsizes = ioas->huge_pages ? (4096ull | (2ull << 20) | (1ull << 30)) : 4096;
 	} else {
-		return Status::error(-ENODEV, "ioas %u: gone", *id);
+		return Status::error(-ENODEV, "ioas {}: gone", *id);
 	}
 	pgsizes = std::max<uint64_t>(pgsizes, align);
 
@@ -240,7 +240,7 @@ Status VfioCompat::map_dma(void *arg)
 	vfio_dma_map m;
 	std::memcpy(&m, arg, sizeof(m));
 	if (m.argsz < sizeof(m) || (m.flags & ~(kMapRead | kMapWrite)))
-		return Status::error(-EINVAL, "VFIO_IOMMU_MAP_DMA: argsz %u or flags %#x",
+		return Status::error(-EINVAL, "VFIO_IOMMU_MAP_DMA: argsz {} or flags {:#x}",
 				     m.argsz, m.flags);
 	Result<uint32_t> id = compat_ioas();
 	if (!id)
@@ -261,7 +261,7 @@ Status VfioCompat::unmap_dma(void *arg)
 	vfio_dma_unmap u;
 	std::memcpy(&u, arg, sizeof(u));
 	if (u.argsz < sizeof(u) || (u.flags & ~kUnmapFlagAll))
-		return Status::error(-EINVAL, "VFIO_IOMMU_UNMAP_DMA: argsz %u or flags %#x",
+		return Status::error(-EINVAL, "VFIO_IOMMU_UNMAP_DMA: argsz {} or flags {:#x}",
 				     u.argsz, u.flags);
 	Result<uint32_t> id = compat_ioas();
 	if (!id)
@@ -303,12 +303,12 @@ Result<int> VfioCompat::command(unsigned long cmd, void *arg)
 			return Status::error(-EFAULT, "IOMMU_VFIO_IOAS: the argument is NULL");
 		std::memcpy(&k.size, arg, sizeof(k.size));
 		if (k.size < sizeof(k))
-			return Status::error(-EINVAL, "IOMMU_VFIO_IOAS: size %u is below %zu",
+			return Status::error(-EINVAL, "IOMMU_VFIO_IOAS: size {} is below {}",
 					     k.size, sizeof(k));
 		std::memcpy(&k, arg, sizeof(k));
 		for (size_t i = sizeof(k); i < k.size; i++)
 			if (static_cast<const unsigned char *>(arg)[i] != 0)
-				return Status::error(-E2BIG, "IOMMU_VFIO_IOAS: byte %zu of %u is "
+				return Status::error(-E2BIG, "IOMMU_VFIO_IOAS: byte {} of {} is "
 						     "not zero", i, k.size);
 		if (Status s = vfio_ioas(k); !s)
 			return s;
@@ -327,7 +327,7 @@ Result<int> VfioCompat::command(unsigned long cmd, void *arg)
 	case kIommuMapDma:
 	case kIommuUnmapDma: {
 		if (arg == nullptr)
-			return Status::error(-EFAULT, "VFIO ioctl %#lx: the argument is NULL", cmd);
+			return Status::error(-EFAULT, "VFIO ioctl {:#x}: the argument is NULL", cmd);
 		Status s = cmd == kIommuGetInfo ? get_info(arg)
 			   : cmd == kIommuMapDma ? map_dma(arg)
 						 : unmap_dma(arg);
@@ -336,7 +336,7 @@ Result<int> VfioCompat::command(unsigned long cmd, void *arg)
 		return 0;
 	}
 	default:
-		return Status::error(-ENOTTY, "iodp_ioctl: unknown command %#lx", cmd);
+		return Status::error(-ENOTTY, "iodp_ioctl: unknown command {:#x}", cmd);
 	}
 }
 

@@ -100,24 +100,24 @@ Result<DevArgs> DevArgs::parse(std::string_view devargs, const char *const *keys
 	// Devargs come from a command line or a file: what they say is quoted printable().
 	const std::string shown = printable(devargs);
 	if (a.name_.empty())
-		return Status::error(-EINVAL, "devargs '%s': no device name", shown.c_str());
+		return Status::error(-EINVAL, "devargs '{}': no device name", shown);
 	for (char c : a.name_)
 		if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-')
-			return Status::error(-EINVAL, "devargs '%s': device name '%s' may only "
-					     "hold letters, digits, '_' and '-'", shown.c_str(),
+			return Status::error(-EINVAL, "devargs '{}': device name '{}' may only "
+					     "hold letters, digits, '_' and '-'", shown,
 					     printable(a.name_).c_str());
 	if (comma == std::string_view::npos)
 		return a;
 	const std::string rest(devargs.substr(comma + 1));
 	// rte_kvargs reads a C string: a NUL would silently cut the arguments short.
 	if (rest.find('\0') != std::string::npos)
-		return Status::error(-EINVAL, "%s: arguments '%s' hold a NUL byte", a.name_.c_str(),
+		return Status::error(-EINVAL, "{}: arguments '{}' hold a NUL byte", a.name_,
 				     printable(rest).c_str());
 	// No valid-key list for rte_kvargs: it would refuse unknown keys without naming them.
 	rte_kvargs *kv = rte_kvargs_parse(rest.c_str(), nullptr);
 	if (kv == nullptr)
-		return Status::error(-EINVAL, "%s: cannot parse arguments '%s' (expected "
-				     "key=value,key=value)", a.name_.c_str(),
+		return Status::error(-EINVAL, "{}: cannot parse arguments '{}' (expected "
+				     "key=value,key=value)", a.name_,
 				     printable(rest).c_str());
 	Status bad;
 	for (unsigned i = 0; i < kv->count && bad.ok(); i++) {
@@ -125,15 +125,15 @@ Result<DevArgs> DevArgs::parse(std::string_view devargs, const char *const *keys
 		const char *v = kv->pairs[i].value;
 		const std::string key = k != nullptr ? k : "";
 		if (!key_known(keys, key))
-			bad = Status::error(-EINVAL, "%s: unknown argument '%s' (known: %s)",
-					    a.name_.c_str(), printable(key).c_str(),
+			bad = Status::error(-EINVAL, "{}: unknown argument '{}' (known: {})",
+					    a.name_, printable(key).c_str(),
 					    known_keys(keys).c_str());
 		else if (v == nullptr || *v == '\0')
-			bad = Status::error(-EINVAL, "%s: argument '%s' needs a value",
-					    a.name_.c_str(), key.c_str());
+			bad = Status::error(-EINVAL, "{}: argument '{}' needs a value",
+					    a.name_, key);
 		else if (a.find(key) != nullptr)
-			bad = Status::error(-EINVAL, "%s: argument '%s' is given twice",
-					    a.name_.c_str(), key.c_str());
+			bad = Status::error(-EINVAL, "{}: argument '{}' is given twice",
+					    a.name_, key);
 		else
 			a.pairs_.emplace_back(key, v);
 	}
@@ -162,22 +162,22 @@ static Result<uint64_t> parse_number(const std::string &dev, std::string_view ke
 	const int k = static_cast<int>(key.size());
 	const char *s = text.c_str();
 	if (!std::isdigit(static_cast<unsigned char>(*s)))
-		return Status::error(-EINVAL, "%s: %.*s='%s' is not a number", dev.c_str(), k,
-				     key.data(), shown.c_str());
+		return Status::error(-EINVAL, "{}: {}='{}' is not a number", dev, std::string_view(key.data(), k),
+				     shown);
 	int base = 10;
 	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
 		base = 16;
 		s += 2;
 		if (!std::isxdigit(static_cast<unsigned char>(*s)))
-			return Status::error(-EINVAL, "%s: %.*s='%s' is not a number", dev.c_str(),
-					     k, key.data(), shown.c_str());
+			return Status::error(-EINVAL, "{}: {}='{}' is not a number", dev,
+					     std::string_view(key.data(), k), shown);
 	}
 	errno = 0;
 	char *end = nullptr;
 	uint64_t v = std::strtoull(s, &end, base);
 	if (errno != 0)
-		return Status::error(-EINVAL, "%s: %.*s='%s' is too large", dev.c_str(), k,
-				     key.data(), shown.c_str());
+		return Status::error(-EINVAL, "{}: {}='{}' is too large", dev, std::string_view(key.data(), k),
+				     shown);
 	unsigned shift = 0;
 	if (suffixes && *end != '\0' && end[1] == '\0') {
 		switch (std::toupper(static_cast<unsigned char>(*end))) {
@@ -188,12 +188,11 @@ static Result<uint64_t> parse_number(const std::string &dev, std::string_view ke
 		}
 	}
 	if (*end != '\0' || end != text.c_str() + text.size())
-		return Status::error(-EINVAL, "%s: %.*s='%s' has trailing characters%s",
-				     dev.c_str(), k, key.data(), shown.c_str(),
-				     suffixes ? " (sizes take K, M or G)" : "");
+		return Status::error(-EINVAL, "{}: {}='{}' has trailing characters{}",
+				     dev, std::string_view(key.data(), k), shown, suffixes ? " (sizes take K, M or G)" : "");
 	if (shift != 0 && (v >> (64 - shift)) != 0)
-		return Status::error(-EINVAL, "%s: %.*s='%s' is too large", dev.c_str(), k,
-				     key.data(), shown.c_str());
+		return Status::error(-EINVAL, "{}: {}='{}' is too large", dev, std::string_view(key.data(), k),
+				     shown);
 	return v << shift;
 }
 
@@ -205,10 +204,10 @@ Result<uint64_t> DevArgs::get_number(std::string_view key, uint64_t def, uint64_
 		return def;
 	Result<uint64_t> n = parse_number(name_, key, *v, sizes);
 	if (n && (*n < min || *n > max))
-		return Status::error(-EINVAL, "%s: %.*s=%s is outside [%llu, %llu]%s", name_.c_str(),
-				     static_cast<int>(key.size()), key.data(), printable(*v).c_str(),
-				     static_cast<unsigned long long>(min),
-				     static_cast<unsigned long long>(max), sizes ? " bytes" : "");
+		return Status::error(-EINVAL, "{}: {}={} is outside [{}, {}]{}", name_,
+				     key, printable(*v), min,
+				     max,
+				     sizes ? " bytes" : "");
 	return n;
 }
 
@@ -220,8 +219,8 @@ Result<bool> DevArgs::get_bool(std::string_view key, bool def) const
 	bool b = false;
 	if (parse_bool(*v, &b))
 		return b;
-	return Status::error(-EINVAL, "%s: %.*s='%s' is not 0/1, yes/no, on/off", name_.c_str(),
-			     static_cast<int>(key.size()), key.data(), printable(*v).c_str());
+	return Status::error(-EINVAL, "{}: {}='{}' is not 0/1, yes/no, on/off", name_,
+			     key, printable(*v));
 }
 
 Result<unsigned> DevArgs::get_choice(std::string_view key, const char *const *choices,
@@ -233,9 +232,8 @@ Result<unsigned> DevArgs::get_choice(std::string_view key, const char *const *ch
 	for (unsigned i = 0; choices[i] != nullptr; i++)
 		if (*v == choices[i])
 			return i;
-	return Status::error(-EINVAL, "%s: %.*s='%s' is not one of %s", name_.c_str(),
-			     static_cast<int>(key.size()), key.data(), printable(*v).c_str(),
-			     known_keys(choices).c_str());
+	return Status::error(-EINVAL, "{}: {}='{}' is not one of {}", name_,
+			     key, printable(*v), known_keys(choices).c_str());
 }
 
 /* Device ------------------------------------------------------------------------------ */
@@ -255,16 +253,16 @@ Device::~Device()
 Status Device::configure()
 {
 	if (state_ != State::created)
-		return Status::error(-EBUSY, "%s: already configured", name_.c_str());
+		return Status::error(-EBUSY, "{}: already configured", name_);
 	if (queues_ > kMaxQueues)
-		return Status::error(-EINVAL, "%s: %u queues (0 to %u)", name_.c_str(), queues_,
+		return Status::error(-EINVAL, "{}: {} queues (0 to {})", name_, queues_,
 				     kMaxQueues);
 	constexpr unsigned kCmdEntries = 1024;
 	cmds_ = make_ring("cmd_" + name_, sizeof(Command), kCmdEntries);
 	done_ = make_ring("done_" + name_, sizeof(CommandDone), kCmdEntries);
 	if (cmds_ == nullptr || done_ == nullptr)
-		return Status::error(-ENOMEM, "%s: no memory for the invalidation queue",
-				     name_.c_str());
+		return Status::error(-ENOMEM, "{}: no memory for the invalidation queue",
+				     name_);
 	Status s = driver_.ops->configure(*this);
 	if (!s.ok()) {
 		// Drivers' close() takes a half-configured device apart: nothing is left behind.
@@ -279,21 +277,21 @@ Status Device::configure()
 Status Device::start()
 {
 	if (state_ != State::configured && state_ != State::stopped)
-		return Status::error(-EINVAL, "%s: start needs a configured, stopped device",
-				     name_.c_str());
+		return Status::error(-EINVAL, "{}: start needs a configured, stopped device",
+				     name_);
 	if (gone())
-		return Status::error(-ENODEV, "%s: the device is gone (%s)", name_.c_str(),
-				     gone_reason_.c_str());
+		return Status::error(-ENODEV, "{}: the device is gone ({})", name_,
+				     gone_reason_);
 	Status s = driver_.ops->start(*this);
 	if (!s.ok())
 		return s;
 	if (queues_ > 0 && (fast_path_.rx_burst == nullptr || fast_path_.tx_burst == nullptr))
-		return Status::error(-EINVAL, "%s: driver %s left no burst functions",
-				     name_.c_str(), driver_.name);
+		return Status::error(-EINVAL, "{}: driver {} left no burst functions",
+				     name_, driver_.name);
 	for (unsigned q = 0; q < queues_; q++)
 		if (fast_path_.queue[q] == nullptr)
-			return Status::error(-EINVAL, "%s: driver %s left queue %u unset",
-					     name_.c_str(), driver_.name, q);
+			return Status::error(-EINVAL, "{}: driver {} left queue {} unset",
+					     name_, driver_.name, q);
 	state_ = State::started;
 	return {};
 }
@@ -400,14 +398,14 @@ Status Registry::add(const Driver &driver)
 	if (o.configure == nullptr || o.start == nullptr || o.stop == nullptr ||
 	    o.close == nullptr || o.info == nullptr || o.stats == nullptr ||
 	    o.stats_reset == nullptr)
-		return Status::error(-EINVAL, "driver %s: its ops table is missing a required "
+		return Status::error(-EINVAL, "driver {}: its ops table is missing a required "
 				     "operation", driver.name);
 	for (const char *c = driver.name; *c != '\0'; c++)
 		if (!std::isalpha(static_cast<unsigned char>(*c)) && *c != '_')
-			return Status::error(-EINVAL, "driver %s: names are letters and '_' "
+			return Status::error(-EINVAL, "driver {}: names are letters and '_' "
 					     "(devices add a number)", driver.name);
 	if (find(driver.name) != nullptr)
-		return Status::error(-EEXIST, "driver %s: already registered", driver.name);
+		return Status::error(-EEXIST, "driver {}: already registered", driver.name);
 	drivers_.push_back(&driver);
 	return {};
 }
@@ -437,14 +435,14 @@ Result<std::unique_ptr<Device>> Registry::create(ctl::Ctx &ctx, std::string_view
 {
 	const std::string_view name = devargs.substr(0, devargs.find(','));
 	if (name.empty())
-		return Status::error(-EINVAL, "devargs '%s': no device name",
+		return Status::error(-EINVAL, "devargs '{}': no device name",
 				     printable(devargs).c_str());
 	const Driver *drv = driver_of(name);
 	if (drv == nullptr)
-		return Status::error(-ENOENT, "device '%s': no driver '%s' (known: %s)",
+		return Status::error(-ENOENT, "device '{}': no driver '{}' (known: {})",
 				     printable(name).c_str(),
 				     printable(name.substr(0, driver_letters(name))).c_str(),
-				     names().c_str());
+				     names());
 	Result<DevArgs> args = DevArgs::parse(devargs, drv->keys);
 	if (!args)
 		return args.status();

@@ -30,11 +30,11 @@ int iodp_worker_create(struct iodp_ctx *ctx, const struct iodp_worker_config *cf
 	if (cfg != nullptr) {
 		if (cfg->size < sizeof(*cfg))
 			return fail(ext, iodp::Status::error(-EINVAL, "worker_create: config size "
-							     "%u is short of %zu", cfg->size,
+							     "{} is short of {}", cfg->size,
 							     sizeof(*cfg)));
 		if (cfg->flags != 0)
 			return fail(ext, iodp::Status::error(-EOPNOTSUPP, "worker_create: flags "
-							     "%#x are unknown", cfg->flags));
+							     "{:#x} are unknown", cfg->flags));
 		if (cfg->iotlb_entries != 0)
 			wc.shard.entries = cfg->iotlb_entries;
 		if (cfg->walk_entries != 0)

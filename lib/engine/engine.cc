@@ -65,10 +65,10 @@ Engine::Engine(ctl::Ctx &ctx, const EngineConfig &config) : ctx_(ctx), config_(c
 Result<std::unique_ptr<Engine>> Engine::create(ctl::Ctx &ctx, const EngineConfig &config)
 {
 	if (config.burst == 0 || config.burst > kMaxBurst)
-		return Status::error(-EINVAL, "engine: burst %u is outside [1, %u]", config.burst,
+		return Status::error(-EINVAL, "engine: burst {} is outside [1, {}]", config.burst,
 				     kMaxBurst);
 	if (config.command_budget == 0 || config.command_budget > kMaxCommandBudget)
-		return Status::error(-EINVAL, "engine: command budget %u is outside [1, %u]",
+		return Status::error(-EINVAL, "engine: command budget {} is outside [1, {}]",
 				     config.command_budget, kMaxCommandBudget);
 	if (!dpdk_eal_running())
 		return Status::error(-ENODEV, "engine: DPDK's EAL is not initialised (workers "
@@ -86,11 +86,11 @@ Result<std::unique_ptr<Engine>> Engine::create(ctl::Ctx &ctx, const EngineConfig
 	for (size_t i = 0; i < lcores.size(); i++) {
 		const unsigned l = lcores[i];
 		if (l >= RTE_MAX_LCORE || !rte_lcore_is_enabled(l) || l == rte_get_main_lcore())
-			return Status::error(-EINVAL, "engine: lcore %u is not an EAL worker lcore "
-					     "(see -l / --lcores; lcore %u is the main one)", l,
+			return Status::error(-EINVAL, "engine: lcore {} is not an EAL worker lcore "
+					     "(see -l / --lcores; lcore {} is the main one)", l,
 					     rte_get_main_lcore());
 		if (std::find(lcores.begin(), lcores.begin() + i, l) != lcores.begin() + i)
-			return Status::error(-EINVAL, "engine: lcore %u is listed twice", l);
+			return Status::error(-EINVAL, "engine: lcore {} is listed twice", l);
 	}
 	e->lcores_ = lcores;
 	e->lists_ = std::make_unique<std::atomic<PollList *>[]>(lcores.size());
@@ -124,12 +124,12 @@ Engine::~Engine()
 Result<uint16_t> Engine::add_device(dev::Device &device)
 {
 	if (ports_.size() >= kMaxPorts)
-		return Status::error(-ENOSPC, "engine: %s: all %u ports are taken",
-				     device.name().c_str(), kMaxPorts);
+		return Status::error(-ENOSPC, "engine: {}: all {} ports are taken",
+				     device.name(), kMaxPorts);
 	for (const auto &p : ports_)
 		if (p->dev == &device && p->active)
-			return Status::error(-EEXIST, "engine: %s is already port %u",
-					     device.name().c_str(), p->id);
+			return Status::error(-EEXIST, "engine: {} is already port {}",
+					     device.name(), p->id);
 	if (!device.started()) {
 		Status s = device.start();
 		if (!s.ok())
@@ -197,7 +197,7 @@ void Engine::publish_lists()
 Status Engine::remove_device(uint16_t port, const std::string &reason)
 {
 	if (port >= ports_.size() || !ports_[port]->active)
-		return Status::error(-ENOENT, "engine: no active port %u", port);
+		return Status::error(-ENOENT, "engine: no active port {}", port);
 	Port &p = *ports_[port];
 	{
 		std::lock_guard g(ports_lock_);
@@ -266,7 +266,7 @@ Status Engine::start()
 			stop_.store(true, std::memory_order_relaxed);
 			for (unsigned j = 0; j < i; j++)
 				rte_eal_wait_lcore(lcores_[j]);
-			return Status::error(rc, "engine: cannot launch worker %u on lcore %u "
+			return Status::error(rc, "engine: cannot launch worker {} on lcore {} "
 					     "(busy?)", i, lcores_[i]);
 		}
 	}
@@ -314,7 +314,7 @@ Status run_command(ctl::Ctx &ctx, const dev::Command &c)
 		else if (c.arg == IODP_HWPT_INVALIDATE_DATA_ARM_SMMUV3)
 			len = sizeof(iodp_hwpt_arm_smmuv3_invalidate);
 		else
-			return Status::error(-EOPNOTSUPP, "invalidation data type %u is unknown",
+			return Status::error(-EOPNOTSUPP, "invalidation data type {} is unknown",
 					     c.arg);
 		uint32_t handled = 0;
 		return ctx.hwpt_invalidate(c.object, c.arg, c.data, len, 1, &handled);
@@ -324,7 +324,7 @@ Status run_command(ctl::Ctx &ctx, const dev::Command &c)
 		return r ? Status{} : r.status();
 	}
 	default:
-		return Status::error(-EOPNOTSUPP, "command type %u is unknown", c.type);
+		return Status::error(-EOPNOTSUPP, "command type {} is unknown", c.type);
 	}
 }
 

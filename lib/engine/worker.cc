@@ -49,7 +49,7 @@ Worker::Worker(ctl::Ctx &ctx, const WorkerConfig &config)
 Result<std::unique_ptr<Worker>> Worker::create(ctl::Ctx &ctx, const WorkerConfig &config)
 {
 	if (config.fault_ring < 8 || (config.fault_ring & (config.fault_ring - 1)))
-		return Status::error(-EINVAL, "worker: fault_ring %u is not a power of two >= 8",
+		return Status::error(-EINVAL, "worker: fault_ring {} is not a power of two >= 8",
 				     config.fault_ring);
 	std::unique_ptr<Worker> w(new Worker(ctx, config));
 	Result<iotlb::Shard> shard = iotlb::Shard::create(config.shard);
@@ -85,7 +85,7 @@ Worker::~Worker()
 Status Worker::set_port(uint16_t port, uint32_t ctl_device)
 {
 	if (port >= kMaxPorts)
-		return Status::error(-EINVAL, "worker: port %u is beyond the last (%u)", port,
+		return Status::error(-EINVAL, "worker: port {} is beyond the last ({})", port,
 				     kMaxPorts - 1);
 	port_dev_[port] = ctl_device;
 	return {};

@@ -71,17 +71,17 @@ Status decode_iommufd_vtd_s1(uint64_t addr, uint64_t npages, uint32_t flags,
 {
 	constexpr uint32_t kLeaf = 1;
 	if ((flags & ~kLeaf) != 0)
-		return Status::error(-EOPNOTSUPP, "vtd_s1 invalidation: unknown flags %#x",
+		return Status::error(-EOPNOTSUPP, "vtd_s1 invalidation: unknown flags {:#x}",
 				     flags & ~kLeaf);
 	if (reserved != 0)
-		return Status::error(-EOPNOTSUPP, "vtd_s1 invalidation: __reserved is %#x, not 0",
+		return Status::error(-EOPNOTSUPP, "vtd_s1 invalidation: __reserved is {:#x}, not 0",
 				     reserved);
 	if ((addr & 0xfff) != 0)
-		return Status::error(-EINVAL, "vtd_s1 invalidation: addr 0x%" PRIx64
+		return Status::error(-EINVAL, "vtd_s1 invalidation: addr 0x{:x}"
 				     " is not 4 KiB aligned", addr);
 	if (npages == UINT64_MAX && addr != 0)
 		return Status::error(-EINVAL, "vtd_s1 invalidation: npages U64_MAX (everything) "
-				     "needs addr 0, not 0x%" PRIx64, addr);
+				     "needs addr 0, not 0x{:x}", addr);
 	if (npages == 0)
 		return Status::error(-EINVAL, "vtd_s1 invalidation: npages is 0");
 	Descriptor d;
@@ -111,7 +111,7 @@ Status decode_smmuv3_cmd(const uint64_t cmd[2], bool iommufd_subset, uint32_t vm
 		case kTlbiNhAsid: case kAtcInv: case kCfgiCd: case kCfgiCdAll:
 			break;
 		default:
-			return Status::error(-EIO, "smmuv3 command opcode %#x is not accepted "
+			return Status::error(-EIO, "smmuv3 command opcode {:#x} is not accepted "
 					     "from a guest", op);
 		}
 	}
@@ -134,7 +134,7 @@ Status decode_smmuv3_cmd(const uint64_t cmd[2], bool iommufd_subset, uint32_t vm
 		const unsigned shift = kShift[tg];
 		const uint64_t num = field(w0, 16, 12), scale = field(w0, 24, 20);
 		if (scale + shift >= 64)
-			return Status::error(-EINVAL, "smmuv3 TLBI: SCALE %" PRIu64 " is too large",
+			return Status::error(-EINVAL, "smmuv3 TLBI: SCALE {} is too large",
 					     scale);
 		const uint64_t granules = (num + 1) << scale;
 		const uint64_t base = va & ~((1ull << shift) - 1);
@@ -227,10 +227,10 @@ Status decode_smmuv3_cmd(const uint64_t cmd[2], bool iommufd_subset, uint32_t vm
 	case kPrefetchCfg:
 	case kPriResp:
 	case kResume:
-		return Status::error(-EOPNOTSUPP, "smmuv3 command opcode %#x is not an "
+		return Status::error(-EOPNOTSUPP, "smmuv3 command opcode {:#x} is not an "
 				     "invalidation", op);
 	default:
-		return Status::error(-EINVAL, "smmuv3 command opcode %#x is unknown", op);
+		return Status::error(-EINVAL, "smmuv3 command opcode {:#x} is unknown", op);
 	}
 	*out = d;
 	return {};
@@ -246,12 +246,12 @@ Status vtd_page_range(uint64_t qw1, const char *what, Descriptor *d)
 	const unsigned am = static_cast<unsigned>(qw1 & 0x3f);
 	const uint64_t addr = qw1 & ~0xfffull;
 	if (am > 52)
-		return Status::error(-EINVAL, "vt-d %s: AM %u is larger than the address space",
+		return Status::error(-EINVAL, "vt-d {}: AM {} is larger than the address space",
 				     what, am);
 	const uint64_t size = 4096ull << am;
 	if (addr & (size - 1))
-		return Status::error(-EINVAL, "vt-d %s: address 0x%" PRIx64 " is not aligned to "
-				     "its 2^%u pages", what, addr, am);
+		return Status::error(-EINVAL, "vt-d {}: address 0x{:x} is not aligned to "
+				     "its 2^{} pages", what, addr, am);
 	set_range(d, addr, size);
 	d->leaf_only = (qw1 >> 6) & 1; // IH
 	return {};
@@ -314,7 +314,7 @@ Status decode_vtd_qi(const uint64_t desc[2], Descriptor *out)
 		d.targets = kTargetIotlb | kTargetWalkCache;
 		if (g < 2)
 			return Status::error(-EINVAL,
-					     "vt-d pasid-iotlb: granularity %u is reserved", g);
+					     "vt-d pasid-iotlb: granularity {} is reserved", g);
 		d.match = kMatchDomain | kMatchPasid;
 		d.domain = did;
 		d.pasid = pasid;
@@ -356,10 +356,10 @@ Status decode_vtd_qi(const uint64_t desc[2], Descriptor *out)
 		d.sync_addr = ((qw0 >> 5) & 1) ? qw1 & ~3ull : 0; // SW: write status data
 		break;
 	case kIec:
-		return Status::error(-EOPNOTSUPP, "vt-d descriptor type %#x (interrupt entry "
+		return Status::error(-EOPNOTSUPP, "vt-d descriptor type {:#x} (interrupt entry "
 				     "cache) is not a translation invalidation", type);
 	default:
-		return Status::error(-EINVAL, "vt-d descriptor type %#x is unknown", type);
+		return Status::error(-EINVAL, "vt-d descriptor type {:#x} is unknown", type);
 	}
 	*out = d;
 	return {};

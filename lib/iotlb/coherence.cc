@@ -128,10 +128,10 @@ void LatencyHistogram::reset()
 Result<std::unique_ptr<Coherence>> Coherence::create(const CoherenceConfig &config)
 {
 	if (config.max_workers == 0 || config.max_workers > RTE_MAX_LCORE * 4)
-		return Status::error(-EINVAL, "coherence: max_workers %u is out of range",
+		return Status::error(-EINVAL, "coherence: max_workers {} is out of range",
 				     config.max_workers);
 	if (config.ring_entries < 8 || (config.ring_entries & (config.ring_entries - 1)))
-		return Status::error(-EINVAL, "coherence: ring_entries %u is not a power of two "
+		return Status::error(-EINVAL, "coherence: ring_entries {} is not a power of two "
 				     ">= 8", config.ring_entries);
 	std::unique_ptr<Coherence> c(new Coherence());
 	c->config_ = config;
@@ -140,7 +140,7 @@ Result<std::unique_ptr<Coherence>> Coherence::create(const CoherenceConfig &conf
 	const size_t qsz = rte_rcu_qsbr_get_memsize(config.max_workers);
 	c->qsbr_ = static_cast<rte_rcu_qsbr *>(zalloc(qsz));
 	if (c->qsbr_ == nullptr || rte_rcu_qsbr_init(c->qsbr_, config.max_workers) != 0)
-		return Status::error(-ENOMEM, "coherence: cannot set up rte_rcu_qsbr for %u "
+		return Status::error(-ENOMEM, "coherence: cannot set up rte_rcu_qsbr for {} "
 				     "workers", config.max_workers);
 	c->workers_ = std::make_unique<Worker[]>(config.max_workers);
 	return c;
@@ -169,7 +169,7 @@ Result<unsigned> Coherence::register_worker(Shard *shard)
 			return Status::error(-EINVAL, "coherence: bad ring size");
 		auto *ring = static_cast<rte_ring *>(zalloc(static_cast<size_t>(rsz)));
 		if (ring == nullptr)
-			return Status::error(-ENOMEM, "coherence: no memory for worker %u's ring",
+			return Status::error(-ENOMEM, "coherence: no memory for worker {}'s ring",
 					     id);
 		char name[RTE_RING_NAMESIZE];
 		std::snprintf(name, sizeof(name), "iodp_inval_%p_%u", static_cast<void *>(this),
@@ -191,7 +191,7 @@ Result<unsigned> Coherence::register_worker(Shard *shard)
 		w.online = true;
 		return id;
 	}
-	return Status::error(-ENOSPC, "coherence: all %u worker slots are taken",
+	return Status::error(-ENOSPC, "coherence: all {} worker slots are taken",
 			     config_.max_workers);
 }
 

@@ -24,7 +24,7 @@ int size_class(unsigned shift)
 Result<Shard> Shard::create(const ShardConfig &config)
 {
 	if (config.entries > (1u << 26))
-		return Status::error(-EINVAL, "iotlb shard: %u entries is more than 2^26",
+		return Status::error(-EINVAL, "iotlb shard: {} entries is more than 2^26",
 				     config.entries);
 	Shard sh;
 	const uint32_t want = std::max<uint32_t>(64, config.entries);
@@ -33,23 +33,23 @@ Result<Shard> Shard::create(const ShardConfig &config)
 	// Hugepage-backed when the machine has them: a shard is looked up at random.
 	Result<GuestRam> ram = GuestRam::allocate(size_t{sh.sets_} * sizeof(Set));
 	if (!ram)
-		return Status::error(-ENOMEM, "iotlb shard: %s", ram.status().message().c_str());
+		return Status::error(-ENOMEM, "iotlb shard: {}", ram.status().message());
 	sh.ram_ = std::move(*ram);
 	sh.sets_ptr_ = reinterpret_cast<Set *>(sh.ram_.data());
 
 	if (config.walk_entries > (1u << 24))
-		return Status::error(-EINVAL, "iotlb shard: %u walk-cache entries is more than 2^24",
+		return Status::error(-EINVAL, "iotlb shard: {} walk-cache entries is more than 2^24",
 				     config.walk_entries);
 	sh.walk_nsets_ = std::bit_ceil(std::max<uint32_t>(64, config.walk_entries)) / kWays;
 	Result<GuestRam> wram = GuestRam::allocate(size_t{sh.walk_nsets_} * sizeof(Set));
 	if (!wram)
-		return Status::error(-ENOMEM, "iotlb shard walk cache: %s",
-				     wram.status().message().c_str());
+		return Status::error(-ENOMEM, "iotlb shard walk cache: {}",
+				     wram.status().message());
 	sh.walk_ram_ = std::move(*wram);
 	sh.walk_sets_ = reinterpret_cast<Set *>(sh.walk_ram_.data());
 
 	if (config.routes > (1u << 16))
-		return Status::error(-EINVAL, "iotlb shard: %u routes is more than 2^16",
+		return Status::error(-EINVAL, "iotlb shard: {} routes is more than 2^16",
 				     config.routes);
 	sh.routes_.resize(std::bit_ceil(std::max<uint32_t>(16, config.routes)));
 	sh.contexts_.emplace_back(); // handle 0: a context that never hits

@@ -124,7 +124,7 @@ Status PageSet::add(uint64_t addr, uint64_t len)
 {
 	constexpr uint64_t kPage = 1ull << kPageShift;
 	if (len == 0 || ((addr | len) & (kPage - 1)) || addr + (len - 1) < addr)
-		return Status::error(-EINVAL, "page set: 0x%" PRIx64 "+0x%" PRIx64 " is empty, "
+		return Status::error(-EINVAL, "page set: 0x{:x}+0x{:x} is empty, "
 				     "not page-aligned or wraps", addr, len);
 	const uint64_t first = addr >> kPageShift;
 	const uint64_t last = (addr + (len - 1)) >> kPageShift;
@@ -132,7 +132,7 @@ Status PageSet::add(uint64_t addr, uint64_t len)
 	for (uint64_t p = first;; p = (p | ((1u << kLeafBits) - 1)) + 1) {
 		if (leaf_for(p, true) == nullptr)
 			return Status::error(-ENOMEM, "page set: no memory for a node covering "
-					     "0x%" PRIx64, p << kPageShift);
+					     "0x{:x}", p << kPageShift);
 		if ((p | ((1u << kLeafBits) - 1)) >= last)
 			break;
 	}
@@ -228,18 +228,18 @@ void PageSet::remove(uint64_t addr, uint64_t len)
 Status GuestMemory::add_region(uint64_t gpa, uint64_t size, void *host)
 {
 	if (size == 0)
-		return Status::error(-EINVAL, "guest memory: region at 0x%" PRIx64 " has size 0", gpa);
+		return Status::error(-EINVAL, "guest memory: region at 0x{:x} has size 0", gpa);
 	if (host == nullptr)
-		return Status::error(-EINVAL, "guest memory: region 0x%" PRIx64 "+0x%" PRIx64
+		return Status::error(-EINVAL, "guest memory: region 0x{:x}+0x{:x}"
 				     " has no host memory", gpa, size);
 	if (gpa + (size - 1) < gpa)
-		return Status::error(-EINVAL, "guest memory: region 0x%" PRIx64 "+0x%" PRIx64
+		return Status::error(-EINVAL, "guest memory: region 0x{:x}+0x{:x}"
 				     " wraps past 2^64", gpa, size);
 	const GuestRegion added{gpa, size, static_cast<std::byte *>(host)};
 	for (const GuestRegion &r : regions_)
 		if (added.gpa <= r.last() && r.gpa <= added.last())
-			return Status::error(-EEXIST, "guest memory: region 0x%" PRIx64 "+0x%" PRIx64
-					     " overlaps region 0x%" PRIx64 "+0x%" PRIx64,
+			return Status::error(-EEXIST, "guest memory: region 0x{:x}+0x{:x}"
+					     " overlaps region 0x{:x}+0x{:x}",
 					     gpa, size, r.gpa, r.size);
 	auto pos = std::lower_bound(regions_.begin(), regions_.end(), gpa,
 				    [](const GuestRegion &r, uint64_t g) { return r.gpa < g; });
@@ -252,7 +252,7 @@ Status GuestMemory::remove_region(uint64_t gpa)
 	auto it = std::find_if(regions_.begin(), regions_.end(),
 			       [gpa](const GuestRegion &r) { return r.gpa == gpa; });
 	if (it == regions_.end())
-		return Status::error(-ENOENT, "guest memory: no region starts at 0x%" PRIx64, gpa);
+		return Status::error(-ENOENT, "guest memory: no region starts at 0x{:x}", gpa);
 	regions_.erase(it);
 	return {};
 }
@@ -432,7 +432,7 @@ Result<GuestRam> GuestRam::allocate(uint64_t size, Source source)
 			return ram;
 		}
 		if (!any)
-			return Status::error(-ENOMEM, "guest RAM: DPDK has no 0x%" PRIx64
+			return Status::error(-ENOMEM, "guest RAM: DPDK has no 0x{:x}"
 					     " bytes free", size);
 	}
 	if (source == Source::hugetlb || any) {
@@ -444,7 +444,7 @@ Result<GuestRam> GuestRam::allocate(uint64_t size, Source source)
 			return ram;
 		}
 		if (!any)
-			return Status::error(-ENOMEM, "guest RAM: no 0x%" PRIx64
+			return Status::error(-ENOMEM, "guest RAM: no 0x{:x}"
 					     " bytes of 2 MiB hugepages free", rounded);
 	}
 	if (any) {
@@ -459,7 +459,7 @@ Result<GuestRam> GuestRam::allocate(uint64_t size, Source source)
 	}
 	ram.data_ = map_anonymous(size, 0);
 	if (ram.data_ == nullptr)
-		return Status::error(-ENOMEM, "guest RAM: cannot map 0x%" PRIx64 " bytes", size);
+		return Status::error(-ENOMEM, "guest RAM: cannot map 0x{:x} bytes", size);
 	ram.backing_ = RamBacking::anonymous;
 	ram.mapped_size_ = size;
 	return ram;

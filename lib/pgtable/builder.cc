@@ -39,8 +39,8 @@ Result<uint64_t> TablePool::alloc(uint64_t bytes)
 	const uint64_t span = n * page_;
 	const uint64_t start = (base_ + bump_ + span - 1) / span * span - base_;
 	if (start + span > size_ || start + span < start)
-		return Status::error(-ENOMEM, "table pool 0x%" PRIx64 "+0x%" PRIx64
-				     ": no room for a 0x%" PRIx64 "-byte table", base_, size_, span);
+		return Status::error(-ENOMEM, "table pool 0x{:x}+0x{:x}"
+				     ": no room for a 0x{:x}-byte table", base_, size_, span);
 	for (uint64_t skipped = bump_; skipped < start; skipped += page_)
 		free_pages_.push_back(base_ + skipped);
 	bump_ = start + span;
@@ -360,8 +360,8 @@ Result<TableBuilder> TableBuilder::create(const TableConfig &config, TablePool *
 	// format (2 KiB pages, 4 KiB tables).
 	const uint64_t table_page = st->table_page_bytes();
 	if (pool == nullptr || pool->page_size() != table_page)
-		return Status::error(-EINVAL, "%s builder: the table pool's page size must be "
-				     "0x%" PRIx64 " (one table)", format_name(c.format).data(),
+		return Status::error(-EINVAL, "{} builder: the table pool's page size must be "
+				     "0x{:x} (one table)", format_name(c.format).data(),
 				     table_page);
 	Result<uint64_t> root = pool->alloc(st->table_bytes(st->start_height));
 	if (!root)
@@ -376,28 +376,28 @@ Status TableBuilder::map(uint64_t iova, uint64_t oa, uint64_t size, uint8_t perm
 	const char *name = format_name(stage_.format).data();
 	const uint64_t g = 1ull << stage_.granule_shift;
 	if (size == 0 || ((iova | oa | size) & (g - 1)))
-		return Status::error(-EINVAL, "%s map 0x%" PRIx64 "+0x%" PRIx64 " -> 0x%" PRIx64
-				     ": not aligned to the 0x%" PRIx64 " granule (or empty)",
+		return Status::error(-EINVAL, "{} map 0x{:x}+0x{:x} -> 0x{:x}"
+				     ": not aligned to the 0x{:x} granule (or empty)",
 				     name, iova, size, oa, g);
 	if (!range_in_format(stage_, iova, size))
-		return Status::error(-EINVAL, "%s map 0x%" PRIx64 "+0x%" PRIx64
-				     ": outside the %u-bit input range", name, iova, size,
+		return Status::error(-EINVAL, "{} map 0x{:x}+0x{:x}"
+				     ": outside the {}-bit input range", name, iova, size,
 				     stage_.ias);
 	if (oa + (size - 1) < oa || ((oa + (size - 1)) >> 52) != 0)
-		return Status::error(-EINVAL, "%s map -> 0x%" PRIx64 "+0x%" PRIx64
+		return Status::error(-EINVAL, "{} map -> 0x{:x}+0x{:x}"
 				     ": output beyond 52 bits", name, oa, size);
 	if (format_stage(stage_.format) == 2 && (perm & kMapUser))
-		return Status::error(-EINVAL, "%s map: user/privileged is a stage-1 attribute",
+		return Status::error(-EINVAL, "{} map: user/privileged is a stage-1 attribute",
 				     name);
 	return with_policy(stage_.format, [&](auto p) -> Status {
 		using P = decltype(p);
 		if (!P::perm_encodable(perm))
-			return Status::error(-EINVAL, "%s map 0x%" PRIx64 ": permissions %s cannot be "
+			return Status::error(-EINVAL, "{} map 0x{:x}: permissions {} cannot be "
 					     "expressed in this format", name, iova,
 					     perm_letters(perm & 7).c_str());
 		Editor<P> ed(stage_, *pool_, max_leaf_);
 		if (ed.any_mapped(stage_.root, stage_.start_height, iova, size))
-			return Status::error(-EEXIST, "%s map 0x%" PRIx64 "+0x%" PRIx64
+			return Status::error(-EEXIST, "{} map 0x{:x}+0x{:x}"
 					     ": overlaps an existing mapping", name, iova, size);
 		Status s = ed.map(stage_.root, stage_.start_height, iova, oa, size, perm);
 		if (!s) {
@@ -414,21 +414,21 @@ Status TableBuilder::unmap(uint64_t iova, uint64_t size, uint64_t *unmapped)
 	const char *name = format_name(stage_.format).data();
 	const uint64_t g = 1ull << stage_.granule_shift;
 	if (size == 0 || ((iova | size) & (g - 1)))
-		return Status::error(-EINVAL, "%s unmap 0x%" PRIx64 "+0x%" PRIx64
-				     ": not aligned to the 0x%" PRIx64 " granule (or empty)",
+		return Status::error(-EINVAL, "{} unmap 0x{:x}+0x{:x}"
+				     ": not aligned to the 0x{:x} granule (or empty)",
 				     name, iova, size, g);
 	if (!range_in_format(stage_, iova, size))
-		return Status::error(-EINVAL, "%s unmap 0x%" PRIx64 "+0x%" PRIx64
-				     ": outside the %u-bit input range", name, iova, size,
+		return Status::error(-EINVAL, "{} unmap 0x{:x}+0x{:x}"
+				     ": outside the {}-bit input range", name, iova, size,
 				     stage_.ias);
 	return with_policy(stage_.format, [&](auto p) -> Status {
 		Editor<decltype(p)> ed(stage_, *pool_);
 		// All or nothing: every page the splits need is there before anything changes.
 		const uint64_t need = ed.split_needs(stage_.root, stage_.start_height, iova, size);
 		if (need > pool_->pages_free())
-			return Status::error(-ENOMEM, "%s unmap 0x%" PRIx64 "+0x%" PRIx64
-					     ": splitting blocks needs %" PRIu64 " table page(s), "
-					     "the pool has %" PRIu64, name, iova, size, need,
+			return Status::error(-ENOMEM, "{} unmap 0x{:x}+0x{:x}"
+					     ": splitting blocks needs {} table page(s), "
+					     "the pool has {}", name, iova, size, need,
 					     pool_->pages_free());
 		uint64_t done = 0;
 		Status s = ed.unmap(stage_.root, stage_.start_height, iova, size, done);
@@ -456,7 +456,7 @@ bool TableBuilder::tracks_dirty() const
 Result<bool> TableBuilder::mark_dirty(uint64_t iova)
 {
 	if (!tracks_dirty())
-		return Status::error(-EOPNOTSUPP, "%s: the format has no dirty bit",
+		return Status::error(-EOPNOTSUPP, "{}: the format has no dirty bit",
 				     format_name(stage_.format).data());
 	if (!range_in_format(stage_, iova, 1))
 		return false;
@@ -471,10 +471,10 @@ Status TableBuilder::harvest_dirty(uint64_t iova, uint64_t size, bool keep,
 {
 	const char *name = format_name(stage_.format).data();
 	if (!tracks_dirty())
-		return Status::error(-EOPNOTSUPP, "%s: the format has no dirty bit", name);
+		return Status::error(-EOPNOTSUPP, "{}: the format has no dirty bit", name);
 	if (size == 0 || !range_in_format(stage_, iova, size))
-		return Status::error(-EINVAL, "%s dirty read 0x%" PRIx64 "+0x%" PRIx64
-				     ": outside the %u-bit input range (or empty)", name, iova,
+		return Status::error(-EINVAL, "{} dirty read 0x{:x}+0x{:x}"
+				     ": outside the {}-bit input range (or empty)", name, iova,
 				     size, stage_.ias);
 	with_policy(stage_.format, [&](auto p) {
 		Editor<decltype(p)> ed(stage_, *pool_);

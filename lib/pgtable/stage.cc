@@ -104,12 +104,12 @@ Result<Stage> make_stage(const TableConfig &c)
 		// The selftest's MOCK_IO_PAGE_SIZE; 512-entry tables give its 1 MiB huge page.
 		if (c.granule_shift != 11)
 			return Status::error(-EINVAL, "mock: granule must be 2k (shift 11), not "
-					     "shift %u", c.granule_shift);
+					     "shift {}", c.granule_shift);
 		if (c.ias != 0 && c.ias != fi.fixed_ias)
-			return Status::error(-EINVAL, "mock: input size is %u bits, not %u",
+			return Status::error(-EINVAL, "mock: input size is {} bits, not {}",
 					     fi.fixed_ias, c.ias);
 		if (c.start_level != -1 && c.start_level != fi.levels)
-			return Status::error(-EINVAL, "mock: start level is %d, not %d", fi.levels,
+			return Status::error(-EINVAL, "mock: start level is {}, not {}", fi.levels,
 					     c.start_level);
 		st.granule_shift = 11;
 		st.bits_per_level = 9;
@@ -117,13 +117,13 @@ Result<Stage> make_stage(const TableConfig &c)
 		st.start_height = static_cast<uint8_t>(fi.levels - 1);
 	} else if (!is_arm(c.format)) {
 		if (c.granule_shift != 12)
-			return Status::error(-EINVAL, "%s: granule must be 4k, not %uk", fi.name,
+			return Status::error(-EINVAL, "{}: granule must be 4k, not {}k", fi.name,
 					     1u << (c.granule_shift - 10));
 		if (c.ias != 0 && c.ias != fi.fixed_ias)
-			return Status::error(-EINVAL, "%s: input size is %u bits, not %u", fi.name,
+			return Status::error(-EINVAL, "{}: input size is {} bits, not {}", fi.name,
 					     fi.fixed_ias, c.ias);
 		if (c.start_level != -1 && c.start_level != fi.levels)
-			return Status::error(-EINVAL, "%s: start level is %d, not %d", fi.name,
+			return Status::error(-EINVAL, "{}: start level is {}, not {}", fi.name,
 					     fi.levels, c.start_level);
 		st.granule_shift = 12;
 		st.bits_per_level = 9;
@@ -132,14 +132,14 @@ Result<Stage> make_stage(const TableConfig &c)
 	} else {
 		const unsigned g = c.granule_shift;
 		if (g != 12 && g != 14 && g != 16)
-			return Status::error(-EINVAL, "%s: granule must be 4k, 16k or 64k", fi.name);
+			return Status::error(-EINVAL, "{}: granule must be 4k, 16k or 64k", fi.name);
 		const unsigned ias = c.ias ? c.ias : 48;
 		// 52-bit inputs need the 64K granule (no LPA2 here).
 		const unsigned max_ias = g == 16 ? 52 : 48;
 		const unsigned min_ias = c.format == Format::arm_s1 ? 25 : 24;
 		if (ias < min_ias || ias > max_ias)
-			return Status::error(-EINVAL, "%s: input size %u bits is outside %u..%u for "
-					     "the %uk granule", fi.name, ias, min_ias, max_ias,
+			return Status::error(-EINVAL, "{}: input size {} bits is outside {}..{} for "
+					     "the {}k granule", fi.name, ias, min_ias, max_ias,
 					     1u << (g - 10));
 		st.granule_shift = static_cast<uint8_t>(g);
 		st.bits_per_level = static_cast<uint8_t>(g - 3);
@@ -148,28 +148,28 @@ Result<Stage> make_stage(const TableConfig &c)
 		const int derived_level = 4 - static_cast<int>(levels);
 		if (c.format == Format::arm_s1) {
 			if (c.start_level != -1 && c.start_level != derived_level)
-				return Status::error(-EINVAL, "arm-s1: %u-bit input with the %uk granule "
-						     "starts at level %d, not %d", ias,
+				return Status::error(-EINVAL, "arm-s1: {}-bit input with the {}k granule "
+						     "starts at level {}, not {}", ias,
 						     1u << (g - 10), derived_level, c.start_level);
 			st.start_height = static_cast<uint8_t>(3 - derived_level);
 		} else {
 			const int sl = c.start_level == -1 ? derived_level : c.start_level;
 			if (sl < 0 || sl > 3)
-				return Status::error(-EINVAL, "arm-s2: start level %d is not 0..3", sl);
+				return Status::error(-EINVAL, "arm-s2: start level {} is not 0..3", sl);
 			st.start_height = static_cast<uint8_t>(3 - sl);
 			const int bits = static_cast<int>(ias) - static_cast<int>(st.shift(3 - sl));
 			// At most 16 concatenated tables at the start level.
 			if (bits < 1 || bits > st.bits_per_level + 4)
-				return Status::error(-EINVAL, "arm-s2: %u-bit input cannot start at level "
-						     "%d with the %uk granule (%d index bits; 1..%d allowed)",
+				return Status::error(-EINVAL, "arm-s2: {}-bit input cannot start at level "
+						     "{} with the {}k granule ({} index bits; 1..{} allowed)",
 						     ias, sl, 1u << (g - 10), bits,
 						     st.bits_per_level + 4);
 		}
 	}
 	const uint64_t align = st.table_bytes(st.start_height);
 	if (c.root & (align - 1))
-		return Status::error(-EINVAL, "%s: root 0x%" PRIx64 " is not aligned to its "
-				     "0x%" PRIx64 "-byte start table", fi.name, c.root, align);
+		return Status::error(-EINVAL, "{}: root 0x{:x} is not aligned to its "
+				     "0x{:x}-byte start table", fi.name, c.root, align);
 	return st;
 }
 
@@ -189,7 +189,7 @@ Result<Translation> make_translation(const GuestMemory &mem, const TableConfig &
 			      s2->format != Format::mock;
 	const bool arm_pair = s1.format == Format::arm_s1 && s2->format == Format::arm_s2;
 	if (!x86_pair && !arm_pair)
-		return Status::error(-EINVAL, "nested %s over %s: no hardware combines these "
+		return Status::error(-EINVAL, "nested {} over {}: no hardware combines these "
 				     "(x86-64 nests over vtd-ss, arm-s1 over arm-s2)",
 				     info(s1.format).name, info(s2->format).name);
 	Result<Stage> second = make_stage(*s2);

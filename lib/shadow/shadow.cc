@@ -64,9 +64,9 @@ Status Shadow::unmap_run(uint64_t iova, uint64_t size)
 	Status s = kernel_.unmap(iova, size);
 	if (!s.ok()) {
 		stats_.failures++;
-		return Status::error(s.code(), "shadow: unmapping [0x%" PRIx64 ", +0x%" PRIx64
-				     ") from the kernel failed: %s (%zu mapping(s), %" PRIu64
-				     " bytes mapped)", iova, size, s.message().c_str(),
+		return Status::error(s.code(), "shadow: unmapping [0x{:x}, +0x{:x}"
+				     ") from the kernel failed: {} ({} mapping(s), {}"
+				     " bytes mapped)", iova, size, s.message(),
 				     mapped_.size(), total_);
 	}
 	stats_.unmap_calls++;
@@ -84,9 +84,9 @@ Status Shadow::map_one(uint64_t iova, const Extent &e)
 	Status s = kernel_.map(iova, e.host, e.size, e.perm);
 	if (!s.ok()) {
 		stats_.failures++;
-		return Status::error(s.code(), "shadow: mapping [0x%" PRIx64 ", +0x%" PRIx64
-				     ") into the kernel failed: %s (%zu mapping(s), %" PRIu64
-				     " bytes mapped)", iova, e.size, s.message().c_str(),
+		return Status::error(s.code(), "shadow: mapping [0x{:x}, +0x{:x}"
+				     ") into the kernel failed: {} ({} mapping(s), {}"
+				     " bytes mapped)", iova, e.size, s.message(),
 				     mapped_.size(), total_);
 	}
 	stats_.map_calls++;

@@ -5,31 +5,48 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace iodp {
 namespace {
 
 TEST(Status, ShortMessage)
 {
-	const Status s = Status::error(-EINVAL, "device %s: %u queues", "emul0", 9u);
+	const Status s = Status::error(-EINVAL, "device {}: {} queues", "emul0", 9u);
 	EXPECT_EQ(s.code(), -EINVAL);
 	EXPECT_EQ(s.message(), "device emul0: 9 queues");
 	EXPECT_EQ(Status::error(EIO, "positive").code(), -EIO);
+}
+
+/** {fmt}'s syntax: hex as the messages write addresses, escaped braces, strings of each kind. */
+TEST(Status, FmtSyntax)
+{
+	const std::string owner = "msi";
+	const std::string_view what = "reserve";
+	EXPECT_EQ(Status::error(-EINVAL, "ioas {} {}: 0x{:x}+0x{:x} reserved by {} {{sic}}", 3u,
+				what, uint64_t{0xfee00000}, uint64_t{1} << 20, owner)
+			  .message(),
+		  "ioas 3 reserve: 0xfee00000+0x100000 reserved by msi {sic}");
+	EXPECT_EQ(Status::error(-EOPNOTSUPP, "unknown flags {:#x}", 0x30u).message(),
+		  "unknown flags 0x30");
+	EXPECT_EQ(Status::error(-EINVAL, "{:>5}|{:<4}|{:02x}|{}", "ab", 7, 5u, -1).message(),
+		  "   ab|7   |05|-1");
 }
 
 /** A long message (a name, a value, then what was expected) is kept whole. */
 TEST(Status, LongMessageIsNotCut)
 {
 	const std::string value(600, 'x');
-	const Status s = Status::error(-EINVAL, "cfg:3: [device emul0] ws=%s: expected 4K to 1G",
-				       value.c_str());
+	const Status s = Status::error(-EINVAL, "cfg:3: [device emul0] ws={}: expected 4K to 1G",
+				       value);
 	EXPECT_EQ(s.message(), "cfg:3: [device emul0] ws=" + value + ": expected 4K to 1G");
 	for (size_t len : {510u, 511u, 512u, 513u}) {
 		const std::string m(len, 'm');
-		EXPECT_EQ(Status::error(-EIO, "%s", m.c_str()).message(), m) << len;
+		EXPECT_EQ(Status::error(-EIO, "{}", m).message(), m) << len;
 	}
-	EXPECT_EQ(Status::error(-EIO, "%s", "").message(), "");
+	EXPECT_EQ(Status::error(-EIO, "{}", "").message(), "");
 }
 
 } // namespace

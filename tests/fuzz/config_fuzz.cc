@@ -65,7 +65,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (drv == nullptr)
 				std::abort(); // the parser promised a driver
 			exercise(d.devargs(), *drv);
-			check(Status::error(-EINVAL, "%s", d.locate("fuzz.conf", "x").c_str()));
+			check(Status::error(-EINVAL, "{}", d.locate("fuzz.conf", "x").c_str()));
 		}
 	// The same bytes as --device DEVARGS.
 	if (const dev::Driver *drv = reg->driver_of(text.substr(0, text.find(','))))

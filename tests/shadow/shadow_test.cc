@@ -39,12 +39,12 @@ public:
 		auto it = maps.lower_bound(iova);
 		if ((it != maps.end() && it->first < iova + size) ||
 		    (it != maps.begin() && std::prev(it)->first + std::prev(it)->second.size > iova))
-			return Status::error(-EEXIST, "map: [0x%lx, +0x%lx) overlaps",
-					     static_cast<unsigned long>(iova),
-					     static_cast<unsigned long>(size));
+			return Status::error(-EEXIST, "map: [0x{:x}, +0x{:x}) overlaps",
+					     iova,
+					     size);
 		if (maps.size() >= limit)
 			return Status::error(-ENOSPC, "VFIO_IOMMU_MAP_DMA: container full (dma_avail 0 "
-					     "of %zu)", limit);
+					     "of {})", limit);
 		maps[iova] = {size, host, perm};
 		calls.push_back({true, iova, size});
 		return {};
@@ -55,8 +55,8 @@ public:
 		// Whole mappings only (type1 v2 refuses to bisect one).
 		auto it = maps.lower_bound(iova);
 		if (it == maps.end() || it->first != iova)
-			return Status::error(-EINVAL, "unmap: no mapping starts at 0x%lx",
-					     static_cast<unsigned long>(iova));
+			return Status::error(-EINVAL, "unmap: no mapping starts at 0x{:x}",
+					     iova);
 		uint64_t at = iova;
 		while (at < iova + size) {
 			if (it == maps.end() || it->first != at)

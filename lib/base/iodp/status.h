@@ -12,8 +12,8 @@
  * people. Never used on the hot path.
  */
 
-#include <cstdarg>
-#include <cstdio>
+#include <fmt/core.h>
+
 #include <string>
 #include <utility>
 
@@ -23,25 +23,17 @@ class [[nodiscard]] Status {
 public:
 	Status() = default;
 
-	/** A failure: @p negative_errno (< 0) and a printf-formatted message. */
-	[[gnu::format(printf, 2, 3)]] static Status error(int negative_errno, const char *fmt, ...)
+	/**
+	 * A failure: @p negative_errno (< 0; a positive errno is negated) and a message in
+	 * {fmt}'s syntax ("ioas {}: 0x{:x}+0x{:x} overlaps ..."), checked against @p args at
+	 * compile time. The message is kept whole, however long.
+	 */
+	template <class... Args>
+	static Status error(int negative_errno, fmt::format_string<Args...> format, Args &&...args)
 	{
 		Status s;
 		s.code_ = negative_errno < 0 ? negative_errno : -negative_errno;
-		va_list ap, again;
-		va_start(ap, fmt);
-		va_copy(again, ap);
-		// Most messages fit the stack buffer; a longer one is formatted again, whole.
-		char buf[512];
-		const int n = std::vsnprintf(buf, sizeof(buf), fmt, ap);
-		va_end(ap);
-		if (n >= static_cast<int>(sizeof(buf))) {
-			s.message_.resize(static_cast<size_t>(n));
-			std::vsnprintf(s.message_.data(), static_cast<size_t>(n) + 1, fmt, again);
-		} else if (n > 0) {
-			s.message_.assign(buf, static_cast<size_t>(n));
-		}
-		va_end(again);
+		s.message_ = fmt::vformat(format, fmt::make_format_args(args...));
 		return s;
 	}
 
