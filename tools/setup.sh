@@ -42,6 +42,8 @@ packages+=(clang-16 libfuzzer-16-dev libclang-rt-16-dev)
 packages+=(python3-matplotlib)
 # {fmt}: Status messages (lib/base/iodp/status.h).
 packages+=(libfmt-dev)
+# nlohmann-json: iodp-pmd's JSON summary.
+packages+=(nlohmann-json3-dev)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

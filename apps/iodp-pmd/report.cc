@@ -1,154 +1,101 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
- * Reports: one tree of values rendered three ways (JSON text, DPDK telemetry, and the
- * text summary reads the same numbers), so the three never disagree on a name.
+ * Reports: one tree of values (nlohmann::json) rendered two ways (JSON text, DPDK
+ * telemetry; the text summary reads the same numbers), with the engine's and devices'
+ * counters named by counters.h's tables, so no two reports disagree on a name.
  */
 #include "report.h"
 
+#include <iodp/counters.h>
 #include <iodp/text.h>
+
+#include <nlohmann/json.hpp>
 
 #include <rte_telemetry.h>
 
 #include <cinttypes>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <utility>
-#include <variant>
 
 namespace iodp::pmd {
 
 namespace {
 
-/** A JSON value: enough for reports (no parsing). */
-class Value {
-public:
-	using Members = std::vector<std::pair<std::string, Value>>;
-	using Items = std::vector<Value>;
+/* Key order is kept: the summary reads in the order it is written. */
+using Json = nlohmann::ordered_json;
 
-	Value() : v_(Members{}) {}
-	Value(uint64_t u) : v_(u) {}
-	Value(unsigned u) : v_(uint64_t{u}) {}
-	Value(double d) : v_(d) {}
-	Value(bool b) : v_(b) {}
-	Value(std::string s) : v_(std::move(s)) {}
-	Value(const char *s) : v_(std::string(s)) {}
-	static Value array() { Value v; v.v_ = Items{}; return v; }
+/** Rates in plain digits (a script may not expect 2.5e+07), fractions to 6 digits. */
+std::string number(double d)
+{
+	char buf[64];
+	std::snprintf(buf, sizeof(buf), d >= 1000 || d <= -1000 ? "%.1f" : "%.6g", d);
+	return buf;
+}
 
-	Value &set(std::string key, Value v)
-	{
-		std::get<Members>(v_).emplace_back(std::move(key), std::move(v));
-		return *this;
-	}
-	Value &push(Value v)
-	{
-		std::get<Items>(v_).push_back(std::move(v));
-		return *this;
-	}
+/** @p d as number() writes it: JSON then prints those digits (its shortest form). */
+double rounded(double d)
+{
+	return std::strtod(number(d).c_str(), nullptr);
+}
 
-	void dump(std::string &out) const
-	{
-		char buf[64];
-		if (const auto *u = std::get_if<uint64_t>(&v_)) {
-			std::snprintf(buf, sizeof(buf), "%" PRIu64, *u);
-			out += buf;
-		} else if (const auto *d = std::get_if<double>(&v_)) {
-			out += number(*d);
-		} else if (const auto *b = std::get_if<bool>(&v_)) {
-			out += *b ? "true" : "false";
-		} else if (const auto *s = std::get_if<std::string>(&v_)) {
-			quote(*s, out);
-		} else if (const auto *m = std::get_if<Members>(&v_)) {
-			out += '{';
-			for (size_t i = 0; i < m->size(); i++) {
-				if (i != 0)
-					out += ", ";
-				quote((*m)[i].first, out);
-				out += ": ";
-				(*m)[i].second.dump(out);
-			}
-			out += '}';
-		} else {
-			const auto &a = std::get<Items>(v_);
-			out += '[';
-			for (size_t i = 0; i < a.size(); i++) {
-				if (i != 0)
-					out += ", ";
-				a[i].dump(out);
-			}
-			out += ']';
-		}
-	}
+/** Text from outside (names, reasons, events) made printable: valid UTF-8, no controls. */
+std::string text(const std::string &raw)
+{
+	return printable(raw);
+}
 
-	/**
-	 * Into a telemetry dict. DPDK 22.11 telemetry has no floating point (fractions go as
-	 * decimal strings) and nests one level: deeper members are left out.
-	 */
-	void to_telemetry(rte_tel_data *d, bool nested = false) const
-	{
-		for (const auto &[key, v] : std::get<Members>(v_)) {
-			if (const auto *u = std::get_if<uint64_t>(&v.v_)) {
-				rte_tel_data_add_dict_u64(d, key.c_str(), *u);
-			} else if (const auto *f = std::get_if<double>(&v.v_)) {
-				rte_tel_data_add_dict_string(d, key.c_str(), number(*f).c_str());
-			} else if (const auto *b = std::get_if<bool>(&v.v_)) {
-				rte_tel_data_add_dict_u64(d, key.c_str(), *b ? 1 : 0);
-			} else if (const auto *s = std::get_if<std::string>(&v.v_)) {
-				rte_tel_data_add_dict_string(d, key.c_str(), printable(*s).c_str());
-			} else if (nested) {
+/** A counters.h visitor that fills a JSON object: flags as booleans. */
+auto json_adder(Json &j)
+{
+	return [&j](const char *name, uint64_t v, engine::CounterKind kind) {
+		if (kind == engine::CounterKind::flag)
+			j[text(name)] = v != 0;
+		else
+			j[text(name)] = v;
+	};
+}
+
+/**
+ * Into a telemetry dict. DPDK 22.11 telemetry has no floating point (fractions go as
+ * decimal strings) and nests one level: deeper members are left out.
+ */
+void to_telemetry(const Json &obj, rte_tel_data *d, bool nested = false)
+{
+	for (const auto &[key, v] : obj.items()) {
+		if (v.is_number_unsigned() || v.is_number_integer()) {
+			rte_tel_data_add_dict_u64(d, key.c_str(), v.get<uint64_t>());
+		} else if (v.is_number_float()) {
+			rte_tel_data_add_dict_string(d, key.c_str(), number(v.get<double>()).c_str());
+		} else if (v.is_boolean()) {
+			rte_tel_data_add_dict_u64(d, key.c_str(), v.get<bool>() ? 1 : 0);
+		} else if (v.is_string()) {
+			rte_tel_data_add_dict_string(d, key.c_str(),
+						     v.get_ref<const std::string &>().c_str());
+		} else if (nested) {
+			continue;
+		} else if (v.is_object()) {
+			rte_tel_data *c = rte_tel_data_alloc();
+			if (c == nullptr)
 				continue;
-			} else if (std::holds_alternative<Members>(v.v_)) {
-				rte_tel_data *c = rte_tel_data_alloc();
-				if (c == nullptr)
-					continue;
-				rte_tel_data_start_dict(c);
-				v.to_telemetry(c, true);
-				rte_tel_data_add_dict_container(d, key.c_str(), c, 0);
-			} else {
-				// Arrays of strings (events) only.
-				rte_tel_data *c = rte_tel_data_alloc();
-				if (c == nullptr)
-					continue;
-				rte_tel_data_start_array(c, RTE_TEL_STRING_VAL);
-				for (const Value &i : std::get<Items>(v.v_))
-					if (const auto *s = std::get_if<std::string>(&i.v_))
-						rte_tel_data_add_array_string(c, printable(*s).c_str());
-				rte_tel_data_add_dict_container(d, key.c_str(), c, 0);
-			}
+			rte_tel_data_start_dict(c);
+			to_telemetry(v, c, true);
+			rte_tel_data_add_dict_container(d, key.c_str(), c, 0);
+		} else if (v.is_array()) {
+			// Arrays of strings (events) only.
+			rte_tel_data *c = rte_tel_data_alloc();
+			if (c == nullptr)
+				continue;
+			rte_tel_data_start_array(c, RTE_TEL_STRING_VAL);
+			for (const Json &i : v)
+				if (i.is_string())
+					rte_tel_data_add_array_string(
+						c, i.get_ref<const std::string &>().c_str());
+			rte_tel_data_add_dict_container(d, key.c_str(), c, 0);
 		}
 	}
-
-private:
-	/** Rates in plain digits (a script may not expect 2.5e+07), fractions to 6 digits. */
-	static std::string number(double d)
-	{
-		char buf[64];
-		std::snprintf(buf, sizeof(buf), d >= 1000 || d <= -1000 ? "%.1f" : "%.6g", d);
-		return buf;
-	}
-
-	/** Valid JSON from any bytes: printable() first (no controls, valid UTF-8). */
-	static void quote(const std::string &raw, std::string &out)
-	{
-		const std::string s = printable(raw);
-		out += '"';
-		for (const char ch : s) {
-			const auto c = static_cast<unsigned char>(ch);
-			if (c == '"' || c == '\\') {
-				out += '\\';
-				out += ch;
-			} else if (c < 0x20) {
-				char buf[8];
-				std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-				out += buf;
-			} else {
-				out += ch;
-			}
-		}
-		out += '"';
-	}
-
-	std::variant<uint64_t, double, bool, std::string, Members, Items> v_;
-};
+}
 
 double per_s(uint64_t n, double s)
 {
@@ -205,85 +152,78 @@ SyncFigures sync_figures(const iotlb::LatencyHistogram::Counts &c, uint64_t life
 	return f;
 }
 
-Value worker_value(const WorkerRates &w)
+Json worker_value(const WorkerRates &w)
 {
-	Value v;
-	v.set("lcore", w.lcore)
-		.set("requests", w.requests)
-		.set("requests_per_s", w.requests_per_s)
-		.set("hit_rate", w.hit_rate)
-		.set("walks_per_s", w.walks_per_s)
-		.set("faults", w.faults)
-		.set("busy", w.busy);
-	return v;
+	return Json{{"lcore", w.lcore},
+		    {"requests", w.requests},
+		    {"requests_per_s", rounded(w.requests_per_s)},
+		    {"hit_rate", rounded(w.hit_rate)},
+		    {"walks_per_s", rounded(w.walks_per_s)},
+		    {"faults", w.faults},
+		    {"busy", rounded(w.busy)}};
 }
 
-Value summary_value(const RunInfo &run, const Sample &start, const Sample &end,
-		    const engine::Engine &eng, bool with_arrays)
+Json summary_value(const RunInfo &run, const Sample &start, const Sample &end,
+		   const engine::Engine &eng, bool with_arrays)
 {
 	const Rates r = rates_between(start, end, eng);
 	const dev::DevStats t = device_totals(end);
 	const iotlb::LatencyHistogram::Counts sync = end.sync - start.sync;
-	Value v;
-	v.set("duration_s", r.seconds)
-		.set("config", run.config)
-		.set("hugepages", run.hugepages)
-		.set("workers", static_cast<unsigned>(end.workers.size()))
-		.set("devices", static_cast<unsigned>(end.ports.size()))
-		.set("requests", t.requests)
-		.set("completions", t.completions)
-		.set("faults", t.faults)
-		.set("expected_faults", t.expected_faults)
-		.set("mismatches", t.mismatches)
-		.set("lost", end.engine.total.lost)
-		.set("requests_per_s", per_s(t.requests, r.seconds))
-		.set("hit_rate", r.hit_rate)
-		.set("walks", end.engine.total.walks - start.engine.total.walks)
-		.set("walks_per_s", r.walks_per_s)
-		.set("invalidations_per_s", r.invals_per_s)
-		.set("commands", end.engine.commands)
-		.set("command_errors", end.engine.command_errors)
-		.set("devices_lost", end.engine.devices_lost);
+	Json v = {
+		{"duration_s", rounded(r.seconds)},
+		{"config", text(run.config)},
+		{"hugepages", run.hugepages},
+		{"workers", end.workers.size()},
+		{"devices", end.ports.size()},
+		{"requests", t.requests},
+		{"completions", t.completions},
+		{"faults", t.faults},
+		{"expected_faults", t.expected_faults},
+		{"mismatches", t.mismatches},
+		{"lost", end.engine.total.lost},
+		{"requests_per_s", rounded(per_s(t.requests, r.seconds))},
+		{"hit_rate", rounded(r.hit_rate)},
+		{"walks", end.engine.total.walks - start.engine.total.walks},
+		{"walks_per_s", rounded(r.walks_per_s)},
+		{"invalidations_per_s", rounded(r.invals_per_s)},
+		{"commands", end.engine.commands},
+		{"command_errors", end.engine.command_errors},
+		{"devices_lost", end.engine.devices_lost},
+	};
 	const SyncFigures sf = sync_figures(sync, end.engine.sync_max_ns);
-	Value lat;
-	lat.set("count", sf.count)
-		.set("p50", sf.p50_ns / 1e3)
-		.set("p99", sf.p99_ns / 1e3)
-		.set("max", sf.max_ns / 1e3);
-	v.set("sync_latency_us", std::move(lat));
+	v["sync_latency_us"] = Json{{"count", sf.count},
+				    {"p50", rounded(sf.p50_ns / 1e3)},
+				    {"p99", rounded(sf.p99_ns / 1e3)},
+				    {"max", rounded(sf.max_ns / 1e3)}};
+	// The engine's counters at the end, named as /iodp/stats names them (counters.h).
+	Json stats = Json::object();
+	engine::visit_stats(end.engine, json_adder(stats));
+	v["stats"] = std::move(stats);
 	if (!run.stop_reason.empty())
-		v.set("stopped_by", run.stop_reason);
+		v["stopped_by"] = text(run.stop_reason);
 	if (with_arrays) {
-		Value workers = Value::array();
+		Json workers = Json::array();
 		for (const WorkerRates &w : r.workers)
-			workers.push(worker_value(w));
-		v.set("per_worker", std::move(workers));
-		Value devs = Value::array();
+			workers.push_back(worker_value(w));
+		v["per_worker"] = std::move(workers);
+		Json devs = Json::array();
 		for (const engine::PortReport &p : end.ports) {
-			Value d;
-			d.set("name", p.info.name)
-				.set("driver", p.info.driver)
-				.set("description", p.info.description)
-				.set("requests", p.stats.requests)
-				.set("completions", p.stats.completions)
-				.set("faults", p.stats.faults)
-				.set("expected_faults", p.stats.expected_faults)
-				.set("mismatches", p.stats.mismatches)
-				.set("checks_answers", p.stats.checks_answers)
-				.set("commands", p.stats.commands)
-				.set("state", p.gone ? "removed" : "running");
-			for (const auto &[name, value] : p.stats.driver_counters)
-				d.set(name, value);
+			Json d = {{"name", text(p.info.name)},
+				  {"driver", text(p.info.driver)},
+				  {"description", text(p.info.description)}};
+			// The counters as /iodp/devices names them, the driver's own included.
+			engine::visit_device(p.stats, json_adder(d));
+			d["state"] = p.gone ? "removed" : "running";
 			if (p.gone)
-				d.set("reason", p.gone_reason);
-			devs.push(std::move(d));
+				d["reason"] = text(p.gone_reason);
+			devs.push_back(std::move(d));
 		}
-		v.set("per_device", std::move(devs));
+		v["per_device"] = std::move(devs);
 	}
-	Value events = Value::array();
+	Json events = Json::array();
 	for (const std::string &e : run.events)
-		events.push(e);
-	v.set("events", std::move(events));
+		events.push_back(text(e));
+	v["events"] = std::move(events);
 	return v;
 }
 
@@ -310,14 +250,14 @@ std::string micros(uint64_t ns)
 
 /* Telemetry: the control thread publishes trees, the telemetry thread renders them. */
 std::mutex g_tel_lock;
-std::unique_ptr<Value> g_summary, g_rates;
+std::unique_ptr<Json> g_summary, g_rates;
 
-int tel_render(const std::unique_ptr<Value> &v, rte_tel_data *d)
+int tel_render(const std::unique_ptr<Json> &v, rte_tel_data *d)
 {
 	rte_tel_data_start_dict(d);
 	std::lock_guard g(g_tel_lock);
 	if (v)
-		v->to_telemetry(d);
+		to_telemetry(*v, d);
 	return 0;
 }
 
@@ -450,10 +390,10 @@ void print_summary(FILE *out, const RunInfo &run, const Sample &start, const Sam
 std::string summary_json(const RunInfo &run, const Sample &start, const Sample &end,
 			 const engine::Engine &eng)
 {
-	std::string out;
-	summary_value(run, start, end, eng, true).dump(out);
-	out += '\n';
-	return out;
+	// Strings went through printable() (valid UTF-8); replace is for what might not have.
+	return summary_value(run, start, end, eng, true)
+		       .dump(-1, ' ', false, Json::error_handler_t::replace) +
+	       '\n';
 }
 
 uint64_t total_mismatches(const Sample &s)
@@ -478,19 +418,17 @@ void Telemetry::register_commands()
 void Telemetry::update(const RunInfo &run, const Sample &start, const Sample &now,
 		       const Rates &last, const engine::Engine &eng)
 {
-	auto summary = std::make_unique<Value>(summary_value(run, start, now, eng, false));
-	auto rates = std::make_unique<Value>();
-	Value total;
-	total.set("seconds", last.seconds)
-		.set("requests_per_s", last.requests_per_s)
-		.set("hit_rate", last.hit_rate)
-		.set("walks_per_s", last.walks_per_s)
-		.set("faults", last.faults)
-		.set("invalidations_per_s", last.invals_per_s)
-		.set("sync_p99_us", last.sync_p99_ns / 1e3);
-	rates->set("total", std::move(total));
+	auto summary = std::make_unique<Json>(summary_value(run, start, now, eng, false));
+	auto rates = std::make_unique<Json>(Json::object());
+	(*rates)["total"] = Json{{"seconds", rounded(last.seconds)},
+				 {"requests_per_s", rounded(last.requests_per_s)},
+				 {"hit_rate", rounded(last.hit_rate)},
+				 {"walks_per_s", rounded(last.walks_per_s)},
+				 {"faults", last.faults},
+				 {"invalidations_per_s", rounded(last.invals_per_s)},
+				 {"sync_p99_us", rounded(last.sync_p99_ns / 1e3)}};
 	for (size_t w = 0; w < last.workers.size(); w++)
-		rates->set("worker" + std::to_string(w), worker_value(last.workers[w]));
+		(*rates)["worker" + std::to_string(w)] = worker_value(last.workers[w]);
 	std::lock_guard g(g_tel_lock);
 	g_summary = std::move(summary);
 	g_rates = std::move(rates);

@@ -325,7 +325,8 @@ verify = 1
 
     # -- telemetry ---------------------------------------------------------------------------
     def test_telemetry(self):
-        app = self.start(["--duration", "30"])
+        out = self.path("s.json")
+        app = self.start(["--duration", "30", "--json", out])
         line = app.wait_for(r"telemetry at (\S+)/dpdk_telemetry\.v2")
         sock_path = re.search(r"telemetry at (\S+/dpdk_telemetry\.v2)", line).group(1)
         app.wait_for(r"^\[\s*2\.\ds\]")
@@ -355,6 +356,10 @@ verify = 1
         self.assertGreater(replies[2]["/iodp/stats"]["requests"], 0)
         self.assertEqual(sorted(replies[3]["/iodp/devices"]),
                          ["emul0", "emul1", "emul2", "emul3"])
+        # One counter table (lib/engine/iodp/counters.h) names both reports' counters.
+        stats_keys = set(replies[2]["/iodp/stats"])
+        self.assertEqual(set(summary["stats"]), stats_keys)
+        devices = replies[3]["/iodp/devices"]
 
         # And straight over the socket: the numbers move.
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -369,6 +374,12 @@ verify = 1
         self.assertGreater(second, first)
         rc, text = app.finish(signal.SIGINT)
         self.assertEqual(rc, 0, text)
+        with open(out) as f:
+            js = json.load(f)
+        self.assertEqual(set(js["stats"]), stats_keys)
+        for d in js["per_device"]:  # the same counters; each report adds its own fields
+            self.assertEqual(set(d) - {"name", "reason"},
+                             set(devices[d["name"]]) - {"port", "queues", "ctl_device"})
 
     # -- drivers in other processes ----------------------------------------------------------
     def test_driver_hears_the_apps_reason_and_stops_with_the_app(self):
