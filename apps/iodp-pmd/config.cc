@@ -6,11 +6,11 @@
  */
 #include "config.h"
 
+#include <iodp/number.h>
 #include <iodp/text.h>
 
 #include <cctype>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <fcntl.h>
 #include <unistd.h>
@@ -83,11 +83,12 @@ Status at(const std::string &source, unsigned line, const std::string &msg)
 			     printable(msg).c_str());
 }
 
+/** Decimal (a config file's numbers have no 0x and no size suffix) in [min, max]. */
 bool parse_uint(std::string_view v, uint64_t min, uint64_t max, uint64_t *out)
 {
 	uint64_t x = 0;
-	auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
-	if (ec != std::errc() || p != v.data() + v.size() || x < min || x > max)
+	if (parse_u64(v, &x, {.hex = false, .sizes = false}) != NumberError::none || x < min ||
+	    x > max)
 		return false;
 	*out = x;
 	return true;

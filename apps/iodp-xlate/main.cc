@@ -7,10 +7,10 @@
 #include "xlate.h"
 
 #include <iodp/mem.h>
+#include <iodp/number.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -189,15 +189,8 @@ struct Args {
 /** Decimal or 0x hex; no sign, no suffix, nothing left over. */
 std::optional<uint64_t> parse_number(std::string_view s)
 {
-	int base = 10;
-	if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-		base = 16;
-		s.remove_prefix(2);
-	}
 	uint64_t v = 0;
-	const char *end = s.data() + s.size();
-	auto [p, ec] = std::from_chars(s.data(), end, v, base);
-	if (s.empty() || ec != std::errc() || p != end)
+	if (parse_u64(s, &v, {.hex = true, .sizes = false}) != NumberError::none)
 		return std::nullopt;
 	return v;
 }

@@ -13,6 +13,7 @@
 #include <iodp/iodp.h>
 #include <iodp/ipc.h>
 #include <iodp/ipc_proto.h>
+#include <iodp/ring.h>
 #include <iodp/text.h>
 
 #include <fmt/core.h>
@@ -189,10 +190,10 @@ Status listen_on(Ipc &p)
 Status make_rings(Ipc &p)
 {
 	const char *name = p.dev->name().c_str();
-	const ssize_t ring_bytes = rte_ring_get_memsize_elem(kElem, p.entries);
-	if (ring_bytes < 0)
+	Result<size_t> ring_bytes = mem::ring_bytes(kElem, p.entries);
+	if (!ring_bytes)
 		return Status::error(-EINVAL, "{}: entries={}: no such ring", name, p.entries);
-	p.ring_stride = (static_cast<uint64_t>(ring_bytes) + kPage - 1) & ~(kPage - 1);
+	p.ring_stride = (uint64_t{*ring_bytes} + kPage - 1) & ~(kPage - 1);
 	const uint64_t need = p.ring_stride * 2 * p.queues;
 	const std::string mname = "iodp-" + p.dev->name() + "-rings";
 	p.rings_fd = memfd_create(mname.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB);
@@ -232,14 +233,14 @@ Status make_rings(Ipc &p)
 		q.id = i;
 		q.req = reinterpret_cast<rte_ring *>(p.rings + 2 * i * p.ring_stride);
 		q.cpl = reinterpret_cast<rte_ring *>(p.rings + (2 * i + 1) * p.ring_stride);
-		char rname[RTE_RING_NAMESIZE];
-		std::snprintf(rname, sizeof(rname), "%.16s_req%u", name, i);
-		int rc = rte_ring_init(q.req, rname, p.entries, RING_F_SP_ENQ | RING_F_SC_DEQ);
-		std::snprintf(rname, sizeof(rname), "%.16s_cpl%u", name, i);
-		if (rc == 0)
-			rc = rte_ring_init(q.cpl, rname, p.entries, RING_F_SP_ENQ | RING_F_SC_DEQ);
-		if (rc != 0)
-			return Status::error(rc, "{}: rte_ring_init failed for queue {}", name, i);
+		constexpr unsigned kFlags = RING_F_SP_ENQ | RING_F_SC_DEQ;
+		Status s = mem::ring_init(q.req, fmt::format("{:.16}_req{}", name, i), p.entries,
+					  kFlags);
+		if (s)
+			s = mem::ring_init(q.cpl, fmt::format("{:.16}_cpl{}", name, i), p.entries,
+					   kFlags);
+		if (!s)
+			return Status::error(s.code(), "{}: rte_ring_init failed for queue {}", name, i);
 		q.mask = p.entries - 1;
 	}
 	return {};

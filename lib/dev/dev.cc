@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 #include <iodp/dev.h>
 #include <iodp/text.h>
+#include <iodp/number.h>
+#include <iodp/ring.h>
 
 #include <rte_kvargs.h>
 #include <rte_ring.h>
@@ -38,27 +40,6 @@ size_t driver_letters(std::string_view name)
 	while (n < name.size() && (std::isalpha(static_cast<unsigned char>(name[n])) || name[n] == '_'))
 		n++;
 	return n;
-}
-
-/** An element ring in plain memory (no EAL needed: library-mode users have none). */
-rte_ring *make_ring(const std::string &name, unsigned elem_size, unsigned entries)
-{
-	const ssize_t sz = rte_ring_get_memsize_elem(elem_size, entries);
-	if (sz < 0)
-		return nullptr;
-	void *mem = std::aligned_alloc(64, (static_cast<size_t>(sz) + 63) & ~size_t{63});
-	if (mem == nullptr)
-		return nullptr;
-	std::memset(mem, 0, static_cast<size_t>(sz));
-	auto *r = static_cast<rte_ring *>(mem);
-	char rname[RTE_RING_NAMESIZE];
-	std::snprintf(rname, sizeof(rname), "%s", name.c_str());
-	// Multi-producer, multi-consumer: a device's queues may sit on several workers.
-	if (rte_ring_init(r, rname, entries, 0) != 0) {
-		std::free(mem);
-		return nullptr;
-	}
-	return r;
 }
 
 } // namespace
@@ -158,42 +139,20 @@ const std::string *DevArgs::find(std::string_view key) const
 static Result<uint64_t> parse_number(const std::string &dev, std::string_view key,
 				     const std::string &text, bool suffixes)
 {
-	const std::string shown = printable(text);
-	const int k = static_cast<int>(key.size());
-	const char *s = text.c_str();
-	if (!std::isdigit(static_cast<unsigned char>(*s)))
-		return Status::error(-EINVAL, "{}: {}='{}' is not a number", dev, std::string_view(key.data(), k),
-				     shown);
-	int base = 10;
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-		base = 16;
-		s += 2;
-		if (!std::isxdigit(static_cast<unsigned char>(*s)))
-			return Status::error(-EINVAL, "{}: {}='{}' is not a number", dev,
-					     std::string_view(key.data(), k), shown);
+	uint64_t v = 0;
+	switch (parse_u64(text, &v, {.hex = true, .sizes = suffixes})) {
+	case NumberError::none:
+		return v;
+	case NumberError::not_a_number:
+		return Status::error(-EINVAL, "{}: {}='{}' is not a number", dev, key,
+				     printable(text));
+	case NumberError::too_large:
+		return Status::error(-EINVAL, "{}: {}='{}' is too large", dev, key, printable(text));
+	case NumberError::trailing:
+		break;
 	}
-	errno = 0;
-	char *end = nullptr;
-	uint64_t v = std::strtoull(s, &end, base);
-	if (errno != 0)
-		return Status::error(-EINVAL, "{}: {}='{}' is too large", dev, std::string_view(key.data(), k),
-				     shown);
-	unsigned shift = 0;
-	if (suffixes && *end != '\0' && end[1] == '\0') {
-		switch (std::toupper(static_cast<unsigned char>(*end))) {
-		case 'K': shift = 10; end++; break;
-		case 'M': shift = 20; end++; break;
-		case 'G': shift = 30; end++; break;
-		default: break;
-		}
-	}
-	if (*end != '\0' || end != text.c_str() + text.size())
-		return Status::error(-EINVAL, "{}: {}='{}' has trailing characters{}",
-				     dev, std::string_view(key.data(), k), shown, suffixes ? " (sizes take K, M or G)" : "");
-	if (shift != 0 && (v >> (64 - shift)) != 0)
-		return Status::error(-EINVAL, "{}: {}='{}' is too large", dev, std::string_view(key.data(), k),
-				     shown);
-	return v << shift;
+	return Status::error(-EINVAL, "{}: {}='{}' has trailing characters{}", dev, key,
+			     printable(text), suffixes ? " (sizes take K, M or G)" : "");
 }
 
 Result<uint64_t> DevArgs::get_number(std::string_view key, uint64_t def, uint64_t min,
@@ -258,8 +217,12 @@ Status Device::configure()
 		return Status::error(-EINVAL, "{}: {} queues (0 to {})", name_, queues_,
 				     kMaxQueues);
 	constexpr unsigned kCmdEntries = 1024;
-	cmds_ = make_ring("cmd_" + name_, sizeof(Command), kCmdEntries);
-	done_ = make_ring("done_" + name_, sizeof(CommandDone), kCmdEntries);
+	// Multi-producer, multi-consumer: a device's queues may sit on several workers.
+	Result<rte_ring *> cmds = mem::ring_alloc("cmd_" + name_, sizeof(Command), kCmdEntries, 0);
+	Result<rte_ring *> done = mem::ring_alloc("done_" + name_, sizeof(CommandDone),
+						  kCmdEntries, 0);
+	cmds_ = cmds ? *cmds : nullptr;
+	done_ = done ? *done : nullptr;
 	if (cmds_ == nullptr || done_ == nullptr)
 		return Status::error(-ENOMEM, "{}: no memory for the invalidation queue",
 				     name_);

@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 #include <iodp/engine.h>
+#include <iodp/ring.h>
+
+#include <fmt/core.h>
 
 #include <rte_cycles.h>
 #include <rte_ring.h>
@@ -56,17 +59,15 @@ Result<std::unique_ptr<Worker>> Worker::create(ctl::Ctx &ctx, const WorkerConfig
 	if (!shard)
 		return shard.status();
 	w->shard_ = std::move(*shard);
-	const ssize_t sz = rte_ring_get_memsize_elem(sizeof(FaultNote), config.fault_ring);
-	void *mem = sz > 0 ? std::aligned_alloc(64, (static_cast<size_t>(sz) + 63) & ~size_t{63})
-			   : nullptr;
-	if (mem == nullptr)
+	Result<rte_ring *> faults =
+		mem::ring_alloc(fmt::format("iodp_flt_{}", static_cast<void *>(w.get())),
+				sizeof(FaultNote), config.fault_ring, RING_F_SP_ENQ | RING_F_SC_DEQ);
+	if (!faults && faults.status().code() == -ENOMEM)
 		return Status::error(-ENOMEM, "worker: no memory for its fault ring");
-	std::memset(mem, 0, static_cast<size_t>(sz));
-	w->faults_ = static_cast<rte_ring *>(mem);
-	char name[RTE_RING_NAMESIZE];
-	std::snprintf(name, sizeof(name), "iodp_flt_%p", static_cast<void *>(w.get()));
-	if (rte_ring_init(w->faults_, name, config.fault_ring, RING_F_SP_ENQ | RING_F_SC_DEQ) != 0)
-		return Status::error(-EINVAL, "worker: rte_ring_init failed for its fault ring");
+	if (!faults)
+		return Status::error(faults.status().code(), "worker: fault ring: {}",
+				     faults.status().message());
+	w->faults_ = *faults;
 	Result<unsigned> id = ctx.coherence().register_worker(&w->shard_);
 	if (!id)
 		return id.status();

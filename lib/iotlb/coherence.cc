@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 #include <iodp/coherence.h>
+#include <iodp/ring.h>
+
+#include <fmt/core.h>
 
 #include <rte_rcu_qsbr.h>
 #include <rte_ring.h>
@@ -163,26 +166,19 @@ Result<unsigned> Coherence::register_worker(Shard *shard)
 		Worker &w = workers_[id];
 		if (w.registered)
 			continue;
-		const ssize_t rsz = rte_ring_get_memsize_elem(sizeof(inval::Descriptor),
-							      config_.ring_entries);
-		if (rsz < 0)
-			return Status::error(-EINVAL, "coherence: bad ring size");
-		auto *ring = static_cast<rte_ring *>(zalloc(static_cast<size_t>(rsz)));
-		if (ring == nullptr)
+		// rte_ring_init wants count = entries: one slot stays free, as usual.
+		Result<rte_ring *> ring = mem::ring_alloc(
+			fmt::format("iodp_inval_{}_{}", static_cast<void *>(this), id),
+			sizeof(inval::Descriptor), config_.ring_entries,
+			RING_F_SP_ENQ | RING_F_SC_DEQ);
+		if (!ring && ring.status().code() == -ENOMEM)
 			return Status::error(-ENOMEM, "coherence: no memory for worker {}'s ring",
 					     id);
-		char name[RTE_RING_NAMESIZE];
-		std::snprintf(name, sizeof(name), "iodp_inval_%p_%u", static_cast<void *>(this),
-			      id);
-		// rte_ring_init wants count = entries: one slot stays free, as usual.
-		if (rte_ring_init(ring, name, config_.ring_entries,
-				  RING_F_SP_ENQ | RING_F_SC_DEQ) != 0) {
-			std::free(ring);
-			return Status::error(-EINVAL, "coherence: rte_ring_init failed");
-		}
-		// rte_ring_init sets up a pointer ring; element rings share its header layout.
+		if (!ring)
+			return Status::error(ring.status().code(), "coherence: {}",
+					     ring.status().message());
 		std::free(w.ring);
-		w.ring = ring;
+		w.ring = *ring;
 		w.shard = shard;
 		w.overflowed.store(false, std::memory_order_relaxed);
 		w.registered = true;
