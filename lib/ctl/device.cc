@@ -572,7 +572,8 @@ Route nested_route(const HwptNested &h, const pgtable::TableConfig &s1, uint32_t
 {
 	Result<pgtable::Stage> st1 = pgtable::make_stage(s1);
 	Result<pgtable::Stage> st2 = pgtable::make_stage(h.parent->config());
-	if (!st1 || !st2)
+	// The walker nests only the pairs hardware combines.
+	if (!st1 || !st2 || !pgtable::can_nest(st1->format, st2->format))
 		return blocked(FaultKind::bad_config, 1);
 	Route r;
 	r.blocked = FaultKind::none;
@@ -692,6 +693,8 @@ Route Ctx::Impl::route_of(const Binding *b, std::optional<uint32_t> pasid) const
 	const auto &h = *static_cast<const HwptNested *>(b->hwpt);
 	if (h.data_type == IODP_HWPT_DATA_ARM_SMMUV3)
 		return smmuv3_route(h, pasid);
+	if (h.data_type != IODP_HWPT_DATA_VTD_S1) // an opaque stage 1 (OpaqueS1Data)
+		return blocked(FaultKind::not_present, 1);
 	const Format f = h.vtd.addr_width == 57 ? Format::x86_64_5l : Format::x86_64_4l;
 	// VT-d tags first-stage entries with the domain (this HWPT) and the PASID.
 	Route r = nested_route(h, pgtable::table_config(f, h.vtd.pgtbl_addr), h.id, 0,

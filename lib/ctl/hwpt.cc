@@ -223,6 +223,11 @@ Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uin
 	if (data.pgtbl_addr & 0xfff)
 		return Status::error(-EINVAL, "hwpt alloc: vtd_s1 pgtbl_addr 0x{:x}"
 				     " is not 4 KiB aligned", data.pgtbl_addr);
+	const Format s2 = (*parent)->table.stage().format;
+	if (!pgtable::can_nest(Format::x86_64_4l, s2))
+		return Status::error(-EINVAL, "hwpt alloc: parent hwpt %u is a %s table, which "
+				     "cannot carry a VT-d first stage", parent_id,
+				     pgtable::format_name(s2).data());
 	HwptNested *h = add_nested(*impl_, *parent, flags, fault_id, IODP_HWPT_DATA_VTD_S1);
 	h->vtd = data;
 	return h->id;
@@ -247,6 +252,23 @@ Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uin
 	HwptNested *h = add_nested(*impl_, *parent, flags, fault_id, IODP_HWPT_DATA_ARM_SMMUV3);
 	h->smmu = data;
 	return h->id;
+}
+
+Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uint32_t flags,
+					uint32_t fault_id, const OpaqueS1Data &data)
+{
+	Impl::LockThenSyncWorkers call(*impl_);
+	if (data.data_type == IODP_HWPT_DATA_VTD_S1 || data.data_type == IODP_HWPT_DATA_ARM_SMMUV3)
+		return Status::error(-EINVAL, "hwpt alloc: data_type %u is walked by iodp: give "
+				     "its data", data.data_type);
+	Result<Device *> dev = impl_->get_device(dev_id);
+	if (!dev)
+		return dev.status();
+	Result<HwptPaging *> parent =
+		nested_parent(*impl_, dev_id, parent_id, flags, fault_id, (*dev)->model);
+	if (!parent)
+		return parent.status();
+	return add_nested(*impl_, *parent, flags, fault_id, data.data_type)->id;
 }
 
 /* Dirty tracking --------------------------------------------------------------------------- */
@@ -346,12 +368,17 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 	Result<Hwpt *> hr = impl_->get_hwpt(hwpt_id);
 	if (!hr)
 		return hr.status();
+	// The kernel looks the id up as a nested HWPT: any other object is not found.
 	if ((*hr)->type != ObjType::hwpt_nested)
-		return Status::error(-EINVAL, "hwpt {} is a paging HWPT: only nested HWPTs take "
+		return Status::error(-ENOENT, "hwpt {} is a paging HWPT: only nested HWPTs take "
 				     "cache invalidations (iodp keeps its own tables coherent)",
 				     hwpt_id);
 	auto *h = static_cast<HwptNested *>(*hr);
 	const bool vtd = h->data_type == IODP_HWPT_DATA_VTD_S1;
+	if (!vtd && h->data_type != IODP_HWPT_DATA_ARM_SMMUV3)
+		return Status::error(-EINVAL, "hwpt %u: its stage 1 (data type %#x) is not "
+				     "walked by iodp and takes no invalidations", hwpt_id,
+				     h->data_type);
 	const uint32_t want = vtd ? IODP_HWPT_INVALIDATE_DATA_VTD_S1
 				  : IODP_HWPT_INVALIDATE_DATA_ARM_SMMUV3;
 	if (data_type != want)

@@ -94,6 +94,7 @@ struct HwptPaging : Hwpt {
 struct HwptNested : Hwpt {
 	explicit HwptNested(uint32_t id_) : Hwpt(id_, ObjType::hwpt_nested) {}
 	HwptPaging *parent = nullptr;
+	/** IODP_HWPT_DATA_VTD_S1, IODP_HWPT_DATA_ARM_SMMUV3, or an OpaqueS1Data's type. */
 	uint32_t data_type = IODP_HWPT_DATA_VTD_S1;
 	VtdS1Data vtd;
 	SmmuV3Data smmu;

@@ -21,6 +21,7 @@
 #include "ext.h"
 #include "inspect.h"
 
+#include <array>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -59,6 +60,19 @@ constexpr uint64_t kPage = 4096;
 constexpr unsigned kMockPageShift = 11;
 constexpr uint64_t kMockPage = 1ull << kMockPageShift; ///< MOCK_IO_PAGE_SIZE
 constexpr uint64_t kMockApertureStart = 1ull << 24, kMockApertureLast = (1ull << 31) - 1;
+/* The mock nested domain (iommufd_test.h): its data, invalidations and IOTLB array. */
+constexpr uint32_t kHwptDataSelftest = 0xdead;
+constexpr uint32_t kInvalidateDataSelftest = 0xdeadbeef;
+constexpr uint32_t kInvalidateFlagAll = 1u << 0;
+constexpr uint32_t kIotlbNum = 4; ///< MOCK_NESTED_DOMAIN_IOTLB_NUM
+/** The kernel core's bounds on one HWPT_INVALIDATE (hw_pagetable.c). */
+constexpr uint32_t kInvalidateEntryLenMax = 4096, kInvalidateEntryNumMax = 1u << 19;
+
+/* struct iommu_hwpt_invalidate_selftest. */
+struct InvalidateSelftest {
+	uint32_t flags;
+	uint32_t iotlb_id;
+};
 
 /* struct iommu_test_cmd (iommufd_test.h). */
 struct TestCmd {
@@ -170,9 +184,14 @@ private:
 	void unmap_pins(const void *arg);
 	Status mock_hw_info(iodp_hw_info &k, uint32_t flags);
 	Status mock_hwpt_alloc(const struct iodp_hwpt_alloc &k, uint32_t flags);
+	Status mock_nested_alloc(struct iodp_hwpt_alloc &k);
+	Status mock_nested_invalidate(struct iodp_hwpt_invalidate &k);
+	Status check_iotlb(const TestCmd &k) const;
 
 	Ctx &ctx_;
 	std::map<uint32_t, uint32_t> mocks_; ///< mock device id -> MOCK_FLAGS_DEVICE_*
+	/** Mock nested HWPTs (iodp nested HWPTs with an opaque stage 1) -> their IOTLB array. */
+	std::map<uint32_t, std::array<uint32_t, kIotlbNum>> nested_;
 	uint32_t next_mock_ = 0;
 	uint32_t memory_limit_ = 65536;
 	std::map<int, Access> accesses_; ///< by the descriptor handed out
@@ -226,20 +245,39 @@ std::optional<Result<int>> TestCommands::intercept(unsigned long cmd, void *arg)
 		unmap_pins(arg);
 		return std::nullopt; // the table unmaps
 	}
-	/* Only these three take a struct (VFIO_SET_IOMMU's argument is a number). */
-	if (arg == nullptr || mocks_.empty() ||
+	/* Only these four take a struct (VFIO_SET_IOMMU's argument is a number). */
+	if (arg == nullptr || (mocks_.empty() && nested_.empty()) ||
 	    (cmd != IODP_IOMMU_DESTROY && cmd != IODP_IOMMU_GET_HW_INFO &&
-	     cmd != IODP_IOMMU_HWPT_ALLOC))
+	     cmd != IODP_IOMMU_HWPT_ALLOC && cmd != IODP_IOMMU_HWPT_INVALIDATE))
 		return std::nullopt;
 	uint32_t size;
 	std::memcpy(&size, arg, sizeof(size));
 	if (cmd == IODP_IOMMU_DESTROY && size == sizeof(struct iodp_destroy)) {
 		struct iodp_destroy d;
 		std::memcpy(&d, arg, sizeof(d));
+		if (nested_.count(d.id) != 0) {
+			if (Status s = ctx_.destroy(d.id); !s)
+				return Result<int>(Status::error(s.code(), "DESTROY: %s",
+								 s.message().c_str()));
+			nested_.erase(d.id);
+			return 0;
+		}
 		if (mocks_.count(d.id) == 0)
 			return std::nullopt;
 		if (Status s = destroy_mock(d.id); !s)
 			return Result<int>(Status::error(s.code(), "DESTROY: {}", s.message()));
+		return 0;
+	}
+	if (cmd == IODP_IOMMU_HWPT_INVALIDATE && size == sizeof(struct iodp_hwpt_invalidate)) {
+		struct iodp_hwpt_invalidate k;
+		std::memcpy(&k, arg, sizeof(k));
+		if (nested_.count(k.hwpt_id) == 0)
+			return std::nullopt;
+		Status s = mock_nested_invalidate(k);
+		std::memcpy(arg, &k, sizeof(k)); // entry_num: the entries handled, also on failure
+		if (!s)
+			return Result<int>(Status::error(s.code(), "HWPT_INVALIDATE: %s",
+							 s.message().c_str()));
 		return 0;
 	}
 	if (cmd == IODP_IOMMU_GET_HW_INFO && size == sizeof(iodp_hw_info)) {
@@ -260,6 +298,13 @@ std::optional<Result<int>> TestCommands::intercept(unsigned long cmd, void *arg)
 		auto it = mocks_.find(k.dev_id);
 		if (it == mocks_.end())
 			return std::nullopt;
+		if (k.data_type == kHwptDataSelftest) {
+			if (Status s = mock_nested_alloc(k); !s)
+				return Result<int>(Status::error(s.code(), "HWPT_ALLOC: %s",
+								 s.message().c_str()));
+			std::memcpy(arg, &k, sizeof(k));
+			return 0;
+		}
 		if (Status s = mock_hwpt_alloc(k, it->second); !s)
 			return Result<int>(Status::error(s.code(), "HWPT_ALLOC: {}",
 							 s.message()));
@@ -351,6 +396,114 @@ Status TestCommands::mock_hwpt_alloc(const struct iodp_hwpt_alloc &k, uint32_t f
 	return {};
 }
 
+Status TestCommands::mock_nested_alloc(struct iodp_hwpt_alloc &k)
+{
+	/*
+	 * iommufd_hwpt_alloc() then the mock's domain_alloc_user(), in the kernel's order:
+	 * the core's checks, the kind of pt_id, the flags, the parent, the data, the fault
+	 * queue. The HWPT is an iodp nested HWPT whose stage 1 iodp does not walk (the
+	 * mock's nested domain maps nothing); its IOTLB array is kept here.
+	 */
+	if (Status s = hwpt_alloc_kernel_order(ctx_, k); !s)
+		return s;
+	Result<ObjectInfo> pt = ctx_.object_info(k.pt_id); // there: the kernel order checked
+	if (!pt)
+		return pt.status();
+	if (pt->type == ObjType::ioas)
+		return Status::error(-EOPNOTSUPP, "a mock paging domain takes no data");
+	if (pt->type != ObjType::hwpt_paging)
+		return Status::error(-EINVAL, "pt_id %u is a %s, not a paging hwpt", k.pt_id,
+				     obj_type_name(pt->type));
+	if (k.flags & ~IODP_HWPT_FAULT_ID_VALID)
+		return Status::error(-EOPNOTSUPP, "flags %#x are not for nested HWPTs",
+				     k.flags & ~IODP_HWPT_FAULT_ID_VALID);
+	bool nest_parent = false;
+	if (Inspector look(ctx_); const HwptPaging *h = look.find_as<HwptPaging>(k.pt_id))
+		nest_parent = h->flags & IODP_HWPT_ALLOC_NEST_PARENT;
+	if (pt->auto_domain || !nest_parent)
+		return Status::error(-EINVAL, "hwpt %u was not allocated with NEST_PARENT",
+				     k.pt_id);
+	if (pt->format != pgtable::Format::mock)
+		return Status::error(-EINVAL, "hwpt %u is not a mock domain", k.pt_id);
+	uint32_t iotlb = 0; // struct iommu_hwpt_selftest: exactly its one field
+	if (k.data_len != sizeof(iotlb))
+		return Status::error(-EINVAL, "selftest data_len %u is not %zu", k.data_len,
+				     sizeof(iotlb));
+	const void *data = reinterpret_cast<const void *>(static_cast<uintptr_t>(k.data_uptr));
+	if (Status s = copy_from_user(&iotlb, data, sizeof(iotlb), "selftest data"); !s)
+		return s;
+	Result<uint32_t> id = ctx_.hwpt_alloc_nested(k.dev_id, k.pt_id, k.flags, k.fault_id,
+						     OpaqueS1Data{kHwptDataSelftest});
+	if (!id)
+		return id.status();
+	std::array<uint32_t, kIotlbNum> a;
+	a.fill(iotlb);
+	nested_[*id] = a;
+	k.out_hwpt_id = *id;
+	return {};
+}
+
+Status TestCommands::mock_nested_invalidate(struct iodp_hwpt_invalidate &k)
+{
+	/* iommufd_hwpt_invalidate() then mock_domain_cache_invalidate_user(). */
+	const uint32_t num = k.entry_num;
+	k.entry_num = 0;
+	if (k.__reserved != 0)
+		return Status::error(-EOPNOTSUPP, "__reserved is %#x, not 0", k.__reserved);
+	if (num != 0 && (k.data_uptr == 0 || k.entry_len == 0 ||
+			 k.entry_len > kInvalidateEntryLenMax || num > kInvalidateEntryNumMax))
+		return Status::error(-EINVAL, "%u entries of %u bytes at %#lx", num, k.entry_len,
+				     (unsigned long)k.data_uptr);
+	if (k.data_type != kInvalidateDataSelftest)
+		return Status::error(-EINVAL, "hwpt %u takes SELFTEST (%#x) invalidations, not "
+				     "data_type %#x", k.hwpt_id, kInvalidateDataSelftest,
+				     k.data_type);
+	std::array<uint32_t, kIotlbNum> &iotlb = nested_.at(k.hwpt_id);
+	for (uint32_t i = 0; i < num; i++) {
+		if (k.entry_len != sizeof(InvalidateSelftest))
+			return Status::error(-EINVAL, "entry_len %u is not %zu", k.entry_len,
+					     sizeof(InvalidateSelftest));
+		InvalidateSelftest e;
+		const auto *src = reinterpret_cast<const unsigned char *>(
+			static_cast<uintptr_t>(k.data_uptr));
+		if (Status s = copy_from_user(&e, src + uint64_t{i} * k.entry_len, sizeof(e),
+					      "invalidation entry");
+		    !s)
+			return s;
+		if (e.flags & ~kInvalidateFlagAll)
+			return Status::error(-EOPNOTSUPP, "entry %u: unknown flags %#x", i,
+					     e.flags & ~kInvalidateFlagAll);
+		if (e.iotlb_id >= kIotlbNum)
+			return Status::error(-EINVAL, "entry %u: iotlb_id %u is over %u", i,
+					     e.iotlb_id, kIotlbNum - 1);
+		if (e.flags & kInvalidateFlagAll)
+			iotlb.fill(0);
+		else
+			iotlb[e.iotlb_id] = 0;
+		k.entry_num = i + 1;
+	}
+	return {};
+}
+
+Status TestCommands::check_iotlb(const TestCmd &k) const
+{
+	auto it = nested_.find(k.id);
+	if (it == nested_.end()) {
+		Result<ObjectInfo> o = ctx_.object_info(k.id);
+		if (!o || o->type != ObjType::hwpt_nested)
+			return Status::error(-ENOENT, "no nested hwpt %u", k.id);
+		return Status::error(-EINVAL, "hwpt %u is not a mock nested domain", k.id);
+	}
+	if (k.check_iotlb.id >= kIotlbNum)
+		return Status::error(-EINVAL, "iotlb id %u is over %u", k.check_iotlb.id,
+				     kIotlbNum - 1);
+	if (it->second[k.check_iotlb.id] != k.check_iotlb.iotlb)
+		return Status::error(-EINVAL, "hwpt %u iotlb[%u] is %#x, not %#x", k.id,
+				     k.check_iotlb.id, it->second[k.check_iotlb.id],
+				     k.check_iotlb.iotlb);
+	return {};
+}
+
 Status TestCommands::run(TestCmd &k)
 {
 	switch (k.op) {
@@ -413,8 +566,7 @@ Status TestCommands::run(TestCmd &k)
 	case kOpDirty:
 		return dirty(k);
 	case kOpMdCheckIotlb:
-		return Status::error(-EOPNOTSUPP, "not modelled by iodp (mock pages are 2 KiB, "
-				     "iodp's 4 KiB; see tests/iommufd/expectations.txt)");
+		return check_iotlb(k);
 	default:
 		return Status::error(-EOPNOTSUPP, "unknown op");
 	}

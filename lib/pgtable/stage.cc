@@ -173,6 +173,15 @@ Result<Stage> make_stage(const TableConfig &c)
 	return st;
 }
 
+bool can_nest(Format s1, Format s2)
+{
+	const bool vtd_ss = s2 == Format::vtd_ss_3l || s2 == Format::vtd_ss_4l ||
+			    s2 == Format::vtd_ss_5l;
+	if (s1 == Format::x86_64_4l || s1 == Format::x86_64_5l)
+		return vtd_ss;
+	return s1 == Format::arm_s1 && s2 == Format::arm_s2;
+}
+
 Result<Translation> make_translation(const GuestMemory &mem, const TableConfig &s1,
 				     const TableConfig *s2)
 {
@@ -184,11 +193,7 @@ Result<Translation> make_translation(const GuestMemory &mem, const TableConfig &
 	x.s1 = *first;
 	if (s2 == nullptr)
 		return x;
-	const bool x86_pair = (s1.format == Format::x86_64_4l || s1.format == Format::x86_64_5l) &&
-			      format_stage(s2->format) == 2 && s2->format != Format::arm_s2 &&
-			      s2->format != Format::mock;
-	const bool arm_pair = s1.format == Format::arm_s1 && s2->format == Format::arm_s2;
-	if (!x86_pair && !arm_pair)
+	if (!can_nest(s1.format, s2->format))
 		return Status::error(-EINVAL, "nested {} over {}: no hardware combines these "
 				     "(x86-64 nests over vtd-ss, arm-s1 over arm-s2)",
 				     info(s1.format).name, info(s2->format).name);

@@ -514,7 +514,7 @@ std::vector<ErrorCase> error_cases()
 		 [](World &w) {
 			 return bytes(hwpt_invalidate_cmd{0, w.parent, 0, 0, 24, 0, 0});
 		 },
-		 EINVAL, "only nested HWPTs take cache invalidations"},
+		 ENOENT, "only nested HWPTs take cache invalidations"}, // the kernel's lookup
 		{"invalidate wrong type", IODP_IOMMU_HWPT_INVALIDATE,
 		 [](World &w) {
 			 return bytes(hwpt_invalidate_cmd{0, w.nested, 0, 1, 16, 0, 0});

@@ -341,6 +341,29 @@ TEST_F(CtlTest, DevicePagingFormatSetsAlignmentLeavesAndDirtyGranule)
 	EXPECT_FAILS(ctx.hwpt_get_dirty_bitmap(h, 0x100000, 0x8000, 0x400, false, bitmap),
 		     EINVAL, "granule");
 
+	// A nested HWPT on a mock parent: only an opaque stage 1 (the walker nests the pairs
+	// hardware combines); DMA through it faults at stage 1.
+	const uint32_t parent =
+		ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0));
+	EXPECT_FAILS(ctx.hwpt_alloc_nested(dev, parent, 0, 0, VtdS1Data{}).status(), EINVAL,
+		     "cannot carry a VT-d first stage");
+	EXPECT_FAILS(ctx.hwpt_alloc_nested(dev, parent, 0, 0, OpaqueS1Data{IODP_HWPT_DATA_VTD_S1})
+			     .status(),
+		     EINVAL, "walked by iodp");
+	const uint32_t opaque =
+		ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, OpaqueS1Data{0xdead}));
+	ok(ctx.device_attach(dev, std::nullopt, opaque).status());
+	t = xlate(dev, std::nullopt, 0x100000);
+	EXPECT_EQ(t.fault, pgtable::FaultKind::not_present);
+	EXPECT_EQ(t.stage, 1);
+	uint32_t handled = 1;
+	EXPECT_FAILS(ctx.hwpt_invalidate(opaque, 0, nullptr, 0, 0, &handled), EINVAL,
+		     "takes no invalidations");
+	EXPECT_FAILS(ctx.hwpt_invalidate(parent, 0, nullptr, 0, 0, &handled), ENOENT,
+		     "only nested HWPTs");
+	ok(ctx.device_attach(dev, std::nullopt, h).status());
+	ok(ctx.destroy(opaque));
+
 	DeviceSpec bad = vtd_device("bad0");
 	bad.paging_format = pgtable::table_config(Format::x86_64_4l);
 	EXPECT_FAILS(ctx.device_create(bad).status(), EINVAL, "not a second stage");

@@ -101,8 +101,7 @@ TEST_F(DevTest, LibraryModeTranslatesCrossingPagesFaultsAndSeesUnmaps)
 {
 	Result<GuestRam> ram = GuestRam::allocate(4u << 20);
 	ASSERT_TRUE(ram.ok());
-	const uint32_t dev = ok(ctx.device_create(
-		{"lib0", ctl::IommuModel::vtd, 0, 1, 20, {}, {}, 0}));
+	const uint32_t dev = ok(ctx.device_create({"lib0", ctl::IommuModel::vtd, 0, 1, 20, {}}));
 	const uint32_t ioas = ok(ctx.ioas_alloc());
 	uint64_t off = 0;
 	ASSERT_TRUE(ctx.option(IODP_OPTION_HUGE_PAGES, IODP_OPTION_OP_SET, ioas, &off).ok());
@@ -187,8 +186,7 @@ TEST_F(DevTest, LibraryModeRefusesPortsPastTheTable)
 {
 	Result<GuestRam> ram = GuestRam::allocate(2u << 20);
 	ASSERT_TRUE(ram.ok());
-	const uint32_t dev = ok(ctx.device_create(
-		{"lib0", ctl::IommuModel::vtd, 0, 1, 20, {}, {}, 0}));
+	const uint32_t dev = ok(ctx.device_create({"lib0", ctl::IommuModel::vtd, 0, 1, 20, {}}));
 	const uint32_t ioas = ok(ctx.ioas_alloc());
 	const uint32_t rw = IODP_IOAS_MAP_FIXED_IOVA | IODP_IOAS_MAP_READABLE | IODP_IOAS_MAP_WRITEABLE;
 	ASSERT_TRUE(ctx.ioas_map(ioas, rw, 0x10000, ram->data(), 0x1000).ok());
@@ -232,10 +230,8 @@ TEST_F(DevTest, LibraryModeRouteMissDoesNotWaitForTheControlThread)
 {
 	Result<GuestRam> ram = GuestRam::allocate(2u << 20);
 	ASSERT_TRUE(ram.ok());
-	const uint32_t dev0 = ok(ctx.device_create(
-		{"lib0", ctl::IommuModel::vtd, 0, 1, 20, {}, {}, 0}));
-	const uint32_t dev1 = ok(ctx.device_create(
-		{"lib1", ctl::IommuModel::vtd, 0, 2, 20, {}, {}, 0}));
+	const uint32_t dev0 = ok(ctx.device_create({"lib0", ctl::IommuModel::vtd, 0, 1, 20, {}}));
+	const uint32_t dev1 = ok(ctx.device_create({"lib1", ctl::IommuModel::vtd, 0, 2, 20, {}}));
 	const uint32_t ioas = ok(ctx.ioas_alloc());
 	const uint32_t rw = IODP_IOAS_MAP_FIXED_IOVA | IODP_IOAS_MAP_READABLE | IODP_IOAS_MAP_WRITEABLE;
 	ASSERT_TRUE(ctx.ioas_map(ioas, rw, 0x10000, ram->data(), 0x1000).ok());

@@ -184,6 +184,14 @@ struct SmmuV3Data {
 	uint64_t ste[2] = {0, 0};
 };
 
+/**
+ * A stage 1 iodp does not walk, of a type iodp's C API does not take (the kernel selftest's
+ * mock nested domain, IOMMU_HWPT_DATA_SELFTEST, made by the test commands): DMA through it
+ * faults at stage 1 (not present), and it takes no invalidations of its own.
+ */
+struct OpaqueS1Data {
+	uint32_t data_type = 0; ///< not kDataVtdS1 / kDataArmSmmuV3
+};
 
 struct DeviceSpec {
 	std::string name;
@@ -203,8 +211,8 @@ struct DeviceSpec {
 	 * largest leaf they use (0: any the format has). The kernel-selftest mock device of
 	 * the test commands uses Format::mock, 2 KiB leaves unless MOCK_FLAGS_DEVICE_HUGE_IOVA.
 	 */
-	std::optional<pgtable::TableConfig> paging_format;
-	uint64_t paging_max_leaf = 0;
+	std::optional<pgtable::TableConfig> paging_format = std::nullopt; // initialised: {a, b} lists
+	uint64_t paging_max_leaf = 0;                                     // need not name it
 };
 
 struct CtxConfig {
@@ -360,6 +368,8 @@ public:
 					   uint32_t fault_id, const VtdS1Data &data);
 	Result<uint32_t> hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uint32_t flags,
 					   uint32_t fault_id, const SmmuV3Data &data);
+	Result<uint32_t> hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uint32_t flags,
+					   uint32_t fault_id, const OpaqueS1Data &data);
 	Status hwpt_set_dirty_tracking(uint32_t hwpt_id, bool enable);
 	/**
 	 * Mark the page at @p iova dirty as a device write through @p hwpt_id would (a test

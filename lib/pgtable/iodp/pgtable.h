@@ -164,8 +164,14 @@ struct Translation {
 };
 
 /**
- * Build a Translation. A nested pair must be one that hardware combines: x86-64 over a
- * VT-d second stage, or Arm stage 1 over Arm stage 2. @p mem must outlive the result.
+ * Whether hardware combines stage 1 @p s1 over stage 2 @p s2 (the pairs the walker nests):
+ * x86-64 over a VT-d second stage, Arm stage 1 over Arm stage 2.
+ */
+bool can_nest(Format s1, Format s2);
+
+/**
+ * Build a Translation. A nested pair must be one that hardware combines (can_nest()).
+ * @p mem must outlive the result.
  */
 Result<Translation> make_translation(const GuestMemory &mem, const TableConfig &s1,
 				     const TableConfig *s2 = nullptr);
