@@ -225,7 +225,7 @@ Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uin
 				     " is not 4 KiB aligned", data.pgtbl_addr);
 	const Format s2 = (*parent)->table.stage().format;
 	if (!pgtable::can_nest(Format::x86_64_4l, s2))
-		return Status::error(-EINVAL, "hwpt alloc: parent hwpt %u is a %s table, which "
+		return Status::error(-EINVAL, "hwpt alloc: parent hwpt {} is a {} table, which "
 				     "cannot carry a VT-d first stage", parent_id,
 				     pgtable::format_name(s2).data());
 	HwptNested *h = add_nested(*impl_, *parent, flags, fault_id, IODP_HWPT_DATA_VTD_S1);
@@ -259,7 +259,7 @@ Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uin
 {
 	Impl::LockThenSyncWorkers call(*impl_);
 	if (data.data_type == IODP_HWPT_DATA_VTD_S1 || data.data_type == IODP_HWPT_DATA_ARM_SMMUV3)
-		return Status::error(-EINVAL, "hwpt alloc: data_type %u is walked by iodp: give "
+		return Status::error(-EINVAL, "hwpt alloc: data_type {} is walked by iodp: give "
 				     "its data", data.data_type);
 	Result<Device *> dev = impl_->get_device(dev_id);
 	if (!dev)
@@ -376,7 +376,7 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 	auto *h = static_cast<HwptNested *>(*hr);
 	const bool vtd = h->data_type == IODP_HWPT_DATA_VTD_S1;
 	if (!vtd && h->data_type != IODP_HWPT_DATA_ARM_SMMUV3)
-		return Status::error(-EINVAL, "hwpt %u: its stage 1 (data type %#x) is not "
+		return Status::error(-EINVAL, "hwpt {}: its stage 1 (data type {:#x}) is not "
 				     "walked by iodp and takes no invalidations", hwpt_id,
 				     h->data_type);
 	const uint32_t want = vtd ? IODP_HWPT_INVALIDATE_DATA_VTD_S1

@@ -257,7 +257,7 @@ std::optional<Result<int>> TestCommands::intercept(unsigned long cmd, void *arg)
 		std::memcpy(&d, arg, sizeof(d));
 		if (nested_.count(d.id) != 0) {
 			if (Status s = ctx_.destroy(d.id); !s)
-				return Result<int>(Status::error(s.code(), "DESTROY: %s",
+				return Result<int>(Status::error(s.code(), "DESTROY: {}",
 								 s.message().c_str()));
 			nested_.erase(d.id);
 			return 0;
@@ -276,7 +276,7 @@ std::optional<Result<int>> TestCommands::intercept(unsigned long cmd, void *arg)
 		Status s = mock_nested_invalidate(k);
 		std::memcpy(arg, &k, sizeof(k)); // entry_num: the entries handled, also on failure
 		if (!s)
-			return Result<int>(Status::error(s.code(), "HWPT_INVALIDATE: %s",
+			return Result<int>(Status::error(s.code(), "HWPT_INVALIDATE: {}",
 							 s.message().c_str()));
 		return 0;
 	}
@@ -300,7 +300,7 @@ std::optional<Result<int>> TestCommands::intercept(unsigned long cmd, void *arg)
 			return std::nullopt;
 		if (k.data_type == kHwptDataSelftest) {
 			if (Status s = mock_nested_alloc(k); !s)
-				return Result<int>(Status::error(s.code(), "HWPT_ALLOC: %s",
+				return Result<int>(Status::error(s.code(), "HWPT_ALLOC: {}",
 								 s.message().c_str()));
 			std::memcpy(arg, &k, sizeof(k));
 			return 0;
@@ -412,22 +412,22 @@ Status TestCommands::mock_nested_alloc(struct iodp_hwpt_alloc &k)
 	if (pt->type == ObjType::ioas)
 		return Status::error(-EOPNOTSUPP, "a mock paging domain takes no data");
 	if (pt->type != ObjType::hwpt_paging)
-		return Status::error(-EINVAL, "pt_id %u is a %s, not a paging hwpt", k.pt_id,
+		return Status::error(-EINVAL, "pt_id {} is a {}, not a paging hwpt", k.pt_id,
 				     obj_type_name(pt->type));
 	if (k.flags & ~IODP_HWPT_FAULT_ID_VALID)
-		return Status::error(-EOPNOTSUPP, "flags %#x are not for nested HWPTs",
+		return Status::error(-EOPNOTSUPP, "flags {:#x} are not for nested HWPTs",
 				     k.flags & ~IODP_HWPT_FAULT_ID_VALID);
 	bool nest_parent = false;
 	if (Inspector look(ctx_); const HwptPaging *h = look.find_as<HwptPaging>(k.pt_id))
 		nest_parent = h->flags & IODP_HWPT_ALLOC_NEST_PARENT;
 	if (pt->auto_domain || !nest_parent)
-		return Status::error(-EINVAL, "hwpt %u was not allocated with NEST_PARENT",
+		return Status::error(-EINVAL, "hwpt {} was not allocated with NEST_PARENT",
 				     k.pt_id);
 	if (pt->format != pgtable::Format::mock)
-		return Status::error(-EINVAL, "hwpt %u is not a mock domain", k.pt_id);
+		return Status::error(-EINVAL, "hwpt {} is not a mock domain", k.pt_id);
 	uint32_t iotlb = 0; // struct iommu_hwpt_selftest: exactly its one field
 	if (k.data_len != sizeof(iotlb))
-		return Status::error(-EINVAL, "selftest data_len %u is not %zu", k.data_len,
+		return Status::error(-EINVAL, "selftest data_len {} is not {}", k.data_len,
 				     sizeof(iotlb));
 	const void *data = reinterpret_cast<const void *>(static_cast<uintptr_t>(k.data_uptr));
 	if (Status s = copy_from_user(&iotlb, data, sizeof(iotlb), "selftest data"); !s)
@@ -449,19 +449,19 @@ Status TestCommands::mock_nested_invalidate(struct iodp_hwpt_invalidate &k)
 	const uint32_t num = k.entry_num;
 	k.entry_num = 0;
 	if (k.__reserved != 0)
-		return Status::error(-EOPNOTSUPP, "__reserved is %#x, not 0", k.__reserved);
+		return Status::error(-EOPNOTSUPP, "__reserved is {:#x}, not 0", k.__reserved);
 	if (num != 0 && (k.data_uptr == 0 || k.entry_len == 0 ||
 			 k.entry_len > kInvalidateEntryLenMax || num > kInvalidateEntryNumMax))
-		return Status::error(-EINVAL, "%u entries of %u bytes at %#lx", num, k.entry_len,
+		return Status::error(-EINVAL, "{} entries of {} bytes at {:#x}", num, k.entry_len,
 				     (unsigned long)k.data_uptr);
 	if (k.data_type != kInvalidateDataSelftest)
-		return Status::error(-EINVAL, "hwpt %u takes SELFTEST (%#x) invalidations, not "
-				     "data_type %#x", k.hwpt_id, kInvalidateDataSelftest,
+		return Status::error(-EINVAL, "hwpt {} takes SELFTEST ({:#x}) invalidations, not "
+				     "data_type {:#x}", k.hwpt_id, kInvalidateDataSelftest,
 				     k.data_type);
 	std::array<uint32_t, kIotlbNum> &iotlb = nested_.at(k.hwpt_id);
 	for (uint32_t i = 0; i < num; i++) {
 		if (k.entry_len != sizeof(InvalidateSelftest))
-			return Status::error(-EINVAL, "entry_len %u is not %zu", k.entry_len,
+			return Status::error(-EINVAL, "entry_len {} is not {}", k.entry_len,
 					     sizeof(InvalidateSelftest));
 		InvalidateSelftest e;
 		const auto *src = reinterpret_cast<const unsigned char *>(
@@ -471,10 +471,10 @@ Status TestCommands::mock_nested_invalidate(struct iodp_hwpt_invalidate &k)
 		    !s)
 			return s;
 		if (e.flags & ~kInvalidateFlagAll)
-			return Status::error(-EOPNOTSUPP, "entry %u: unknown flags %#x", i,
+			return Status::error(-EOPNOTSUPP, "entry {}: unknown flags {:#x}", i,
 					     e.flags & ~kInvalidateFlagAll);
 		if (e.iotlb_id >= kIotlbNum)
-			return Status::error(-EINVAL, "entry %u: iotlb_id %u is over %u", i,
+			return Status::error(-EINVAL, "entry {}: iotlb_id {} is over {}", i,
 					     e.iotlb_id, kIotlbNum - 1);
 		if (e.flags & kInvalidateFlagAll)
 			iotlb.fill(0);
@@ -491,14 +491,14 @@ Status TestCommands::check_iotlb(const TestCmd &k) const
 	if (it == nested_.end()) {
 		Result<ObjectInfo> o = ctx_.object_info(k.id);
 		if (!o || o->type != ObjType::hwpt_nested)
-			return Status::error(-ENOENT, "no nested hwpt %u", k.id);
-		return Status::error(-EINVAL, "hwpt %u is not a mock nested domain", k.id);
+			return Status::error(-ENOENT, "no nested hwpt {}", k.id);
+		return Status::error(-EINVAL, "hwpt {} is not a mock nested domain", k.id);
 	}
 	if (k.check_iotlb.id >= kIotlbNum)
-		return Status::error(-EINVAL, "iotlb id %u is over %u", k.check_iotlb.id,
+		return Status::error(-EINVAL, "iotlb id {} is over {}", k.check_iotlb.id,
 				     kIotlbNum - 1);
 	if (it->second[k.check_iotlb.id] != k.check_iotlb.iotlb)
-		return Status::error(-EINVAL, "hwpt %u iotlb[%u] is %#x, not %#x", k.id,
+		return Status::error(-EINVAL, "hwpt {} iotlb[{}] is {:#x}, not {:#x}", k.id,
 				     k.check_iotlb.id, it->second[k.check_iotlb.id],
 				     k.check_iotlb.iotlb);
 	return {};
