@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <getopt.h>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -294,69 +295,99 @@ Status parse_value(const OptionSpec &o, std::string_view v, Args &a)
 	return {};
 }
 
-/** Parse argv into @p a; stops early at --help. */
+/** getopt_long's val for kOptions[i]: above every character a short option could be. */
+constexpr int kLongVal = 256;
+
+/** What a flag (an option without a value) sets. */
+void set_flag(Opt id, Args &a)
+{
+	switch (id) {
+	case Opt::priv: a.priv = true; break;
+	case Opt::json: a.mode.json = true; break;
+	case Opt::trace: a.mode.trace = true; break;
+	case Opt::example: a.example = true; break;
+	default: a.help = true; break;
+	}
+}
+
+/**
+ * Parse argv into @p a with getopt_long, as DPDK's apps do; stops early at --help.
+ * Addresses and --addresses files keep their command-line order ("-" mode: operands come
+ * back in place); getopt's own messages are off, ours name the option.
+ */
 Status parse_args(int argc, char **argv, Args &a)
 {
-	bool options_done = false;
-	for (int i = 1; i < argc; i++) {
-		const std::string_view arg = argv[i];
-		if (!options_done && arg == "--") {
-			options_done = true;
+	std::vector<option> longopts;
+	for (size_t i = 0; i < std::size(kOptions); i++)
+		if (kOptions[i].name[1] == '-')
+			longopts.push_back({kOptions[i].name + 2,
+					    kOptions[i].metavar ? required_argument : no_argument,
+					    nullptr, kLongVal + static_cast<int>(i)});
+	longopts.push_back({});
+	// The spec of a val getopt_long returned (or put in optopt).
+	auto spec_of = [](int val) -> const OptionSpec * {
+		if (val >= kLongVal && val < kLongVal + static_cast<int>(std::size(kOptions)))
+			return &kOptions[val - kLongVal];
+		return nullptr;
+	};
+	// An argv word up to its '=': how the user wrote the option.
+	auto written = [](const char *word) {
+		const std::string_view w = word;
+		return w.starts_with("--") ? w.substr(0, w.find('=')) : w;
+	};
+	opterr = 0;
+	optind = 0; // glibc: 0 starts a fresh scan (iodp-xlate parses once, tests may not)
+	for (;;) {
+		// Short options are ours: -h is the only one, alone (getopt would take -hx as
+		// -h -x). getopt_long gets no short options, so it stops only between words.
+		if (const int next = std::max(optind, 1); next < argc) {
+			const std::string_view w = argv[next];
+			if (w.size() >= 2 && w[0] == '-' && w[1] != '-') {
+				if (w != "-h")
+					return Status::error(-EINVAL, "unknown option '{}'", w);
+				a.help = true;
+				return {};
+			}
+		}
+		const int c = getopt_long(argc, argv, "-:", longopts.data(), nullptr);
+		if (c == -1)
+			break;
+		if (c == 1) { // an operand, in place
+			a.addresses.push_back({false, optarg});
 			continue;
 		}
-		if (options_done || arg.size() < 2 || arg[0] != '-') {
-			a.addresses.push_back({false, std::string(arg)});
-			continue;
+		if (c == '?') {
+			if (const OptionSpec *o = spec_of(optopt))
+				return Status::error(-EINVAL, "{} takes no value", o->name);
+			return Status::error(-EINVAL, "unknown option '{}'", written(argv[optind - 1]));
 		}
-		std::string_view name = arg, value;
-		bool inline_value = false;
-		if (const size_t eq = arg.find('='); arg.starts_with("--") && eq != arg.npos) {
-			name = arg.substr(0, eq);
-			value = arg.substr(eq + 1);
-			inline_value = true;
+		if (c == ':') {
+			const OptionSpec *o = spec_of(optopt);
+			return Status::error(-EINVAL, "{} needs a value ({})", o->name, o->metavar);
 		}
-		const OptionSpec *o = nullptr;
-		for (const OptionSpec &cand : kOptions)
-			if (name == cand.name)
-				o = &cand;
-		if (o == nullptr)
-			return Status::error(-EINVAL, "unknown option '{}'",
-					     name);
+		const OptionSpec *o = spec_of(c);
+		// getopt_long takes unambiguous abbreviations (--form); iodp-xlate never has, so
+		// scripts keep meaning what they say when an option is added.
+		const bool inline_value = o->metavar != nullptr && optarg != argv[optind - 1];
+		const char *word = argv[optind - (o->metavar != nullptr && !inline_value ? 2 : 1)];
+		if (written(word) != o->name)
+			return Status::error(-EINVAL, "unknown option '{}'", written(word));
 		bool &seen = a.seen[static_cast<size_t>(o->id)];
 		if (seen && !o->repeatable)
 			return Status::error(-EINVAL, "{} given more than once", o->name);
 		seen = true;
 		if (o->metavar == nullptr) {
-			if (inline_value)
-				return Status::error(-EINVAL, "{} takes no value", o->name);
-			switch (o->id) {
-			case Opt::priv:
-				a.priv = true;
-				break;
-			case Opt::json:
-				a.mode.json = true;
-				break;
-			case Opt::trace:
-				a.mode.trace = true;
-				break;
-			case Opt::example:
-				a.example = true;
-				break;
-			default:
-				a.help = true;
+			set_flag(o->id, a);
+			if (a.help)
 				return {};
-			}
 			continue;
 		}
-		if (!inline_value) {
-			if (i + 1 >= argc)
-				return Status::error(-EINVAL, "{} needs a value ({})", o->name,
-						     o->metavar);
-			value = argv[++i];
-		}
-		if (Status s = parse_value(*o, value, a); !s)
+		if (Status s = parse_value(*o, optarg, a); !s)
 			return s;
 	}
+	// After "--": the rest are addresses.
+	for (int i = optind; i < argc; i++)
+		a.addresses.push_back({false, argv[i]});
 	return {};
 }
 
