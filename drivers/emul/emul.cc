@@ -7,6 +7,7 @@
 #include "emul_impl.h"
 
 #include <iodp/iodp.h>
+#include <iodp/smmuv3.h>
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -219,14 +220,24 @@ Status configure(dev::Device &d)
 			if (!cd)
 				return cd.status();
 			e.asid = static_cast<uint16_t>(1 + d.ctl_id % 0xfffe);
-			const uint64_t cd0 = 16 /* T0SZ: 48 bits */ | (1ull << 31) /* V */ |
-					     (1ull << 41) /* AA64 */ | (uint64_t{e.asid} << 48);
+			smmuv3::Cd c; // 48-bit input, 4 KiB granule, AArch64
+			c.valid = true;
+			c.asid = e.asid;
+			c.ttb0 = e.s1.root();
+			uint64_t words[2];
+			c.encode(words);
 			std::byte *cdp = e.pool.host(*cd, 16);
-			GuestMemory::store_le64(cdp, cd0);
-			GuestMemory::store_le64(cdp + 8, e.s1.root());
-			const uint64_t ste0 = 1 | (5ull << 1) /* S1 + S2 */ | *cd | (1ull << 59);
-			nh = ctx.hwpt_alloc_nested(d.ctl_id, e.parent, 0, 0,
-						   ctl::SmmuV3Data{{ste0, 2 /* S1DSS: SSID 0 */}});
+			GuestMemory::store_le64(cdp, words[0]);
+			GuestMemory::store_le64(cdp + 8, words[1]);
+			smmuv3::Ste ste; // stage 1 over the host's stage 2, CD table of 2
+			ste.valid = true;
+			ste.config = smmuv3::kConfigS1;
+			ste.s1_context_ptr = *cd;
+			ste.s1_cd_max = 1;
+			ste.s1dss = smmuv3::kS1dssSsid0;
+			ctl::SmmuV3Data data;
+			ste.encode(data.ste);
+			nh = ctx.hwpt_alloc_nested(d.ctl_id, e.parent, 0, 0, data);
 		}
 		if (!nh)
 			return nh.status();

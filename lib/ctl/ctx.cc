@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 #include "impl.h"
 #include "inspect.h"
+#include "model.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -31,9 +32,20 @@ const char *obj_type_name(ObjType type)
 	return "object";
 }
 
+const ModelOps &model_ops(IommuModel model)
+{
+	switch (model) { // one table per IommuModel value
+	case IommuModel::smmuv3:
+		return kSmmuV3Ops;
+	case IommuModel::vtd:
+		break;
+	}
+	return kVtdOps;
+}
+
 const char *model_name(IommuModel model)
 {
-	return model == IommuModel::vtd ? "vtd" : "smmuv3";
+	return model_ops(model).name;
 }
 
 FaultQueue::~FaultQueue()
@@ -582,18 +594,7 @@ void Ctx::Impl::invalidate_binding(const Binding &b)
 	const auto &h = *static_cast<const HwptNested *>(b.hwpt);
 	inval::Descriptor d;
 	d.targets = inval::kTargetIotlb | inval::kTargetWalkCache;
-	if (h.data_type == IODP_HWPT_DATA_ARM_SMMUV3) {
-		// Stage 1 behind an STE is tagged (VMID = the parent, ASID from each CD): the
-		// ASIDs the CD table named are not known here, so drop the VMID whole (the
-		// parent's own stage-2 entries go too: more, never less).
-		d.match = inval::kMatchDomain;
-		d.domain = h.parent->id;
-	} else {
-		// VT-d first stage: tagged (this HWPT, PASID or none for the RID).
-		d.match = inval::kMatchDomain | inval::kMatchPasid;
-		d.domain = h.id;
-		d.pasid = b.pasid ? *b.pasid : iotlb::kNoPasid;
-	}
+	model_ops(h.model).binding_tags(h, b.pasid, &d);
 	notify(d);
 }
 

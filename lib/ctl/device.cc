@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 #include "impl.h"
+#include "model.h"
+
 
 #include <algorithm>
 #include <cerrno>
@@ -30,9 +32,7 @@ static_assert(pgtable::kAccessRead == IODP_PGFAULT_PERM_READ &&
 IovaRange Ctx::Impl::msi_window(const Device &d)
 {
 	// Where each IOMMU's interrupt messages land; DMA there is never translated.
-	if (d.model == IommuModel::vtd)
-		return {0xfee00000, 0xfeefffff};
-	return {0x08000000, 0x080fffff};
+	return model_ops(d.model).msi_window;
 }
 
 Ioas *Ctx::Impl::ioas_of(Hwpt *h) const
@@ -240,7 +240,7 @@ Result<uint32_t> Ctx::device_attach(uint32_t dev_id, std::optional<uint32_t> pas
 					  dev.name, target->id, model_name(target->model),
 					  model_name(dev.model)));
 	if (pasid && target->type == ObjType::hwpt_nested &&
-	    static_cast<HwptNested *>(target)->data_type == IODP_HWPT_DATA_ARM_SMMUV3)
+	    model_ops(target->model).pasids_through_rid)
 		return fail(Status::error(-EINVAL, "cannot attach {} pasid {} to hwpt {}: an "
 					  "SMMUv3 STE is attached by RID; its CD table covers the "
 					  "SSIDs", dev.name, *pasid, target->id));
@@ -322,15 +322,15 @@ Result<HwInfo> Ctx::get_hw_info(uint32_t dev_id)
 		return dr.status();
 	const Device &dev = **dr;
 	HwInfo info;
-	const bool vtd = dev.model == IommuModel::vtd;
+	const ModelOps &ops = model_ops(dev.model);
 	info.model = dev.model;
-	info.paging_format = vtd ? Format::vtd_ss_4l : Format::arm_s2;
+	info.paging_format = ops.paging_format;
 	for (unsigned shift : {12u, 14u, 16u, 21u, 25u, 29u, 30u})
 		info.page_sizes |= 1ull << shift;
 	info.granules = (1u << 12) | (1u << 14) | (1u << 16);
 	info.pasid_bits = dev.pasid_bits;
 	info.paging_ias = 48;
-	info.dirty_tracking = vtd;
+	info.dirty_tracking = ops.dirty_tracking;
 	return info;
 }
 
@@ -537,11 +537,9 @@ std::vector<FaultEvent> Ctx::fault_events(size_t max, uint64_t *lost)
 
 /* Routes and translation ------------------------------------------------------------------ */
 
-namespace {
-
 using iotlb::Route;
 
-Route blocked(FaultKind kind, uint8_t stage = 0, int8_t level = 0)
+Route route_blocked(FaultKind kind, uint8_t stage, int8_t level)
 {
 	Route r;
 	r.blocked = kind;
@@ -551,11 +549,11 @@ Route blocked(FaultKind kind, uint8_t stage = 0, int8_t level = 0)
 }
 
 /** A paging HWPT's own translations: the domain's stage-2-style context. */
-Route paging_route(const HwptPaging &h)
+Route route_paging(const HwptPaging &h)
 {
 	Result<pgtable::Stage> st = pgtable::make_stage(h.config());
 	if (!st)
-		return blocked(FaultKind::bad_config);
+		return route_blocked(FaultKind::bad_config);
 	Route r;
 	r.blocked = FaultKind::none;
 	r.s1 = *st;
@@ -567,14 +565,14 @@ Route paging_route(const HwptPaging &h)
 }
 
 /** A guest stage 1 over the parent's stage 2, tagged (domain, asid, pasid). */
-Route nested_route(const HwptNested &h, const pgtable::TableConfig &s1, uint32_t domain,
+Route route_nested(const HwptNested &h, const pgtable::TableConfig &s1, uint32_t domain,
 		   uint32_t asid, uint32_t pasid)
 {
 	Result<pgtable::Stage> st1 = pgtable::make_stage(s1);
 	Result<pgtable::Stage> st2 = pgtable::make_stage(h.parent->config());
 	// The walker nests only the pairs hardware combines.
 	if (!st1 || !st2 || !pgtable::can_nest(st1->format, st2->format))
-		return blocked(FaultKind::bad_config, 1);
+		return route_blocked(FaultKind::bad_config, 1);
 	Route r;
 	r.blocked = FaultKind::none;
 	r.s1 = *st1;
@@ -594,92 +592,23 @@ std::optional<Route> read_ipa(const HwptPaging &parent, uint64_t ipa, void *buf,
 	const GuestMemory &mem = *parent.host_map;
 	Result<pgtable::Translation> x = pgtable::make_translation(mem, parent.config());
 	if (!x)
-		return blocked(FaultKind::bad_config, 2);
+		return route_blocked(FaultKind::bad_config, 2);
 	const pgtable::WalkResult w = pgtable::walk(*x, ipa, pgtable::kAccessRead);
 	if (!w.ok())
-		return blocked(w.fault, 2, w.level);
+		return route_blocked(w.fault, 2, w.level);
 	if (!mem.read(w.out, buf, len))
-		return blocked(FaultKind::bad_table_pointer, 2);
+		return route_blocked(FaultKind::bad_table_pointer, 2);
 	return std::nullopt;
 }
 
-/** SMMUv3: STE -> (SSID) -> CD -> stage 1 over the parent's stage 2, tagged (VMID, ASID). */
-Route smmuv3_route(const HwptNested &h, std::optional<uint32_t> pasid)
-{
-	const uint64_t ste0 = h.smmu.ste[0], ste1 = h.smmu.ste[1];
-	const HwptPaging &parent = *h.parent;
-	const unsigned config = (ste0 & 1) ? static_cast<unsigned>((ste0 >> 1) & 7) : 0;
-	if (config == 0) // abort (or an invalid STE): DMA is blocked
-		return blocked(FaultKind::not_attached);
-	if (config == 4) // stage-1 bypass: the parent's stage 2 alone
-		return paging_route(parent);
-	const unsigned cd_max = static_cast<unsigned>(ste0 >> 59);
-	uint32_t ssid = 0;
-	if (pasid) {
-		if (cd_max == 0 || *pasid >= (1u << cd_max))
-			return blocked(FaultKind::bad_config, 1);
-		ssid = *pasid;
-	} else if (cd_max != 0) {
-		switch (ste1 & 3) { // S1DSS: what a request without SSID does
-		case 0:
-			return blocked(FaultKind::not_attached);
-		case 1:
-			return paging_route(parent);
-		case 2:
-			break; // use SSID 0
-		default:
-			return blocked(FaultKind::bad_config, 1);
-		}
-	}
-	const uint64_t ctx_ptr = ste0 & (((1ull << 46) - 1) << 6);
-	uint64_t cd_addr = ctx_ptr + uint64_t{ssid} * 64;
-	const unsigned fmt = static_cast<unsigned>((ste0 >> 4) & 3);
-	if (fmt != 0 && cd_max != 0) {
-		// Two levels: an L1 descriptor (V bit 0, L2Ptr 51:12) per 64 or 1024 CDs.
-		if (fmt == 3)
-			return blocked(FaultKind::bad_config, 1);
-		const unsigned split = fmt == 1 ? 6 : 10;
-		uint64_t l1 = 0;
-		if (auto f = read_ipa(parent, ctx_ptr + uint64_t{ssid >> split} * 8, &l1, 8))
-			return *f;
-		l1 = le64toh(l1);
-		if (!(l1 & 1))
-			return blocked(FaultKind::bad_config, 1);
-		cd_addr = (l1 & (((1ull << 40) - 1) << 12)) +
-			  uint64_t{ssid & ((1u << split) - 1)} * 64;
-	}
-	uint64_t cd[2] = {0, 0};
-	if (auto f = read_ipa(parent, cd_addr, cd, sizeof(cd)))
-		return *f;
-	const uint64_t cd0 = le64toh(cd[0]), cd1 = le64toh(cd[1]);
-	const bool valid = (cd0 >> 31) & 1, aa64 = (cd0 >> 41) & 1;
-	if (!valid || !aa64)
-		return blocked(FaultKind::bad_config, 1);
-	if ((cd0 >> 14) & 1) // EPD0: TTB0 walks disabled
-		return blocked(FaultKind::not_present, 1);
-	static const int kGranule[] = {12, 16, 14, -1};
-	const int granule = kGranule[(cd0 >> 6) & 3];
-	const unsigned t0sz = static_cast<unsigned>(cd0 & 0x3f);
-	if (granule < 0 || t0sz < 16 || t0sz > 48)
-		return blocked(FaultKind::bad_config, 1);
-	pgtable::TableConfig s1 = pgtable::table_config(
-		Format::arm_s1, cd1 & (((1ull << 48) - 1) << 4), static_cast<unsigned>(granule),
-		64 - t0sz);
-	s1.update_accessed = (cd0 >> 43) & 1; // HA
-	// SMMU TLB entries are tagged VMID + ASID (CD bits 63:48), not with the SSID.
-	return nested_route(h, s1, parent.id, static_cast<uint32_t>(cd0 >> 48), iotlb::kNoPasid);
-}
-
-} // namespace
 
 Binding *Ctx::Impl::route_binding(const Device &dev, std::optional<uint32_t> pasid) const
 {
 	Binding *b = binding_of(dev, pasid);
-	// SMMUv3: SSIDs come from the CD table of the STE attached by RID.
+	// SubstreamIDs from the table attached to the RID (SMMUv3: the STE's CD table).
 	if (b == nullptr && pasid && dev.rid_binding != nullptr &&
 	    dev.rid_binding->hwpt->type == ObjType::hwpt_nested &&
-	    static_cast<HwptNested *>(dev.rid_binding->hwpt)->data_type ==
-		    IODP_HWPT_DATA_ARM_SMMUV3)
+	    model_ops(dev.rid_binding->hwpt->model).pasids_through_rid)
 		b = dev.rid_binding;
 	return b;
 }
@@ -687,21 +616,14 @@ Binding *Ctx::Impl::route_binding(const Device &dev, std::optional<uint32_t> pas
 Route Ctx::Impl::route_of(const Binding *b, std::optional<uint32_t> pasid) const
 {
 	if (b == nullptr)
-		return blocked(FaultKind::not_attached);
+		return route_blocked(FaultKind::not_attached);
 	if (b->hwpt->type == ObjType::hwpt_paging)
-		return paging_route(*static_cast<const HwptPaging *>(b->hwpt));
+		return route_paging(*static_cast<const HwptPaging *>(b->hwpt));
 	const auto &h = *static_cast<const HwptNested *>(b->hwpt);
-	if (h.data_type == IODP_HWPT_DATA_ARM_SMMUV3)
-		return smmuv3_route(h, pasid);
-	if (h.data_type != IODP_HWPT_DATA_VTD_S1) // an opaque stage 1 (OpaqueS1Data)
-		return blocked(FaultKind::not_present, 1);
-	const Format f = h.vtd.addr_width == 57 ? Format::x86_64_5l : Format::x86_64_4l;
-	// VT-d tags first-stage entries with the domain (this HWPT) and the PASID.
-	Route r = nested_route(h, pgtable::table_config(f, h.vtd.pgtbl_addr), h.id, 0,
-			       pasid ? *pasid : iotlb::kNoPasid);
-	// Without SRE the PASID entry refuses supervisor requests outright.
-	r.priv_faults = !(h.vtd.flags & IODP_VTD_S1_SRE);
-	return r;
+	const ModelOps &ops = model_ops(h.model);
+	if (h.data_type != ops.nested_data_type) // an opaque stage 1 (OpaqueS1Data)
+		return route_blocked(FaultKind::not_present, 1);
+	return ops.nested_route(h, pasid);
 }
 
 void Ctx::Impl::publish_routes()
@@ -723,10 +645,9 @@ void Ctx::Impl::publish_routes()
 		if (dev.rid_binding != nullptr) {
 			t->routes.emplace_back(uint64_t{dev.id} << 32 | iotlb::kNoPasid,
 					       route_of(dev.rid_binding, std::nullopt));
-			// SMMUv3: any SSID may name a CD of the STE's table (route_binding()).
+			// SSIDs through the RID's table (SMMUv3 CDs): read on first use.
 			const Hwpt *h = dev.rid_binding->hwpt;
-			if (h->type == ObjType::hwpt_nested &&
-			    static_cast<const HwptNested *>(h)->data_type == IODP_HWPT_DATA_ARM_SMMUV3)
+			if (h->type == ObjType::hwpt_nested && model_ops(h->model).pasids_through_rid)
 				t->lazy.push_back(dev.id);
 		}
 		for (const auto &[pasid, b] : dev.pasid_bindings)

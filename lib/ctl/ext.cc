@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The C context's extensions (ext.h) and the kernel's fault-file read/write. */
 #include "ext.h"
+#include "model.h"
 
 #include <cerrno>
 #include <cstring>
@@ -59,73 +60,6 @@ Status hwpt_alloc_kernel_order(const Ctx &ctx, const struct iodp_hwpt_alloc &k)
 
 namespace {
 
-constexpr uint64_t bits(uint64_t value, unsigned shift)
-{
-	return value << shift;
-}
-
-/*
- * VT-d CAP_REG and ECAP_REG (Intel VT-d specification, 11.4.2 and 11.4.3) for what iodp's
- * VT-d model does: 4-level (48-bit) second stage with 2 MiB and 1 GiB leaves, first stage
- * with 1 GiB pages and 5 levels, nesting, scalable mode with PASIDs, queued and
- * page-selective invalidation, device-TLB invalidation, page requests (fault queues),
- * second-stage accessed/dirty (dirty tracking), coherent walks. No MMIO registers, no
- * interrupt remapping, no pass-through.
- */
-iodp_hw_info_vtd vtd_record(const HwInfo &info)
-{
-	iodp_hw_info_vtd r{};
-	r.cap_reg = bits(6, 0) |           // ND: 16-bit domain ids
-		    bits(1u << 2, 8) |     // SAGAW: 4-level (48-bit) second stage
-		    bits(47, 16) |         // MGAW: 48 bits
-		    bits(3, 34) |          // SLLPS: 2 MiB and 1 GiB second-stage leaves
-		    bits(1, 39) |          // PSI: page-selective invalidation
-		    bits(18, 48) |         // MAMV: masks up to 2^18 pages (1 GiB)
-		    bits(1, 56) |          // FL1GP: first-stage 1 GiB pages
-		    bits(1, 60);           // FL5LP: 5-level first stage
-	r.ecap_reg = bits(1, 0) |          // C: walks are coherent (CPU reads)
-		     bits(1, 1) |          // QI: queued invalidation
-		     bits(1, 2) |          // DT: device-TLB invalidation
-		     bits(1, 7) |          // SC: snoop control
-		     bits(1, 26) |         // NEST: nested translation
-		     bits(1, 29) |         // PRS: page requests (fault queues)
-		     bits(info.pasid_bits != 0 ? info.pasid_bits - 1u : 0, 35) | // PSS
-		     bits(info.pasid_bits != 0, 40) | // PASID
-		     bits(1, 43) |         // SMTS: scalable mode
-		     bits(info.dirty_tracking, 45) | // SLADS
-		     bits(1, 46) |         // SLTS: second-stage translation
-		     bits(1, 47) |         // FLTS: first-stage translation
-		     bits(1, 48);          // SMPWCS: coherent scalable-mode walks
-	return r;
-}
-
-/*
- * SMMUv3 ID registers (Arm IHI 0070, 6.3) for iodp's SMMUv3 model: stage 1 and stage 2,
- * AArch64 tables, coherent, 16-bit ASIDs and VMIDs, ATS, little-endian tables, no stall,
- * SubstreamID bits = the device's PASID bits, 48-bit output, 4/16/64 KiB granules. No
- * queues or MSIs (iommufd carries commands and events), no hardware dirty tracking.
- */
-iodp_hw_info_arm_smmuv3 smmu_record(const HwInfo &info)
-{
-	iodp_hw_info_arm_smmuv3 r{};
-	r.idr[0] = static_cast<uint32_t>(bits(1, 0) |  // S2P
-					 bits(1, 1) |  // S1P
-					 bits(2, 2) |  // TTF: AArch64
-					 bits(1, 4) |  // COHACC
-					 bits(1, 10) | // ATS
-					 bits(1, 12) | // ASID16
-					 bits(1, 18) | // VMID16
-					 bits(2, 21) | // TTENDIAN: little-endian
-					 bits(1, 24)); // STALL_MODEL: no stall
-	r.idr[1] = static_cast<uint32_t>(bits(16, 0) |              // SIDSIZE
-					 bits(info.pasid_bits, 6)); // SSIDSIZE
-	r.idr[5] = static_cast<uint32_t>(bits(5, 0) |  // OAS: 48 bits
-					 bits(1, 4) |  // GRAN4K
-					 bits(1, 5) |  // GRAN16K
-					 bits(1, 6));  // GRAN64K
-	return r;
-}
-
 template <class T> HwInfoRecord record_of(uint32_t type, const T &r)
 {
 	static_assert(sizeof(T) <= sizeof(HwInfoRecord::bytes));
@@ -145,9 +79,8 @@ iodp_hw_info_iodp iodp_record(const HwInfo &info)
 	r.paging_format = static_cast<uint32_t>(info.paging_format);
 	r.page_sizes = info.page_sizes;
 	r.granules = info.granules;
-	const bool vtd = info.model == IommuModel::vtd;
-	r.nested_types = 1u << (vtd ? IODP_HWPT_DATA_VTD_S1 : IODP_HWPT_DATA_ARM_SMMUV3);
-	r.model = vtd ? IODP_IOMMU_VTD : IODP_IOMMU_SMMUV3;
+	r.nested_types = 1u << model_ops(info.model).nested_data_type;
+	r.model = info.model == IommuModel::vtd ? IODP_IOMMU_VTD : IODP_IOMMU_SMMUV3;
 	r.pasid_bits = info.pasid_bits;
 	r.paging_ias = info.paging_ias;
 	return r;
@@ -163,19 +96,20 @@ uint64_t hw_capabilities(const HwInfo &info)
 
 Result<HwInfoRecord> hw_info_record(const HwInfo &info, uint32_t in_type)
 {
-	const bool vtd = info.model == IommuModel::vtd;
-	const uint32_t own = vtd ? IODP_HW_INFO_TYPE_INTEL_VTD : IODP_HW_INFO_TYPE_ARM_SMMUV3;
+	const ModelOps &ops = model_ops(info.model);
+	const uint32_t own = ops.hw_info_type;
 	if (in_type == IODP_HW_INFO_TYPE_NONE)
 		in_type = own;
 	if (in_type == IODP_HW_INFO_TYPE_IODP)
 		return record_of(IODP_HW_INFO_TYPE_IODP, iodp_record(info));
 	if (in_type != own)
 		return Status::error(-EOPNOTSUPP, "in_data_type {}: a {} device reports type {} "
-				     "(or {}, iodp's own record)", in_type, vtd ? "VT-d" : "SMMUv3",
+				     "(or {}, iodp's own record)", in_type, ops.name,
 				     own, IODP_HW_INFO_TYPE_IODP);
-	if (vtd)
-		return record_of(own, vtd_record(info));
-	return record_of(own, smmu_record(info));
+	HwInfoRecord out;
+	out.type = own;
+	out.len = ops.hw_info_record(info, out.bytes, sizeof(out.bytes));
+	return out;
 }
 
 Status Extensions::enable_test_commands(bool on)

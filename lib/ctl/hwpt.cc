@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 #include "impl.h"
+#include "model.h"
+
+#include <iodp/smmuv3.h>
+#include <iodp/vtd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -15,23 +19,6 @@ namespace {
 constexpr uint32_t kPagingFlags = IODP_HWPT_ALLOC_NEST_PARENT | IODP_HWPT_ALLOC_DIRTY_TRACKING |
 				  IODP_HWPT_FAULT_ID_VALID | IODP_HWPT_ALLOC_PASID;
 constexpr uint32_t kNestedFlags = IODP_HWPT_FAULT_ID_VALID | IODP_HWPT_ALLOC_PASID;
-
-bool model_has_format(IommuModel model, Format f)
-{
-	const bool arm = f == Format::arm_s1 || f == Format::arm_s2;
-	return model == IommuModel::smmuv3 ? arm : !arm;
-}
-
-/* STE fields a guest may set through iommufd; anything else is EIO (as the kernel does). */
-constexpr uint64_t kSte0Allowed = 1ull |            // V
-				  (7ull << 1) |     // Config
-				  (3ull << 4) |     // S1Fmt
-				  (((1ull << 46) - 1) << 6) | // S1ContextPtr 51:6
-				  (0x1full << 59);  // S1CDMax
-constexpr uint64_t kSte1Allowed = 3ull |            // S1DSS
-				  (3ull << 2) | (3ull << 4) | (3ull << 6) | // S1CIR, S1COR, S1CSH
-				  (1ull << 27) |    // S1STALLD
-				  (3ull << 28);     // EATS
 
 } // namespace
 
@@ -54,12 +41,10 @@ Result<HwptPaging *> Ctx::Impl::make_paging(Device *dev, Ioas *ioas, uint32_t fl
 		return s;
 	pgtable::TableConfig cfg = fmt		       ? *fmt
 				   : dev->paging_format ? *dev->paging_format
-				   : pgtable::table_config(dev->model == IommuModel::vtd
-								   ? Format::vtd_ss_4l
-								   : Format::arm_s2);
-	if (!model_has_format(dev->model, cfg.format))
+				   : pgtable::table_config(model_ops(dev->model).paging_format);
+	if (!model_ops(dev->model).walks(cfg.format))
 		return Status::error(-EINVAL, "hwpt alloc: device {} is behind a {} IOMMU, which "
-				     "cannot walk {} tables", dev->name, model_name(dev->model),
+				     "cannot walk {} tables", dev->name.c_str(), model_name(dev->model),
 				     pgtable::format_name(cfg.format).data());
 	if ((flags & IODP_HWPT_ALLOC_NEST_PARENT) && pgtable::format_stage(cfg.format) != 2)
 		return Status::error(-EINVAL, "hwpt alloc: a NEST_PARENT table must be a second "
@@ -155,13 +140,12 @@ static Result<HwptPaging *> nested_parent(Ctx::Impl &impl, uint32_t dev_id, uint
 	Result<Device *> dev = impl.get_device(dev_id);
 	if (!dev)
 		return dev.status();
-	if ((*dev)->model != model) {
-		const bool vtd = model == IommuModel::vtd;
-		return Status::error(-EOPNOTSUPP, "hwpt alloc: device {} is behind {} IOMMU; {} "
-				     "data needs {}", (*dev)->name.c_str(),
-				     vtd ? "an smmuv3" : "a vtd", vtd ? "VTD_S1" : "ARM_SMMUV3",
+	if ((*dev)->model != model)
+		return Status::error(-EOPNOTSUPP, "hwpt alloc: device {} is behind a{} {} IOMMU; "
+				     "{} data needs {}", (*dev)->name.c_str(),
+				     (*dev)->model == IommuModel::smmuv3 ? "n" : "",
+				     model_name((*dev)->model), model_ops(model).nested_name,
 				     model_name(model));
-	}
 	if (flags & ~kNestedFlags)
 		return Status::error(-EOPNOTSUPP, "hwpt alloc: flags {:#x} are not for nested "
 				     "HWPTs", flags & ~kNestedFlags);
@@ -213,7 +197,7 @@ Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uin
 		nested_parent(*impl_, dev_id, parent_id, flags, fault_id, IommuModel::vtd);
 	if (!parent)
 		return parent.status();
-	constexpr uint64_t kKnown = IODP_VTD_S1_SRE | IODP_VTD_S1_EAFE | IODP_VTD_S1_WPE;
+	constexpr uint64_t kKnown = vtd::kS1KnownFlags;
 	if (data.flags & ~kKnown)
 		return Status::error(-EOPNOTSUPP, "hwpt alloc: vtd_s1 flags {:#x}"
 				     " are unknown", data.flags & ~kKnown);
@@ -241,14 +225,16 @@ Result<uint32_t> Ctx::hwpt_alloc_nested(uint32_t dev_id, uint32_t parent_id, uin
 		nested_parent(*impl_, dev_id, parent_id, flags, fault_id, IommuModel::smmuv3);
 	if (!parent)
 		return parent.status();
-	if ((data.ste[0] & ~kSte0Allowed) || (data.ste[1] & ~kSte1Allowed))
+	using smmuv3::kSte0GuestBits, smmuv3::kSte1GuestBits;
+	if ((data.ste[0] & ~kSte0GuestBits) || (data.ste[1] & ~kSte1GuestBits))
 		return Status::error(-EIO, "hwpt alloc: STE sets fields a guest may not set "
 				     "(word 0 {:#x}, word 1 {:#x})",
-				     data.ste[0] & ~kSte0Allowed, data.ste[1] & ~kSte1Allowed);
-	const unsigned cfg = static_cast<unsigned>((data.ste[0] >> 1) & 7);
-	if ((data.ste[0] & 1) && cfg != 0 && cfg != 4 && cfg != 5)
+				     data.ste[0] & ~kSte0GuestBits, data.ste[1] & ~kSte1GuestBits);
+	const smmuv3::Ste ste = smmuv3::Ste::decode(data.ste);
+	if (ste.valid && ste.config != smmuv3::kConfigAbort && ste.config != smmuv3::kConfigBypass &&
+	    ste.config != smmuv3::kConfigS1)
 		return Status::error(-EIO, "hwpt alloc: STE Config {} is not abort (0), bypass (4) "
-				     "or stage 1 (5)", cfg);
+				     "or stage 1 (5)", ste.config);
 	HwptNested *h = add_nested(*impl_, *parent, flags, fault_id, IODP_HWPT_DATA_ARM_SMMUV3);
 	h->smmu = data;
 	return h->id;
@@ -374,18 +360,15 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 				     "cache invalidations (iodp keeps its own tables coherent)",
 				     hwpt_id);
 	auto *h = static_cast<HwptNested *>(*hr);
-	const bool vtd = h->data_type == IODP_HWPT_DATA_VTD_S1;
-	if (!vtd && h->data_type != IODP_HWPT_DATA_ARM_SMMUV3)
+	const ModelOps &ops = model_ops(h->model);
+	if (h->data_type != ops.nested_data_type)
 		return Status::error(-EINVAL, "hwpt {}: its stage 1 (data type {:#x}) is not "
 				     "walked by iodp and takes no invalidations", hwpt_id,
 				     h->data_type);
-	const uint32_t want = vtd ? IODP_HWPT_INVALIDATE_DATA_VTD_S1
-				  : IODP_HWPT_INVALIDATE_DATA_ARM_SMMUV3;
-	if (data_type != want)
+	if (data_type != ops.invalidate_data_type)
 		return Status::error(-EINVAL, "hwpt {} takes {} invalidations, not data_type {}",
-				     hwpt_id, vtd ? "VTD_S1 (0)" : "ARM_SMMUV3 (1)", data_type);
-	const uint32_t known = vtd ? sizeof(iodp_hwpt_vtd_s1_invalidate)
-				   : sizeof(iodp_hwpt_arm_smmuv3_invalidate);
+				     hwpt_id, ops.invalidate_name, data_type);
+	const uint32_t known = ops.invalidate_entry_bytes;
 	if (entry_num == 0)
 		return {}; // a probe: the type is supported
 	if (entry_len < known)
@@ -420,17 +403,7 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 							    "byte {} past the {} known is not "
 							    "zero", hwpt_id, i, b, known));
 		inval::Descriptor d;
-		Status s;
-		if (vtd) {
-			iodp_hwpt_vtd_s1_invalidate v;
-			std::memcpy(&v, e, sizeof(v));
-			s = inval::decode_iommufd_vtd_s1(v.addr, v.npages, v.flags, v.__reserved,
-							 h->id, &d);
-		} else {
-			iodp_hwpt_arm_smmuv3_invalidate c;
-			std::memcpy(&c, e, sizeof(c));
-			s = inval::decode_smmuv3_cmd(c.cmd, true, h->parent->id, &d);
-		}
+		Status s = ops.decode_invalidation(*h, e, &d);
 		if (!s)
 			return shadow(Status::error(s.code(), "hwpt {} invalidate entry {}: {}",
 						    hwpt_id, i, s.message()));

@@ -3,6 +3,7 @@
 #include "ctl_fixture.h"
 
 #include <iodp/iodp.h>
+#include <iodp/smmuv3.h>
 #include <iodp/iotlb.h>
 #include <iodp/pgtable_builder.h>
 
@@ -538,17 +539,27 @@ struct SmmuTest : NestedTest {
 
 	static uint64_t ste0(unsigned cfg, uint64_t ctx_ptr, unsigned cd_max, unsigned fmt = 0)
 	{
-		return 1 | (uint64_t{cfg} << 1) | (uint64_t{fmt} << 4) | ctx_ptr |
-		       (uint64_t{cd_max} << 59);
+		smmuv3::Ste s;
+		s.valid = true;
+		s.config = static_cast<uint8_t>(cfg);
+		s.s1_fmt = static_cast<uint8_t>(fmt);
+		s.s1_context_ptr = ctx_ptr;
+		s.s1_cd_max = static_cast<uint8_t>(cd_max);
+		uint64_t w[2];
+		s.encode(w);
+		return w[0];
 	}
 
 	void write_cd(uint64_t gpa, uint64_t ttb0, uint16_t asid, bool valid = true)
 	{
-		const uint64_t cd0 = 16 /* T0SZ: 48-bit */ | (0ull << 6) /* TG0 4K */ |
-				     (uint64_t{valid} << 31) | (1ull << 41) /* AA64 */ |
-				     (uint64_t{asid} << 48);
-		GuestMemory::store_le64(ram.at(gpa - kGuestBase), cd0);
-		GuestMemory::store_le64(ram.at(gpa - kGuestBase + 8), ttb0);
+		smmuv3::Cd c; // 48-bit input, 4 KiB granule, AArch64
+		c.valid = valid;
+		c.asid = asid;
+		c.ttb0 = ttb0;
+		uint64_t w[2];
+		c.encode(w);
+		GuestMemory::store_le64(ram.at(gpa - kGuestBase), w[0]);
+		GuestMemory::store_le64(ram.at(gpa - kGuestBase + 8), w[1]);
 	}
 
 	void SetUp() override

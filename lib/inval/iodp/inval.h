@@ -15,7 +15,9 @@
  * invalidates less than the input asked for; over-invalidation is allowed.
  */
 
+#include <iodp/smmuv3.h>
 #include <iodp/status.h>
+#include <iodp/vtd.h>
 
 #include <cstdint>
 #include <string>
@@ -100,20 +102,8 @@ Status decode_smmuv3_cmd(const uint64_t cmd[2], bool iommufd_subset, uint32_t vm
  */
 Status decode_vtd_qi(const uint64_t desc[2], Descriptor *out);
 
-/** VT-d invalidation descriptor types (qw0 bits 3:0, with 11:9 as bits 6:4). */
-namespace vtd {
-inline constexpr uint8_t kContextCache = 0x1, kIotlb = 0x2, kDeviceTlb = 0x3, kIec = 0x4,
-			 kInvWait = 0x5, kPasidIotlb = 0x6, kPasidCache = 0x7,
-			 kPasidDeviceTlb = 0x8;
-} // namespace vtd
-
-/** SMMUv3 command opcodes (bits 7:0 of the first word). */
-namespace smmuv3 {
-inline constexpr uint8_t kPrefetchCfg = 0x01, kCfgiSte = 0x03, kCfgiAll = 0x04, kCfgiCd = 0x05,
-			 kCfgiCdAll = 0x06, kTlbiNhAll = 0x10, kTlbiNhAsid = 0x11,
-			 kTlbiNhVa = 0x12, kTlbiNhVaa = 0x13, kTlbiS12Vmall = 0x28,
-			 kTlbiS2Ipa = 0x2a, kTlbiNsnhAll = 0x30, kAtcInv = 0x40, kPriResp = 0x41,
-			 kResume = 0x44, kCmdSync = 0x46;
-} // namespace smmuv3
+/* Descriptor types and command opcodes: <iodp/vtd.h>, <iodp/smmuv3.h> (one definition). */
+namespace vtd = ::iodp::vtd;
+namespace smmuv3 = ::iodp::smmuv3;
 
 } // namespace iodp::inval
