@@ -259,7 +259,7 @@ struct Worker::Step {
 	size_t nprobe = 0;
 
 	/** Split requests' 4 KiB pieces (results left uninitialised: see run() of old). */
-	iotlb::Request piece[kMaxPieces];
+	iotlb::Query piece[kMaxPieces];
 	size_t npiece = 0;
 	union Results {
 		WalkResult v[kMaxPieces];
@@ -284,7 +284,7 @@ void Worker::gather(Step &s, uint16_t port, const Request *reqs, size_t n, size_
 		const Request &r = reqs[i];
 		// A port past the table or with no device is a bad request, like a bad length:
 		// only a port a device was set on (set_port) reaches a route.
-		const unsigned p = kFixedPort ? port : r.device;
+		const unsigned p = kFixedPort ? port : r.port;
 		const uint32_t dev = kFixedPort ? fixed_dev : p < kMaxPorts ? port_dev_[p] : 0;
 		const uint64_t pages = dev != 0 ? pages_of(r) : 0;
 		const uint64_t need = pages ? pages : 1;
@@ -366,7 +366,7 @@ void Worker::look_up(Step &s, Completion *cpls)
 void Worker::walk(Step &s)
 {
 	// Single-page misses, in runs of one route, with the lookup look_up() made.
-	iotlb::Request w[Step::kMax];
+	iotlb::Query w[Step::kMax];
 	uint64_t host[Step::kMax];
 	uint8_t perm[Step::kMax];
 	uint8_t who[Step::kMax];
@@ -478,7 +478,7 @@ size_t Worker::complete(Step &s, Completion *cpls)
 }
 
 /** A split request: its first failed piece faults it, else one completion per run. */
-size_t Worker::complete_split(const Request &r, uint32_t dev, const iotlb::Request *pieces,
+size_t Worker::complete_split(const Request &r, uint32_t dev, const iotlb::Query *pieces,
 			      const WalkResult *res, size_t np, Completion *cpls)
 {
 	for (size_t p = 0; p < np; p++) {

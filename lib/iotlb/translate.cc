@@ -118,10 +118,10 @@ bool Shard::route_matches(const CachedRoute &r, const inval::Descriptor &d) cons
 	return true;
 }
 
-void Shard::translate(const CachedRoute &r, const Request *reqs, size_t n, WalkResult *out)
+void Shard::translate(const CachedRoute &r, const Query *queries, size_t n, WalkResult *out)
 {
 	for (size_t i = 0; i < n; i += kChunk)
-		translate_chunk(r, reqs + i, std::min(kChunk, n - i), nullptr, nullptr, out + i);
+		translate_chunk(r, queries + i, std::min(kChunk, n - i), nullptr, nullptr, out + i);
 }
 
 /*
@@ -137,20 +137,20 @@ static uint8_t cached_perm(const Route &rt, const WalkResult &res, uint8_t acces
 	return res.perm;
 }
 
-void Shard::translate_known(const CachedRoute &r, const Request *reqs, size_t n,
+void Shard::translate_known(const CachedRoute &r, const Query *queries, size_t n,
 			    const uint64_t *host, const uint8_t *perm, WalkResult *out)
 {
 	for (size_t i = 0; i < n; i += kChunk)
-		translate_chunk(r, reqs + i, std::min(kChunk, n - i), host + i, perm + i, out + i);
+		translate_chunk(r, queries + i, std::min(kChunk, n - i), host + i, perm + i, out + i);
 }
 
-void Shard::translate_chunk(const CachedRoute &r, const Request *reqs, size_t n,
+void Shard::translate_chunk(const CachedRoute &r, const Query *queries, size_t n,
 			    const uint64_t *known_host, const uint8_t *known_perm, WalkResult *out)
 {
 	const Route &rt = r.route;
 	if (rt.blocked != FaultKind::none || rt.mem == nullptr) {
 		for (size_t i = 0; i < n; i++)
-			rt.refuses(reqs[i].access, &out[i]);
+			rt.refuses(queries[i].access, &out[i]);
 		return;
 	}
 	const pgtable::Translation x = rt.translation();
@@ -163,7 +163,7 @@ void Shard::translate_chunk(const CachedRoute &r, const Request *reqs, size_t n,
 	if (host == nullptr) {
 		Probe probes[kChunk];
 		for (size_t i = 0; i < n; i++)
-			probes[i] = {reqs[i].iova, cacheable(reqs[i].access) ? r.ctx : uint16_t{0}};
+			probes[i] = {queries[i].iova, cacheable(queries[i].access) ? r.ctx : uint16_t{0}};
 		lookup_bulk(probes, n, looked_host, looked_perm);
 		host = looked_host;
 		perm = looked_perm;
@@ -178,7 +178,7 @@ void Shard::translate_chunk(const CachedRoute &r, const Request *reqs, size_t n,
 	size_t merged[kChunk];
 	size_t nmerged = 0;
 	for (size_t i = 0; i < n; i++) {
-		const uint8_t access = reqs[i].access;
+		const uint8_t access = queries[i].access;
 		if (rt.refuses(access, &out[i]))
 			continue;
 		// A hit that does not allow the access walks again: the entry may be older
@@ -191,14 +191,14 @@ void Shard::translate_chunk(const CachedRoute &r, const Request *reqs, size_t n,
 			continue;
 		}
 		if (nw > 0 && walks[nw - 1].access == access &&
-		    (walks[nw - 1].iova >> 12) == (reqs[i].iova >> 12)) {
+		    (walks[nw - 1].iova >> 12) == (queries[i].iova >> 12)) {
 			merged[nmerged++] = i;
 			continue;
 		}
 		WalkRequest &w = walks[nw];
-		w = pgtable::walk_request(reqs[i].iova, access);
+		w = pgtable::walk_request(queries[i].iova, access);
 		w.flags = nested ? pgtable::kWalkStage1Only : 0;
-		w.start = walk_lookup(r.ctx, rt.s1, reqs[i].iova);
+		w.start = walk_lookup(r.ctx, rt.s1, queries[i].iova);
 		if (w.start.valid())
 			stats_.walk_cache_hits++;
 		else
@@ -243,7 +243,7 @@ void Shard::translate_chunk(const CachedRoute &r, const Request *reqs, size_t n,
 		out[i].reads = 0;
 		out[i].path[0] = out[i].path[1] = pgtable::TableRef{};
 		if (w.ok())
-			out[i].out = w.out - (walks[k].iova & 0xfff) + (reqs[i].iova & 0xfff);
+			out[i].out = w.out - (walks[k].iova & 0xfff) + (queries[i].iova & 0xfff);
 	}
 	stats_.misses -= nmerged;
 	stats_.hits += nmerged;

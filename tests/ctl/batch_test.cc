@@ -45,7 +45,7 @@ protected:
 		iotlb::Shard shard = std::move(*iotlb::Shard::create({4096, 512, 16}));
 		iotlb::Coherence &bus = ctx->coherence();
 		const unsigned id = *bus.register_worker(&shard);
-		iotlb::Request reqs[kPages];
+		iotlb::Query reqs[kPages];
 		pgtable::WalkResult res[kPages];
 		for (unsigned p = 0; p < kPages; p++)
 			reqs[p] = {kIova + p * kPage + 8, pgtable::kAccessRead};

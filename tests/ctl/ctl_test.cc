@@ -678,7 +678,7 @@ struct Worker {
 
 	/** What the shard answers for @p reqs on (dev, pasid), resolving on a config miss. */
 	std::vector<pgtable::WalkResult> translate(uint32_t dev, std::optional<uint32_t> pasid,
-						   std::vector<iotlb::Request> reqs)
+						   std::vector<iotlb::Query> reqs)
 	{
 		const uint32_t key = pasid ? *pasid : iotlb::kNoPasid;
 		const iotlb::CachedRoute *r = shard.route_lookup(dev, key);
@@ -696,7 +696,7 @@ struct Worker {
 
 /** The shard's answers agree with the control path's, request by request. */
 void expect_same_answers(Ctx &ctx, Worker &w, uint32_t dev, std::optional<uint32_t> pasid,
-			 const std::vector<iotlb::Request> &reqs)
+			 const std::vector<iotlb::Query> &reqs)
 {
 	for (int pass = 0; pass < 2; pass++) { // cold, then from the caches
 		const std::vector<pgtable::WalkResult> got = w.translate(dev, pasid, reqs);
@@ -717,7 +717,7 @@ TEST_F(NestedTest, WorkerRoutesAnswerAsTheControlPathDoes)
 	const uint32_t dev = vtd_nested().dev;
 	ok(ctx.device_attach(dev, std::nullopt, ioas).status());
 	Worker w(ctx);
-	const std::vector<iotlb::Request> s1_reqs = {
+	const std::vector<iotlb::Query> s1_reqs = {
 		{0x7f0000001008, pgtable::kAccessWrite},
 		{0x7f0000000010, pgtable::kAccessRead},
 		{0x7f0000002000, pgtable::kAccessRead},                       // not mapped
@@ -740,7 +740,7 @@ TEST_F(SmmuTest, WorkerRoutesReadTheCdOnceAndAnswerAsTheControlPathDoes)
 	const uint32_t nested = ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, ste));
 	ok(ctx.device_attach(dev, std::nullopt, nested).status());
 	Worker w(ctx);
-	const std::vector<iotlb::Request> reqs = {{0x10008, pgtable::kAccessWrite},
+	const std::vector<iotlb::Query> reqs = {{0x10008, pgtable::kAccessWrite},
 						  {0x11000, pgtable::kAccessRead}};
 	expect_same_answers(ctx, w, dev, 2, reqs);
 	expect_same_answers(ctx, w, dev, 1, reqs); // SSID 1: an invalid CD

@@ -68,7 +68,7 @@ struct LiveOracle {
 		bool attached = true;
 		uint64_t replayed = 0;
 		constexpr size_t kBurst = 32;
-		iotlb::Request reqs[kBurst];
+		iotlb::Query reqs[kBurst];
 		pgtable::WalkResult res[kBurst];
 		uint64_t n_req = 0, n_ok = 0, bad = 0;
 		while (!stop.load(std::memory_order_relaxed)) {

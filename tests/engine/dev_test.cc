@@ -94,7 +94,7 @@ TEST_F(DevTest, DevargsAreCheckedAndNamed)
 }
 
 /*
- * A library-mode request names a port (its device field): a port past the table or one
+ * A library-mode request names a port (its port field): a port past the table or one
  * no device was set on is a bad request, answered BAD_REQUEST and not reported to lib/ctl
  * (there is no device to report it for). A port whose device is not attached is a
  * translation fault: PASID not attached.
@@ -139,7 +139,7 @@ TEST_F(DevTest, LibraryModeRequestsNamingAPortWithoutADeviceAreBad)
 	EXPECT_EQ(c[0].host, base);
 	for (int i : {1, 2, 4}) {
 		EXPECT_EQ(c[i].cookie, reqs[i].cookie);
-		EXPECT_EQ(c[i].fault, IODP_FAULT_BAD_REQUEST) << "port " << reqs[i].device;
+		EXPECT_EQ(c[i].fault, IODP_FAULT_BAD_REQUEST) << "port " << reqs[i].port;
 		EXPECT_EQ(c[i].host, 0u);
 		EXPECT_EQ(c[i].flags, IODP_CPL_LAST);
 	}

@@ -178,7 +178,7 @@ TEST_F(DevTest, LibraryModeTranslatesCrossingPagesFaultsAndSeesUnmaps)
 }
 
 /*
- * A request's device field indexes the worker's port table (kMaxPorts entries): past it
+ * A request's port field indexes the worker's port table (kMaxPorts entries): past it
  * is a bad request, never another device's route (the words after the table are the
  * worker's own state, which reads as some device id).
  */
@@ -212,7 +212,7 @@ TEST_F(DevTest, LibraryModeRefusesPortsPastTheTable)
 		EXPECT_EQ(c[0].host, reinterpret_cast<uint64_t>(ram->data()));
 		for (int i = 1; i <= 3; i++) {
 			EXPECT_EQ(c[i].cookie, static_cast<uint64_t>(i + 1));
-			EXPECT_EQ(c[i].fault, IODP_FAULT_BAD_REQUEST) << "device " << reqs[i].device;
+			EXPECT_EQ(c[i].fault, IODP_FAULT_BAD_REQUEST) << "port " << reqs[i].port;
 			EXPECT_EQ(c[i].host, 0u);
 			EXPECT_EQ(c[i].flags, IODP_CPL_LAST);
 		}

@@ -98,7 +98,7 @@ protected:
 	}
 	WalkResult one(uint64_t iova, uint8_t access = kAccessRead)
 	{
-		Request q{iova, access};
+		Query q{iova, access};
 		WalkResult r;
 		shard.translate(cached(), &q, 1, &r);
 		return r;
@@ -148,7 +148,7 @@ TEST_P(TranslateTest, AgreesWithWalksColdAndWarm)
 	const Status mapped = s1.map(base + 2 * block, out_base() + 2 * block, block,
 				   kMapRead | kMapWrite | user());
 	ASSERT_TRUE(mapped.ok()) << mapped.message();
-	std::vector<Request> reqs;
+	std::vector<Query> reqs;
 	for (int i = 0; i < 2000; i++) {
 		const uint64_t iova = rng() % 4 ? base + rng() % (512 * g)
 					      : base + 2 * block + rng() % block;
@@ -259,7 +259,7 @@ TEST_P(TranslateTest, BlockedRoutesAndPrivilegeChecksFault)
 	Route blocked;
 	blocked.blocked = FaultKind::not_attached;
 	const CachedRoute *r = shard.route_fill(kDevice, 1, blocked);
-	Request q{0x1000, kAccessRead};
+	Query q{0x1000, kAccessRead};
 	WalkResult res;
 	shard.translate(*r, &q, 1, &res);
 	EXPECT_EQ(res.fault, FaultKind::not_attached);

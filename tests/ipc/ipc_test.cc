@@ -277,7 +277,7 @@ TEST_F(IpcTest, HelloMapTranslateUnmapBye)
 		const uint16_t n = fp.rx_burst(fp.queue[1], got, 4);
 		EXPECT_EQ(n, 1u);
 		EXPECT_EQ(got[0].cookie, cookie);
-		got[0].device = 0; // the engine sets it from the queue
+		got[0].port = 0; // the engine sets it from the queue
 		dev::Completion c[4];
 		size_t used = 0;
 		const size_t nc = w->translate_burst(got, n, c, 4, &used);

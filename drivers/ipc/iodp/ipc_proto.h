@@ -19,7 +19,7 @@
  *   4. posts struct iodp_request on a queue's request ring (rte_ring_sp_enqueue_burst_elem)
  *      and takes struct iodp_completion from its completion ring
  *      (rte_ring_sc_dequeue_burst_elem): no EAL is needed for that, only the ring headers
- *      (a request's device field is ignored: the queue says whose it is);
+ *      (a request's port field is ignored: the queue says whose it is);
  *   5. sends BYE, or just goes away: either way the device is stopped and everything it
  *      shared is released.
  *

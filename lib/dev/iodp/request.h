@@ -31,15 +31,16 @@ extern "C" {
 #define IODP_FAULT_BAD_REQUEST 16u
 
 /**
- * A translation request: 32 bytes, two to a cache line. The device (its port in the engine)
- * and queue come from where it was received; library-mode callers name the device.
+ * A translation request: 32 bytes, two to a cache line. The port and queue come from where
+ * it was received (the engine ignores what the device wrote there); library-mode callers
+ * name the port.
  */
 struct iodp_request {
 	uint64_t iova;
 	uint64_t cookie;   /* returned in every completion of this request */
 	uint32_t length;   /* bytes from iova; 0 is taken as 1 (a probe of one address) */
 	uint32_t pasid;    /* IODP_PASID_NONE: no PASID */
-	uint16_t device;   /* engine port (library mode: index given at worker setup) */
+	uint16_t port;     /* engine port (library mode: the index given to iodp_worker_set_port) */
 	uint16_t queue;
 	uint8_t access;    /* IODP_ACCESS_* */
 	uint8_t __reserved[3];

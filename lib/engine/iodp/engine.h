@@ -46,7 +46,7 @@ struct rte_ring;
 
 namespace iodp::engine {
 
-/** Ports (devices) a worker can tell apart; Request::device indexes them. */
+/** Ports a worker can tell apart; Request::port indexes them. */
 inline constexpr unsigned kMaxPorts = 256;
 /** Fault kinds counted separately (enum iodp_fault_kind, IODP_FAULT_BAD_REQUEST). */
 inline constexpr unsigned kFaultKinds = 17;
@@ -112,7 +112,7 @@ public:
 	Worker &operator=(const Worker &) = delete;
 
 	/**
-	 * Requests naming @p port (Request::device) are device @p ctl_device's (0: no device's;
+	 * Requests naming @p port (Request::port) are device @p ctl_device's (0: no device's;
 	 * a request naming a port with no device is answered BAD_REQUEST).
 	 */
 	Status set_port(uint16_t port, uint32_t ctl_device);
@@ -131,7 +131,7 @@ public:
 	/** Translate requests of whatever ports they name. */
 	size_t translate(const dev::Request *reqs, size_t n, dev::Completion *cpls, size_t cap,
 			 size_t *consumed);
-	/** Translate requests that all come from @p port (their device field is ignored). */
+	/** Translate requests that all come from @p port (their port field is ignored). */
 	size_t translate_port(uint16_t port, const dev::Request *reqs, size_t n,
 			      dev::Completion *cpls, size_t cap, size_t *consumed);
 	void count_lost(uint64_t n) { own_.lost += n; }
@@ -165,7 +165,7 @@ private:
 	void look_up(Step &s, dev::Completion *cpls);
 	void walk(Step &s);
 	size_t complete(Step &s, dev::Completion *cpls);
-	size_t complete_split(const dev::Request &r, uint32_t dev, const iotlb::Request *pieces,
+	size_t complete_split(const dev::Request &r, uint32_t dev, const iotlb::Query *pieces,
 			      const pgtable::WalkResult *res, size_t np, dev::Completion *cpls);
 	const iotlb::CachedRoute *route(uint32_t ctl_dev, uint32_t pasid);
 	void fault(const dev::Request &r, uint32_t ctl_dev, uint64_t iova, unsigned kind,

@@ -55,7 +55,7 @@ int iodp_worker_create(struct iodp_ctx *ctx, const struct iodp_worker_config *cf
 /** Unregister and free (NULL is ignored). */
 void iodp_worker_destroy(struct iodp_worker *w);
 /**
- * Requests whose device field is @port belong to the context's device @dev_id (0: to no
+ * Requests whose port field is @port belong to the context's device @dev_id (0: to no
  * device). A request naming a port with no device is answered IODP_FAULT_BAD_REQUEST.
  */
 int iodp_worker_set_port(struct iodp_worker *w, uint16_t port, uint32_t dev_id,

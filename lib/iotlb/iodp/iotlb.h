@@ -167,8 +167,12 @@ struct CachedRoute {
 	bool used = false;
 };
 
-/** One request of a translate() burst. */
-struct Request {
+/**
+ * What translate() is asked: one address and its access. (A device's request, struct
+ * iodp_request, may span pages; the worker asks one Query per page of it. A walk's input
+ * is pgtable::WalkRequest.)
+ */
+struct Query {
 	uint64_t iova;
 	uint8_t access; ///< pgtable::kAccess*
 };
@@ -239,22 +243,22 @@ public:
 	/* Translation ------------------------------------------------------------------------ */
 
 	/**
-	 * Translate @p n requests of one route: leaf entries first; the misses are walked
+	 * Translate @p n queries of one route: leaf entries first; the misses are walked
 	 * together (walk_burst), each resumed from the paging-structure cache when it can be,
 	 * nested outputs through the stage-2 cache (stage-2 walks for its misses); then every
 	 * cache is filled. out[i] is what pgtable::walk() of the route's tables gives, except
 	 * that hits report reads = 0 and path = {}. Privileged requests are walked (resumed)
 	 * but not cached: leaf permissions depend on privilege and the tag does not hold it.
 	 */
-	void translate(const CachedRoute &r, const Request *reqs, size_t n,
+	void translate(const CachedRoute &r, const Query *queries, size_t n,
 		       pgtable::WalkResult *out);
 	/**
-	 * translate() for requests already looked up: host[i] and perm[i] are what
-	 * lookup_bulk() gave for reqs[i] with the route's context (a hit, a hit without the
+	 * translate() for queries already looked up: host[i] and perm[i] are what
+	 * lookup_bulk() gave for queries[i] with the route's context (a hit, a hit without the
 	 * access, or a miss; counted there). No second lookup: the worker's one-pass path
 	 * answers hits itself and hands only the rest here.
 	 */
-	void translate_known(const CachedRoute &r, const Request *reqs, size_t n,
+	void translate_known(const CachedRoute &r, const Query *queries, size_t n,
 			     const uint64_t *host, const uint8_t *perm, pgtable::WalkResult *out);
 
 	/** Value bit 3: the entry was hit since its set last filled up (NRU replacement). */
@@ -309,7 +313,7 @@ private:
 	uint64_t walk_key(uint16_t key, const pgtable::Stage &st, int height, uint64_t iova,
 			  uint32_t *set) const;
 	bool route_matches(const CachedRoute &r, const inval::Descriptor &d) const;
-	void translate_chunk(const CachedRoute &r, const Request *reqs, size_t n,
+	void translate_chunk(const CachedRoute &r, const Query *queries, size_t n,
 			     const uint64_t *known_host, const uint8_t *known_perm,
 			     pgtable::WalkResult *out);
 	void resolve_stage2(const CachedRoute &r, const pgtable::Translation &x, size_t n,
