@@ -132,26 +132,6 @@ std::pair<size_t, size_t> checking_ports(const Sample &s)
 	return {n, s.ports.size()};
 }
 
-/**
- * Sync latency of one window, every figure within the window's slowest bucket: quantiles
- * are bucket upper edges, and the engine's max covers its whole life (device setup too).
- */
-struct SyncFigures {
-	uint64_t count = 0, p50_ns = 0, p99_ns = 0, max_ns = 0;
-};
-
-SyncFigures sync_figures(const iotlb::LatencyHistogram::Counts &c, uint64_t lifetime_max_ns)
-{
-	SyncFigures f;
-	f.count = c.total;
-	if (c.total == 0)
-		return f;
-	f.max_ns = std::min(c.highest(), lifetime_max_ns != 0 ? lifetime_max_ns : c.highest());
-	f.p50_ns = std::min(c.quantile(0.5), f.max_ns);
-	f.p99_ns = std::min(c.quantile(0.99), f.max_ns);
-	return f;
-}
-
 Json worker_value(const WorkerRates &w)
 {
 	return Json{{"lcore", w.lcore},
@@ -190,7 +170,9 @@ Json summary_value(const RunInfo &run, const Sample &start, const Sample &end,
 		{"command_errors", end.engine.command_errors},
 		{"devices_lost", end.engine.devices_lost},
 	};
-	const SyncFigures sf = sync_figures(sync, end.engine.sync_max_ns);
+	// Every figure within the window's slowest bucket: quantiles are bucket upper edges,
+	// and the engine's max covers its whole life (device setup too).
+	const LatencyHistogram::Figures sf = sync.figures(end.engine.sync_max_ns);
 	v["sync_latency_us"] = Json{{"count", sf.count},
 				    {"p50", rounded(sf.p50_ns / 1e3)},
 				    {"p99", rounded(sf.p99_ns / 1e3)},
@@ -356,7 +338,9 @@ void print_summary(FILE *out, const RunInfo &run, const Sample &start, const Sam
 		     human(r.walks_per_s).c_str());
 	// One sync per control pass for all the commands it carried out, plus one per
 	// control call made outside a pass that removed a translation (an ipc driver's unmap).
-	const SyncFigures sf = sync_figures(sync, end.engine.sync_max_ns);
+	// Every figure within the window's slowest bucket: quantiles are bucket upper edges,
+	// and the engine's max covers its whole life (device setup too).
+	const LatencyHistogram::Figures sf = sync.figures(end.engine.sync_max_ns);
 	if (sf.count == 0)
 		std::fprintf(out, "invalidation %" PRIu64 " commands, 0 syncs\n",
 			     end.engine.commands);

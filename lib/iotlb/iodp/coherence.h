@@ -20,6 +20,7 @@
  * retire() defers work (freeing unmapped table pages) until a grace period has passed.
  */
 
+#include <iodp/histogram.h>
 #include <iodp/inval.h>
 #include <iodp/iotlb.h>
 #include <iodp/status.h>
@@ -37,45 +38,8 @@ struct rte_rcu_qsbr;
 
 namespace iodp::iotlb {
 
-/**
- * Latencies in nanoseconds, log-linear buckets (four per power of two, about 19% wide):
- * constant memory, percentiles good to a bucket. Written by one control thread at a time;
- * readers (stats, telemetry) take a snapshot.
- */
-class LatencyHistogram {
-public:
-	static constexpr unsigned kSubBuckets = 4;
-	static constexpr unsigned kBuckets = 64 * kSubBuckets;
-
-	/** Bucket counts at one moment; the difference of two describes the time between. */
-	struct Counts {
-		uint64_t bucket[kBuckets] = {};
-		uint64_t total = 0;
-		/** The upper edge of the bucket holding quantile @p q, 0 when empty. */
-		uint64_t quantile(double q) const;
-		/** The upper edge of the highest bucket in use (a bound on the max), 0 when empty. */
-		uint64_t highest() const;
-		Counts operator-(const Counts &earlier) const;
-	};
-
-	void record(uint64_t ns);
-	/** The value at quantile @p q in [0, 1] (upper edge of its bucket), 0 when empty. */
-	uint64_t quantile(double q) const;
-	Counts counts() const;
-	uint64_t count() const { return count_.load(std::memory_order_relaxed); }
-	uint64_t max() const { return max_.load(std::memory_order_relaxed); }
-	void reset();
-
-private:
-	static unsigned bucket_of(uint64_t ns);
-	static uint64_t upper_edge(unsigned bucket);
-	template <typename Bucket>
-	static uint64_t quantile_of(const Bucket *buckets, uint64_t total, double q);
-
-	std::atomic<uint64_t> buckets_[kBuckets] = {};
-	std::atomic<uint64_t> count_{0};
-	std::atomic<uint64_t> max_{0};
-};
+/** The sync latency histogram's type: lib/base's (histogram.h), named here as before. */
+using LatencyHistogram = iodp::LatencyHistogram;
 
 struct CoherenceConfig {
 	unsigned max_workers = 64;
