@@ -174,6 +174,19 @@ int open_iommufd(int flags)
 	return fd;
 }
 
+/**
+ * Whether a descriptor of fault queue @p id of @p ctx is open. The kernel's fault file holds
+ * its object, so IOMMU_DESTROY of the queue is EBUSY until the last descriptor is closed.
+ */
+bool fault_file_open(const iodp_ctx *ctx, uint32_t id)
+{
+	std::lock_guard<std::mutex> l(g_lock);
+	for (const auto &[fd, f] : g_files)
+		if (f->kind == File::Kind::fault && f->ctx == ctx && f->fault_id == id)
+			return true;
+	return false;
+}
+
 /** After a command that handed out a descriptor: bind it to its file. */
 void register_handed_out(const std::shared_ptr<File> &ctx_file, unsigned long cmd, void *arg)
 {
@@ -368,6 +381,16 @@ extern "C" {
 		return real().ioctl(fd, cmd, arg);
 	if (f->kind != File::Kind::iommufd)
 		return no_op(ENOTTY); // the kernel's fault and access files have no ioctls
+	if (cmd == IODP_IOMMU_DESTROY && arg != nullptr) {
+		struct iodp_destroy d;
+		std::memcpy(&d, arg, sizeof(d));
+		if (d.size == sizeof(d) && fault_file_open(f->ctx, d.id)) {
+			if (trace())
+				std::fprintf(stderr, "iodp-run: ioctl %#lx on fd %d: fault queue %u "
+					     "has an open descriptor\n", cmd, fd, d.id);
+			return no_op(EBUSY);
+		}
+	}
 	const int rc = iodp_ioctl(f->ctx, cmd, arg);
 	if (rc >= 0)
 		register_handed_out(f, cmd, arg);

@@ -185,6 +185,20 @@ static void fault_fd_ownership(void)
 	close(f.fd);
 	CHECK(open_fds() == base);
 
+	/* The descriptor holds the queue, as the kernel's file: EBUSY until all are closed. */
+	f = make_faulting();
+	dt.dev_id = f.dev_id;
+	CHECK(ioctl(f.fd, IODP_DEVICE_DETACH, &dt) == 0);
+	CHECK(destroy(f.fd, f.hwpt_id) == 0);
+	int copy = dup(f.fault_fd);
+	CHECK(destroy(f.fd, f.fault_id) == -1 && errno == EBUSY);
+	CHECK(close(f.fault_fd) == 0);
+	CHECK(destroy(f.fd, f.fault_id) == -1 && errno == EBUSY);
+	CHECK(close(copy) == 0);
+	CHECK(destroy(f.fd, f.fault_id) == 0);
+	close(f.fd);
+	CHECK(open_fds() == base);
+
 	/* The fault queue's descriptor holds the context, as the kernel's file does. */
 	f = make_faulting();
 	CHECK(close(f.fd) == 0);
