@@ -493,6 +493,43 @@ Result<uint64_t> Ctx::ioas_map_guest(uint32_t ioas_id, uint32_t flags, uint64_t 
 	return iova;
 }
 
+Status Ctx::ioas_cut(uint32_t ioas_id, uint64_t iova)
+{
+	Impl::LockThenSyncWorkers call(*impl_);
+	Result<Ioas *> ioas_r = impl_->get_ioas(ioas_id);
+	if (!ioas_r)
+		return ioas_r.status();
+	Ioas &ioas = **ioas_r;
+	auto it = ioas.mappings.upper_bound(iova);
+	if (it == ioas.mappings.begin())
+		return {};
+	--it;
+	Mapping &m = it->second;
+	if (iova - m.iova >= m.length - 1)
+		return {}; // unmapped, or already the last byte
+	const uint64_t left = iova + 1 - m.iova;
+	const uint64_t host = reinterpret_cast<uintptr_t>(m.host) + left;
+	// Whole pages on both sides: the IOAS's page set counts each mapping's pages.
+	const uint64_t align = std::max<uint64_t>(impl_->alignment(ioas),
+						  1ull << PageSet::kPageShift);
+	if (((iova + 1) | host) & (align - 1))
+		return Status::error(-EINVAL, "ioas {} cut at 0x{:x}: 0x{:x} (host 0x{:x}) is not "
+				     "aligned to 0x{:x}", ioas_id, iova, iova + 1, host, align);
+	if (!ioas.mirrors.empty())
+		return Status::error(-EINVAL, "ioas {} cut at 0x{:x}: {} could not unmap a part "
+				     "of mapping 0x{:x}+0x{:x}", ioas_id, iova,
+				     ioas.mirrors.front()->name(), m.iova, m.length);
+	Mapping rhs = m;
+	rhs.iova = iova + 1;
+	rhs.length = m.length - left;
+	rhs.host = m.host + left;
+	if (rhs.gpa)
+		*rhs.gpa += left;
+	ioas.mappings.emplace_hint(std::next(it), rhs.iova, rhs); // allocates before m changes
+	m.length = left;
+	return {};
+}
+
 Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t length)
 {
 	Impl::LockThenSyncWorkers call(*impl_);

@@ -5,7 +5,13 @@
  * selftest (tools/testing/selftests/iommu/iommufd.c) runs against iodp unmodified:
  *
  *  - a mock device is an iodp device (VT-d model) attached to the IOAS or HWPT given;
- *    its selftest object id and its device id are the same iodp id;
+ *    its selftest object id and its device id are the same iodp id; its paging HWPTs are
+ *    the mock domain's page table (pgtable::Format::mock: 2 KiB pages, 1 MiB only on a
+ *    HUGE_IOVA device), so IOVA alignment and dirty granularity are the mock's;
+ *  - DIRTY sets the dirty bit of the mock domain's leaves as a device write would;
+ *  - a nested HWPT of the mock's IOMMU_HWPT_DATA_SELFTEST type is an iodp nested HWPT with
+ *    an opaque stage 1 (not walked: DMA through it faults); its IOTLB array lives here,
+ *    cleared by SELFTEST invalidations and read by MD_CHECK_IOTLB;
  *  - MD_CHECK_MAP translates each address through iodp (Ctx::translate, the walk a worker
  *    does) and compares with the user address;
  *  - an "access" is an in-process user of an IOAS: it reads and writes through the IOAS's

@@ -276,11 +276,23 @@ Status VfioCompat::unmap_dma(void *arg)
 	}
 	/* type1 unmaps of nothing succeed with size 0 (iommufd's IOAS_UNMAP is ENOENT). */
 	const uint64_t last = length == 0 ? iova : iova + (length - 1);
-	bool any = false;
+	bool any = false, huge_pages = true;
 	if (Inspector look(ctx_); const Ioas *ioas = look.find_as<Ioas>(*id)) {
 		for (const auto &[start, m] : ioas->mappings)
 			if (start <= last && start + (m.length - 1) >= iova)
 				any = true;
+		huge_pages = ioas->huge_pages;
+	}
+	/*
+	 * Type1 (v1) turned large pages off: as the kernel, cut the mappings at both ends of
+	 * the range first, so that a part of a mapping can go (type1v2 refuses, ENOENT).
+	 */
+	if (any && length != 0 && !huge_pages && !(u.flags & kUnmapFlagAll)) {
+		if (Status s = ctx_.ioas_cut(*id, last); !s)
+			return s;
+		if (iova != 0)
+			if (Status s = ctx_.ioas_cut(*id, iova - 1); !s)
+				return s;
 	}
 	uint64_t unmapped = 0;
 	if (any && length != 0) {

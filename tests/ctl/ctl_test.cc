@@ -372,6 +372,27 @@ TEST_F(CtlTest, DevicePagingFormatSetsAlignmentLeavesAndDirtyGranule)
 	EXPECT_FAILS(ctx.device_create(bad).status(), EINVAL, "granule must be 2k");
 }
 
+/* A cut splits a mapping (VFIO type1 v1 unmaps of a part); translation does not change. */
+TEST_F(CtlTest, CutSplitsAMappingWithoutChangingTranslation)
+{
+	const uint32_t dev = device(vtd_device("emul0"));
+	ok(ctx.device_attach(dev, std::nullopt, ioas).status());
+	EXPECT_FAILS(ctx.ioas_unmap(ioas, 0x100000 + 0x3000, 0x1000).status(), ENOENT,
+		     "would split mapping");
+	EXPECT_FAILS(ctx.ioas_cut(ioas, 0x100000 + 0x37ff), EINVAL, "is not aligned to 0x1000");
+	ok(ctx.ioas_cut(ioas, 0x100000 + 0x2fff));
+	ok(ctx.ioas_cut(ioas, 0x100000 + 0x3fff));
+	ok(ctx.ioas_cut(ioas, 0x100000 + 0x3fff)); // already a mapping's last byte
+	ok(ctx.ioas_cut(ioas, 0x900000));          // nothing mapped there
+	EXPECT_EQ(ok(ctx.object_info(ioas)).mappings, 3u);
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000 + 0x3123).host, buf.addr(0x3123));
+	EXPECT_EQ(ok(ctx.ioas_unmap(ioas, 0x100000 + 0x3000, 0x1000)), 0x1000u);
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000 + 0x3123).fault,
+		  pgtable::FaultKind::not_present);
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000 + 0x4000).host, buf.addr(0x4000));
+	EXPECT_EQ(xlate(dev, std::nullopt, 0x100000 + 0x2fff).host, buf.addr(0x2fff));
+}
+
 /** Recoverable faults go to the HWPT's queue; the binding is parked until answered. */
 TEST_F(CtlTest, RecoverableFaultsAndParking)
 {

@@ -337,6 +337,15 @@ public:
 					const GuestMemory &mem, uint64_t gpa, uint64_t length);
 	/** Returns the bytes unmapped. */
 	Result<uint64_t> ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t length);
+	/**
+	 * Split the mapping that holds @p iova so that one ends there (the kernel's
+	 * iopt_cut_iova(), which VFIO type1 (v1) unmaps use to unmap part of a mapping).
+	 * Nothing happens when @p iova is a mapping's last byte or nothing maps it. The new
+	 * mapping's start (iova + 1) and host address must be aligned to the IOAS's alignment
+	 * and to a page (EINVAL); an IOAS with mirrors is not cut (EINVAL: they could not unmap
+	 * a part). Translation does not change.
+	 */
+	Status ioas_cut(uint32_t ioas_id, uint64_t iova);
 	/** Returns the destination IOVA. */
 	Result<uint64_t> ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags,
 				   uint64_t dst_iova, uint64_t src_iova, uint64_t length);
