@@ -142,20 +142,20 @@ Status engine_key(Config &c, const std::string &source, unsigned line, const std
 
 } // namespace
 
-std::string DeviceConf::devargs() const
+std::vector<std::pair<std::string, std::string>> DeviceConf::pairs() const
 {
-	std::string s = name;
+	std::vector<std::pair<std::string, std::string>> out;
 	for (const Arg &a : args)
-		s += "," + a.key + "=" + a.value;
-	return s;
+		out.emplace_back(a.key, a.value);
+	return out;
 }
 
-std::string DeviceConf::locate(const std::string &source, const std::string &message) const
+std::string DeviceConf::locate(const std::string &source, const std::string &key,
+			       const std::string &message) const
 {
 	unsigned line = this->line;
 	for (const Arg &a : args)
-		if (message.find("'" + a.key + "'") != std::string::npos ||
-		    message.find(a.key + "=") != std::string::npos) {
+		if (a.key == key) {
 			line = a.line;
 			break;
 		}

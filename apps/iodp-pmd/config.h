@@ -38,10 +38,14 @@ struct DeviceConf {
 	};
 	std::vector<Arg> args;
 
-	/** "name,key=value,..." for dev::Registry::create(). */
-	std::string devargs() const;
-	/** Prefix @p message with "FILE:LINE: " for the key it names (or the section's line). */
-	std::string locate(const std::string &source, const std::string &message) const;
+	/** The section's key = value pairs, in order, for dev::DevArgs::make(). */
+	std::vector<std::pair<std::string, std::string>> pairs() const;
+	/**
+	 * Prefix @p message with "FILE:LINE: [device NAME] ": the line of @p key (the key a
+	 * driver blamed, dev::DevArgs::blamed()), or the section's when none.
+	 */
+	std::string locate(const std::string &source, const std::string &key,
+			   const std::string &message) const;
 };
 
 struct Config {

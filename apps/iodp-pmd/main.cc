@@ -365,12 +365,25 @@ int add_devices(const Config &config, const dev::Registry &drivers, ctl::Ctx &ct
 		engine::Engine &e, std::vector<std::unique_ptr<dev::Device>> *devices)
 {
 	for (const DeviceConf &dc : config.devices) {
-		Result<std::unique_ptr<dev::Device>> d =
-			drivers.create(ctx, dc.line == 0 ? dc.name : dc.devargs());
+		// --device gives a devargs string; a config section gives its pairs, parsed once.
+		Result<std::unique_ptr<dev::Device>> d = Status{};
+		std::string blamed; // the key a failure is about: its line in the file
+		if (dc.line == 0) {
+			d = drivers.create(ctx, dc.name);
+		} else {
+			Result<const dev::Driver *> drv = drivers.driver_for(dc.name);
+			Result<dev::DevArgs> args =
+				drv ? dev::DevArgs::make(dc.name, dc.pairs(), (*drv)->keys, &blamed)
+				    : Result<dev::DevArgs>(drv.status());
+			d = args ? drivers.create(ctx, *args) : Result<std::unique_ptr<dev::Device>>(
+									args.status());
+			if (args)
+				blamed = args->blamed();
+		}
 		if (!d) {
-			const std::string msg = dc.line == 0
-							? "--device " + d.status().message()
-							: dc.locate(config.source, d.status().message());
+			const std::string msg =
+				dc.line == 0 ? "--device " + d.status().message()
+					     : dc.locate(config.source, blamed, d.status().message());
 			std::fprintf(stderr, "iodp-pmd: %s\n", printable(msg).c_str());
 			// A value the driver refuses is a configuration error, like a bad key.
 			const int err = -d.status().code();

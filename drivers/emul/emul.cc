@@ -75,11 +75,11 @@ Result<std::unique_ptr<dev::Device>> probe(ctl::Ctx &ctx, const dev::DevArgs &a)
 		return len.status();
 	e->len = static_cast<uint32_t>(*len);
 	if (*ws % e->pgsize != 0)
-		return Status::error(-EINVAL, "{}: ws={} is not a multiple of pgsize",
-				     a.name(), *ws);
+		return a.blame("ws", -EINVAL, "{}: ws={} is not a multiple of pgsize", a.name(),
+			       *ws);
 	if (e->len > *ws - kMeta)
-		return Status::error(-EINVAL, "{}: len={} does not fit the working set",
-				     a.name(), e->len);
+		return a.blame("len", -EINVAL, "{}: len={} does not fit the working set",
+			       a.name(), e->len);
 	// vtd and smmu map the working set in 4 KiB pages (pgsize=4k) into an engine-managed
 	// table: its pages come from the context's table pool. Checked now, not when the
 	// pool runs out halfway through the mapping.
@@ -91,7 +91,7 @@ Result<std::unique_ptr<dev::Device>> probe(ctl::Ctx &ctx, const dev::DevArgs &a)
 			uint64_t most = 0; // the largest ws (in MiB) whose tables fit
 			while (table_bytes_4k((most + 64) << 20) <= pool)
 				most += 64;
-			return Status::error(-EINVAL, "{}: ws={}M with format={} and pgsize=4k needs "
+			return a.blame("ws", -EINVAL, "{}: ws={}M with format={} and pgsize=4k needs "
 					     "{} KiB of page tables; the table pool holds {} "
 					     "KiB: ws up to {}M, or pgsize=2m, or a nested format",
 					     a.name(),
@@ -110,7 +110,7 @@ Result<std::unique_ptr<dev::Device>> probe(ctl::Ctx &ctx, const dev::DevArgs &a)
 	e->group = static_cast<uint32_t>(*group);
 	e->seed = *seed;
 	if (e->profile == Profile::replay && (e->faults_pm != 0 || e->verify || e->dma))
-		return Status::error(-EINVAL, "{}: profile=replay takes no faults, verify or dma "
+		return a.blame("profile", -EINVAL, "{}: profile=replay takes no faults, verify or dma "
 				     "(its answers are counted, not checked)", a.name());
 	auto d = std::make_unique<dev::Device>(driver(), a.name(), ctx, e->queues);
 	e->dev = d.get();

@@ -127,9 +127,9 @@ Result<std::unique_ptr<dev::Device>> probe(ctl::Ctx &ctx, const dev::DevArgs &a)
 	const std::string *path = a.find("path");
 	p->path = path != nullptr ? *path : "/tmp/iodp-" + a.name() + ".sock";
 	if (p->path.empty() || p->path.size() >= sizeof(sockaddr_un{}.sun_path))
-		return Status::error(-EINVAL, "{}: path='{}' is not a usable unix socket path "
-				     "(1 to {} bytes)", a.name(), p->path,
-				     sizeof(sockaddr_un{}.sun_path) - 1);
+		return a.blame("path", -EINVAL, "{}: path='{}' is not a usable unix socket path "
+			       "(1 to {} bytes)", a.name(), p->path,
+			       sizeof(sockaddr_un{}.sun_path) - 1);
 	Result<uint64_t> queues = a.get_uint("queues", 1, 1, dev::kMaxQueues);
 	Result<uint64_t> entries = a.get_uint("entries", 1024, 64, 65536);
 	Result<unsigned> format = a.get_choice("format", kFormats, 0);
@@ -139,8 +139,8 @@ Result<std::unique_ptr<dev::Device>> probe(ctl::Ctx &ctx, const dev::DevArgs &a)
 		if (!s->ok())
 			return *s;
 	if ((*entries & (*entries - 1)) != 0)
-		return Status::error(-EINVAL, "{}: entries={} is not a power of two",
-				     a.name(), *entries);
+		return a.blame("entries", -EINVAL, "{}: entries={} is not a power of two",
+			       a.name(), *entries);
 	p->queues = static_cast<uint16_t>(*queues);
 	p->entries = static_cast<uint32_t>(*entries);
 	p->model = *format == 0 ? ctl::IommuModel::vtd : ctl::IommuModel::smmuv3;

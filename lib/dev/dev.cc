@@ -100,27 +100,44 @@ Result<DevArgs> DevArgs::parse(std::string_view devargs, const char *const *keys
 		return Status::error(-EINVAL, "{}: cannot parse arguments '{}' (expected "
 				     "key=value,key=value)", a.name_,
 				     printable(rest).c_str());
-	Status bad;
-	for (unsigned i = 0; i < kv->count && bad.ok(); i++) {
-		const char *k = kv->pairs[i].key;
-		const char *v = kv->pairs[i].value;
-		const std::string key = k != nullptr ? k : "";
+	std::vector<std::pair<std::string, std::string>> pairs;
+	for (unsigned i = 0; i < kv->count; i++)
+		pairs.emplace_back(kv->pairs[i].key != nullptr ? kv->pairs[i].key : "",
+				   kv->pairs[i].value != nullptr ? kv->pairs[i].value : "");
+	rte_kvargs_free(kv);
+	return make(std::move(a.name_), std::move(pairs), keys);
+}
+
+Result<DevArgs> DevArgs::make(std::string name,
+			      std::vector<std::pair<std::string, std::string>> pairs,
+			      const char *const *keys, std::string *bad_key)
+{
+	DevArgs a;
+	a.name_ = std::move(name);
+	if (a.name_.empty())
+		return Status::error(-EINVAL, "devargs: no device name");
+	for (char c : a.name_)
+		if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-')
+			return Status::error(-EINVAL, "device name '{}' may only hold letters, "
+					     "digits, '_' and '-'", printable(a.name_));
+	for (auto &[key, value] : pairs) {
+		Status bad;
 		if (!key_known(keys, key))
 			bad = Status::error(-EINVAL, "{}: unknown argument '{}' (known: {})",
-					    a.name_, printable(key).c_str(),
-					    known_keys(keys).c_str());
-		else if (v == nullptr || *v == '\0')
-			bad = Status::error(-EINVAL, "{}: argument '{}' needs a value",
-					    a.name_, key);
+					    a.name_, printable(key), known_keys(keys));
+		else if (value.empty())
+			bad = Status::error(-EINVAL, "{}: argument '{}' needs a value", a.name_,
+					    key);
 		else if (a.find(key) != nullptr)
-			bad = Status::error(-EINVAL, "{}: argument '{}' is given twice",
-					    a.name_, key);
-		else
-			a.pairs_.emplace_back(key, v);
+			bad = Status::error(-EINVAL, "{}: argument '{}' is given twice", a.name_,
+					    key);
+		if (!bad.ok()) {
+			if (bad_key != nullptr)
+				*bad_key = key;
+			return bad;
+		}
+		a.pairs_.emplace_back(std::move(key), std::move(value));
 	}
-	rte_kvargs_free(kv);
-	if (!bad.ok())
-		return bad;
 	return a;
 }
 
@@ -162,11 +179,11 @@ Result<uint64_t> DevArgs::get_number(std::string_view key, uint64_t def, uint64_
 	if (v == nullptr)
 		return def;
 	Result<uint64_t> n = parse_number(name_, key, *v, sizes);
+	if (!n && blamed_.empty())
+		blamed_ = key;
 	if (n && (*n < min || *n > max))
-		return Status::error(-EINVAL, "{}: {}={} is outside [{}, {}]{}", name_,
-				     key, printable(*v), min,
-				     max,
-				     sizes ? " bytes" : "");
+		return blame(key, -EINVAL, "{}: {}={} is outside [{}, {}]{}", name_, key,
+			     printable(*v), min, max, sizes ? " bytes" : "");
 	return n;
 }
 
@@ -178,8 +195,8 @@ Result<bool> DevArgs::get_bool(std::string_view key, bool def) const
 	bool b = false;
 	if (parse_bool(*v, &b))
 		return b;
-	return Status::error(-EINVAL, "{}: {}='{}' is not 0/1, yes/no, on/off", name_,
-			     key, printable(*v));
+	return blame(key, -EINVAL, "{}: {}='{}' is not 0/1, yes/no, on/off", name_, key,
+		     printable(*v));
 }
 
 Result<unsigned> DevArgs::get_choice(std::string_view key, const char *const *choices,
@@ -191,8 +208,8 @@ Result<unsigned> DevArgs::get_choice(std::string_view key, const char *const *ch
 	for (unsigned i = 0; choices[i] != nullptr; i++)
 		if (*v == choices[i])
 			return i;
-	return Status::error(-EINVAL, "{}: {}='{}' is not one of {}", name_,
-			     key, printable(*v), known_keys(choices).c_str());
+	return blame(key, -EINVAL, "{}: {}='{}' is not one of {}", name_, key, printable(*v),
+		     known_keys(choices));
 }
 
 /* Device ------------------------------------------------------------------------------ */
@@ -400,16 +417,31 @@ Result<std::unique_ptr<Device>> Registry::create(ctl::Ctx &ctx, std::string_view
 	if (name.empty())
 		return Status::error(-EINVAL, "devargs '{}': no device name",
 				     printable(devargs).c_str());
+	Result<const Driver *> drv = driver_for(name);
+	if (!drv)
+		return drv.status();
+	Result<DevArgs> args = DevArgs::parse(devargs, (*drv)->keys);
+	if (!args)
+		return args.status();
+	return create(ctx, *args);
+}
+
+Result<const Driver *> Registry::driver_for(std::string_view name) const
+{
 	const Driver *drv = driver_of(name);
 	if (drv == nullptr)
 		return Status::error(-ENOENT, "device '{}': no driver '{}' (known: {})",
-				     printable(name).c_str(),
-				     printable(name.substr(0, driver_letters(name))).c_str(),
-				     names());
-	Result<DevArgs> args = DevArgs::parse(devargs, drv->keys);
-	if (!args)
-		return args.status();
-	Result<std::unique_ptr<Device>> dev = drv->probe(ctx, *args);
+				     printable(name),
+				     printable(name.substr(0, driver_letters(name))), names());
+	return drv;
+}
+
+Result<std::unique_ptr<Device>> Registry::create(ctl::Ctx &ctx, const DevArgs &args) const
+{
+	Result<const Driver *> drv = driver_for(args.name());
+	if (!drv)
+		return drv.status();
+	Result<std::unique_ptr<Device>> dev = (*drv)->probe(ctx, args);
 	if (!dev)
 		return dev.status();
 	Status s = (*dev)->configure();

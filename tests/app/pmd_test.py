@@ -282,6 +282,10 @@ verify = 1
             ("profile = nic\n", r":1: profile: a key outside any section"),
             ("[engine]\nworkers = 1\n", r": no \[device NAME\] section"),
             ("[device emul0]\nqueues = 99\n", r":2: \[device emul0\] .*queues"),
+            # A driver's own check of values together points at the key it blames.
+            ("[device emul0]\nverify = 1\nprofile = replay\n",
+             r":3: \[device emul0\] .*profile=replay takes no"),
+            ("[device emul0]\nws = 64G\nformat = vtd\n", r":2: \[device emul0\] .*page tables"),
         ]
         for i, (text, want) in enumerate(cases):
             with self.subTest(config=text):

@@ -64,6 +64,33 @@ TEST(DevArgs, BadTextIsRefusedNamingTheDeviceAndTheKey)
 		     "emul1: format='amd' is not one of vtd, smmu");
 }
 
+TEST(DevArgs, MadeFromPairsWithTheSameChecksAndTheBlamedKey)
+{
+	static const char *const kKeys[] = {"queues", "ws", "format", nullptr};
+	std::string bad;
+	dev::DevArgs a = ok(dev::DevArgs::make("emul1", {{"queues", "3"}, {"ws", "8M"}}, kKeys));
+	EXPECT_EQ(ok(a.get_uint("queues", 1, 1, 16)), 3u);
+	EXPECT_TRUE(a.blamed().empty());
+	EXPECT_FAILS(dev::DevArgs::make("emul1", {{"ws", "8M"}, {"qeues", "3"}}, kKeys, &bad),
+		     EINVAL, "emul1: unknown argument 'qeues' (known: queues, ws, format)");
+	EXPECT_EQ(bad, "qeues");
+	EXPECT_FAILS(dev::DevArgs::make("emul1", {{"ws", "8M"}, {"ws", "9M"}}, kKeys, &bad),
+		     EINVAL, "'ws' is given twice");
+	EXPECT_EQ(bad, "ws");
+	EXPECT_FAILS(dev::DevArgs::make("emul1", {{"format", ""}}, kKeys, &bad), EINVAL,
+		     "argument 'format' needs a value");
+	EXPECT_FAILS(dev::DevArgs::make("emul 1", {}, kKeys), EINVAL, "may only hold letters");
+	// A failed getter, or a driver's own check, says which key it is about: the first.
+	dev::DevArgs b = ok(dev::DevArgs::make("emul1", {{"queues", "99"}, {"ws", "3X"}}, kKeys));
+	EXPECT_FALSE(b.get_uint("queues", 1, 1, 16).ok());
+	EXPECT_FALSE(b.get_size("ws", 0, 0, UINT64_MAX).ok());
+	EXPECT_EQ(b.blamed(), "queues");
+	dev::DevArgs c = ok(dev::DevArgs::make("emul1", {{"ws", "8M"}}, kKeys));
+	EXPECT_FAILS(c.blame("ws", -EINVAL, "{}: ws={} is odd", c.name(), 8), EINVAL,
+		     "emul1: ws=8 is odd");
+	EXPECT_EQ(c.blamed(), "ws");
+}
+
 TEST_F(DevTest, DevargsAreCheckedAndNamed)
 {
 	EXPECT_FAILS(reg.create(ctx, "emul0,profle=nic"), EINVAL,
@@ -78,6 +105,12 @@ TEST_F(DevTest, DevargsAreCheckedAndNamed)
 	EXPECT_FAILS(reg.create(ctx, "emul0,dma"), EINVAL, "argument 'dma' needs a value");
 	EXPECT_FAILS(reg.create(ctx, "nic0,profile=nic"), ENOENT, "no driver 'nic' (known: emul)");
 	EXPECT_FAILS(reg.create(ctx, ",x=1"), EINVAL, "no device name");
+	// Parsed pairs take the same path; the key a refusal is about is named apart.
+	dev::DevArgs pairs = ok(dev::DevArgs::make(
+		"emul0", {{"format", "vtd"}, {"ws", "64G"}}, ok(reg.driver_for("emul0"))->keys));
+	EXPECT_FAILS(reg.create(ctx, pairs), EINVAL, "needs 131360 KiB of page tables");
+	EXPECT_EQ(pairs.blamed(), "ws");
+	EXPECT_FAILS(reg.driver_for("nic0"), ENOENT, "no driver 'nic' (known: emul)");
 	EXPECT_EQ(reg.add(emul::driver()).code(), -EEXIST);
 	EXPECT_EQ(ctx.object_count(), 0u) << "a refused device leaves nothing behind";
 

@@ -154,6 +154,14 @@ class DevArgs {
 public:
 	/** Parse "name,key=value,..." with rte_kvargs; every key must be in @p keys. */
 	static Result<DevArgs> parse(std::string_view devargs, const char *const *keys);
+	/**
+	 * Arguments already split (a config file's [device NAME] section): the same checks
+	 * as parse() — the name's characters, every key in @p keys, a value for each, no key
+	 * twice. On a failure about one key, *bad_key (when given) is that key.
+	 */
+	static Result<DevArgs> make(std::string name,
+				    std::vector<std::pair<std::string, std::string>> pairs,
+				    const char *const *keys, std::string *bad_key = nullptr);
 
 	const std::string &name() const { return name_; }
 	const std::vector<std::pair<std::string, std::string>> &pairs() const { return pairs_; }
@@ -177,12 +185,29 @@ public:
 	Result<unsigned> get_choice(std::string_view key, const char *const *choices,
 				    unsigned def) const;
 
+	/**
+	 * An error about @p key (a driver's check of a value, or of values together, names
+	 * the key it blames): the getters use it too. blamed() then says which key, so a
+	 * config file can point at its line without reading the message.
+	 */
+	template <class... Args>
+	Status blame(std::string_view key, int code, fmt::format_string<Args...> format,
+		     Args &&...args) const
+	{
+		if (blamed_.empty()) // the first error is the one a probe returns
+			blamed_ = key;
+		return Status::error(code, format, std::forward<Args>(args)...);
+	}
+	/** The key of the first blame() (or failed getter); empty when none. */
+	const std::string &blamed() const { return blamed_; }
+
 private:
 	Result<uint64_t> get_number(std::string_view key, uint64_t def, uint64_t min,
 				    uint64_t max, bool sizes) const;
 
 	std::string name_;
 	std::vector<std::pair<std::string, std::string>> pairs_;
+	mutable std::string blamed_;
 };
 
 /**
@@ -283,6 +308,13 @@ public:
 	 * letters ("emul0" -> "emul"). Every failure names the device and the reason.
 	 */
 	Result<std::unique_ptr<Device>> create(ctl::Ctx &ctx, std::string_view devargs) const;
+	/**
+	 * Create (and configure) a device from arguments already parsed (DevArgs::make with
+	 * keys(name)); on a failure about one key, @p args.blamed() names it.
+	 */
+	Result<std::unique_ptr<Device>> create(ctl::Ctx &ctx, const DevArgs &args) const;
+	/** The driver of @p device_name, or ENOENT naming the known drivers. */
+	Result<const Driver *> driver_for(std::string_view device_name) const;
 
 private:
 	std::vector<const Driver *> drivers_;
