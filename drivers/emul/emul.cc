@@ -7,7 +7,6 @@
 #include "emul_impl.h"
 
 #include <iodp/iodp.h>
-#include <iodp/smmuv3.h>
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -118,20 +117,13 @@ Result<std::unique_ptr<dev::Device>> probe(ctl::Ctx &ctx, const dev::DevArgs &a)
 	return d;
 }
 
-/** Guest stage 1 for the nested layouts: tables in guest RAM above the working set. */
-Status build_stage1(Emul &e, uint64_t ws_aligned, uint64_t table_bytes)
+/** The guest's stage 1 for the nested layouts (the topology made it, empty). */
+Status build_stage1(Emul &e)
 {
-	e.pool = pgtable::TablePool(kGpaBase + ws_aligned, e.host + ws_aligned, table_bytes, kPage);
-	const pgtable::Format fmt = e.layout == Layout::vtd_nested ? pgtable::Format::x86_64_4l
-								   : pgtable::Format::arm_s1;
-	Result<pgtable::TableBuilder> b = pgtable::TableBuilder::create(pgtable::table_config(fmt),
-									&e.pool);
-	if (!b)
-		return b.status();
-	e.s1 = std::move(*b);
+	pgtable::TableBuilder &s1 = *e.dom->stage1();
 	for (uint64_t p = 0; p < e.npages; p++) {
-		Status s = e.s1.map(kIovaBase + p * e.pgsize, kGpaBase + e.scatter(p) * e.pgsize,
-				    e.pgsize, kS1Perm);
+		Status s = s1.map(kIovaBase + p * e.pgsize, kGpaBase + e.scatter(p) * e.pgsize,
+				  e.pgsize, kS1Perm);
 		if (!s.ok())
 			return s;
 	}
@@ -139,7 +131,7 @@ Status build_stage1(Emul &e, uint64_t ws_aligned, uint64_t table_bytes)
 		for (unsigned q = 0; q < e.queues; q++) {
 			// Page 0 of each queue's slot region stays mapped, so the leaf table that
 			// holds the slots never empties (and is never freed under a walker).
-			Status s = e.s1.map(e.slot_iova(q, 0) - kPage, kGpaBase, kPage, kS1Perm);
+			Status s = s1.map(e.slot_iova(q, 0) - kPage, kGpaBase, kPage, kS1Perm);
 			if (!s.ok())
 				return s;
 		}
@@ -177,77 +169,32 @@ Status configure(dev::Device &d)
 	if (!id)
 		return id.status();
 	d.ctl_id = *id;
-	Result<uint32_t> ioas = ctx.ioas_alloc();
-	if (!ioas)
-		return ioas.status();
-	e.ioas = *ioas;
-	if (!nested) {
-		if (e.pgsize == kPage) {
-			uint64_t off = 0;
-			Status s = ctx.option(IODP_OPTION_HUGE_PAGES, IODP_OPTION_OP_SET, e.ioas, &off);
-			if (!s.ok())
-				return s;
-		}
-		Result<uint64_t> m = ctx.ioas_map(e.ioas, kRW | IODP_IOAS_MAP_FIXED_IOVA, kIovaBase,
-						  e.host, e.ws);
-		if (!m)
-			return m.status();
-		Result<uint32_t> h = ctx.device_attach(d.ctl_id, std::nullopt, e.ioas);
-		if (!h)
-			return h.status();
-		e.hwpt = *h;
-	} else {
-		Result<uint64_t> m = ctx.ioas_map(e.ioas, kRW | IODP_IOAS_MAP_FIXED_IOVA, kGpaBase,
-						  e.host, ws_aligned + table_bytes);
-		if (!m)
-			return m.status();
-		Result<uint32_t> parent = ctx.hwpt_alloc_paging(d.ctl_id, e.ioas,
-								IODP_HWPT_ALLOC_NEST_PARENT, 0);
-		if (!parent)
-			return parent.status();
-		e.parent = *parent;
-		Status s = build_stage1(e, ws_aligned, table_bytes);
-		if (!s.ok())
+	topo::Recipe r;
+	r.kind = e.layout == Layout::vtd_nested    ? topo::Kind::vtd_nested
+		 : e.layout == Layout::smmu_nested ? topo::Kind::smmu_nested
+						   : topo::Kind::paging;
+	r.host = e.host;
+	r.gpa = nested ? kGpaBase : kIovaBase; // paging: guest RAM is mapped 1:1 at its IOVAs
+	r.bytes = nested ? ws_aligned + table_bytes : e.ws;
+	r.tables_offset = ws_aligned;
+	r.small_pages = !nested && e.pgsize == kPage;
+	if (r.kind == topo::Kind::vtd_nested)
+		r.pasid = kNestedPasid;
+	r.asid = static_cast<uint16_t>(1 + d.ctl_id % 0xfffe);
+	Result<std::unique_ptr<topo::Domain>> dom = topo::Domain::build(ctx, d.ctl_id, r);
+	if (!dom)
+		return dom.status();
+	e.dom = std::move(*dom);
+	e.ioas = e.dom->ioas();
+	if (nested) {
+		e.parent = e.dom->parent();
+		e.nested = e.dom->hwpt();
+		e.pasid = e.dom->pasid().value_or(IODP_PASID_NONE);
+		e.asid = r.kind == topo::Kind::smmu_nested ? r.asid : 0;
+		if (Status s = build_stage1(e); !s.ok())
 			return s;
-		Result<uint32_t> nh = Status{};
-		if (e.layout == Layout::vtd_nested) {
-			nh = ctx.hwpt_alloc_nested(d.ctl_id, e.parent, 0, 0,
-						   ctl::VtdS1Data{0, e.s1.root(), 48});
-			e.pasid = kNestedPasid;
-		} else {
-			// One CD (SSID 0, used for requests without a PASID: S1DSS=2) -> stage 1.
-			Result<uint64_t> cd = e.pool.alloc(kPage);
-			if (!cd)
-				return cd.status();
-			e.asid = static_cast<uint16_t>(1 + d.ctl_id % 0xfffe);
-			smmuv3::Cd c; // 48-bit input, 4 KiB granule, AArch64
-			c.valid = true;
-			c.asid = e.asid;
-			c.ttb0 = e.s1.root();
-			uint64_t words[2];
-			c.encode(words);
-			std::byte *cdp = e.pool.host(*cd, 16);
-			GuestMemory::store_le64(cdp, words[0]);
-			GuestMemory::store_le64(cdp + 8, words[1]);
-			smmuv3::Ste ste; // stage 1 over the host's stage 2, CD table of 2
-			ste.valid = true;
-			ste.config = smmuv3::kConfigS1;
-			ste.s1_context_ptr = *cd;
-			ste.s1_cd_max = 1;
-			ste.s1dss = smmuv3::kS1dssSsid0;
-			ctl::SmmuV3Data data;
-			ste.encode(data.ste);
-			nh = ctx.hwpt_alloc_nested(d.ctl_id, e.parent, 0, 0, data);
-		}
-		if (!nh)
-			return nh.status();
-		e.nested = *nh;
-		Result<uint32_t> at = ctx.device_attach(
-			d.ctl_id, e.layout == Layout::vtd_nested ? std::optional<uint32_t>(e.pasid)
-								  : std::nullopt,
-			e.nested);
-		if (!at)
-			return at.status();
+	} else {
+		e.hwpt = e.dom->hwpt();
 	}
 
 	if (e.profile == Profile::zipf) {
@@ -299,15 +246,9 @@ void close(dev::Device &d)
 {
 	Emul *e = &emul_of(d);
 	ctl::Ctx &ctx = d.ctx();
-	if (d.ctl_id != 0) {
-		// Detach first, then the objects in the order that frees them.
-		(void)ctx.device_detach(d.ctl_id, e->layout == Layout::vtd_nested
-							   ? std::optional<uint32_t>(e->pasid)
-							   : std::nullopt);
-		for (uint32_t id : {e->nested, e->parent, e->ioas, d.ctl_id})
-			if (id != 0)
-				(void)ctx.destroy(id);
-	}
+	e->dom.reset(); // detaches, then destroys what the topology made
+	if (d.ctl_id != 0)
+		(void)ctx.destroy(d.ctl_id);
 	d.priv = nullptr;
 	delete e;
 }
@@ -457,7 +398,7 @@ void service(dev::Device &d)
 						       ++slot.generation * 104729) % e.data_pages;
 				const uint64_t gpa_off = kMeta + page * kPage;
 				Status st2 = e.nested_layout()
-						     ? e.s1.map(iova, kGpaBase + gpa_off, kPage, kS1Perm)
+						     ? e.dom->stage1()->map(iova, kGpaBase + gpa_off, kPage, kS1Perm)
 						     : ctx.ioas_map(e.ioas, kRW | IODP_IOAS_MAP_FIXED_IOVA,
 								    iova, e.host + gpa_off, kPage)
 							       .status();
@@ -469,7 +410,7 @@ void service(dev::Device &d)
 				slot.state.store(kMapped, std::memory_order_release);
 			} else if (st == kDmaDone || st == kNeedInval) {
 				if (st == kDmaDone && e.nested_layout()) {
-					Status u = e.s1.unmap(iova, kPage);
+					Status u = e.dom->stage1()->unmap(iova, kPage);
 					if (!u.ok()) {
 						d.mark_gone(("strict: cannot unmap a buffer: " +
 							     u.message()).c_str());

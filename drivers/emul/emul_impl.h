@@ -6,6 +6,7 @@
 #include <iodp/emul.h>
 #include <iodp/mem.h>
 #include <iodp/pgtable_builder.h>
+#include <iodp/topo.h>
 
 #include <atomic>
 #include <cstdint>
@@ -93,13 +94,14 @@ struct Emul {
 	std::byte *host = nullptr;
 	uint64_t npages = 0;      ///< ws / pgsize
 	uint64_t data_pages = 0;  ///< 4 KiB pages after kMeta
+	/** Its translation topology (lib/topo): the IOAS, HWPTs and the guest's stage 1. */
+	std::unique_ptr<topo::Domain> dom;
+	/* Copied from dom for the paths that read them. */
 	uint32_t pasid = IODP_PASID_NONE;
 	uint32_t ioas = 0, parent = 0, nested = 0;
 	uint32_t hwpt = 0; ///< paging: the auto domain the attach made
 	uint16_t asid = 0;
 	int numa_node = -1; ///< of guest RAM, found once at configure
-	pgtable::TablePool pool;
-	pgtable::TableBuilder s1;
 	std::vector<uint32_t> zipf;         ///< samples: data page numbers
 	std::unique_ptr<Queue[]> q;
 	std::unique_ptr<std::byte[]> payload; ///< what dma=1 writes
