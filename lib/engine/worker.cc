@@ -42,8 +42,13 @@ struct Worker::Published {
 	std::atomic<uint64_t> word[kStatWords];
 };
 
+/** Requests per step (Step::kMax): one bulk lookup's worth. */
+constexpr size_t kStepRequests = 64;
+
 Worker::Worker(ctl::Ctx &ctx, const WorkerConfig &config)
-	: ctx_(ctx), config_(config), pub_(std::make_unique<Published>())
+	: ctx_(ctx), config_(config),
+	  spill_(std::make_unique<iotlb::CachedRoute[]>(kStepRequests)),
+	  pub_(std::make_unique<Published>())
 {
 	for (std::atomic<uint64_t> &w : pub_->word)
 		w.store(0, std::memory_order_relaxed);
@@ -151,23 +156,34 @@ void Worker::online()
  * blocked route, cached like any other until a config invalidation. Only an SMMUv3 SSID
  * not seen before takes the context's lock to read its CD (resolve()).
  */
-const iotlb::CachedRoute *Worker::route(uint32_t ctl_dev, uint32_t pasid)
+const iotlb::CachedRoute *Worker::route(uint32_t ctl_dev, uint32_t pasid,
+					const iotlb::CachedRoute *const *held, size_t nheld)
 {
 	if (const iotlb::CachedRoute *r = shard_.route_lookup(ctl_dev, pasid))
 		return r;
 	own_.route_misses++;
+	// Earlier requests of this step point at their cached routes: a fill must not
+	// overwrite one of those (the soak found requests answered through another device's
+	// route). When every slot it may use is held, the step keeps the route itself.
+	auto fill = [&](const iotlb::Route &rt) -> const iotlb::CachedRoute * {
+		if (const iotlb::CachedRoute *c = shard_.route_fill(ctl_dev, pasid, rt, held, nheld))
+			return c;
+		iotlb::CachedRoute &own = spill_[nspill_++]; // at most one per request of a step
+		shard_.route_make(own, ctl_dev, pasid, rt);
+		return &own;
+	};
 	iotlb::Route rt; // default: blocked, not attached
 	switch (ctx_.published_route(ctl_dev, pasid, &rt)) {
 	case ctl::Ctx::RouteLookup::found:
 	case ctl::Ctx::RouteLookup::none:
-		return shard_.route_fill(ctl_dev, pasid, rt);
+		return fill(rt);
 	case ctl::Ctx::RouteLookup::resolve:
 		break;
 	}
 	Result<iotlb::Route> r = ctx_.resolve(ctl_dev, std::optional<uint32_t>(pasid));
 	if (!r)
 		return nullptr; // the device is gone: its requests fault
-	return shard_.route_fill(ctl_dev, pasid, *r);
+	return fill(*r);
 }
 
 void Worker::fault(const Request &r, uint32_t ctl_dev, uint64_t iova, unsigned kind,
@@ -241,8 +257,7 @@ void set_fault(Answer &a, const WalkResult &w)
 } // namespace
 
 struct Worker::Step {
-	/** Requests per step: one bulk lookup's worth. */
-	static constexpr size_t kMax = 64;
+	static constexpr size_t kMax = kStepRequests;
 
 	const Request *reqs = nullptr;
 	size_t n = 0; ///< requests taken
@@ -274,6 +289,7 @@ void Worker::gather(Step &s, uint16_t port, const Request *reqs, size_t n, size_
 	s.multi = false;
 	s.nprobe = 0;
 	s.npiece = 0;
+	nspill_ = 0;
 	size_t i = 0, worst = 0, pieces = 0;
 	uint32_t last_dev = 0, last_pasid = 0;
 	const iotlb::CachedRoute *rt = nullptr;
@@ -303,7 +319,7 @@ void Worker::gather(Step &s, uint16_t port, const Request *reqs, size_t n, size_
 		pieces += pages > 1 ? pages : 0;
 		s.multi |= pages > 1;
 		if (!have || dev != last_dev || r.pasid != last_pasid) {
-			rt = route(dev, r.pasid); // nullptr: the device is gone
+			rt = route(dev, r.pasid, s.rt, i); // nullptr: the device is gone
 			open = rt != nullptr && rt->route.blocked == pgtable::FaultKind::none &&
 			       rt->route.mem != nullptr;
 			last_dev = dev;

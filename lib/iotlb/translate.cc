@@ -68,7 +68,8 @@ const CachedRoute *Shard::route_lookup(uint32_t device, uint32_t pasid)
 	return nullptr;
 }
 
-const CachedRoute *Shard::route_fill(uint32_t device, uint32_t pasid, const Route &route)
+const CachedRoute *Shard::route_fill(uint32_t device, uint32_t pasid, const Route &route,
+				     const CachedRoute *const *keep, size_t nkeep)
 {
 	const size_t slots = routes_.size();
 	if (slots == 0)
@@ -85,8 +86,22 @@ const CachedRoute *Shard::route_fill(uint32_t device, uint32_t pasid, const Rout
 		if (!r.used)
 			slot = &r;
 	}
+	// A full window: the first route no caller holds goes (it is re-read later). One a
+	// burst still holds must not change under it: that request would take this route.
+	for (unsigned p = 0; p < kRouteProbes && slot == nullptr; p++) {
+		CachedRoute &r = routes_[(home + p) & (slots - 1)];
+		if (std::find(keep, keep + nkeep, &r) == keep + nkeep)
+			slot = &r;
+	}
 	if (slot == nullptr)
-		slot = &routes_[home]; // a full window: the home slot's route is re-read later
+		return nullptr;
+	route_make(*slot, device, pasid, route);
+	return slot;
+}
+
+void Shard::route_make(CachedRoute &out, uint32_t device, uint32_t pasid, const Route &route)
+{
+	CachedRoute *slot = &out;
 	slot->device = device;
 	slot->pasid = pasid;
 	slot->route = route;
@@ -101,7 +116,6 @@ const CachedRoute *Shard::route_fill(uint32_t device, uint32_t pasid, const Rout
 		}
 	}
 	slot->used = true;
-	return slot;
 }
 
 bool Shard::route_matches(const CachedRoute &r, const inval::Descriptor &d) const

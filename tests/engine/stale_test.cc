@@ -254,5 +254,61 @@ TEST_F(SmmuStale, DestroyAndAllocateAgain)
 	expect_both(std::nullopt, host(kPageB), "a new STE over the same CD");
 }
 
+/*
+ * A burst whose requests name more routes than the PASID/config cache keeps: a route filled
+ * late in the burst must not take the slot of one an earlier request of the same burst
+ * still uses (found by tools/soak: a translated request answered "not attached" through
+ * another device's route).
+ */
+TEST(RouteCache, FullInOneBurstKeepsEveryRequestsRoute)
+{
+	Ctx ctx;
+	HostBuffer ram{1u << 20};
+	const uint32_t ioas = ok(ctx.ioas_alloc());
+	ok(ctx.ioas_map(ioas, kFixedRW, 0x100000, ram.data(), ram.size()).status());
+	engine::WorkerConfig wc;
+	wc.report_faults_inline = true;
+	wc.shard.routes = 16; // the smallest cache: 64 devices overflow every probe window
+	std::unique_ptr<engine::Worker> worker = ok(engine::Worker::create(ctx, wc));
+	constexpr unsigned kDevices = 64; // one step
+	std::vector<uint32_t> devs;
+	for (unsigned i = 0; i < kDevices; i++) {
+		char name[16];
+		std::snprintf(name, sizeof(name), "d%u", i);
+		devs.push_back(ok(ctx.device_create(vtd_device(name))));
+		ok(worker->set_port(static_cast<uint16_t>(i), devs.back()));
+	}
+	// Every other device translates; the others are not attached.
+	std::vector<dev::Request> reqs(kDevices);
+	std::vector<dev::Completion> cpls(2 * kDevices);
+	for (int round = 0; round < 2; round++) {
+		for (unsigned i = 0; i < kDevices; i++) {
+			if (round == 1 && i % 2 == 0)
+				ok(ctx.device_attach(devs[i], std::nullopt, ioas).status());
+			reqs[i] = dev::Request{};
+			reqs[i].iova = 0x100000 + i * 0x1000;
+			reqs[i].cookie = i;
+			reqs[i].length = 8;
+			reqs[i].pasid = IODP_PASID_NONE;
+			reqs[i].device = static_cast<uint16_t>(i);
+			reqs[i].access = IODP_ACCESS_READ;
+		}
+		size_t consumed = 0;
+		const size_t n = worker->translate_burst(reqs.data(), kDevices, cpls.data(),
+							 cpls.size(), &consumed);
+		ASSERT_EQ(consumed, kDevices);
+		ASSERT_EQ(n, kDevices);
+		for (unsigned i = 0; i < kDevices; i++) {
+			SCOPED_TRACE(::testing::Message() << "round " << round << " device " << i);
+			const bool attached = round == 1 && i % 2 == 0;
+			EXPECT_EQ(cpls[i].cookie, i);
+			EXPECT_EQ(cpls[i].fault, attached ? 0u : unsigned{IODP_FAULT_PASID_NOT_ATTACHED});
+			if (attached) {
+				EXPECT_EQ(cpls[i].host, ram.addr(i * 0x1000));
+			}
+		}
+	}
+}
+
 } // namespace
 } // namespace iodp::ctl::test

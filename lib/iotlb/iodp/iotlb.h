@@ -237,8 +237,16 @@ public:
 
 	/** The cached route of (device, pasid), or nullptr. */
 	const CachedRoute *route_lookup(uint32_t device, uint32_t pasid);
-	/** Cache @p r for (device, pasid), replacing whatever was there. */
-	const CachedRoute *route_fill(uint32_t device, uint32_t pasid, const Route &r);
+	/**
+	 * Cache @p r for (device, pasid), replacing whatever was there. When its probe window
+	 * is full, a route not in @p keep[0..nkeep) is evicted: callers that hold pointers to
+	 * cached routes (a worker's burst) name them there. nullptr when every slot of the
+	 * window is kept: then route_make() gives the caller a route of its own.
+	 */
+	const CachedRoute *route_fill(uint32_t device, uint32_t pasid, const Route &r,
+				      const CachedRoute *const *keep = nullptr, size_t nkeep = 0);
+	/** Make @p out the route route_fill() would have cached (not cached). */
+	void route_make(CachedRoute &out, uint32_t device, uint32_t pasid, const Route &r);
 
 	/* Translation ------------------------------------------------------------------------ */
 
