@@ -59,6 +59,7 @@ struct Options {
 	uint64_t max_steps = 0;     ///< --steps: stop each thread after this many (0: none)
 	uint64_t round_steps = 1500; ///< steps before a thread tears its world down and starts over
 	uint64_t trace_from = UINT64_MAX; ///< --trace N: print every call from step N on
+	uint32_t routes = 0;        ///< --routes: the worker's route cache (0: 16 or 256 by chance)
 };
 
 std::atomic<bool> g_stop{false};
@@ -357,8 +358,8 @@ void World::build()
 	}
 	engine::WorkerConfig wc;
 	wc.report_faults_inline = true;
-	if (const char *r = std::getenv("SOAK_ROUTES"))
-		wc.shard.routes = static_cast<uint32_t>(std::atoi(r));
+	// Half the worlds with the smallest PASID/config cache: routes are evicted all along.
+	wc.shard.routes = o_.routes != 0 ? o_.routes : chance(50) ? 16 : 256;
 	worker_ = must(engine::Worker::create(ctx_, wc), "worker");
 	set_ports();
 	// The first burst makes this thread the worker's: its own syncs no longer wait for it.
@@ -901,7 +902,7 @@ int usage(const char *argv0)
 {
 	std::fprintf(stderr,
 		     "usage: %s [--duration SECONDS] [--seed N] [--threads N] [--thread T]\n"
-		     "          [--steps N] [--round N] [--trace FROM_STEP]\n",
+		     "          [--steps N] [--round N] [--trace FROM_STEP] [--routes N]\n",
 		     argv0);
 	return 2;
 }
@@ -946,6 +947,8 @@ int main(int argc, char **argv)
 			o.round_steps = v;
 		else if (a == "--trace")
 			o.trace_from = v;
+		else if (a == "--routes" && v >= 16 && v <= 65536)
+			o.routes = static_cast<uint32_t>(v);
 		else
 			return usage(argv[0]);
 	}
