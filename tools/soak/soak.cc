@@ -535,9 +535,7 @@ void World::op_hot_swap()
 	tried("device detach", [&] { return ctx_.device_detach(dev_[p], std::nullopt); });
 	for (uint32_t pasid = 1; pasid <= 3; pasid++)
 		tried("device detach", [&] { return ctx_.device_detach(dev_[p], pasid); });
-	if (p == 0) {
-		// Device 0 named the parent and nested HWPTs' model only: they stay.
-	}
+	// (Device 0 named only the model of the parent and nested HWPTs: they stay.)
 	char what[64];
 	std::snprintf(what, sizeof(what), "device destroy port %u (%u)", p, dev_[p]);
 	must(ctx_.destroy(dev_[p]), what);
@@ -811,10 +809,11 @@ void World::check_request(const dev::Request &r, const dev::Completion *c, size_
 			bad("%s: translate: %s", what.c_str(), t.status().message().c_str());
 		const auto kind = static_cast<uint8_t>(t->fault);
 		if (kind != c[0].fault && step_ >= o_.trace_from) {
+			// What a worker reads on a route miss (0 found, 1 none, 2 resolve).
 			iotlb::Route rt;
 			const auto k = ctx_.published_route(dev_[r.device], r.pasid, &rt);
-			std::fprintf(stderr, "published route of %u/%u: %d\n", dev_[r.device], r.pasid,
-				     static_cast<int>(k));
+			std::fprintf(stderr, "published route of device %u pasid %#x: %d\n",
+				     dev_[r.device], r.pasid, static_cast<int>(k));
 		}
 		if (kind != c[0].fault)
 			bad("%s: the worker faulted (%u) at offset %u; the control path says "
