@@ -50,7 +50,7 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	std::atomic<const RouteTable *> routes{nullptr};
 	/*
 	 * Made ahead by reserve(), so that a call, once it changes state, cannot run out of
-	 * memory in what follows (publishing routes, retiring, the guard's sync).
+	 * memory in what follows (publishing routes, retiring, the end-of-call sync's sync).
 	 */
 	std::vector<std::unique_ptr<RouteTable>> spare_routes;
 	iotlb::Coherence::RetireSlots retire_slots;
@@ -79,10 +79,10 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	 * Allocate what the rest of a call needs once it starts changing state: room for
 	 * @p notifies invalidations (a SyncBatch holds them), a route table for each of
 	 * @p publishes (notify() of a config invalidation), a retire slot for each of
-	 * @p retires, for each table replaced and for the table pages the guard retires.
-	 * Throws std::bad_alloc having changed nothing; within these counts, notify(),
-	 * publish_routes(), retire() and the guard allocate nothing. Sinks and handlers set by
-	 * the embedder are its own.
+	 * @p retires, for each table replaced and for the table pages LockThenSyncWorkers
+	 * retires. Throws std::bad_alloc having changed nothing; within these counts,
+	 * notify(), publish_routes(), retire() and LockThenSyncWorkers allocate nothing.
+	 * Sinks and handlers set by the embedder are its own.
 	 */
 	void reserve(unsigned notifies, unsigned publishes, unsigned retires);
 	/** Send @p d to the sink, every worker and the device TLBs; the call then syncs. */
