@@ -290,7 +290,7 @@ TEST(RouteCache, FullInOneBurstKeepsEveryRequestsRoute)
 			reqs[i].cookie = i;
 			reqs[i].length = 8;
 			reqs[i].pasid = IODP_PASID_NONE;
-			reqs[i].device = static_cast<uint16_t>(i);
+			reqs[i].port = static_cast<uint16_t>(i);
 			reqs[i].access = IODP_ACCESS_READ;
 		}
 		size_t consumed = 0;

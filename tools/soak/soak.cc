@@ -744,7 +744,7 @@ void World::translate_burst()
 		r.pasid = slot == 0 ? IODP_PASID_NONE : slot;
 		// Now and then a port no device has, or one past the worker's table.
 		const unsigned odd = static_cast<unsigned>(rnd(100));
-		r.device = static_cast<uint16_t>(odd < 97 ? port : odd == 97 ? 7 : 300);
+		r.port = static_cast<uint16_t>(odd < 97 ? port : odd == 97 ? 7 : 300);
 		r.access = chance(50) ? IODP_ACCESS_READ
 				      : chance(50) ? IODP_ACCESS_WRITE
 						   : IODP_ACCESS_READ | IODP_ACCESS_WRITE;
@@ -776,7 +776,7 @@ void World::translate_burst()
 void World::check_request(const dev::Request &r, const dev::Completion *c, size_t nc)
 {
 	const uint64_t len = r.length == 0 ? 1 : r.length;
-	const std::string what = "request dev port " + std::to_string(r.device) + " pasid " +
+	const std::string what = "request dev port " + std::to_string(r.port) + " pasid " +
 				 (r.pasid == IODP_PASID_NONE ? std::string("none")
 							     : std::to_string(r.pasid)) +
 				 " iova " + std::to_string(r.iova) + "+" + std::to_string(len);
@@ -792,16 +792,16 @@ void World::check_request(const dev::Request &r, const dev::Completion *c, size_
 		n_.faults++;
 		if (nc != 1)
 			bad("%s: a fault and %zu more completions", what.c_str(), nc - 1);
-		if (r.device >= engine::kMaxPorts) {
+		if (r.port >= engine::kMaxPorts) {
 			if (c[0].fault != IODP_FAULT_BAD_REQUEST)
 				bad("%s: port past the table answered fault %u, not BAD_REQUEST",
 				    what.c_str(), c[0].fault);
 			return;
 		}
-		if (r.device >= kPorts)
+		if (r.port >= kPorts)
 			return; // no device: some fault, nothing to compare with
 		Result<ctl::Translated> t = ctx_.translate(
-			dev_[r.device],
+			dev_[r.port],
 			r.pasid == IODP_PASID_NONE ? std::nullopt : std::optional<uint32_t>(r.pasid),
 			r.iova + c[0].offset, r.access);
 		n_.compared++;
@@ -811,9 +811,9 @@ void World::check_request(const dev::Request &r, const dev::Completion *c, size_
 		if (kind != c[0].fault && step_ >= o_.trace_from) {
 			// What a worker reads on a route miss (0 found, 1 none, 2 resolve).
 			iotlb::Route rt;
-			const auto k = ctx_.published_route(dev_[r.device], r.pasid, &rt);
+			const auto k = ctx_.published_route(dev_[r.port], r.pasid, &rt);
 			std::fprintf(stderr, "published route of device %u pasid %#x: %d\n",
-				     dev_[r.device], r.pasid, static_cast<int>(k));
+				     dev_[r.port], r.pasid, static_cast<int>(k));
 		}
 		if (kind != c[0].fault)
 			bad("%s: the worker faulted (%u) at offset %u; the control path says "
@@ -821,7 +821,7 @@ void World::check_request(const dev::Request &r, const dev::Completion *c, size_
 			    kind, t->host);
 		return;
 	}
-	if (r.device >= kPorts)
+	if (r.port >= kPorts)
 		bad("%s: translated for a port without a device", what.c_str());
 	uint64_t pos = 0;
 	for (size_t i = 0; i < nc; i++) {
@@ -834,7 +834,7 @@ void World::check_request(const dev::Request &r, const dev::Completion *c, size_
 		for (uint64_t off = c[i].offset; off < uint64_t{c[i].offset} + c[i].length;
 		     off = ((r.iova + off) | (kPage - 1)) + 1 - r.iova) {
 			Result<ctl::Translated> t = ctx_.translate(
-				dev_[r.device],
+				dev_[r.port],
 				r.pasid == IODP_PASID_NONE ? std::nullopt
 							   : std::optional<uint32_t>(r.pasid),
 				r.iova + off, r.access);
