@@ -46,9 +46,8 @@ struct Worker::Published {
 constexpr size_t kStepRequests = 64;
 
 Worker::Worker(ctl::Ctx &ctx, const WorkerConfig &config)
-	: ctx_(ctx), config_(config),
-	  spill_(std::make_unique<iotlb::CachedRoute[]>(kStepRequests)),
-	  pub_(std::make_unique<Published>())
+	: ctx_(ctx), config_(config), pub_(std::make_unique<Published>()),
+	  spill_(std::make_unique<iotlb::CachedRoute[]>(kStepRequests))
 {
 	for (std::atomic<uint64_t> &w : pub_->word)
 		w.store(0, std::memory_order_relaxed);
@@ -161,6 +160,12 @@ const iotlb::CachedRoute *Worker::route(uint32_t ctl_dev, uint32_t pasid,
 {
 	if (const iotlb::CachedRoute *r = shard_.route_lookup(ctl_dev, pasid))
 		return r;
+	return route_miss(ctl_dev, pasid, held, nheld);
+}
+
+const iotlb::CachedRoute *Worker::route_miss(uint32_t ctl_dev, uint32_t pasid,
+					     const iotlb::CachedRoute *const *held, size_t nheld)
+{
 	own_.route_misses++;
 	// Earlier requests of this step point at their cached routes: a fill must not
 	// overwrite one of those (the soak found requests answered through another device's

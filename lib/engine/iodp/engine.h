@@ -170,6 +170,10 @@ private:
 	/** The route of (ctl_dev, pasid); a miss never evicts one of @p held (this step's). */
 	const iotlb::CachedRoute *route(uint32_t ctl_dev, uint32_t pasid,
 					const iotlb::CachedRoute *const *held, size_t nheld);
+	/** route()'s miss: the published table or resolve(), then the cache. */
+	[[gnu::noinline]] const iotlb::CachedRoute *
+	route_miss(uint32_t ctl_dev, uint32_t pasid, const iotlb::CachedRoute *const *held,
+		   size_t nheld);
 	void fault(const dev::Request &r, uint32_t ctl_dev, uint64_t iova, unsigned kind,
 		   uint8_t stage, int8_t level);
 	void publish();
@@ -184,12 +188,12 @@ private:
 	uint64_t burst_start_ = 0;
 	uint32_t idle_rounds_ = 0;
 	WorkerStats own_;          ///< the worker's own counters (its thread only)
-	/** Routes a step holds that the route cache had no room for (route()); per step. */
-	std::unique_ptr<iotlb::CachedRoute[]> spill_;
-	unsigned nspill_ = 0;
 	/** What stats() reads: copied from own_ and the shard with relaxed stores per burst. */
 	struct Published;
 	std::unique_ptr<Published> pub_;
+	/** Routes a step holds that the route cache had no room for (route()); per step. */
+	std::unique_ptr<iotlb::CachedRoute[]> spill_;
+	unsigned nspill_ = 0;
 };
 
 /**
