@@ -567,9 +567,15 @@ void case_pmd(vfio::Iommu iommu)
 	std::printf("%s\n", out.c_str());
 	if (rc != 0)
 		fail("iodp-pmd exited with " + std::to_string(rc));
-	for (const char *want : {"\"name\": \"vfio0\"", "\"driver\": \"vfio\"", "\"kernel_calls\": ",
-				 "\"name\": \"emul0\"", vfio::iommu_name(iommu)})
-		if (out.find(want) == std::string::npos)
+	// The JSON's spacing is the writer's business (compact since nlohmann-json): compare
+	// without blanks.
+	std::string compact;
+	for (char c : out)
+		if (c != ' ')
+			compact += c;
+	for (const char *want : {"\"name\":\"vfio0\"", "\"driver\":\"vfio\"", "\"kernel_calls\":",
+				 "\"name\":\"emul0\"", vfio::iommu_name(iommu)})
+		if (compact.find(want) == std::string::npos)
 			fail(std::string("iodp-pmd's JSON lacks ") + want);
 }
 
