@@ -10,6 +10,7 @@
 #include <iodp/emul.h>
 #include <iodp/ipc.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -31,9 +32,8 @@ void check(const Status &s)
 }
 
 /** What a driver's probe does with its arguments, without creating the device. */
-void exercise(std::string_view devargs, const dev::Driver &drv)
+void exercise(Result<dev::DevArgs> a, const dev::Driver &drv)
 {
-	Result<dev::DevArgs> a = dev::DevArgs::parse(devargs, drv.keys);
 	check(a.status());
 	if (!a)
 		return;
@@ -44,6 +44,7 @@ void exercise(std::string_view devargs, const dev::Driver &drv)
 		check(a->get_bool(*k, false).status());
 		check(a->get_choice(*k, kChoices, 0).status());
 	}
+	check(a->blame(a->blamed(), -EINVAL, "{}: {}", a->name(), a->blamed()));
 }
 
 } // namespace
@@ -64,11 +65,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			const dev::Driver *drv = reg->driver_of(d.name);
 			if (drv == nullptr)
 				std::abort(); // the parser promised a driver
-			exercise(d.devargs(), *drv);
-			check(Status::error(-EINVAL, "{}", d.locate("fuzz.conf", "x").c_str()));
+			// A config section's pairs, as iodp-pmd creates the device from them.
+			std::string bad_key;
+			exercise(dev::DevArgs::make(d.name, d.pairs(), drv->keys, &bad_key), *drv);
+			check(Status::error(-EINVAL, "{}", d.locate("fuzz.conf", bad_key, "x")));
 		}
 	// The same bytes as --device DEVARGS.
 	if (const dev::Driver *drv = reg->driver_of(text.substr(0, text.find(','))))
-		exercise(text, *drv);
+		exercise(dev::DevArgs::parse(text, drv->keys), *drv);
 	return 0;
 }
