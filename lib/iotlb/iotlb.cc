@@ -1,9 +1,19 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
+// rte_vect_get_max_simd_bitwidth() is still experimental in DPDK 22.11; it is how an EAL
+// user (--force-max-simd-bitwidth) says which vector paths may run, so we honour it.
+#define ALLOW_EXPERIMENTAL_API
 #include <iodp/iotlb.h>
 
-#include <rte_prefetch.h>
+#include <rte_cpuflags.h>
+// DPDK 22.11's generic/rte_vect.h declares its functions without extern "C".
+extern "C" {
+#include <generic/rte_vect.h>
+}
+#include <rte_vect.h>
 
-#include <smmintrin.h>
+#define IODP_LOOKUP_NS baseline
+#include "lookup_kernel.h"
+#include "lookup_isa.h"
 
 #include <algorithm>
 #include <bit>
@@ -21,6 +31,17 @@ int size_class(unsigned shift)
 	return -1;
 }
 
+/** Whether the AVX2 lookup kernels may run here (see Shard::lookup_isa()). */
+static bool lookup_avx2_usable(uint16_t max_simd_bitwidth)
+{
+	return (max_simd_bitwidth == 0 || max_simd_bitwidth >= 256) &&
+	       rte_cpu_get_flag_enabled(RTE_CPUFLAG_AVX2) > 0 &&
+	       rte_cpu_get_flag_enabled(RTE_CPUFLAG_BMI2) > 0 &&
+	       // 0 before rte_eal_init(): no limit has been set yet.
+	       (rte_vect_get_max_simd_bitwidth() == 0 ||
+		rte_vect_get_max_simd_bitwidth() >= RTE_VECT_SIMD_256);
+}
+
 Result<Shard> Shard::create(const ShardConfig &config)
 {
 	if (config.entries > (1u << 26))
@@ -36,6 +57,15 @@ Result<Shard> Shard::create(const ShardConfig &config)
 		return Status::error(-ENOMEM, "iotlb shard: {}", ram.status().message());
 	sh.ram_ = std::move(*ram);
 	sh.sets_ptr_ = reinterpret_cast<Set *>(sh.ram_.data());
+	static_assert(sizeof(Set) == sizeof(baseline::RawSet) &&
+		      alignof(Set) == alignof(baseline::RawSet));
+	if (lookup_avx2_usable(config.max_simd_bitwidth)) {
+		sh.runs_ = kLookupAvx2;
+		sh.lookup_isa_ = "avx2";
+	} else {
+		sh.runs_ = baseline::kRuns;
+		sh.lookup_isa_ = "sse4.2";
+	}
 
 	if (config.walk_entries > (1u << 24))
 		return Status::error(-EINVAL, "iotlb shard: {} walk-cache entries is more than 2^24",
@@ -112,19 +142,15 @@ uint16_t Shard::context(uint32_t domain, uint32_t asid, uint32_t pasid, uint32_t
 }
 
 /*
- * Find @p key in a set's four keys with two SSE compares: no branch on which way matched,
- * since with random traffic the way is unpredictable and a mispredict costs more than the
- * whole lookup. A hit sets the way's referenced bit (for NRU) unless it is set already.
+ * Find @p key in a set's four keys (@p keys starts the set) with no branch on which way
+ * matched, since with random traffic the way is unpredictable and a mispredict costs more
+ * than the whole lookup. A hit sets the way's referenced bit (for NRU) unless it is set.
  */
 static inline bool find_in_set(const uint64_t *keys, uint64_t *values, uint64_t key,
 			       uint64_t *value)
 {
-	const __m128i want = _mm_set1_epi64x(static_cast<long long>(key));
-	const __m128i *k = reinterpret_cast<const __m128i *>(keys);
-	const unsigned match = static_cast<unsigned>(
-		_mm_movemask_pd(_mm_castsi128_pd(_mm_cmpeq_epi64(_mm_load_si128(k), want))) |
-		(_mm_movemask_pd(_mm_castsi128_pd(_mm_cmpeq_epi64(_mm_load_si128(k + 1), want)))
-		 << 2));
+	const unsigned match =
+		baseline::match_ways(reinterpret_cast<const baseline::RawSet *>(keys), key);
 	if (match == 0)
 		return false;
 	const unsigned w = static_cast<unsigned>(__builtin_ctz(match));
@@ -168,50 +194,6 @@ bool Shard::probe_one(const Context &c, uint64_t iova, uint64_t *host, uint8_t *
 	return false;
 }
 
-template <unsigned Cls>
-size_t Shard::lookup_run(const Context &c, const Probe *probes, size_t n, uint64_t *host,
-			 uint8_t *perm)
-{
-	constexpr unsigned kShift = kSizeShift[Cls];
-	constexpr uint64_t kMask = (1ull << kShift) - 1;
-	const uint64_t tag = (uint64_t{c.key} << 3) | Cls;
-	size_t hits = 0;
-	// Two passes per chunk: find and prefetch every set, then compare them all, so the
-	// chunk's cache misses overlap.
-	constexpr size_t kChunk = 32;
-	Set *sets[kChunk];
-	for (size_t base = 0; base < n; base += kChunk) {
-		const size_t m = std::min(kChunk, n - base);
-		for (size_t k = 0; k < m; k++) {
-			sets[k] = &sets_ptr_[set_of(probes[base + k].iova >> kShift, c.key)];
-			rte_prefetch0(sets[k]);
-		}
-		for (size_t k = 0; k < m; k++) {
-			const uint64_t iova = probes[base + k].iova;
-			const uint64_t key = ((iova >> kShift) << (kShift - 12 + 19)) | tag;
-			uint64_t v;
-			// Inputs too high for the key are never cached (and must not alias).
-			if (iova < kMaxCachedIova &&
-			    find_in_set(sets[k]->key, sets[k]->value, key, &v)) {
-				host[base + k] = (v & ~0xfffull) + (iova & kMask);
-				perm[base + k] = static_cast<uint8_t>((v & 7) | (Cls << 4));
-				hits++;
-			} else {
-				host[base + k] = 0;
-				perm[base + k] = 0;
-			}
-		}
-	}
-	return hits;
-}
-
-/** lookup_run for each size class. */
-const Shard::RunFn Shard::kRuns[kSizeClasses] = {
-	&Shard::lookup_run<0>, &Shard::lookup_run<1>, &Shard::lookup_run<2>,
-	&Shard::lookup_run<3>, &Shard::lookup_run<4>, &Shard::lookup_run<5>,
-	&Shard::lookup_run<6>,
-};
-
 size_t Shard::lookup_bulk(const Probe *probes, size_t n, uint64_t *host, uint8_t *perm)
 {
 	size_t hits = 0;
@@ -235,8 +217,8 @@ size_t Shard::lookup_bulk(const Probe *probes, size_t n, uint64_t *host, uint8_t
 		}
 		// One page size in use (the common case): one set per request, with the
 		// shift a constant in each instantiation.
-		hits += (this->*kRuns[c.largest_first[0]])(c, probes + i, end - i, host + i,
-							    perm + i);
+		hits += runs_[c.largest_first[0]](sets_ptr_, set_bits_, c.key, probes + i,
+						   end - i, host + i, perm + i);
 		i = end;
 	}
 	stats_.hits += hits;

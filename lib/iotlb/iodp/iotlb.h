@@ -77,6 +77,11 @@ struct ShardConfig {
 	uint32_t walk_entries = 2048;
 	/** PASID/config cache entries (a power of two, at least 16). */
 	uint32_t routes = 256;
+	/**
+	 * The widest vectors lookup_bulk() may use: 0 follows DPDK's limit
+	 * (rte_vect_get_max_simd_bitwidth()); 128 keeps the SSE4.2 kernels.
+	 */
+	uint16_t max_simd_bitwidth = 0;
 };
 
 struct ShardStats {
@@ -278,6 +283,17 @@ public:
 	size_t bytes() const { return size_t{sets_} * sizeof(Set); }
 	/** What the entry array sits on (hugepages or not: a lookup's TLB cost depends on it). */
 	RamBacking backing() const { return ram_.backing(); }
+	/**
+	 * The instruction set lookup_bulk() uses: "avx2" where the CPU has AVX2 and BMI2 and
+	 * both ShardConfig::max_simd_bitwidth and DPDK's SIMD limit (--force-max-simd-bitwidth,
+	 * rte_vect_set_max_simd_bitwidth()) allow 256 bits when the shard is created, else
+	 * "sse4.2" (the x86-64 baseline DPDK builds for). Both answer alike; only speed differs.
+	 */
+	const char *lookup_isa() const { return lookup_isa_; }
+
+	/** A lookup kernel: one run of probes of one context and one size class. */
+	using LookupFn = size_t (*)(void *entry_array, unsigned set_bits, uint16_t ctx_key,
+				    const Probe *probes, size_t n, uint64_t *host, uint8_t *perm);
 
 private:
 	static constexpr unsigned kWays = 4;
@@ -298,10 +314,10 @@ private:
 
 	uint32_t set_of(uint64_t vpn, uint16_t key) const
 	{
-		// Fibonacci hashing of page number and key: neighbouring pages spread over sets.
+		// Fibonacci hashing of page number and key: neighbouring pages spread over sets;
+		// the set is the hash's top bits (lookup_kernel.h computes it the same way).
 		const uint64_t h = (vpn ^ (uint64_t{key} << 45)) * 0x9e3779b97f4a7c15ull;
-		// Map the top 32 bits onto [0, sets_) by multiplication: no variable shift.
-		return static_cast<uint32_t>(((h >> 32) * sets_) >> 32);
+		return static_cast<uint32_t>(h >> (64 - set_bits_));
 	}
 	static uint64_t make_key(uint64_t vpn4k, uint16_t key, unsigned cls)
 	{
@@ -311,12 +327,9 @@ private:
 	void clear_translations();
 	void recompute_sizes(Context &c);
 	bool probe_one(const Context &c, uint64_t iova, uint64_t *host, uint8_t *perm);
-	template <unsigned Cls>
-	size_t lookup_run(const Context &c, const Probe *probes, size_t n, uint64_t *host,
-			  uint8_t *perm);
-	using RunFn = size_t (Shard::*)(const Context &, const Probe *, size_t, uint64_t *,
-					uint8_t *);
-	static const RunFn kRuns[kSizeClasses];
+	/** The lookup kernels (lookup_kernel.h) this CPU runs, one per size class. */
+	const LookupFn *runs_ = nullptr;
+	const char *lookup_isa_ = "";
 
 	uint64_t walk_key(uint16_t key, const pgtable::Stage &st, int height, uint64_t iova,
 			  uint32_t *set) const;
