@@ -160,21 +160,27 @@ static inline bool find_in_set(const uint64_t *keys, uint64_t *values, uint64_t 
 	return true;
 }
 
-/** The way a fill takes in a set: its own key, a free way, else not-recently-used. */
-static unsigned victim_way(uint64_t *keys, uint64_t *values, unsigned ways, uint64_t k)
+/**
+ * The way a fill takes in a set: its own key, a free way, else not-recently-used (when
+ * every way was hit, all are marked unreferenced and way 0 goes). Chosen from three masks
+ * with no branch on the set's contents: which way is free or cold is random, and a
+ * mispredicted branch per fill cost more than the compares.
+ */
+static unsigned victim_way(uint64_t *keys, uint64_t *values, uint64_t k)
 {
-	for (unsigned i = 0; i < ways; i++)
-		if (keys[i] == k)
-			return i;
-	for (unsigned i = 0; i < ways; i++)
-		if (keys[i] == 0)
-			return i;
-	for (unsigned i = 0; i < ways; i++)
-		if (!(values[i] & Shard::kReferenced))
-			return i;
-	for (unsigned i = 0; i < ways; i++)
-		values[i] &= ~Shard::kReferenced;
-	return 0;
+	const auto *set = reinterpret_cast<const baseline::RawSet *>(keys);
+	const unsigned own = baseline::match_ways(set, k);
+	const unsigned free = baseline::match_ways(set, 0);
+	unsigned cold = 0;
+	for (unsigned i = 0; i < 4; i++)
+		cold |= ((values[i] & Shard::kReferenced) == 0 ? 1u : 0u) << i;
+	const unsigned pick = own != 0 ? own : free != 0 ? free : cold;
+	if (pick == 0) {
+		for (unsigned i = 0; i < 4; i++)
+			values[i] &= ~Shard::kReferenced;
+		return 0;
+	}
+	return static_cast<unsigned>(__builtin_ctz(pick));
 }
 
 bool Shard::probe_one(const Context &c, uint64_t iova, uint64_t *host, uint8_t *perm)
@@ -241,7 +247,7 @@ void Shard::fill(uint16_t ctx, uint64_t iova, unsigned page_shift, uint64_t host
 	// Not-recently-used: refresh in place, else a free way, else the first way not hit
 	// since the set last filled up. New entries start unreferenced, so one-off fills
 	// replace each other before they replace entries that are being hit.
-	const unsigned w = victim_way(s.key, s.value, kWays, k);
+	const unsigned w = victim_way(s.key, s.value, k);
 	if (s.key[w] != 0 && s.key[w] != k)
 		stats_.evictions++;
 	s.key[w] = k;
@@ -344,7 +350,7 @@ void Shard::walk_fill(uint16_t ctx, const pgtable::Stage &st, uint64_t iova,
 	uint32_t set;
 	const uint64_t k = walk_key(contexts_[ctx].key, st, t.height, iova, &set);
 	Set &s = walk_sets_[set];
-	const unsigned w = victim_way(s.key, s.value, kWays, k);
+	const unsigned w = victim_way(s.key, s.value, k);
 	s.key[w] = k;
 	s.value[w] = t.table | (uint64_t{t.acc} << 4);
 	Context &c = contexts_[ctx];

@@ -132,6 +132,19 @@ bool Shard::route_matches(const CachedRoute &r, const inval::Descriptor &d) cons
 	return true;
 }
 
+/*
+ * Keep the tables a walk went through. A walk resumed from the cache reports the table it
+ * started at as its path: that one is cached already (a miss in a table the cache holds,
+ * the common case under random traffic), so only what lies above it is new.
+ */
+void Shard::fill_path(uint16_t ctx, const pgtable::Stage &st, const WalkRequest &w,
+		      const WalkResult &res)
+{
+	for (const TableRef &t : res.path)
+		if (!(w.start.valid() && t.table == w.start.table && t.height == w.start.height))
+			walk_fill(ctx, st, w.iova, t);
+}
+
 void Shard::translate(const CachedRoute &r, const Query *queries, size_t n, WalkResult *out)
 {
 	for (size_t i = 0; i < n; i += kChunk)
@@ -227,8 +240,7 @@ void Shard::translate_chunk(const CachedRoute &r, const Query *queries, size_t n
 	stats_.walks += nw;
 	for (size_t k = 0; k < nw; k++) {
 		stats_.walk_reads += res[k].reads;
-		for (const TableRef &t : res[k].path)
-			walk_fill(r.ctx, rt.s1, walks[k].iova, t);
+		fill_path(r.ctx, rt.s1, walks[k], res[k]);
 	}
 	if (nested) {
 		uint64_t ipa[kChunk];
@@ -313,8 +325,7 @@ void Shard::resolve_stage2(const CachedRoute &r, const pgtable::Translation &x, 
 		const WalkResult &t = s2res[j];
 		WalkResult &s1 = res[who[j]];
 		stats_.walk_reads += t.reads;
-		for (const TableRef &ref : t.path)
-			walk_fill(r.s2_ctx, s2, walks[j].iova, ref);
+		fill_path(r.s2_ctx, s2, walks[j], t);
 		s1.reads = static_cast<uint8_t>(s1.reads + t.reads);
 		if (!t.ok()) {
 			s1.out = 0;

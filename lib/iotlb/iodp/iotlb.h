@@ -337,6 +337,8 @@ private:
 	void translate_chunk(const CachedRoute &r, const Query *queries, size_t n,
 			     const uint64_t *known_host, const uint8_t *known_perm,
 			     pgtable::WalkResult *out);
+	void fill_path(uint16_t ctx, const pgtable::Stage &st, const pgtable::WalkRequest &w,
+		       const pgtable::WalkResult &res);
 	void resolve_stage2(const CachedRoute &r, const pgtable::Translation &x, size_t n,
 			    const uint64_t *ipa, const uint8_t *access, pgtable::WalkResult *res);
 
