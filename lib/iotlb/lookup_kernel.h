@@ -167,7 +167,7 @@ size_t lookup_run(void *entry_array, unsigned set_bits, uint16_t ctx_key, const 
 				pm[k] = 0;
 				continue;
 			}
-			uint64_t *slot = &set[k]->value[static_cast<unsigned>(__builtin_ctz(ways))];
+			uint64_t *slot = &set[k]->value[__builtin_ctzll(ways)];
 			const uint64_t v = *slot;
 			// Set NRU's referenced bit only when it is clear: no store (no dirty line)
 			// on the hits that repeat.
