@@ -110,11 +110,13 @@ size_t lookup_run(void *entry_array, unsigned set_bits, uint16_t ctx_key, const 
 	const __m256i vtag = _mm256_set1_epi64x(static_cast<long long>(tag));
 	const __m256i vsets = _mm256_set1_epi64x(reinterpret_cast<long long>(sets));
 	const __m128i vdrop = _mm_cvtsi32_si128(static_cast<int>(drop));
+	const __m256i voffset = _mm256_set1_epi64x(static_cast<long long>(kOffset));
 #endif
 	size_t hits = 0;
 	constexpr size_t kChunk = 32;
 	RawSet *set[kChunk];
 	uint64_t key[kChunk];
+	uint64_t offset[kChunk]; // each probe's offset in its page, kept from pass 1
 	for (size_t base = 0; base < n; base += kChunk) {
 		const size_t m = std::min(kChunk, n - base);
 		const Probe *p = probes + base;
@@ -136,6 +138,8 @@ size_t lookup_run(void *entry_array, unsigned set_bits, uint16_t ctx_key, const 
 			_mm256_storeu_si256(
 				reinterpret_cast<__m256i *>(&key[k]),
 				_mm256_or_si256(_mm256_slli_epi64(vpn, kShift - 12 + 19), vtag));
+			_mm256_storeu_si256(reinterpret_cast<__m256i *>(&offset[k]),
+					    _mm256_and_si256(iova, voffset));
 			rte_prefetch0(set[k]);
 			rte_prefetch0(set[k + 1]);
 			rte_prefetch0(set[k + 2]);
@@ -148,6 +152,7 @@ size_t lookup_run(void *entry_array, unsigned set_bits, uint16_t ctx_key, const 
 			high |= p[k].iova;
 			set[k] = &sets[((vpn ^ hash_key) * kFibonacci) >> drop];
 			key[k] = (vpn << (kShift - 12 + 19)) | tag;
+			offset[k] = p[k].iova & kOffset;
 			rte_prefetch0(set[k]);
 		}
 		// Inputs too high for the key are never cached and must not alias a cached
@@ -173,7 +178,7 @@ size_t lookup_run(void *entry_array, unsigned set_bits, uint16_t ctx_key, const 
 			// on the hits that repeat.
 			if (!(v & kReferenced))
 				*slot = v | kReferenced;
-			h[k] = (v & ~0xfffull) + (p[k].iova & kOffset);
+			h[k] = (v & ~0xfffull) + offset[k];
 			pm[k] = static_cast<uint8_t>((v & 7) | (Cls << 4));
 			hits++;
 		}
