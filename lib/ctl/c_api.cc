@@ -526,7 +526,11 @@ Status do_invalidate(Ctx &c, struct iodp_hwpt_invalidate &k)
 	k.entry_num = 0;
 	if (Status s = reserved_zero(k.__reserved, "__reserved"); !s)
 		return s;
-	if (num == 0 || k.data_uptr == 0 || k.entry_len == 0) // probes and NULL: lib/ctl says
+	if (Status s = iodp::ctl::invalidate_array_bounds(k.hwpt_id, k.data_uptr != 0,
+							  k.entry_len, num);
+	    !s)
+		return s;
+	if (num == 0) // a probe: lib/ctl says whether the type is supported
 		return c.hwpt_invalidate(k.hwpt_id, k.data_type, uptr(k.data_uptr), k.entry_len,
 					 num, &k.entry_num);
 	// The entries are copied in a batch at a time (a bad address is EFAULT at the first

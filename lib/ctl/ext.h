@@ -65,6 +65,17 @@ int c_api_fail(struct iodp_ctx *ctx, const Status &s);
 /** The kernel's record of a queued fault (FAULT_READ, and read() on a fault fd). */
 iodp_hwpt_pgfault pgfault_record(const PageFault &f);
 
+/* hwpt.cc */
+/** The kernel core's bounds on one HWPT_INVALIDATE array (hw_pagetable.c). */
+constexpr uint32_t kInvalidateEntryLenMax = 4096, kInvalidateEntryNumMax = 1u << 19;
+/**
+ * Whether an invalidation array of @p entry_num entries of @p entry_len bytes, at a
+ * non-NULL address when @p has_data, is within those bounds: EINVAL naming the bound when
+ * not. The kernel checks this before it looks the HWPT up; an empty array always passes.
+ */
+Status invalidate_array_bounds(uint32_t hwpt_id, bool has_data, uint32_t entry_len,
+			       uint32_t entry_num);
+
 /* test_cmd.cc */
 TestCommandsPtr make_test_commands(Ctx &ctx);
 Status test_command(TestCommands &t, void *arg);

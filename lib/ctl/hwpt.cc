@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
+#include "ext.h"
 #include "impl.h"
 #include "model.h"
 
@@ -346,11 +347,33 @@ Status Ctx::hwpt_get_dirty_bitmap(uint32_t hwpt_id, uint64_t iova, uint64_t leng
 
 /* Invalidation ----------------------------------------------------------------------------- */
 
+Status invalidate_array_bounds(uint32_t hwpt_id, bool has_data, uint32_t entry_len,
+			       uint32_t entry_num)
+{
+	// So that one call cannot pin a CPU for long (nor, here, make iodp allocate entry_len
+	// bytes to copy one entry): the kernel's bounds and errno, checked before the lookup.
+	if (entry_num == 0)
+		return {};
+	if (!has_data)
+		return Status::error(-EINVAL, "hwpt {} invalidate: {} entries at data_uptr NULL",
+				     hwpt_id, entry_num);
+	if (entry_len == 0 || entry_len > kInvalidateEntryLenMax)
+		return Status::error(-EINVAL, "hwpt {} invalidate: entry_len {} is not within "
+				     "1..{}", hwpt_id, entry_len, kInvalidateEntryLenMax);
+	if (entry_num > kInvalidateEntryNumMax)
+		return Status::error(-EINVAL, "hwpt {} invalidate: entry_num {} is over the {} "
+				     "one call takes", hwpt_id, entry_num, kInvalidateEntryNumMax);
+	return {};
+}
+
 Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *entries,
 			    uint32_t entry_len, uint32_t entry_num, uint32_t *handled)
 {
 	Impl::LockThenSyncWorkers call(*impl_);
 	*handled = 0;
+	if (Status s = invalidate_array_bounds(hwpt_id, entries != nullptr, entry_len, entry_num);
+	    !s)
+		return s;
 	Result<Hwpt *> hr = impl_->get_hwpt(hwpt_id);
 	if (!hr)
 		return hr.status();
@@ -374,8 +397,6 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 	if (entry_len < known)
 		return Status::error(-EINVAL, "hwpt {} invalidate: entry_len {} is shorter than "
 				     "the {}-byte entry", hwpt_id, entry_len, known);
-	if (entries == nullptr)
-		return Status::error(-EFAULT, "hwpt {} invalidate: data_uptr is NULL", hwpt_id);
 	const auto *base = static_cast<const std::byte *>(entries);
 	// What the entries handled name, for the HWPT's observers (shadows in a kernel IOMMU):
 	// they re-walk it once, after the whole array, before this call returns.

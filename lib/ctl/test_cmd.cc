@@ -71,8 +71,6 @@ constexpr uint32_t kHwptDataSelftest = 0xdead;
 constexpr uint32_t kInvalidateDataSelftest = 0xdeadbeef;
 constexpr uint32_t kInvalidateFlagAll = 1u << 0;
 constexpr uint32_t kIotlbNum = 4; ///< MOCK_NESTED_DOMAIN_IOTLB_NUM
-/** The kernel core's bounds on one HWPT_INVALIDATE (hw_pagetable.c). */
-constexpr uint32_t kInvalidateEntryLenMax = 4096, kInvalidateEntryNumMax = 1u << 19;
 
 /* struct iommu_hwpt_invalidate_selftest. */
 struct InvalidateSelftest {
@@ -456,10 +454,8 @@ Status TestCommands::mock_nested_invalidate(struct iodp_hwpt_invalidate &k)
 	k.entry_num = 0;
 	if (k.__reserved != 0)
 		return Status::error(-EOPNOTSUPP, "__reserved is {:#x}, not 0", k.__reserved);
-	if (num != 0 && (k.data_uptr == 0 || k.entry_len == 0 ||
-			 k.entry_len > kInvalidateEntryLenMax || num > kInvalidateEntryNumMax))
-		return Status::error(-EINVAL, "{} entries of {} bytes at {:#x}", num, k.entry_len,
-				     (unsigned long)k.data_uptr);
+	if (Status s = invalidate_array_bounds(k.hwpt_id, k.data_uptr != 0, k.entry_len, num); !s)
+		return s;
 	if (k.data_type != kInvalidateDataSelftest)
 		return Status::error(-EINVAL, "hwpt {} takes SELFTEST ({:#x}) invalidations, not "
 				     "data_type {:#x}", k.hwpt_id, kInvalidateDataSelftest,

@@ -651,6 +651,41 @@ TEST(Abi, FailedCallsChangeNothing)
 	EXPECT_NE(std::string(iodp_last_error(w.ctx)).find("entry 2"), std::string::npos);
 }
 
+TEST(Abi, InvalidateArrayBounds)
+{
+	// iommufd_hwpt_invalidate(): __reserved (EOPNOTSUPP), then the array's bounds (EINVAL),
+	// then the HWPT; entry_num reads 0 after each, and iodp copies nothing (an entry_len of
+	// up to 4 GiB would otherwise be one allocation).
+	World w;
+	auto call = [&](hwpt_invalidate_cmd k, int err, const char *text) {
+		errno = 0;
+		EXPECT_EQ(iodp_ioctl(w.ctx, IODP_IOMMU_HWPT_INVALIDATE, &k), -1);
+		EXPECT_EQ(errno, err) << iodp_last_error(w.ctx);
+		EXPECT_NE(std::string(iodp_last_error(w.ctx)).find(text), std::string::npos)
+			<< "message: " << iodp_last_error(w.ctx) << "\nwanted: " << text;
+		EXPECT_EQ(k.entry_num, 0u);
+	};
+	const auto inv = reinterpret_cast<uintptr_t>(&w.inv);
+	constexpr uint32_t vtd_s1 = IODP_HWPT_INVALIDATE_DATA_VTD_S1;
+	constexpr uint32_t sz = sizeof(hwpt_invalidate_cmd);
+	call({sz, w.nested, 0, vtd_s1, 24, 1, 0}, EINVAL, "1 entries at data_uptr NULL");
+	call({sz, w.nested, inv, vtd_s1, 0, 1, 0}, EINVAL, "entry_len 0 is not within 1..4096");
+	call({sz, w.nested, inv, vtd_s1, 4097, 1, 0}, EINVAL, "entry_len 4097");
+	call({sz, w.nested, inv, vtd_s1, UINT32_MAX, 1, 0}, EINVAL, "entry_len 4294967295");
+	call({sz, w.nested, inv, vtd_s1, 24, (1u << 19) + 1, 0}, EINVAL,
+	     "entry_num 524289 is over the 524288");
+	call({sz, 4242, inv, vtd_s1, 4097, 1, 0}, EINVAL, "entry_len 4097"); // before the lookup
+	call({sz, w.nested, inv, vtd_s1, 4097, 1, 1}, EOPNOTSUPP, "__reserved");
+	call({sz, 4242, inv, vtd_s1, 24, 1, 0}, ENOENT, "4242");
+	// The bound itself is allowed: one 4096-byte entry, the bytes past the known 24 zero.
+	std::vector<unsigned char> page(4096, 0);
+	std::memcpy(page.data(), &w.inv, sizeof(w.inv));
+	hwpt_invalidate_cmd k{sz, w.nested, reinterpret_cast<uintptr_t>(page.data()), vtd_s1,
+			      4096, 1, 0};
+	EXPECT_EQ(iodp_ioctl(w.ctx, IODP_IOMMU_HWPT_INVALIDATE, &k), 0) << iodp_last_error(w.ctx);
+	EXPECT_EQ(k.entry_num, 1u);
+}
+
 TEST(Abi, HwInfoRecord)
 {
 	World w;

@@ -5,6 +5,9 @@
 #include <iodp/iodp.h>
 #include <iodp/inval.h>
 
+#include <cstring>
+#include <vector>
+
 namespace iodp::ctl::test {
 namespace {
 
@@ -144,6 +147,44 @@ TEST(Inval, NestedHwptFeedsTheSink)
 	// entry_num 0 probes whether the type is supported.
 	ok(ctx.hwpt_invalidate(nested, IODP_HWPT_INVALIDATE_DATA_VTD_S1, nullptr, 24, 0, &handled));
 	EXPECT_EQ(handled, 0u);
+}
+
+TEST(Inval, ArrayBoundsAsTheKernelCore)
+{
+	// hw_pagetable.c: an array of entries at NULL, of 0 or more than a page per entry, or of
+	// more than 1 << 19 entries is EINVAL before the HWPT is looked up; nothing is applied.
+	Ctx ctx;
+	const uint32_t ioas = ok(ctx.ioas_alloc());
+	const uint32_t dev = ok(ctx.device_create(vtd_device("emul0")));
+	const uint32_t parent =
+		ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0));
+	const uint32_t nested = ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, VtdS1Data{0, 0, 48}));
+	std::vector<Descriptor> seen;
+	ctx.set_invalidation_sink([&](const Descriptor &d) { seen.push_back(d); });
+	constexpr uint32_t vtd_s1 = IODP_HWPT_INVALIDATE_DATA_VTD_S1;
+	std::vector<unsigned char> page(4097, 0);
+	const iodp_hwpt_vtd_s1_invalidate one{0x1000, 1, 0, 0};
+	std::memcpy(page.data(), &one, sizeof(one));
+	uint32_t handled = 99;
+	EXPECT_FAILS(ctx.hwpt_invalidate(nested, vtd_s1, nullptr, 24, 1, &handled), EINVAL,
+		     "1 entries at data_uptr NULL");
+	EXPECT_EQ(handled, 0u);
+	EXPECT_FAILS(ctx.hwpt_invalidate(nested, vtd_s1, page.data(), 0, 1, &handled), EINVAL,
+		     "entry_len 0 is not within 1..4096");
+	EXPECT_FAILS(ctx.hwpt_invalidate(nested, vtd_s1, page.data(), 4097, 1, &handled), EINVAL,
+		     "entry_len 4097 is not within 1..4096");
+	EXPECT_FAILS(ctx.hwpt_invalidate(nested, vtd_s1, page.data(), 24, (1u << 19) + 1,
+					 &handled),
+		     EINVAL, "entry_num 524289 is over the 524288 one call takes");
+	// Before the lookup: an unknown HWPT with a bad array is EINVAL, as in the kernel.
+	EXPECT_FAILS(ctx.hwpt_invalidate(4242, vtd_s1, page.data(), 4097, 1, &handled), EINVAL,
+		     "entry_len 4097");
+	EXPECT_TRUE(seen.empty());
+	// A page is the largest entry: the known 24 bytes, the rest zero.
+	ok(ctx.hwpt_invalidate(nested, vtd_s1, page.data(), 4096, 1, &handled));
+	EXPECT_EQ(handled, 1u);
+	ASSERT_EQ(seen.size(), 1u);
+	EXPECT_EQ(seen[0].addr, 0x1000u);
 }
 
 } // namespace
