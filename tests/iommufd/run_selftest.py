@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 
-KERNEL_REFERENCE = "162/190 on the 6.12.117 kernel (IOMMUFD_TEST=y, TCG guest)"
+KERNEL_REFERENCE = "test iommufd-differential runs it on the real kernel"
 
 
 def read_expectations(path):
@@ -48,24 +48,9 @@ def sanitizer_runtimes(preload):
     return libs
 
 
-def main():
-    if len(sys.argv) != 5:
-        sys.exit(__doc__)
-    selftest, iodp_run, preload, expectations = sys.argv[1:]
-    expected = read_expectations(expectations)
-    env = dict(os.environ)
-    runtimes = sanitizer_runtimes(preload)
-    if runtimes:
-        env["LD_PRELOAD"] = ":".join(runtimes + [os.path.abspath(preload)])
-        env["IODP_IOMMUFD_TEST"] = "1"
-        # The selftest itself is not instrumented: its own allocations are not iodp's.
-        env["ASAN_OPTIONS"] = "detect_leaks=0:verify_asan_link_order=0"
-        cmd = [selftest]
-    else:
-        cmd = [iodp_run, "--test-commands", selftest]
-    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
-    output = run.stdout + run.stderr
-
+def parse_tap(output):
+    """Each test's result (True: passed; a SKIP is not a pass) and its output lines, from
+    the kselftest harness's TAP."""
     results = {}
     logs = {}
     current = []
@@ -78,9 +63,36 @@ def main():
             current = []
         else:
             current.append(line)
+    return results, logs
+
+
+def run_on_iodp(selftest, iodp_run, preload):
+    """Run SELFTEST against iodp: (results, logs, whole output, exit status)."""
+    env = dict(os.environ)
+    runtimes = sanitizer_runtimes(preload)
+    if runtimes:
+        env["LD_PRELOAD"] = ":".join(runtimes + [os.path.abspath(preload)])
+        env["IODP_IOMMUFD_TEST"] = "1"
+        # The selftest itself is not instrumented: its own allocations are not iodp's.
+        env["ASAN_OPTIONS"] = "detect_leaks=0:verify_asan_link_order=0"
+        cmd = [selftest]
+    else:
+        cmd = [iodp_run, "--test-commands", selftest]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    output = run.stdout + run.stderr
+    results, logs = parse_tap(output)
+    return results, logs, output, run.returncode
+
+
+def main():
+    if len(sys.argv) != 5:
+        sys.exit(__doc__)
+    selftest, iodp_run, preload, expectations = sys.argv[1:]
+    expected = read_expectations(expectations)
+    results, logs, output, returncode = run_on_iodp(selftest, iodp_run, preload)
     if not results:
         print(output[-4000:])
-        sys.exit(f"no test results from {selftest} (exit {run.returncode})")
+        sys.exit(f"no test results from {selftest} (exit {returncode})")
 
     problems = []
     for name, passed in sorted(results.items()):

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: BSD-3-Clause
-"""Build the vfio-qemu test guest's initramfs: busybox-static as the shell, the test
-programs and every shared library they load (ldd), an /init that runs the case named on the
-kernel command line (iodp.case=NAME iodp.iommu=type1|iommufd) and powers off, and optionally
-kernel modules (Debian's kernel has VFIO as modules) loaded in dependency order.
+"""Build a test guest's initramfs (vfio-qemu, and the iommufd-selftest suite's differential
+run): busybox-static as the shell, the test programs and every shared library they load
+(ldd), an /init that runs the case named on the kernel command line (iodp.case=NAME
+iodp.iommu=type1|iommufd) and powers off, and optionally kernel modules (Debian's kernel has
+VFIO as modules) loaded in dependency order.
 
   make_initrd.py --output initrd.cpio.gz --program build/tests/vfio/vfio_guest_test
                  [--modules-root DIR --kernel-release REL --module vfio-pci ...]
                  [--debian-kernel tools/guest/debian-kernel.sh]
+                 [--case-script NAME=SCRIPT ...]
 
 With --debian-kernel the script gives the unpacked Debian kernel (modules root and release).
+A case with a --case-script runs that shell script (it prints the case's "IODP-CASE NAME"
+verdict itself); the others run vfio_guest_test (shadow-*: shadow_guest_test).
 """
 import argparse
 import os
@@ -39,9 +43,13 @@ for w in $(cat /proc/cmdline); do
 	esac
 done
 echo "IODP-BOOTED $(cut -d' ' -f1 /proc/uptime)s"
-prog=vfio_guest_test
-case "$case" in shadow-*) prog=shadow_guest_test ;; esac
-/bin/$prog --case "$case" --iommu "$iommu"
+if [ -f "/cases/$case" ]; then
+	sh "/cases/$case"
+else
+	prog=vfio_guest_test
+	case "$case" in shadow-*) prog=shadow_guest_test ;; esac
+	/bin/$prog --case "$case" --iommu "$iommu"
+fi
 echo "IODP-EXIT $?"
 poweroff -f
 """
@@ -109,6 +117,7 @@ def main():
     ap.add_argument("--kernel-release")
     ap.add_argument("--module", action="append", default=[])
     ap.add_argument("--debian-kernel")
+    ap.add_argument("--case-script", action="append", default=[], metavar="NAME=SCRIPT")
     args = ap.parse_args()
     if args.debian_kernel:
         out = subprocess.run([args.debian_kernel], check=True, capture_output=True, text=True)
@@ -147,6 +156,14 @@ def main():
                 names.append(name)
             with open(os.path.join(tmp, "modules.order"), "w") as f:
                 f.write("\n".join(names) + "\n")
+        if args.case_script:
+            os.makedirs(os.path.join(tmp, "cases"))
+        for spec in args.case_script:
+            name, sep, script = spec.partition("=")
+            if not sep or not name or not os.path.isfile(script):
+                sys.exit(f"make_initrd: --case-script {spec}: want NAME=SCRIPT, an existing "
+                         "file")
+            shutil.copy2(script, os.path.join(tmp, "cases", name))
         with open(os.path.join(tmp, "init"), "w") as f:
             f.write(INIT)
         os.chmod(os.path.join(tmp, "init"), 0o755)

@@ -4,7 +4,8 @@
 
   run_guest.py (--kernel BZIMAGE | --kernel-from SCRIPT | --debian-from SCRIPT)
                --initrd INITRD --case NAME [--iommu type1|iommufd]
-               [--topology edu|bridge] [--append ARGS] [--timeout S] [--log FILE]
+               [--topology edu|bridge|none] [--vtd on|off] [--append ARGS] [--timeout S]
+               [--log FILE]
 
 --kernel-from runs tools/guest/build-kernel.sh (the cached kernel at once; the first run on a
 machine builds it, several runners waiting on one build); --debian-from runs
@@ -13,6 +14,9 @@ tools/guest/debian-kernel.sh and boots that tree's vmlinuz.
 The guest's serial console is read line by line; the case passes when the guest prints
 "IODP-CASE NAME PASS". Anything else (a FAIL line, a guest that hangs past --timeout, a
 QEMU that does not start) fails, and the whole console log is printed.
+
+--vtd off boots with no VT-d in QEMU and intel_iommu=off (the iommufd selftest's mock
+devices, tests/iommufd/differential.py, do not attach with VT-d on).
 """
 import argparse
 import os
@@ -28,18 +32,22 @@ TOPOLOGIES = {
     # Two edu devices behind a PCIe-to-PCI bridge: the bridge and both in one group.
     "bridge": ["-device", "pcie-pci-bridge,id=br0,bus=pcie.0,addr=5",
                "-device", "edu,bus=br0,addr=1", "-device", "edu,bus=br0,addr=2"],
+    # No device: cases that need only the kernel (the iommufd selftest's mock devices).
+    "none": [],
 }
 
 
 def qemu_command(args):
-    append = ("console=ttyS0 intel_iommu=on iommu=nopt no_timer_check panic=-1 loglevel=4 "
-              f"iodp.case={args.case} iodp.iommu={args.iommu} {args.append}").strip()
+    append = (f"console=ttyS0 intel_iommu={args.vtd} iommu=nopt no_timer_check panic=-1 "
+              f"loglevel=4 iodp.case={args.case} iodp.iommu={args.iommu} "
+              f"{args.append}").strip()
+    vtd = (["-device", "intel-iommu,intremap=on,caching-mode=on,x-scalable-mode=on"]
+           if args.vtd == "on" else [])
     return ["qemu-system-x86_64", "-machine", "q35,kernel-irqchip=split", "-accel", "tcg",
             "-cpu", "max", "-m", "2G", "-smp", "1", "-nographic", "-no-reboot",
             "-nodefaults", "-serial", "stdio", "-display", "none",
             "-kernel", args.kernel, "-initrd", args.initrd, "-append", append,
-            "-device", "intel-iommu,intremap=on,caching-mode=on,x-scalable-mode=on",
-            *TOPOLOGIES[args.topology], "-nic", "none"]
+            *vtd, *TOPOLOGIES[args.topology], "-nic", "none"]
 
 
 def main():
@@ -51,6 +59,7 @@ def main():
     ap.add_argument("--case", required=True)
     ap.add_argument("--iommu", default="type1", choices=["type1", "iommufd"])
     ap.add_argument("--topology", default="edu", choices=sorted(TOPOLOGIES))
+    ap.add_argument("--vtd", default="on", choices=["on", "off"])
     ap.add_argument("--append", default="")
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--log")

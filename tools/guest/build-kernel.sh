@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the test guest's Linux kernel: Debian's linux-source-6.12, tinyconfig plus the options
-# the vfio-qemu tests need (VT-d, VFIO with type1 container and device cdevs, iommufd), all
-# built in. The bzImage is cached outside the source tree, keyed by the source version and
+# the vfio-qemu tests need (VT-d, VFIO with type1 container and device cdevs, iommufd) and
+# those the iommufd selftest's mock devices need (the iommufd-selftest suite's differential
+# run, tests/iommufd), all built in. The bzImage is cached outside the source tree, keyed by the source version and
 # the option list, so the second run prints the path at once.
 #
 #   tools/guest/build-kernel.sh     prints the bzImage path on the last line
@@ -16,9 +17,18 @@ options=(64BIT ACPI PCI PCI_MSI X86_X2APIC IOMMU_SUPPORT IRQ_REMAP INTEL_IOMMU
 	BLK_DEV_INITRD RD_GZIP BINFMT_ELF BINFMT_SCRIPT PROC_FS SYSFS TTY SERIAL_8250
 	SERIAL_8250_CONSOLE PRINTK MULTIUSER FUTEX EPOLL EVENTFD SIGNALFD TIMERFD POSIX_TIMERS
 	SHMEM TMPFS HUGETLBFS
-	UIO UIO_PCI_GENERIC)
+	UIO UIO_PCI_GENERIC
+	DEBUG_KERNEL RUNTIME_TESTING_MENU FAULT_INJECTION FAILSLAB DEBUG_FS
+	FAULT_INJECTION_DEBUG_FS IOMMUFD_TEST INTEL_IOMMU_SVM TRANSPARENT_HUGEPAGE)
 # UIO_PCI_GENERIC: a second PCI driver that takes any device (driver_override) and is not
 # DMA-managed, so a group holding a device bound to it is not viable (the group tests).
+# DEBUG_KERNEL .. IOMMUFD_TEST: the selftest's own list (tools/testing/selftests/iommu/config)
+# and what IOMMUFD_TEST depends on (drivers/iommu/iommufd/Kconfig). INTEL_IOMMU_SVM is the
+# x86 option that selects IOMMU_IOPF (hidden; Debian's own 6.12 kernel has it on): without
+# it the mock's IOMMU_TEST_OP_TRIGGER_IOPF reports nothing and the selftest's
+# alloc_hwpt_nested fails on a build artifact, not on the kernel's ABI. TRANSPARENT_HUGEPAGE
+# (Debian's kernels have it too): without it iommufd aligns automatic IOVAs to 4 KiB only
+# (iopt_alloc_iova's max_alignment) and the selftest's area_auto_iova fails.
 
 say() { echo "build-kernel: $*" >&2; }
 
