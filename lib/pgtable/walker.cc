@@ -102,7 +102,9 @@ public:
 		stage1_only_ = kNested && (req.flags & kWalkStage1Only);
 		in_s2_ = false;
 		table_in_mem_ = false;
-		path_[0] = path_[1] = TableRef{};
+		// Two stores: a chained assignment reads path_[1] back at once (store forwarding).
+		path_[0] = TableRef{};
+		path_[1] = TableRef{};
 		if (!P1::in_range(req.iova, x_.s1))
 			return fail(FaultKind::address_size, x_.s1, x_.s1.start_height);
 		if (req.start.valid() && req.start.height < x_.s1.start_height) {
