@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from run_selftest import parse_tap, run_on_iodp
+from run_selftest import hugepage_note, hugepages_free, parse_tap, run_on_iodp
 
 SIDES = ("kernel", "iodp")
 
@@ -51,7 +51,8 @@ def run_on_kernel(args):
     with tempfile.TemporaryDirectory() as tmp:
         log = os.path.join(tmp, "console.log")
         cmd = [sys.executable, args.run_guest, "--kernel-from", args.kernel_from,
-               "--initrd", args.initrd, "--case", "iommufd-selftest", "--topology", "none",
+               "--initrd", args.initrd, "--case", "iommufd-selftest", "--iommu", "iommufd",
+               "--topology", "none",
                "--vtd", "off", "--timeout", str(args.guest_timeout), "--log", log]
         t0 = time.monotonic()
         run = subprocess.run(cmd, capture_output=True, text=True)
@@ -84,6 +85,7 @@ def main():
     listed = read_differences(args.differences)
 
     kernel, kernel_logs, guest_s, guest_wall = run_on_kernel(args)
+    free = hugepages_free()
     t0 = time.monotonic()
     iodp, iodp_logs, output, returncode = run_on_iodp(args.selftest, args.iodp_run,
                                                       args.preload)
@@ -129,6 +131,9 @@ def main():
         print(f"  {name}: passes on {side} only: {reason}")
     for p in problems:
         print(p)
+    note = hugepage_note([n for n in differences if kernel[n]], free)
+    if note:
+        print(note)
     return 1 if problems else 0
 
 
