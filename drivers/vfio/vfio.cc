@@ -569,7 +569,7 @@ Result<std::unique_ptr<Device>> Device::open(ctl::Ctx &ctx, const std::string &s
 	// Its twin in lib/ctl: same group as the other devices of its kernel group.
 	ctl::DeviceSpec ds;
 	ds.name = bdf;
-	ds.model = ctl::IommuModel::vtd;
+	ds.model = options.model;
 	ds.group = gs->ctl_group;
 	const unsigned bus = static_cast<unsigned>(std::stoul(bdf.substr(5, 2), nullptr, 16));
 	const unsigned devfn = static_cast<unsigned>(std::stoul(bdf.substr(8, 2), nullptr, 16)) << 3 |

@@ -369,6 +369,16 @@ Status invalidate_array_bounds(uint32_t hwpt_id, bool has_data, uint32_t entry_l
 Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *entries,
 			    uint32_t entry_len, uint32_t entry_num, uint32_t *handled)
 {
+	if (data_type == IODP_HWPT_INVALIDATE_DATA_VTD_QI ||
+	    data_type == IODP_HWPT_INVALIDATE_DATA_SMMUV3_CMDQ) {
+		*handled = 0;
+		if (Status s = invalidate_array_bounds(hwpt_id, entries != nullptr, entry_len,
+						       entry_num);
+		    !s)
+			return s;
+		return impl_->invalidate_queue(hwpt_id, data_type, entries, entry_len, entry_num,
+					       handled);
+	}
 	Impl::LockThenSyncWorkers call(*impl_);
 	*handled = 0;
 	if (Status s = invalidate_array_bounds(hwpt_id, entries != nullptr, entry_len, entry_num);

@@ -180,6 +180,13 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	/** Stage 2 of @p ioas no longer maps [host, host + length). */
 	Status observe_stage2_unmap(const Ioas &ioas, uint64_t host, uint64_t length);
 
+	/**
+	 * hwpt_invalidate() of a guest's queue, IODP_HWPT_INVALIDATE_DATA_VTD_QI or _SMMUV3_CMDQ
+	 * (qi.cc). Takes the lock itself, once per segment that ends at an inv_wait / CMD_SYNC.
+	 */
+	Status invalidate_queue(uint32_t hwpt_id, uint32_t data_type, const void *entries,
+				uint32_t entry_len, uint32_t entry_num, uint32_t *handled);
+
 	/* HWPTs (hwpt.cc) */
 	Result<HwptPaging *> make_paging(Device *dev, Ioas *ioas, uint32_t flags,
 					 uint32_t fault_id,

@@ -13,6 +13,8 @@
 #include <iodp/shadow_mode.h>
 
 #include <cerrno>
+#include <cstring>
+#include <functional>
 #include <map>
 #include <random>
 #include <vector>
@@ -54,6 +56,8 @@ public:
 					     "is full (dma_avail 0)");
 		maps[m.iova] = {m.length, host, m.flags};
 		map_calls++;
+		if (on_call)
+			on_call();
 		return {};
 	}
 
@@ -70,6 +74,8 @@ public:
 			return Status::error(-EINVAL, "VFIO_IOMMU_UNMAP_DMA: not whole mappings");
 		maps.erase(it, end);
 		unmap_calls++;
+		if (on_call)
+			on_call();
 		return {};
 	}
 
@@ -88,6 +94,7 @@ public:
 	}
 
 	std::map<uint64_t, Map> maps;
+	std::function<void()> on_call; ///< after each call took effect
 	size_t limit = 65535;
 	uint64_t map_calls = 0, unmap_calls = 0;
 };
@@ -319,6 +326,185 @@ TEST_F(ShadowModeTest, ObserverAttachChecks)
 	EXPECT_EQ(ctx.hwpt_detach_observer(nested, &other).code(), -ENOENT);
 }
 
+/* A guest's VT-d invalidation queue (IODP_HWPT_INVALIDATE_DATA_VTD_QI) ------------------- */
+
+/** 128-bit queued-invalidation descriptors, as a guest's driver writes them. */
+struct Qi {
+	uint64_t qw[2];
+};
+constexpr uint64_t kDid = 7;
+/** Page-selective IOTLB invalidation of 2^am pages at @p addr (IH: leaves only). */
+Qi iotlb_page(uint64_t addr, unsigned am = 0, bool ih = false)
+{
+	return {{0x2 | (3 << 4) | (kDid << 16), addr | (uint64_t{ih} << 6) | am}};
+}
+Qi iotlb_domain() { return {{0x2 | (2 << 4) | (kDid << 16), 0}}; }
+/** PASID-based IOTLB, page-selective: what a scalable-mode guest sends for PASID 0 (RID). */
+Qi pasid_iotlb_page(uint64_t addr, uint32_t pasid = 0)
+{
+	return {{0x6 | (3 << 4) | (kDid << 16) | (uint64_t{pasid} << 32), addr}};
+}
+Qi context_global() { return {{0x1 | (1 << 4), 0}}; }
+/** inv_wait with SW: write @p data at guest-physical @p gpa once everything before is done. */
+Qi wait(uint64_t gpa, uint32_t data) { return {{0x5 | (1 << 5) | (uint64_t{data} << 32), gpa}}; }
+
+struct VtdQueueTest : ShadowModeTest {
+	static constexpr uint64_t kStatus = kGpa + 0x7ff000; ///< the guest's status words
+	uint32_t handled = 0;
+	Status queue(const std::vector<Qi> &q, uint32_t entry_len = sizeof(Qi))
+	{
+		std::vector<std::byte> raw(q.size() * entry_len);
+		for (size_t i = 0; i < q.size(); i++)
+			std::memcpy(raw.data() + i * entry_len, q[i].qw, sizeof(Qi));
+		return ctx.hwpt_invalidate(nested, IODP_HWPT_INVALIDATE_DATA_VTD_QI, raw.data(),
+					   entry_len, static_cast<uint32_t>(q.size()), &handled);
+	}
+	uint32_t status(unsigned i) const
+	{
+		uint32_t v;
+		std::memcpy(&v, ram.at(kStatus - kGpa + 8 * i), sizeof(v));
+		return v;
+	}
+};
+
+TEST_F(VtdQueueTest, EachWaitCompletesOnlyAfterTheKernelHoldsWhatCameBefore)
+{
+	attach();
+	ASSERT_TRUE(s1.map(kWindow, kGpa + 0x1000, 4096, kRWU).ok());
+	ASSERT_TRUE(s1.map(kWindow + 0x200000, kGpa + 0x2000, 4096, kRWU).ok());
+	// At each kernel call: which waits had completed. The first page's map must come
+	// before wait 0's status write, the second's after it and before wait 1's.
+	std::vector<std::pair<uint32_t, uint32_t>> seen;
+	kernel.on_call = [&] { seen.push_back({status(0), status(1)}); };
+	ASSERT_TRUE(queue({pasid_iotlb_page(kWindow), wait(kStatus, 0xa1),
+			   iotlb_page(kWindow + 0x200000, 0, true), wait(kStatus + 8, 0xb2)})
+			    .ok());
+	EXPECT_EQ(handled, 4u);
+	ASSERT_EQ(seen.size(), 2u);
+	EXPECT_EQ(seen[0], std::make_pair(0u, 0u)) << "page 1 shadowed before wait 0 completed";
+	EXPECT_EQ(seen[1], std::make_pair(0xa1u, 0u)) << "page 2 after wait 0, before wait 1";
+	EXPECT_EQ(status(0), 0xa1u);
+	EXPECT_EQ(status(1), 0xb2u);
+	expect_agree("after the queue");
+	EXPECT_EQ(mode.shadow().stats().syncs, 2u + 2u) << "attach: 2; one walk per segment";
+
+	// Unmap + page invalidation + wait: the kernel drops it before the wait completes.
+	kernel.on_call = nullptr;
+	ASSERT_TRUE(s1.unmap(kWindow, 4096).ok());
+	ASSERT_TRUE(s1.unmap(kWindow + 0x200000, 4096).ok());
+	ASSERT_TRUE(s1.map(kWindow + 0x200000, kGpa + 0x5000, 4096, kRWU).ok()); // retarget
+	ASSERT_TRUE(queue({iotlb_page(kWindow), iotlb_page(kWindow + 0x200000),
+			   wait(kStatus, 0xc3)}).ok());
+	EXPECT_FALSE(kernel.lookup(kWindow, false).has_value());
+	EXPECT_EQ(kernel.lookup(kWindow + 0x200000, true), ram.addr(0x5000));
+	EXPECT_EQ(status(0), 0xc3u);
+	expect_agree("after unmap and retarget");
+}
+
+TEST_F(VtdQueueTest, DomainAndContextDescriptorsRewalkEverything)
+{
+	attach();
+	for (uint64_t i = 0; i < 16; i++)
+		ASSERT_TRUE(s1.map(kWindow + i * 0x40000, kGpa + i * 0x3000, 4096, kRWU).ok());
+	// A wait with nothing before it completes at once; nothing was shadowed.
+	ASSERT_TRUE(queue({wait(kStatus, 1)}).ok());
+	EXPECT_EQ(status(0), 1u);
+	EXPECT_TRUE(kernel.maps.empty());
+	ASSERT_TRUE(queue({iotlb_domain(), wait(kStatus, 2)}).ok());
+	EXPECT_EQ(kernel.maps.size(), 16u);
+	expect_agree("after the domain-selective IOTLB invalidation");
+	ASSERT_TRUE(s1.unmap(kWindow, 16 * 0x40000).ok());
+	ASSERT_TRUE(queue({context_global(), wait(kStatus, 3)}).ok());
+	EXPECT_TRUE(kernel.maps.empty());
+	EXPECT_EQ(status(0), 3u);
+	// A wait without SW (the VMM signals by returning): nothing written.
+	ASSERT_TRUE(queue({{{0x5 | (uint64_t{9} << 32), kStatus}}}).ok());
+	EXPECT_EQ(status(0), 3u);
+}
+
+TEST_F(VtdQueueTest, AFailureStopsTheQueueBeforeTheNextWait)
+{
+	attach();
+	ASSERT_TRUE(s1.map(kWindow, kGpa + 0x1000, 4096, kRWU).ok());
+	// A bad descriptor (granularity 0): the entries before it are applied and shadowed,
+	// the wait after it never completes.
+	Status s = queue({iotlb_page(kWindow), wait(kStatus, 5), {{0x2, 0}}, wait(kStatus + 8, 6)});
+	EXPECT_EQ(s.code(), -EINVAL) << s.message();
+	EXPECT_NE(s.message().find("entry 2"), std::string::npos) << s.message();
+	EXPECT_EQ(handled, 2u);
+	EXPECT_EQ(status(0), 5u);
+	EXPECT_EQ(status(1), 0u);
+	EXPECT_TRUE(kernel.lookup(kWindow, false).has_value());
+	// The kernel refuses a map (a full container): the wait does not complete.
+	ASSERT_TRUE(s1.map(kWindow + 0x10000, kGpa + 0x9000, 4096, kRWU).ok());
+	kernel.limit = kernel.maps.size();
+	s = queue({iotlb_page(kWindow + 0x10000), wait(kStatus + 8, 7)});
+	EXPECT_EQ(s.code(), -ENOSPC) << s.message();
+	EXPECT_EQ(handled, 1u);
+	EXPECT_EQ(status(1), 0u);
+	EXPECT_TRUE(mode.degraded());
+	kernel.limit = 64;
+	ASSERT_TRUE(queue({iotlb_page(kWindow + 0x10000), wait(kStatus + 8, 7)}).ok());
+	EXPECT_EQ(status(1), 7u);
+	EXPECT_FALSE(mode.degraded());
+	// A status address stage 2 does not map: EFAULT, the wait not counted.
+	s = queue({iotlb_page(kWindow), wait(0x10, 8)});
+	EXPECT_EQ(s.code(), -EFAULT) << s.message();
+	EXPECT_NE(s.message().find("inv_wait status write"), std::string::npos) << s.message();
+	EXPECT_EQ(handled, 1u);
+	// Bytes past the 16-byte descriptor must be zero; shorter entries are refused.
+	std::vector<std::byte> raw(32);
+	raw[20] = std::byte{1};
+	EXPECT_EQ(ctx.hwpt_invalidate(nested, IODP_HWPT_INVALIDATE_DATA_VTD_QI, raw.data(), 32, 1,
+				      &handled).code(), -E2BIG);
+	EXPECT_EQ(queue({wait(kStatus, 1)}, 8).code(), -EINVAL);
+	// Only a VT-d nested HWPT takes them.
+	EXPECT_EQ(ctx.hwpt_invalidate(parent, IODP_HWPT_INVALIDATE_DATA_VTD_QI, raw.data(), 32, 0,
+				      &handled).code(), -ENOENT);
+	EXPECT_TRUE(ctx.hwpt_invalidate(nested, IODP_HWPT_INVALIDATE_DATA_VTD_QI, nullptr, 16, 0,
+					&handled).ok()) << "a probe";
+}
+
+/** What a hardware-nesting observer is forwarded: the kernel's VTD_S1 entries. */
+struct Recorder : NestedObserver {
+	std::vector<iodp_hwpt_vtd_s1_invalidate> got;
+	std::vector<uint32_t> types;
+	std::string name() const override { return "recorder"; }
+	Status changed(const pgtable::Translation *, std::span<const IovaRange>) override
+	{
+		return {};
+	}
+	Status host_gone(const pgtable::Translation *, uint64_t, uint64_t) override { return {}; }
+	Status forward(uint32_t type, const void *e, uint32_t len, uint32_t n) override
+	{
+		types.push_back(type);
+		EXPECT_EQ(len, sizeof(iodp_hwpt_vtd_s1_invalidate));
+		const auto *v = static_cast<const iodp_hwpt_vtd_s1_invalidate *>(e);
+		got.insert(got.end(), v, v + n);
+		return {};
+	}
+};
+
+TEST_F(VtdQueueTest, ANestingKernelIsForwardedVtdS1EntriesPerSegment)
+{
+	Recorder r;
+	ASSERT_TRUE(ctx.hwpt_attach_observer(nested, &r).ok());
+	ASSERT_TRUE(queue({iotlb_page(0x40000, 2, true), pasid_iotlb_page(0x9000),
+			   wait(kStatus, 1), iotlb_domain(), {{0x3 | (5ull << 32), 0x5000}}})
+			    .ok());
+	ASSERT_TRUE(ctx.hwpt_detach_observer(nested, &r).ok());
+	EXPECT_EQ(r.types, (std::vector<uint32_t>{IODP_HWPT_INVALIDATE_DATA_VTD_S1,
+						  IODP_HWPT_INVALIDATE_DATA_VTD_S1}));
+	ASSERT_EQ(r.got.size(), 3u) << "the device-TLB descriptor is the kernel's own business";
+	EXPECT_EQ(r.got[0].addr, 0x40000u);
+	EXPECT_EQ(r.got[0].npages, 4u);
+	EXPECT_EQ(r.got[0].flags, uint32_t{IODP_VTD_INV_FLAGS_LEAF});
+	EXPECT_EQ(r.got[1].addr, 0x9000u);
+	EXPECT_EQ(r.got[1].npages, 1u);
+	EXPECT_EQ(r.got[2].addr, 0u);
+	EXPECT_EQ(r.got[2].npages, UINT64_MAX);
+}
+
 /** SMMUv3: STE -> CD 0 -> an Arm stage 1 over the parent's stage 2, invalidated by commands. */
 struct SmmuShadowTest : ::testing::Test {
 	Ctx ctx;
@@ -391,6 +577,59 @@ TEST_F(SmmuShadowTest, CommandsReshadowWhatTheyName)
 	GuestMemory::store_le64(ram.at(kCd - kGpa), 0);
 	ASSERT_TRUE(command(0x05, 0).ok());
 	EXPECT_TRUE(kernel.maps.empty());
+}
+
+/** CMD_SYNC with CS=SIG_IRQ: MSIData written at MSIAddr on completion. */
+Qi cmd_sync(uint64_t gpa, uint32_t data) { return {{0x46 | (1 << 12) | (uint64_t{data} << 32), gpa}}; }
+
+TEST_F(SmmuShadowTest, CommandQueueSyncCompletesOnlyAfterTheKernelHoldsWhatCameBefore)
+{
+	const uint64_t msi = kGpa + 0x8000;
+	auto msi_data = [&] {
+		uint32_t v;
+		std::memcpy(&v, ram.at(msi - kGpa), sizeof(v));
+		return v;
+	};
+	std::vector<uint32_t> seen;
+	kernel.on_call = [&] { seen.push_back(msi_data()); };
+	auto queue = [&](std::vector<Qi> q, uint32_t *handled) {
+		return ctx.hwpt_invalidate(nested, IODP_HWPT_INVALIDATE_DATA_SMMUV3_CMDQ, q.data(),
+					   sizeof(Qi), static_cast<uint32_t>(q.size()), handled);
+	};
+	ASSERT_TRUE(s1.map(kWindow, kGpa + 0x10000, 4096, kRWU).ok());
+	ASSERT_TRUE(s1.map(kWindow + 0x200000, kGpa + 0x20000, 4096, kRWU).ok());
+	const uint64_t va = 0x12 | (uint64_t{kAsid} << 48); // TLBI_NH_VA, ASID 9
+	uint32_t handled = 0;
+	ASSERT_TRUE(queue({{{va, kWindow}}, cmd_sync(msi, 0x11), {{va, kWindow + 0x200000}},
+			   cmd_sync(msi, 0x22)}, &handled).ok());
+	EXPECT_EQ(handled, 4u);
+	EXPECT_EQ(seen, (std::vector<uint32_t>{0, 0x11})) << "each map before its sync's write";
+	EXPECT_EQ(msi_data(), 0x22u);
+	EXPECT_TRUE(kernel_agrees(kWindow) && kernel_agrees(kWindow + 0x200000));
+	// Unmap + TLBI + CMD_SYNC: gone before the sync completes. CFGI_STE (outside the
+	// iommufd subset: a guest's own queue has the whole set) re-walks everything.
+	seen.clear();
+	ASSERT_TRUE(s1.unmap(kWindow, 4096).ok());
+	ASSERT_TRUE(queue({{{va, kWindow}}, cmd_sync(msi, 0x33)}, &handled).ok());
+	EXPECT_EQ(seen, (std::vector<uint32_t>{0x22})) << "the unmap before the sync's write";
+	EXPECT_FALSE(kernel.lookup(kWindow, false).has_value());
+	ASSERT_TRUE(s1.unmap(kWindow + 0x200000, 4096).ok());
+	ASSERT_TRUE(queue({{{0x03, 0}}, cmd_sync(msi, 0x44)}, &handled).ok());
+	EXPECT_TRUE(kernel.maps.empty());
+	EXPECT_EQ(msi_data(), 0x44u);
+	// CMD_SYNC without SIG_IRQ writes nothing; a failing kernel leaves the sync pending.
+	ASSERT_TRUE(queue({{{0x46, msi}}}, &handled).ok());
+	EXPECT_EQ(msi_data(), 0x44u);
+	ASSERT_TRUE(s1.map(kWindow, kGpa + 0x10000, 4096, kRWU).ok());
+	kernel.limit = 0;
+	EXPECT_EQ(queue({{{va, kWindow}}, cmd_sync(msi, 0x55)}, &handled).code(), -ENOSPC);
+	EXPECT_EQ(handled, 1u);
+	EXPECT_EQ(msi_data(), 0x44u);
+	// The queue of the other model is refused by name.
+	Status s = ctx.hwpt_invalidate(nested, IODP_HWPT_INVALIDATE_DATA_VTD_QI, nullptr, 16, 0,
+				       &handled);
+	EXPECT_EQ(s.code(), -EINVAL);
+	EXPECT_NE(s.message().find("smmuv3 nested HWPT"), std::string::npos) << s.message();
 }
 
 } // namespace

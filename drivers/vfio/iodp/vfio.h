@@ -68,6 +68,13 @@ const char *nesting_name(Nesting mode);
 struct Options {
 	Iommu iommu = Iommu::auto_select;
 	Nesting mode = Nesting::auto_select;
+	/**
+	 * The IOMMU model of the device's lib/ctl twin: the vIOMMU a VMM shows the guest, and
+	 * so which guest tables its nested HWPTs take (VT-d first stage, or SMMUv3 STE + CD +
+	 * stage 1). The real IOMMU (the kernel's) is whatever the host has: shadow mode gives
+	 * it the composition either way.
+	 */
+	ctl::IommuModel model = ctl::IommuModel::vtd;
 	/** Where sysfs and /dev are (tests point these at a fake tree). */
 	std::string sysfs = "/sys";
 	std::string dev = "/dev";

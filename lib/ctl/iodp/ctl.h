@@ -139,7 +139,8 @@ public:
  * that changed it returns, so that call completes only once the observer holds the new view
  * (a guest's invalidation wait is strict):
  * - changed(): the translation of @p ranges (inclusive, sorted, disjoint) may have changed:
- *   from hwpt_invalidate() once per call, with the ranges of all its entries merged (a
+ *   from hwpt_invalidate() once per call (a guest's queue: once per stretch ending at an
+ *   inv_wait / CMD_SYNC, before that completes), with the ranges of its entries merged (a
  *   domain-, PASID- or config-wide entry, or one in stage-2 input space, names the whole
  *   input range); from a stage-2 map (ioas_map / ioas_map_guest / ioas_copy on the parent's
  *   IOAS) with the whole input range, as newly mapped guest memory can make any stage-1
@@ -399,7 +400,8 @@ public:
 	/** Stop calling @p observer (it keeps what it holds). ENOENT when not attached. */
 	Status hwpt_detach_observer(uint32_t hwpt_id, NestedObserver *observer);
 	/**
-	 * Apply an iommufd invalidation array (@p entry_len bytes per entry) to a nested HWPT.
+	 * Apply an iommufd invalidation array (@p entry_len bytes per entry) to a nested HWPT,
+	 * or a guest's queue (IODP_HWPT_INVALIDATE_DATA_VTD_QI / _SMMUV3_CMDQ, <iodp/iodp.h>).
 	 * Stops at the first bad entry; *handled is the number applied, also on failure.
 	 */
 	Status hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *entries,

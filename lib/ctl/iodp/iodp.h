@@ -297,6 +297,21 @@ struct iodp_hwpt_get_dirty_bitmap {
 
 #define IODP_HWPT_INVALIDATE_DATA_VTD_S1 0
 #define IODP_HWPT_INVALIDATE_DATA_ARM_SMMUV3 1
+/*
+ * iodp's own (no kernel has it): raw VT-d queued-invalidation descriptors of a VT-d nested
+ * HWPT, 16 bytes each (the first half of a 256-bit one; the rest must be zero), as a VMM's
+ * vIOMMU reads them from the guest's queue. An inv_wait completes (its status data is
+ * written to guest memory through stage 2) only after what came before it is applied,
+ * shadowed into the kernel and past every worker. A global descriptor covers the HWPT.
+ */
+#define IODP_HWPT_INVALIDATE_DATA_VTD_QI 0x10000
+/*
+ * iodp's own: the commands of a guest's SMMUv3 command queue for an SMMUv3 nested HWPT, 16
+ * bytes each, the whole command set (the guest's VMID stands for the HWPT). A CMD_SYNC
+ * completes (with CS=SIG_IRQ and an MSIAddr: MSIData written there through stage 2) only
+ * after what came before it is applied, shadowed into the kernel and past every worker.
+ */
+#define IODP_HWPT_INVALIDATE_DATA_SMMUV3_CMDQ 0x10001
 
 #define IODP_VTD_INV_FLAGS_LEAF (1u << 0)
 
