@@ -12,6 +12,7 @@
 #include <iodp/pgtable_builder.h>
 #include <iodp/shadow_mode.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <functional>
@@ -351,11 +352,13 @@ Qi wait(uint64_t gpa, uint32_t data) { return {{0x5 | (1 << 5) | (uint64_t{data}
 struct VtdQueueTest : ShadowModeTest {
 	static constexpr uint64_t kStatus = kGpa + 0x7ff000; ///< the guest's status words
 	uint32_t handled = 0;
+	/** The descriptors, @p entry_len bytes apart (shorter: cut, longer: zero-padded). */
 	Status queue(const std::vector<Qi> &q, uint32_t entry_len = sizeof(Qi))
 	{
 		std::vector<std::byte> raw(q.size() * entry_len);
 		for (size_t i = 0; i < q.size(); i++)
-			std::memcpy(raw.data() + i * entry_len, q[i].qw, sizeof(Qi));
+			std::memcpy(raw.data() + i * entry_len, q[i].qw,
+				    std::min<size_t>(entry_len, sizeof(Qi)));
 		return ctx.hwpt_invalidate(nested, IODP_HWPT_INVALIDATE_DATA_VTD_QI, raw.data(),
 					   entry_len, static_cast<uint32_t>(q.size()), &handled);
 	}
