@@ -151,6 +151,8 @@ Status configure(dev::Device &d)
 		return ram.status();
 	e.ram = std::move(*ram);
 	e.host = e.ram.data();
+	if (Status s = e.ram_map.add_region(0, e.ram.size(), e.host); !s.ok())
+		return s;
 	e.numa_node = dev::memory_node(e.host, e.ram.size());
 	e.npages = e.ws / e.pgsize;
 	e.data_pages = (e.ws - kMeta) / kPage;
@@ -195,6 +197,17 @@ Status configure(dev::Device &d)
 			return s;
 	} else {
 		e.hwpt = e.dom->hwpt();
+		if (e.profile == Profile::strict)
+			for (unsigned q = 0; q < e.queues; q++) {
+				// As in the nested layouts' stage 1: page 0 of each queue's slot
+				// region stays mapped, so the leaf table that holds the slots never
+				// empties (a map never waits for a freed table's grace period).
+				Result<uint64_t> m = ctx.ioas_map_guest(
+					e.ioas, kRW | IODP_IOAS_MAP_FIXED_IOVA, e.slot_iova(q, 0) - kPage,
+					e.ram_map, 0, kPage);
+				if (!m)
+					return m.status();
+			}
 	}
 
 	if (e.profile == Profile::zipf) {
@@ -340,12 +353,16 @@ void storm_service(dev::Device &d, Emul &e)
 				 std::memory_order_relaxed);
 	ctl::Ctx &ctx = d.ctx();
 	const uint64_t region = kIovaBase + ((e.ws + (2u << 20) - 1) & ~uint64_t{(2u << 20) - 1});
-	for (unsigned i = 0; i < kStormPerService && d.commands_pending() < 1024 - 1; i++) {
+	// Each map is control work of this device's own: it spends the pass's budget, so
+	// that what the storm costs the control thread stays its own share.
+	for (unsigned i = 0; i < kStormPerService && d.commands_pending() < 1024 - 1 &&
+			     d.spend_budget();
+	     i++) {
 		const uint64_t page = e.storm_cursor % kStormWindow;
 		const uint64_t iova = region + page * kPage;
 		// A page whose unmap is still queued is mapped: wait for it (EEXIST).
-		if (!ctx.ioas_map(e.ioas, kRW | IODP_IOAS_MAP_FIXED_IOVA, iova,
-				  e.host + kMeta + (page % e.data_pages) * kPage, kPage))
+		if (!ctx.ioas_map_guest(e.ioas, kRW | IODP_IOAS_MAP_FIXED_IOVA, iova, e.ram_map,
+					kMeta + (page % e.data_pages) * kPage, kPage))
 			return;
 		dev::Command c{};
 		c.type = IODP_DEV_CMD_IOAS_UNMAP;
@@ -394,13 +411,16 @@ void service(dev::Device &d)
 			const uint8_t st = slot.state.load(std::memory_order_acquire);
 			const uint64_t iova = e.slot_iova(qid, s);
 			if (st == kUnmapped) {
+				if (!d.spend_budget())
+					continue; // this pass's share is used: a later pass maps it
 				const uint64_t page = ((uint64_t{qid} * kSlots + s) * 7919 +
 						       ++slot.generation * 104729) % e.data_pages;
 				const uint64_t gpa_off = kMeta + page * kPage;
 				Status st2 = e.nested_layout()
 						     ? e.dom->stage1()->map(iova, kGpaBase + gpa_off, kPage, kS1Perm)
-						     : ctx.ioas_map(e.ioas, kRW | IODP_IOAS_MAP_FIXED_IOVA,
-								    iova, e.host + gpa_off, kPage)
+						     : ctx.ioas_map_guest(e.ioas,
+									  kRW | IODP_IOAS_MAP_FIXED_IOVA,
+									  iova, e.ram_map, gpa_off, kPage)
 							       .status();
 				if (!st2.ok()) {
 					d.mark_gone(("strict: cannot map a buffer: " + st2.message()).c_str());

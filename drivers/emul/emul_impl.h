@@ -91,6 +91,12 @@ struct Emul {
 	uint64_t seed = 1;
 
 	GuestRam ram;
+	/**
+	 * ram as guest memory at guest-physical 0: strict and storm map their buffers with
+	 * ioas_map_guest(), as a VMM maps guest RAM it owns (no check that a user address is
+	 * mapped, which ioas_map() makes with a system call per map).
+	 */
+	GuestMemory ram_map;
 	std::byte *host = nullptr;
 	uint64_t npages = 0;      ///< ws / pgsize
 	uint64_t data_pages = 0;  ///< 4 KiB pages after kMeta

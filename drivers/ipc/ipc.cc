@@ -681,7 +681,9 @@ void service(dev::Device &d)
 		}
 		p.conn_fd = c;
 	}
-	for (unsigned i = 0; i < kMsgsPerService && p.conn_fd >= 0; i++)
+	// Each message (a MAP, an UNMAP, ...) is control work of this device's: it spends the
+	// engine's per-pass budget, so that a driver's burst of maps slows only itself.
+	for (unsigned i = 0; i < kMsgsPerService && p.conn_fd >= 0 && d.spend_budget(); i++)
 		if (receive(p) <= 0)
 			break;
 }

@@ -518,6 +518,42 @@ unsigned Ctx::SyncBatch::sync()
 	return posted;
 }
 
+std::optional<iotlb::Coherence::Grace> Ctx::SyncBatch::begin_sync(unsigned *posted)
+{
+	Impl &impl = *ctx_.impl_;
+	{
+		std::lock_guard g(impl.lock);
+		*posted = impl.post_held();
+		impl.retire_table_pages();
+		due_ |= std::exchange(impl.sync_due, false);
+	}
+	if (!std::exchange(due_, false))
+		return std::nullopt;
+	return impl.coherence->begin_sync();
+}
+
+void Ctx::Impl::settle_freed_tables(uint32_t ioas_id)
+{
+	// A few rounds: another thread may free more meanwhile (then the map goes ahead).
+	for (int round = 0; round < 4; round++) {
+		{
+			std::lock_guard g(lock);
+			Result<Ioas *> ioas = get_ioas(ioas_id);
+			if (!ioas)
+				return; // the map gives the reason
+			bool held = false;
+			for (const HwptPaging *h : (*ioas)->hwpts)
+				held |= h->pool.has_held();
+			if (!held)
+				return;
+			// Freed in this thread's open batch: its invalidations go out now.
+			reserve(0, 0, 1); // may throw: nothing changed yet
+			retire_table_pages();
+		}
+		coherence->sync(); // its reclaim() makes the tables reusable
+	}
+}
+
 unsigned Ctx::Impl::post_held()
 {
 	for (const inval::Descriptor &d : held)

@@ -110,6 +110,15 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	void publish_routes();
 	/** Drop every worker's cached routes of @p dev (an attach, replace or detach). */
 	void invalidate_routes(const Device &dev);
+	/**
+	 * Before a map into @p ioas_id (takes the lock itself; call without it): while a table
+	 * an unmap freed is not reusable yet, a worker's walk cache may still point at it
+	 * until it drains that unmap's invalidation, and a walk through it would miss a new
+	 * mapping made in a fresh table. Wait for a grace period then (posting what this
+	 * thread's SyncBatch holds first). Unmaps whose grace period is still running are
+	 * the engine's pipelined control passes (Engine::poll_control()).
+	 */
+	void settle_freed_tables(uint32_t ioas_id);
 	/** Post the invalidations a SyncBatch holds (before anything is retired); how many. */
 	unsigned post_held();
 	/** Free @p fn's memory after the call's grace period (runs without the lock). */

@@ -428,10 +428,16 @@ Status check_user_mapped(uint32_t ioas_id, const void *host, uint64_t length)
 	if (length == 0 || start + length < start)
 		return {}; // map_range gives the reason
 	constexpr uintptr_t kStep = 256ull << 20;
-	std::vector<unsigned char> vec(kStep / page);
-	for (uintptr_t a = start & ~(page - 1); a < start + length; a += kStep) {
+	// One byte per page of the first step: a small map (the common one, a page or a
+	// few) needs a few bytes on the stack, not 64 KiB allocated and zeroed per call.
+	const uintptr_t first = start & ~(page - 1);
+	const uintptr_t pages = (std::min<uintptr_t>(kStep, start + length - first) + page - 1) / page;
+	unsigned char small[64];
+	std::vector<unsigned char> big(pages > sizeof(small) ? pages : 0);
+	unsigned char *vec = pages > sizeof(small) ? big.data() : small;
+	for (uintptr_t a = first; a < start + length; a += kStep) {
 		const uintptr_t n = std::min<uintptr_t>(kStep, start + length - a);
-		if (mincore(reinterpret_cast<void *>(a), n, vec.data()) != 0)
+		if (mincore(reinterpret_cast<void *>(a), n, vec) != 0)
 			return Status::error(-EFAULT, "ioas {} map: host memory 0x{:x}"
 					     "+0x{:x} is not all mapped in this process",
 					     ioas_id, start, length);
@@ -444,6 +450,7 @@ Status check_user_mapped(uint32_t ioas_id, const void *host, uint64_t length)
 Result<uint64_t> Ctx::ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, void *host,
 			       uint64_t length)
 {
+	impl_->settle_freed_tables(ioas_id);
 	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
 	if (!ioas)
@@ -471,6 +478,7 @@ Result<uint64_t> Ctx::ioas_map(uint32_t ioas_id, uint32_t flags, uint64_t iova, 
 Result<uint64_t> Ctx::ioas_map_guest(uint32_t ioas_id, uint32_t flags, uint64_t iova,
 				     const GuestMemory &mem, uint64_t gpa, uint64_t length)
 {
+	impl_->settle_freed_tables(ioas_id);
 	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Ioas *> ioas = impl_->get_ioas(ioas_id);
 	if (!ioas)
@@ -602,6 +610,7 @@ Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t lengt
 Result<uint64_t> Ctx::ioas_copy(uint32_t dst_id, uint32_t src_id, uint32_t flags,
 				uint64_t dst_iova, uint64_t src_iova, uint64_t length)
 {
+	impl_->settle_freed_tables(dst_id);
 	Impl::LockThenSyncWorkers call(*impl_);
 	Result<Ioas *> src = impl_->get_ioas(src_id);
 	if (!src)

@@ -42,6 +42,9 @@ struct Engine::Port {
 	dev::DevStats final_stats;
 	/** Passes that left commands for later (its budget was used); read by ports(). */
 	std::atomic<uint64_t> throttled{0};
+	/* Control thread only: */
+	bool heavy = false;     ///< throttled in its last pass
+	uint64_t last_work = 0; ///< the last pass in which it did control work (0: none)
 };
 
 namespace {
@@ -111,6 +114,7 @@ Engine::~Engine()
 {
 	unregister_telemetry(this);
 	stop();
+	(void)complete_inflight(true); // workers offline: over at once
 	for (auto &p : ports_)
 		if (p->active && p->dev != nullptr)
 			p->dev->stop();
@@ -205,6 +209,8 @@ Status Engine::remove_device(uint16_t port, const std::string &reason)
 		p.gone_reason = reason;
 	}
 	publish_lists();
+	// Commands it had carried out are completed first (the device is stopped next).
+	(void)complete_inflight(true);
 	// After this no worker is inside the device's burst functions.
 	ctx_.coherence().sync();
 	p.dev->stop();
@@ -282,6 +288,8 @@ void Engine::stop()
 	for (unsigned l : lcores_)
 		rte_eal_wait_lcore(l);
 	running_ = false;
+	// Passes still waiting: with every worker offline their grace periods are over.
+	(void)complete_inflight(true);
 	// Faults still queued belong in the log.
 	for (auto &w : workers_)
 		faults_reported_.fetch_add(w->report_faults(), std::memory_order_relaxed);
@@ -334,6 +342,13 @@ struct Done {
 	dev::CommandDone done;
 };
 
+/** Passes whose grace period may still be running; more waits for the oldest. */
+constexpr size_t kMaxInFlight = 16;
+/** A heavy device's share while a light one is active: this part of the budget. */
+constexpr unsigned kHeavyShare = 8;
+/** A light device is active if it did control work within this many passes. */
+constexpr uint64_t kRecentPasses = 4;
+
 /**
  * Take up to @p budget of @p device's commands and carry them out (inside the caller's
  * SyncBatch: nothing is complete yet); their completions go to @p out.
@@ -343,6 +358,7 @@ unsigned run_commands(ctl::Ctx &ctx, dev::Device &device, unsigned budget,
 {
 	dev::Command cmds[kCommandChunk];
 	unsigned taken = 0;
+	budget = std::min(budget, device.pass_budget());
 	while (taken < budget) {
 		const unsigned n = device.take_commands(cmds, std::min(kCommandChunk, budget - taken));
 		for (unsigned i = 0; i < n; i++) {
@@ -357,6 +373,7 @@ unsigned run_commands(ctl::Ctx &ctx, dev::Device &device, unsigned budget,
 		if (n == 0)
 			break;
 	}
+	(void)device.spend_budget(taken);
 	return taken;
 }
 
@@ -370,6 +387,12 @@ void complete_all(const std::vector<Done> &done, std::vector<std::string> *failu
 }
 
 } // namespace
+
+/** One pass's commands, carried out, complete once the grace period begun after them ends. */
+struct Engine::InFlight {
+	iotlb::Coherence::Grace grace;
+	std::vector<Done> done;
+};
 
 unsigned serve_commands(ctl::Ctx &ctx, dev::Device &device, std::vector<std::string> *failures,
 			unsigned max)
@@ -385,6 +408,41 @@ unsigned serve_commands(ctl::Ctx &ctx, dev::Device &device, std::vector<std::str
 	return n;
 }
 
+unsigned Engine::complete_inflight(bool wait)
+{
+	unsigned n = 0;
+	while (!inflight_.empty()) {
+		InFlight &f = *inflight_.front();
+		while (!ctx_.coherence().sync_done(f.grace)) {
+			if (!wait)
+				return n;
+			rte_pause();
+		}
+		std::vector<std::string> failures;
+		complete_all(f.done, &failures);
+		command_errors_.fetch_add(failures.size(), std::memory_order_relaxed);
+		for (std::string &line : failures)
+			event(std::move(line));
+		n += static_cast<unsigned>(f.done.size());
+		inflight_.pop_front();
+	}
+	return n;
+}
+
+/*
+ * A control pass:
+ *   1. devices that went away are removed and closed;
+ *   2. earlier passes' commands whose grace period is over are completed;
+ *   3. each device, round-robin, gets its budget of control work: its service hook runs
+ *      (a driver's own maps spend it), then its commands, up to what is left; devices
+ *      with work left over are counted throttled;
+ *   4. the pass's invalidations are posted (merged into ranges) and one grace period
+ *      begins; the pass does not wait for it: its commands complete in a later pass once
+ *      it is over, and meanwhile the loop serves other devices. A storm's work thus fills
+ *      the time another device's commands wait for the workers, instead of adding to it.
+ * Each guest wait still ends only after a grace period that began after its unmap or
+ * invalidation (strict semantics).
+ */
 unsigned Engine::poll_control()
 {
 	unsigned work = 0;
@@ -403,22 +461,51 @@ unsigned Engine::poll_control()
 		p.closed = true;
 		work++;
 	}
-	// Every device's commands, each device up to its budget, starting one device further
-	// each pass; one sync for all of them, then their completions: each guest wait ends
-	// after a grace period that began after its unmap or invalidation.
+	work += complete_inflight(false);
+	const size_t np = ports_.size();
+	const uint64_t pass_no = ++passes_;
+	// Shares: a device that used all of its budget last pass (heavy) gets a slice of it
+	// while a light device is active, so that a light device waits for little of its
+	// work between its own steps; alone, or beside heavy ones only, it gets all of it.
+	bool light_active = false;
+	for (const auto &pp : ports_)
+		light_active |= pp->active && !pp->heavy && pp->last_work != 0 &&
+				pass_no - pp->last_work <= kRecentPasses;
+	const unsigned heavy_budget = std::max(1u, config_.command_budget / kHeavyShare);
+	// Service hooks outside the batch: what a driver does there (an ipc driver's unmap,
+	// answered as soon as the call returns) must sync as any call does.
+	for (size_t k = 0; k < np; k++) {
+		Port &p = *ports_[(next_port_ + k) % np];
+		if (!p.active)
+			continue;
+		p.dev->set_pass_budget(p.heavy && light_active ? heavy_budget
+							       : config_.command_budget);
+		p.dev->service();
+	}
 	std::vector<std::string> failures;
 	std::vector<Done> done;
 	unsigned served = 0;
 	bool throttled = false;
+	unsigned posted = 0;
+	std::optional<iotlb::Coherence::Grace> grace;
+	uint64_t requested = 0;
 	{
 		ctl::Ctx::SyncBatch batch(ctx_);
-		const size_t np = ports_.size();
 		for (size_t k = 0; k < np; k++) {
 			Port &p = *ports_[(next_port_ + k) % np];
 			if (!p.active)
 				continue;
-			served += run_commands(ctx_, *p.dev, config_.command_budget, done, &failures);
-			if (p.dev->commands_pending() != 0) {
+			const unsigned before = p.dev->pass_budget();
+			served += run_commands(ctx_, *p.dev, config_.command_budget, done,
+					       &failures);
+			const bool used = p.dev->pass_budget() != before ||
+					  p.dev->pass_budget() != (p.heavy && light_active
+									   ? heavy_budget
+									   : config_.command_budget);
+			if (used)
+				p.last_work = pass_no;
+			p.heavy = p.dev->commands_pending() != 0 || p.dev->budget_short();
+			if (p.heavy) {
 				p.throttled.store(p.throttled.load(std::memory_order_relaxed) + 1,
 						  std::memory_order_relaxed);
 				throttled = true;
@@ -426,14 +513,23 @@ unsigned Engine::poll_control()
 		}
 		if (np != 0)
 			next_port_ = static_cast<unsigned>((next_port_ + 1) % np);
-		const unsigned posted = batch.sync();
-		if (served != 0) {
-			command_passes_.fetch_add(1, std::memory_order_relaxed);
-			invalidations_.fetch_add(batch.requested(), std::memory_order_relaxed);
-			invalidations_posted_.fetch_add(posted, std::memory_order_relaxed);
+		grace = batch.begin_sync(&posted);
+		requested = batch.requested();
+	}
+	if (served != 0) {
+		command_passes_.fetch_add(1, std::memory_order_relaxed);
+		invalidations_.fetch_add(requested, std::memory_order_relaxed);
+		invalidations_posted_.fetch_add(posted, std::memory_order_relaxed);
+	}
+	if (!done.empty()) {
+		if (!grace) {
+			complete_all(done, &failures); // nothing needed a grace period
+		} else {
+			if (inflight_.size() >= kMaxInFlight)
+				work += complete_inflight(true);
+			inflight_.push_back(std::make_unique<InFlight>(InFlight{*grace, std::move(done)}));
 		}
 	}
-	complete_all(done, &failures);
 	if (throttled)
 		throttled_.fetch_add(1, std::memory_order_relaxed);
 	commands_.fetch_add(served, std::memory_order_relaxed);
@@ -441,14 +537,12 @@ unsigned Engine::poll_control()
 	for (std::string &f : failures)
 		event(std::move(f));
 	work += served;
-	for (auto &pp : ports_)
-		if (pp->active)
-			pp->dev->service();
-	// Commands the service hooks just posted (or left over budget): the caller must not
-	// sleep before the next pass.
+	// Commands left over budget, and passes still waiting for their grace period: the
+	// caller must not sleep before the next pass.
 	for (auto &pp : ports_)
 		if (pp->active)
 			work += pp->dev->commands_pending();
+	work += static_cast<unsigned>(inflight_.size());
 	for (auto &w : workers_) {
 		const unsigned n = w->report_faults();
 		faults_reported_.fetch_add(n, std::memory_order_relaxed);

@@ -175,19 +175,42 @@ void Coherence::post(const inval::Descriptor &d)
 	}
 }
 
-void Coherence::sync()
+namespace {
+
+uint64_t steady_ns()
 {
-	const auto t0 = std::chrono::steady_clock::now();
-	const uint64_t token = rte_rcu_qsbr_start(qsbr_);
+	return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+					     std::chrono::steady_clock::now().time_since_epoch())
+					     .count());
+}
+
+} // namespace
+
+Coherence::Grace Coherence::begin_sync()
+{
+	Grace g;
+	g.start_ns = steady_ns();
+	g.token = rte_rcu_qsbr_start(qsbr_);
 	// Called by a worker between bursts: it holds nothing, say so rather than wait for it.
 	// (A quiescent report on an offline thread would bring it online: check first.)
 	if (tls_self.owner == this && workers_[tls_self.id].online)
 		rte_rcu_qsbr_quiescent(qsbr_, tls_self.id);
-	rte_rcu_qsbr_check(qsbr_, token, true);
-	sync_latency_.record(static_cast<uint64_t>(
-		std::chrono::duration_cast<std::chrono::nanoseconds>(
-			std::chrono::steady_clock::now() - t0)
-			.count()));
+	return g;
+}
+
+bool Coherence::sync_done(const Grace &grace)
+{
+	if (rte_rcu_qsbr_check(qsbr_, grace.token, false) != 1)
+		return false;
+	sync_latency_.record(steady_ns() - grace.start_ns);
+	return true;
+}
+
+void Coherence::sync()
+{
+	const Grace g = begin_sync();
+	rte_rcu_qsbr_check(qsbr_, g.token, true);
+	sync_latency_.record(steady_ns() - g.start_ns);
 	reclaim();
 }
 

@@ -272,6 +272,72 @@ TEST_F(DevTest, LibraryModeRouteMissDoesNotWaitForTheControlThread)
 	EXPECT_EQ(w->stats().route_misses, 1u);
 }
 
+/*
+ * A map never lands in a fresh table that a worker cannot see: an unmap that empties a
+ * leaf table frees it (held until a grace period ends) and tells workers to drop their
+ * walk caches, but while that grace period runs (the engine's pipelined control passes
+ * do not wait for it) a worker may not have drained the invalidation yet, and its walk
+ * cache would lead a walk for a new mapping in the same range into the freed table: a
+ * fault. Each round: page A alone in its 2 MiB is walked (cached), unmapped inside a
+ * SyncBatch whose grace period is only begun, then page B beside it is mapped; the
+ * worker, polling on its own thread, must find B at once.
+ */
+TEST_F(DevTest, AMapAfterAnUnmapThatFreedItsTableIsNeverMissed)
+{
+	Result<GuestRam> ram = GuestRam::allocate(2u << 20);
+	ASSERT_TRUE(ram.ok());
+	const uint32_t dev0 = ok(ctx.device_create({"fresh0", ctl::IommuModel::vtd, 0, 1, 20, {}}));
+	const uint32_t ioas = ok(ctx.ioas_alloc());
+	ASSERT_TRUE(ctx.device_attach(dev0, std::nullopt, ioas).ok());
+	const uint32_t rw = IODP_IOAS_MAP_FIXED_IOVA | IODP_IOAS_MAP_READABLE | IODP_IOAS_MAP_WRITEABLE;
+	std::unique_ptr<Worker> w = ok(Worker::create(ctx, engine::WorkerConfig{}));
+	ASSERT_TRUE(w->set_port(0, dev0).ok());
+	constexpr uint64_t kA = 0x40000000, kB = kA + 0x1000;
+	std::atomic<uint64_t> want{0}; // the page the worker is to translate (0: none)
+	std::atomic<uint64_t> seen{0}, faults{0};
+	std::atomic<bool> stop{false};
+	std::thread worker([&] {
+		while (!stop.load()) {
+			w->begin_burst(); // drains what was posted
+			const uint64_t iova = want.load();
+			if (iova != 0) {
+				const Request req = {iova, 1, 8, IODP_PASID_NONE, 0, 0, IODP_ACCESS_READ, {}};
+				Completion c[2] = {};
+				size_t used = 0;
+				if (w->translate(&req, 1, c, 2, &used) == 1 && c[0].fault != 0)
+					faults.fetch_add(1);
+				seen.store(iova);
+			}
+			w->end_burst(iova != 0);
+		}
+		w->offline();
+	});
+	auto walked = [&](uint64_t iova) {
+		seen.store(0);
+		want.store(iova);
+		while (seen.load() != iova)
+			std::this_thread::yield();
+	};
+	for (int round = 0; round < 100 && !HasFatalFailure(); round++) {
+		ASSERT_TRUE(ctx.ioas_map(ioas, rw, kA, ram->data(), 0x1000).ok());
+		walked(kA); // its leaf table is in the worker's walk cache
+		want.store(0);
+		{
+			ctl::Ctx::SyncBatch batch(ctx);
+			ASSERT_TRUE(ctx.ioas_unmap(ioas, kA, 0x1000).ok()); // the table empties
+			unsigned posted = 0;
+			(void)batch.begin_sync(&posted); // not waited for, as the engine does
+			ASSERT_TRUE(ctx.ioas_map(ioas, rw, kB, ram->data() + 0x1000, 0x1000).ok());
+		}
+		walked(kB);
+		want.store(0);
+		ASSERT_TRUE(ctx.ioas_unmap(ioas, kB, 0x1000).ok());
+	}
+	stop.store(true);
+	worker.join();
+	EXPECT_EQ(faults.load(), 0u) << "a walk went through a freed table's stale cache entry";
+}
+
 /* The engine end to end -------------------------------------------------------------- */
 
 struct EngineTest : DevTest {

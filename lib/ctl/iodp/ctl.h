@@ -503,6 +503,14 @@ public:
 		 * last sync() need one. Returns the invalidations it posted (after merging).
 		 */
 		unsigned sync();
+		/**
+		 * sync() without the wait, for a loop that does other work meanwhile: post the
+		 * held invalidations (their count to @p posted) and begin a grace period if the
+		 * calls since the last sync need one. Returns it (the calls are complete once
+		 * coherence().sync_done() says so), or nullopt when none was needed (they are
+		 * complete now).
+		 */
+		std::optional<iotlb::Coherence::Grace> begin_sync(unsigned *posted);
 		/** Invalidations the calls asked for since the batch opened (before merging). */
 		uint64_t requested() const { return requested_; }
 

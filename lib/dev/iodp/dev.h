@@ -262,6 +262,36 @@ public:
 	/** Control side: complete one (false when the completion queue is full). */
 	bool complete(const CommandDone &done);
 
+	/* Control work per pass (control thread) ------------------------------------------ */
+	/**
+	 * Control side: the units of control work this device may still have done in this
+	 * control pass (each map its service hook makes, each command carried out), set by
+	 * the engine before the pass; unlimited until an engine sets it.
+	 */
+	void set_pass_budget(unsigned n)
+	{
+		budget_ = n;
+		budget_short_ = false;
+	}
+	unsigned pass_budget() const { return budget_; }
+	/**
+	 * Take @p n units of the pass's budget. The driver calls it in its service hook before
+	 * control work it does itself (a map); the engine for the commands it carries out.
+	 * False, taking nothing, when fewer are left: the work waits for a later pass, and
+	 * the pass counts as throttled for this device.
+	 */
+	bool spend_budget(unsigned n = 1)
+	{
+		if (n > budget_) {
+			budget_short_ = true;
+			return false;
+		}
+		budget_ -= n;
+		return true;
+	}
+	/** Whether spend_budget() refused something since set_pass_budget(). */
+	bool budget_short() const { return budget_short_; }
+
 	/** lib/ctl device id, set by the driver at configure. */
 	uint32_t ctl_id = 0;
 	/** The driver's own state. */
@@ -281,6 +311,8 @@ private:
 	std::string gone_reason_;
 	rte_ring *cmds_ = nullptr;
 	rte_ring *done_ = nullptr;
+	unsigned budget_ = ~0u;
+	bool budget_short_ = false;
 };
 
 /**

@@ -36,6 +36,7 @@
 #include <iodp/status.h>
 
 #include <atomic>
+#include <deque>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -211,8 +212,9 @@ struct EngineConfig {
 	/** Requests taken from a queue at a time. */
 	uint16_t burst = 64;
 	/**
-	 * Invalidation-queue commands one device may have carried out per control pass: its
-	 * fair share, so that one device's command storm slows only itself. Devices are
+	 * Control work one device may have done per control pass: invalidation-queue
+	 * commands carried out plus maps its service hook makes (dev::Device::spend_budget()).
+	 * Its fair share, so that one device's command storm slows only itself. Devices are
 	 * served round-robin, starting one further each pass. 1..4096.
 	 */
 	unsigned command_budget = 64;
@@ -305,7 +307,10 @@ private:
 	struct PollEntry;
 	struct PollList;
 	struct Port;
+	struct InFlight;
 	static int worker_main(void *arg);
+	/** Complete the batches whose grace period is over (@p wait: all of them); how many. */
+	unsigned complete_inflight(bool wait);
 	void publish_lists();
 	void event(std::string line);
 
@@ -325,6 +330,9 @@ private:
 		devices_lost_{0}, command_passes_{0}, invalidations_{0}, invalidations_posted_{0},
 		throttled_{0};
 	unsigned next_port_ = 0; ///< where the next control pass starts serving (round-robin)
+	uint64_t passes_ = 0;    ///< control passes so far
+	/** Passes' commands carried out, oldest first, each waiting for its grace period. */
+	std::deque<std::unique_ptr<InFlight>> inflight_;
 	mutable std::mutex ports_lock_; // ports_ changes vs readers on other threads
 	std::mutex events_lock_;
 	std::vector<std::string> events_;

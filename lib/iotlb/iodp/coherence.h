@@ -77,7 +77,22 @@ public:
 	 * for itself.
 	 */
 	void sync();
-	/** How long sync() calls took (all callers). */
+	/** A grace period begun by begin_sync(). */
+	struct Grace {
+		uint64_t token = 0;
+		uint64_t start_ns = 0; ///< steady clock, for the latency histogram
+	};
+	/**
+	 * sync() in two halves, for a control loop that does other work while the workers
+	 * pass their quiescent states: begin_sync() starts a grace period and returns at once;
+	 * sync_done() says, without waiting, whether every online worker has passed a
+	 * quiescent state since (then it records the latency, so call it until it returns
+	 * true and no more). What sync() guarantees holds from the moment sync_done() says so.
+	 * Worker threads report their own quiescent state as in sync().
+	 */
+	Grace begin_sync();
+	bool sync_done(const Grace &grace);
+	/** How long sync() calls (and begun syncs, until done) took (all callers). */
 	const LatencyHistogram &sync_latency() const { return sync_latency_; }
 	LatencyHistogram &sync_latency() { return sync_latency_; }
 	/** What retire() keeps: @p fn runs once the grace period that began at @p token ends. */

@@ -62,6 +62,8 @@ public:
 	void seal_held(uint64_t gen);
 	/** Make the pages sealed with a number up to @p gen reusable (zeroed). */
 	void release_sealed(uint64_t gen);
+	/** Whether some freed pages are not reusable yet (held or sealed). */
+	bool has_held() const { return !held_.empty(); }
 	/** The addresses of the tables freed and not yet reusable (held or sealed). */
 	std::vector<uint64_t> held_tables() const;
 	/** Host address of [addr, addr + len) if it lies in the pool, else nullptr. */
