@@ -44,6 +44,8 @@ packages+=(python3-matplotlib)
 packages+=(libfmt-dev)
 # nlohmann-json: iodp-pmd's JSON summary.
 packages+=(nlohmann-json3-dev)
+# abseil's B-tree: an IOAS's mappings (lib/ctl).
+packages+=(libabsl-dev)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

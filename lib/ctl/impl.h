@@ -97,7 +97,7 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	 */
 	Status unmap_tables(HwptPaging &h, uint64_t iova, uint64_t length);
 	/** Whether every paging HWPT of @p ioas can unmap @p victims (whole mappings). */
-	Status check_unmap(const Ioas &ioas, std::span<const uint64_t> victims) const;
+	Status check_unmap(const Ioas &ioas, std::span<const Mapping> victims) const;
 	/** Invalidate @p targets of everything tagged @p domain (match adds to kMatchDomain). */
 	void invalidate_domain(uint32_t domain, uint8_t targets, uint8_t match = 0);
 	/**

@@ -243,14 +243,12 @@ void Ctx::Impl::make_host_map(HwptPaging &h)
 	h.host_map = std::move(mem);
 }
 
-Status Ctx::Impl::check_unmap(const Ioas &ioas, std::span<const uint64_t> victims) const
+Status Ctx::Impl::check_unmap(const Ioas &ioas, std::span<const Mapping> victims) const
 {
 	for (const HwptPaging *h : ioas.hwpts) {
 		uint64_t need = 0;
-		for (uint64_t v : victims) {
-			const Mapping &m = ioas.mappings.at(v);
+		for (const Mapping &m : victims)
 			need += h->table.unmap_needs(m.iova, m.length);
-		}
 		if (need > h->pool.pages_free())
 			return Status::error(-ENOMEM, "hwpt {}: the unmap splits blocks and needs {}"
 					     " table page(s); its pool has {} free",
@@ -295,18 +293,20 @@ Status Ctx::Impl::map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byt
 			return a.status();
 		iova = *a;
 	}
-	Mapping m{iova, length, host, flags & ~IODP_IOAS_MAP_FIXED_IOVA, gpa};
-	// Allocate first: the mapping's node, and room for undoing the tables below.
-	decltype(ioas.mappings) one;
-	one.emplace(iova, m);
-	auto node = one.extract(one.begin());
+	const Mapping m{iova, length, host, flags & ~IODP_IOAS_MAP_FIXED_IOVA, gpa};
+	// Allocate first: room for undoing the tables below, then the mapping's place in the
+	// B-tree (an insert may allocate nodes: a throw leaves the tree as it was, and
+	// nothing else has changed yet). Workers never read mappings; the lock is held.
 	reserve(static_cast<unsigned>(ioas.hwpts.size()), 0, 0);
+	ioas.mappings.emplace(iova, m);
 	// The memory first, then the tables: a walker that finds the new entries can read it.
 	// Whole pages (a mapping is byte-aligned only while no table needs more).
 	const PageRange pr = whole_pages(hva, length);
-	if (Status s = ioas.pages->add(pr.start, pr.length); !s)
+	if (Status s = ioas.pages->add(pr.start, pr.length); !s) {
+		ioas.mappings.erase(iova);
 		return Status::error(s.code(), "ioas {} {}: {}", ioas.id, what,
 				     s.message());
+	}
 	for (size_t i = 0; i < ioas.hwpts.size(); i++) {
 		if (Status s = table_map(*ioas.hwpts[i], m); !s) {
 			// Workers may have walked the part already made: invalidate it too. What
@@ -314,10 +314,10 @@ Status Ctx::Impl::map_range(Ioas &ioas, uint32_t flags, uint64_t &iova, std::byt
 			for (size_t j = 0; j < i; j++)
 				(void)unmap_tables(*ioas.hwpts[j], iova, length);
 			ioas.pages->remove(pr.start, pr.length);
+			ioas.mappings.erase(iova);
 			return s;
 		}
 	}
-	ioas.mappings.insert(std::move(node));
 	return {};
 }
 
@@ -533,8 +533,10 @@ Status Ctx::ioas_cut(uint32_t ioas_id, uint64_t iova)
 	rhs.host = m.host + left;
 	if (rhs.gpa)
 		*rhs.gpa += left;
-	ioas.mappings.emplace_hint(std::next(it), rhs.iova, rhs); // allocates before m changes
-	m.length = left;
+	const uint64_t m_iova = m.iova;
+	// Allocates before m changes; the insert moves values in the B-tree: find m again.
+	ioas.mappings.emplace_hint(std::next(it), rhs.iova, rhs);
+	ioas.mappings.find(m_iova)->second.length = left;
 	return {};
 }
 
@@ -554,8 +556,9 @@ Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t lengt
 					     " wraps", ioas_id, iova, length);
 	}
 	const uint64_t last = all ? UINT64_MAX : iova + (length - 1);
-	// Check everything first: a failed unmap changes nothing.
-	std::vector<uint64_t> victims;
+	// Check everything first: a failed unmap changes nothing. The victims are copies: the
+	// B-tree moves values as mappings go, and a copy saves a lookup per use.
+	std::vector<Mapping> victims;
 	auto it = ioas.mappings.upper_bound(iova);
 	if (it != ioas.mappings.begin())
 		it = std::prev(it);
@@ -569,7 +572,7 @@ Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t lengt
 					     ": would split mapping 0x{:x}+0x{:x}"
 					     " (unmap whole mappings)", ioas_id, iova, length,
 					     m.iova, m.length);
-		victims.push_back(m.iova);
+		victims.push_back(m);
 	}
 	if (victims.empty()) {
 		if (all)
@@ -592,15 +595,14 @@ Result<uint64_t> Ctx::ioas_unmap(uint32_t ioas_id, uint64_t iova, uint64_t lengt
 				return s;
 		return {};
 	};
-	for (uint64_t v : victims) {
+	for (const Mapping &m : victims) {
 		// The kernel's copy goes first: when this returns, no real device reaches it.
-		if (Status s = impl_->mirror_unmap(ioas, v); !s) {
+		if (Status s = impl_->mirror_unmap(ioas, m.iova); !s) {
 			(void)unshadow();
 			return s;
 		}
-		const Mapping &m = ioas.mappings.at(v);
 		gone.emplace_back(reinterpret_cast<uintptr_t>(m.host), m.length);
-		unmapped += impl_->remove_mapping(ioas, v);
+		unmapped += impl_->remove_mapping(ioas, m.iova);
 	}
 	if (Status s = unshadow(); !s)
 		return s;

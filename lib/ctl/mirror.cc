@@ -70,6 +70,8 @@ bool Ctx::Impl::mirror_refuses(const Ioas &ioas, uint64_t start, uint64_t last) 
 
 Status Ctx::Impl::mirror_map(const Ioas &ioas, uint64_t iova)
 {
+	if (ioas.mirrors.empty())
+		return {}; // most IOASes: no lookup
 	const Mapping &m = ioas.mappings.at(iova);
 	for (size_t i = 0; i < ioas.mirrors.size(); i++) {
 		Status s = ioas.mirrors[i]->map(m);
@@ -84,6 +86,8 @@ Status Ctx::Impl::mirror_map(const Ioas &ioas, uint64_t iova)
 
 Status Ctx::Impl::mirror_unmap(const Ioas &ioas, uint64_t iova)
 {
+	if (ioas.mirrors.empty())
+		return {};
 	const Mapping &m = ioas.mappings.at(iova);
 	for (IoasMirror *mirror : ioas.mirrors)
 		if (Status s = mirror->unmap(m); !s)
