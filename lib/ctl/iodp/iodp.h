@@ -302,7 +302,9 @@ struct iodp_hwpt_get_dirty_bitmap {
  * HWPT, 16 bytes each (the first half of a 256-bit one; the rest must be zero), as a VMM's
  * vIOMMU reads them from the guest's queue. An inv_wait completes (its status data is
  * written to guest memory through stage 2) only after what came before it is applied,
- * shadowed into the kernel and past every worker. A global descriptor covers the HWPT.
+ * shadowed into the kernel and past every worker (inside a Ctx::SyncBatch the workers'
+ * grace period is the batch's, so there the write does not wait for it). A global
+ * descriptor covers the HWPT.
  */
 #define IODP_HWPT_INVALIDATE_DATA_VTD_QI 0x10000
 /*
