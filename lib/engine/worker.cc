@@ -76,6 +76,7 @@ Result<std::unique_ptr<Worker>> Worker::create(ctl::Ctx &ctx, const WorkerConfig
 	if (!id)
 		return id.status();
 	w->id_ = *id;
+	w->bus_ = &ctx.coherence();
 	w->registered_ = true;
 	return w;
 }
@@ -98,13 +99,13 @@ Status Worker::set_port(uint16_t port, uint32_t ctl_device)
 
 void Worker::begin_burst()
 {
-	own_.invalidations += ctx_.coherence().drain(id_);
+	own_.invalidations += bus_->drain(id_);
 	burst_start_ = rte_rdtsc();
 }
 
 void Worker::end_burst(bool busy)
 {
-	ctx_.coherence().quiescent(id_);
+	bus_->quiescent(id_);
 	const uint64_t cycles = rte_rdtsc() - burst_start_;
 	own_.total_cycles += cycles;
 	if (busy) {
@@ -141,12 +142,12 @@ size_t Worker::translate_port(uint16_t port, const Request *reqs, size_t n, Comp
 
 void Worker::offline()
 {
-	ctx_.coherence().offline(id_);
+	bus_->offline(id_);
 }
 
 void Worker::online()
 {
-	ctx_.coherence().online(id_);
+	bus_->online(id_);
 }
 
 /*

@@ -180,6 +180,11 @@ private:
 	void publish();
 
 	ctl::Ctx &ctx_;
+	/**
+	 * The context's Coherence, kept here: read every burst, and ctx_'s own state shares
+	 * cache lines with what the control thread writes on every call.
+	 */
+	iotlb::Coherence *bus_ = nullptr;
 	WorkerConfig config_;
 	iotlb::Shard shard_;
 	unsigned id_ = 0;

@@ -137,7 +137,9 @@ private:
 	CoherenceConfig config_;
 	rte_rcu_qsbr *qsbr_ = nullptr;
 	std::unique_ptr<Worker[]> workers_;
-	mutable std::mutex lock_; // control side: one poster at a time (rings are single-producer)
+	// Control side from here, on cache lines of its own: workers read qsbr_ and workers_
+	// every burst, and the control thread writes these on every post.
+	alignas(64) mutable std::mutex lock_; // one poster at a time (rings are single-producer)
 	std::list<Retired> retired_; // a list: reclaim() moves nodes out without allocating
 	std::atomic<uint64_t> overflows_{0};
 	std::atomic<uint64_t> posted_{0};
