@@ -647,19 +647,23 @@ void Ctx::Impl::reserve(unsigned notifies, unsigned publishes, unsigned retires)
 {
 	held.reserve(held.size() + notifies);
 	parked.reserve(parked.size() + 1); // a detach may park the binding it removes
-	size_t bindings = 1, devices = 0; // one more binding: an attach adds it
-	for (const auto &[id, o] : objects) {
-		if (o->type != ObjType::device)
-			continue;
-		const auto &d = static_cast<const Device &>(*o);
-		devices++;
-		bindings += (d.rid_binding != nullptr) + d.pasid_bindings.size();
-	}
-	while (spare_routes.size() < publishes)
-		spare_routes.push_back(std::make_unique<RouteTable>());
-	for (const auto &t : spare_routes) {
-		t->routes.reserve(bindings);
-		t->lazy.reserve(devices);
+	// Route tables only for a call that publishes routes (map and unmap, the frequent
+	// ones, do not): counting the bindings walks every object.
+	if (publishes != 0) {
+		size_t bindings = 1, devices = 0; // one more binding: an attach adds it
+		for (const auto &[id, o] : objects) {
+			if (o->type != ObjType::device)
+				continue;
+			const auto &d = static_cast<const Device &>(*o);
+			devices++;
+			bindings += (d.rid_binding != nullptr) + d.pasid_bindings.size();
+		}
+		while (spare_routes.size() < publishes)
+			spare_routes.push_back(std::make_unique<RouteTable>());
+		for (const auto &t : spare_routes) {
+			t->routes.reserve(bindings);
+			t->lazy.reserve(devices);
+		}
 	}
 	iotlb::Coherence::reserve(retire_slots, retires + publishes + 1);
 }
