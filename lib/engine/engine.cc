@@ -345,7 +345,7 @@ struct Done {
 /** Passes whose grace period may still be running; more waits for the oldest. */
 constexpr size_t kMaxInFlight = 16;
 /** A heavy device's share while a light one is active: this part of the budget. */
-constexpr unsigned kHeavyShare = 8;
+constexpr unsigned kHeavyShare = 16;
 /** A light device is active if it did control work within this many passes. */
 constexpr uint64_t kRecentPasses = 4;
 
