@@ -86,8 +86,9 @@ struct DevStats {
 	 */
 	bool checks_answers = false;
 	/**
-	 * Control passes that left some of its commands for a later pass because it had used
-	 * its share (EngineConfig::command_budget): filled in by the engine, not the driver.
+	 * Control passes that left some of its work (commands, maps its service hook made) for
+	 * a later pass because it had used its share (EngineConfig::command_budget): filled in
+	 * by the engine, not the driver.
 	 */
 	uint64_t throttled = 0;
 	/** The driver's own counters by name (vfio: kernel calls, maps, ...); reported as is. */
