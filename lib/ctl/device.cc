@@ -619,7 +619,17 @@ Route Ctx::Impl::route_of(const Binding *b, std::optional<uint32_t> pasid) const
 		return route_blocked(FaultKind::not_attached);
 	if (b->hwpt->type == ObjType::hwpt_paging)
 		return route_paging(*static_cast<const HwptPaging *>(b->hwpt));
-	const auto &h = *static_cast<const HwptNested *>(b->hwpt);
+	return route_through(*static_cast<const HwptNested *>(b->hwpt), pasid);
+}
+
+/*
+ * The route through a nested HWPT. Reads only what does not change while the HWPT lives
+ * (its data, its parent's table config, the parent's published view) and guest memory
+ * through the parent's stage 2, as walks do: so a worker may call it without the lock,
+ * between begin and end of a burst (the HWPT is freed a grace period after it goes).
+ */
+Route route_through(const HwptNested &h, std::optional<uint32_t> pasid)
+{
 	const ModelOps &ops = model_ops(h.model);
 	if (h.data_type != ops.nested_data_type) // an opaque stage 1 (OpaqueS1Data)
 		return route_blocked(FaultKind::not_present, 1);
@@ -648,14 +658,15 @@ void Ctx::Impl::publish_routes()
 			// SSIDs through the RID's table (SMMUv3 CDs): read on first use.
 			const Hwpt *h = dev.rid_binding->hwpt;
 			if (h->type == ObjType::hwpt_nested && model_ops(h->model).pasids_through_rid)
-				t->lazy.push_back(dev.id);
+				t->lazy.emplace_back(dev.id, static_cast<const HwptNested *>(h));
 		}
 		for (const auto &[pasid, b] : dev.pasid_bindings)
 			t->routes.emplace_back(uint64_t{dev.id} << 32 | pasid, route_of(b, pasid));
 	}
 	std::sort(t->routes.begin(), t->routes.end(),
 		  [](const auto &a, const auto &b) { return a.first < b.first; });
-	std::sort(t->lazy.begin(), t->lazy.end());
+	std::sort(t->lazy.begin(), t->lazy.end(),
+		  [](const auto &a, const auto &b) { return a.first < b.first; });
 	// Release: a worker that loads the pointer (acquire) sees the table's contents.
 	const RouteTable *old = routes.exchange(t.release(), std::memory_order_acq_rel);
 	if (old != nullptr)
@@ -676,8 +687,17 @@ Ctx::RouteLookup Ctx::published_route(uint32_t dev_id, uint32_t pasid, iotlb::Ro
 		*out = it->second;
 		return RouteLookup::found;
 	}
-	if (pasid != iotlb::kNoPasid && std::binary_search(t->lazy.begin(), t->lazy.end(), dev_id))
-		return RouteLookup::resolve;
+	if (pasid != iotlb::kNoPasid) {
+		// An SSID of an SMMUv3 STE: its CD is read now, from guest memory, without the
+		// lock (what the SMMU's own CD fetch does on a configuration-cache miss).
+		const auto lz = std::lower_bound(
+			t->lazy.begin(), t->lazy.end(), dev_id,
+			[](const auto &e, uint32_t d) { return e.first < d; });
+		if (lz != t->lazy.end() && lz->first == dev_id) {
+			*out = route_through(*lz->second, pasid);
+			return RouteLookup::found;
+		}
+	}
 	return RouteLookup::none;
 }
 

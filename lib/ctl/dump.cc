@@ -58,7 +58,7 @@ std::string Ctx::dump() const
 			const auto &h = static_cast<const HwptPaging &>(*o);
 			line(out, "  ioas %u flags %#x fault %u %s auto %d dirty %d", h.ioas->id,
 			     h.flags, h.fault_id, model_name(h.model), h.auto_domain,
-			     h.dirty_tracking);
+			     h.dirty_tracking.load() ? 1 : 0);
 			// The table: what each mapping's first and last byte translate to.
 			Result<pgtable::Translation> x =
 				pgtable::make_translation(*h.host_map, h.config());

@@ -45,7 +45,11 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	 */
 	struct RouteTable {
 		std::vector<std::pair<uint64_t, iotlb::Route>> routes; ///< by (device << 32 | PASID)
-		std::vector<uint32_t> lazy; ///< devices whose SSIDs name CDs: resolve() those
+		/**
+		 * Devices whose SSIDs name CDs (SMMUv3), by device id, with their nested HWPT:
+		 * a worker reads the CD itself, as the SMMU does (published_route()).
+		 */
+		std::vector<std::pair<uint32_t, const HwptNested *>> lazy;
 	};
 	std::atomic<const RouteTable *> routes{nullptr};
 	/*

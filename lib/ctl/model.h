@@ -72,6 +72,11 @@ IODP_CTL_PRIVATE iotlb::Route route_paging(const HwptPaging &h);
 IODP_CTL_PRIVATE iotlb::Route route_nested(const HwptNested &h, const pgtable::TableConfig &s1,
 					   uint32_t domain, uint32_t asid, uint32_t pasid);
 /**
+ * The route through nested HWPT @p h for @p pasid (its model's nested_route, or blocked
+ * for an opaque stage 1). Lock-free for a worker inside a burst: device.cc says why.
+ */
+IODP_CTL_PRIVATE iotlb::Route route_through(const HwptNested &h, std::optional<uint32_t> pasid);
+/**
  * Read @p len bytes at a guest-physical (stage-1 output) address through @p parent's stage
  * 2; a blocked route saying why when that fails.
  */

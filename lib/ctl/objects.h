@@ -73,7 +73,8 @@ struct HwptPaging : Hwpt {
 
 	Ioas *ioas = nullptr;
 	bool auto_domain = false; ///< made by an attach to an IOAS; goes with its last user
-	bool dirty_tracking = false;
+	/** Atomic: a worker reads it (config()) when it reads an SMMUv3 CD without the lock. */
+	std::atomic<bool> dirty_tracking{false};
 	/** The largest leaf while the IOAS allows large pages (0: any): the device's. */
 	uint64_t leaf_cap = 0;
 	GuestRam pool_ram;

@@ -152,9 +152,9 @@ void Worker::online()
 
 /*
  * The PASID/config cache in front of lib/ctl. A miss reads the route table lib/ctl
- * publishes (no lock: a worker never waits for the control thread); no binding is a
- * blocked route, cached like any other until a config invalidation. Only an SMMUv3 SSID
- * not seen before takes the context's lock to read its CD (resolve()).
+ * publishes (no lock: a worker never waits for the control thread, not even for an SMMUv3
+ * SSID, whose CD it reads itself); no binding is a blocked route, cached like any other
+ * until a config invalidation.
  */
 const iotlb::CachedRoute *Worker::route(uint32_t ctl_dev, uint32_t pasid,
 					const iotlb::CachedRoute *const *held, size_t nheld)
@@ -179,17 +179,8 @@ const iotlb::CachedRoute *Worker::route_miss(uint32_t ctl_dev, uint32_t pasid,
 		return &own;
 	};
 	iotlb::Route rt; // default: blocked, not attached
-	switch (ctx_.published_route(ctl_dev, pasid, &rt)) {
-	case ctl::Ctx::RouteLookup::found:
-	case ctl::Ctx::RouteLookup::none:
-		return fill(rt);
-	case ctl::Ctx::RouteLookup::resolve:
-		break;
-	}
-	Result<iotlb::Route> r = ctx_.resolve(ctl_dev, std::optional<uint32_t>(pasid));
-	if (!r)
-		return nullptr; // the device is gone: its requests fault
-	return fill(*r);
+	(void)ctx_.published_route(ctl_dev, pasid, &rt);
+	return fill(rt);
 }
 
 void Worker::fault(const Request &r, uint32_t ctl_dev, uint64_t iova, unsigned kind,

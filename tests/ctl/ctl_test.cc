@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* Control-plane behaviour through the C++ API: lifecycle, groups, PASIDs, nesting, faults. */
 #include "ctl_fixture.h"
+#include "inspect.h"
 
 #include <iodp/iodp.h>
 #include <iodp/smmuv3.h>
@@ -613,6 +614,41 @@ TEST_F(SmmuTest, CdTableSelectsStageOnePerSsid)
 	EXPECT_EQ(xlate(dev, 2, 0x10010, pgtable::kAccessWrite).fault, pgtable::FaultKind::permission);
 	EXPECT_EQ(xlate(dev, 1, 0x10010).fault, pgtable::FaultKind::bad_config);  // CD 1 invalid
 	EXPECT_EQ(xlate(dev, 8, 0x10010).fault, pgtable::FaultKind::bad_config);  // beyond S1CDMax
+}
+
+/*
+ * A worker's PASID/config-cache miss on an SSID reads the CD itself, as the SMMU does: the
+ * published route answers while a control call holds the context's lock (here the
+ * Inspector holds it; published_route() taking it would deadlock this thread).
+ */
+TEST_F(SmmuTest, PublishedRouteReadsCdsWithoutTheLock)
+{
+	pgtable::TableBuilder a = ok(pgtable::TableBuilder::create(
+		pgtable::table_config(Format::arm_s1), &pool));
+	ok(a.map(0x10000, kGuestBase + 0x300000, 0x1000, pgtable::kMapRead | pgtable::kMapUser));
+	write_cd(kCdTable + 64 * 2, a.root(), 2);
+	const SmmuV3Data ste{{ste0(5, kCdTable, 3), 2 /* S1DSS: SSID 0 */}};
+	const uint32_t nested = ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, ste));
+	ok(ctx.device_attach(dev, std::nullopt, nested).status());
+
+	iotlb::Route cd2, cd1, beyond;
+	{
+		Inspector look(ctx);
+		ASSERT_EQ(ctx.published_route(dev, 2, &cd2), Ctx::RouteLookup::found);
+		ASSERT_EQ(ctx.published_route(dev, 1, &cd1), Ctx::RouteLookup::found);
+		ASSERT_EQ(ctx.published_route(dev, 8, &beyond), Ctx::RouteLookup::found);
+	}
+	pgtable::WalkResult w;
+	ASSERT_FALSE(cd2.refuses(pgtable::kAccessRead, &w));
+	w = pgtable::walk(cd2.translation(), 0x10010, pgtable::kAccessRead);
+	ASSERT_TRUE(w.ok());
+	EXPECT_EQ(w.out, ram.addr(0x300010));
+	EXPECT_EQ(cd2.asid, 2u); // tagged with the CD's ASID
+	EXPECT_EQ(cd1.blocked, pgtable::FaultKind::bad_config);    // CD 1 invalid
+	EXPECT_EQ(beyond.blocked, pgtable::FaultKind::bad_config); // beyond S1CDMax
+	// The same answers as the control path's own translation.
+	EXPECT_EQ(xlate(dev, 2, 0x10010).host, ram.addr(0x300010));
+	EXPECT_EQ(xlate(dev, 1, 0x10010).fault, pgtable::FaultKind::bad_config);
 }
 
 TEST_F(SmmuTest, TwoLevelCdTableAndBypassAndAbort)

@@ -529,17 +529,16 @@ public:
 	Result<iotlb::Route> resolve(uint32_t dev_id, std::optional<uint32_t> pasid);
 
 	enum class RouteLookup : uint8_t {
-		found,   ///< *out is the route
-		none,    ///< no binding (or no such device): requests fault, not attached
-		resolve, ///< an SMMUv3 SSID, whose CD is read on demand: call resolve()
+		found, ///< *out is the route
+		none,  ///< no binding (or no such device): requests fault, not attached
 	};
 	/**
 	 * The route of (@p dev_id, @p pasid) from the table the control side publishes on
 	 * every config invalidation, read without the context's lock, so a worker's
-	 * PASID/config-cache miss never waits for the control thread. Only an SMMUv3 SSID
-	 * (a CD of the STE's table, read from guest memory) asks for resolve(), on first use.
-	 * For worker threads between begin and end of a burst (the table is freed a grace
-	 * period after it is replaced). @p pasid: iotlb::kNoPasid for the RID.
+	 * PASID/config-cache miss never waits for the control thread. An SMMUv3 SSID's CD is
+	 * read here from guest memory (through the parent's stage 2), as the SMMU reads it.
+	 * For worker threads between begin and end of a burst (the table and the objects it
+	 * names are freed a grace period after they go). @p pasid: iotlb::kNoPasid for the RID.
 	 */
 	RouteLookup published_route(uint32_t dev_id, uint32_t pasid, iotlb::Route *out) const;
 

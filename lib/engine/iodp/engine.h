@@ -171,7 +171,7 @@ private:
 	/** The route of (ctl_dev, pasid); a miss never evicts one of @p held (this step's). */
 	const iotlb::CachedRoute *route(uint32_t ctl_dev, uint32_t pasid,
 					const iotlb::CachedRoute *const *held, size_t nheld);
-	/** route()'s miss: the published table or resolve(), then the cache. */
+	/** route()'s miss: the published table (no lock), then the cache. */
 	[[gnu::noinline]] const iotlb::CachedRoute *
 	route_miss(uint32_t ctl_dev, uint32_t pasid, const iotlb::CachedRoute *const *held,
 		   size_t nheld);
