@@ -366,6 +366,17 @@ Status invalidate_array_bounds(uint32_t hwpt_id, bool has_data, uint32_t entry_l
 	return {};
 }
 
+Result<HwptNested *> Ctx::Impl::get_invalidation_target(uint32_t id) const
+{
+	Result<Hwpt *> hr = get_hwpt(id);
+	if (!hr)
+		return hr.status();
+	if ((*hr)->type != ObjType::hwpt_nested)
+		return Status::error(-ENOENT, "hwpt {} is a paging HWPT: only nested HWPTs take "
+				     "cache invalidations (iodp keeps its own tables coherent)", id);
+	return static_cast<HwptNested *>(*hr);
+}
+
 Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *entries,
 			    uint32_t entry_len, uint32_t entry_num, uint32_t *handled)
 {
@@ -384,15 +395,10 @@ Status Ctx::hwpt_invalidate(uint32_t hwpt_id, uint32_t data_type, const void *en
 	if (Status s = invalidate_array_bounds(hwpt_id, entries != nullptr, entry_len, entry_num);
 	    !s)
 		return s;
-	Result<Hwpt *> hr = impl_->get_hwpt(hwpt_id);
+	Result<HwptNested *> hr = impl_->get_invalidation_target(hwpt_id);
 	if (!hr)
 		return hr.status();
-	// The kernel looks the id up as a nested HWPT: any other object is not found.
-	if ((*hr)->type != ObjType::hwpt_nested)
-		return Status::error(-ENOENT, "hwpt {} is a paging HWPT: only nested HWPTs take "
-				     "cache invalidations (iodp keeps its own tables coherent)",
-				     hwpt_id);
-	auto *h = static_cast<HwptNested *>(*hr);
+	HwptNested *h = *hr;
 	const ModelOps &ops = model_ops(h->model);
 	if (h->data_type != ops.nested_data_type)
 		return Status::error(-EINVAL, "hwpt {}: its stage 1 (data type {:#x}) is not "

@@ -142,6 +142,11 @@ struct [[gnu::visibility("hidden")]] Ctx::Impl {
 	Status no_object(uint32_t id, const char *want) const;
 	Result<Ioas *> get_ioas(uint32_t id) const;
 	Result<Hwpt *> get_hwpt(uint32_t id) const;
+	/**
+	 * The nested HWPT a cache invalidation names. The kernel looks the id up as a nested
+	 * HWPT, so a paging one is not found (ENOENT), as any other object.
+	 */
+	Result<HwptNested *> get_invalidation_target(uint32_t id) const;
 	Result<Device *> get_device(uint32_t id) const;
 	Result<FaultQueue *> get_fault_queue(uint32_t id) const;
 

@@ -62,14 +62,10 @@ constexpr Queue kSmmuQueue = {IommuModel::smmuv3, IODP_HWPT_DATA_ARM_SMMUV3,
 /** The nested HWPT @p hwpt_id of @p q's model, or why it takes no such queue. */
 Result<HwptNested *> qi_hwpt(Ctx::Impl &impl, uint32_t hwpt_id, const Queue &q)
 {
-	Result<Hwpt *> hr = impl.get_hwpt(hwpt_id);
+	Result<HwptNested *> hr = impl.get_invalidation_target(hwpt_id);
 	if (!hr)
 		return hr.status();
-	if ((*hr)->type != ObjType::hwpt_nested)
-		return Status::error(-ENOENT, "hwpt {} is a paging HWPT: only nested HWPTs take "
-				     "cache invalidations (iodp keeps its own tables coherent)",
-				     hwpt_id);
-	auto *h = static_cast<HwptNested *>(*hr);
+	HwptNested *h = *hr;
 	if (h->model != q.model || h->data_type != q.nested_data_type)
 		return Status::error(-EINVAL, "hwpt {} is a {} nested HWPT (data type {:#x}): {} "
 				     "do not apply to it", hwpt_id, model_ops(h->model).name,
