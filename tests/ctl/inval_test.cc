@@ -119,17 +119,24 @@ TEST(Inval, SmmuOtherCommands)
 	EXPECT_EQ(decode_smmuv3_cmd(s2, true, 0, &out).code(), -EIO);
 }
 
-/** The nested HWPT hands each decoded entry to the sink, in order, until a bad one. */
-TEST(Inval, NestedHwptFeedsTheSink)
+/** A VT-d nested HWPT on a new device of @p ctx; what it applies lands in @p seen. */
+uint32_t nested_hwpt_feeding(Ctx &ctx, std::vector<Descriptor> &seen)
 {
-	Ctx ctx;
 	const uint32_t ioas = ok(ctx.ioas_alloc());
 	const uint32_t dev = ok(ctx.device_create(vtd_device("emul0")));
 	const uint32_t parent =
 		ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0));
 	const uint32_t nested = ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, VtdS1Data{0, 0, 48}));
+	ctx.set_invalidation_sink([&seen](const Descriptor &d) { seen.push_back(d); });
+	return nested;
+}
+
+/** The nested HWPT hands each decoded entry to the sink, in order, until a bad one. */
+TEST(Inval, NestedHwptFeedsTheSink)
+{
+	Ctx ctx;
 	std::vector<Descriptor> seen;
-	ctx.set_invalidation_sink([&](const Descriptor &d) { seen.push_back(d); });
+	const uint32_t nested = nested_hwpt_feeding(ctx, seen);
 
 	struct Entry {
 		iodp_hwpt_vtd_s1_invalidate e;
@@ -154,13 +161,8 @@ TEST(Inval, ArrayBoundsAsTheKernelCore)
 	// hw_pagetable.c: an array of entries at NULL, of 0 or more than a page per entry, or of
 	// more than 1 << 19 entries is EINVAL before the HWPT is looked up; nothing is applied.
 	Ctx ctx;
-	const uint32_t ioas = ok(ctx.ioas_alloc());
-	const uint32_t dev = ok(ctx.device_create(vtd_device("emul0")));
-	const uint32_t parent =
-		ok(ctx.hwpt_alloc_paging(dev, ioas, IODP_HWPT_ALLOC_NEST_PARENT, 0));
-	const uint32_t nested = ok(ctx.hwpt_alloc_nested(dev, parent, 0, 0, VtdS1Data{0, 0, 48}));
 	std::vector<Descriptor> seen;
-	ctx.set_invalidation_sink([&](const Descriptor &d) { seen.push_back(d); });
+	const uint32_t nested = nested_hwpt_feeding(ctx, seen);
 	constexpr uint32_t vtd_s1 = IODP_HWPT_INVALIDATE_DATA_VTD_S1;
 	std::vector<unsigned char> page(4097, 0);
 	const iodp_hwpt_vtd_s1_invalidate one{0x1000, 1, 0, 0};

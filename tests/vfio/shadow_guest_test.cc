@@ -352,6 +352,59 @@ struct Bench {
 
 /** Random IOVAs the agreement check DMAs to (100 ms each of the guest's virtual time). */
 constexpr int kAgreeDmas = 1000;
+constexpr uint64_t kAgreeRunIova = 0x4000000, kAgreePagesIova = 0x8000000;
+
+/**
+ * The agreement layout in the guest's stage 1 (not yet invalidated): a 64 MiB run of 4 KiB
+ * pages at kAgreeRunIova and 1000 scattered pages above kAgreePagesIova, which it returns.
+ * Every 10th scattered page is read-only (a device write faults), every 50th points at
+ * guest memory stage 2 does not map (faults at stage 2); the rest are read-write.
+ */
+std::vector<uint64_t> map_agree_layout(Bench &b)
+{
+	b.map(kAgreeRunIova, 0, 64 * MiB, kRWU);
+	std::vector<uint64_t> pages;
+	std::map<uint64_t, bool> used;
+	while (pages.size() < 1000) {
+		const uint64_t iova = kAgreePagesIova + (b.rng() % 16384) * 4096;
+		if (used[iova])
+			continue;
+		used[iova] = true;
+		const size_t i = pages.size();
+		const uint64_t ram_off = i % 50 == 7 ? 200 * MiB : 64 * MiB + (b.rng() % 8192) * 4096;
+		b.map(iova, ram_off, 4096, i % 10 == 3 ? kROU : kRWU);
+		pages.push_back(iova);
+	}
+	return pages;
+}
+
+/**
+ * kAgreeDmas DMAs of 64 bytes at random IOVAs of map_agree_layout()'s: half in the run, a
+ * quarter on the scattered @p pages, a quarter anywhere (mostly unmapped). Returns how many
+ * landed and how many iodp blocked (Bench::dma() keeps the model the RAM is checked against).
+ */
+std::pair<unsigned, unsigned> random_dmas(Bench &b, const std::vector<uint64_t> &pages)
+{
+	unsigned landed = 0, blocked = 0;
+	for (int i = 0; i < kAgreeDmas; i++) {
+		uint64_t iova;
+		switch (i % 4) {
+		case 0:
+		case 1:
+			iova = kAgreeRunIova + (b.rng() % (64 * MiB / 4096)) * 4096;
+			break;
+		case 2:
+			iova = pages[b.rng() % pages.size()];
+			break;
+		default:
+			iova = (b.rng() % (256 * MiB / 4096)) * 4096;
+		}
+		const uint32_t off = static_cast<uint32_t>(b.rng() % 64) * 8;
+		iova += (b.rng() % 63) * 64;
+		(b.dma(iova, off, 64) ? landed : blocked)++;
+	}
+	return {landed, blocked};
+}
 
 /**
  * 1000 scattered 4 KiB pages (some read-only, some to guest memory stage 2 does not map) and
@@ -362,47 +415,15 @@ void case_agree(vfio::Iommu iommu)
 {
 	Bench b(iommu);
 	const double t0 = now_s();
-	constexpr uint64_t kRunIova = 0x4000000, kPagesIova = 0x8000000;
-	b.map(kRunIova, 0, 64 * MiB, kRWU);
-	std::vector<std::pair<uint64_t, uint64_t>> entries{{kRunIova, (64 * MiB) >> 12}};
-	std::vector<uint64_t> pages;
-	std::map<uint64_t, bool> used;
-	while (pages.size() < 1000) {
-		const uint64_t iova = kPagesIova + (b.rng() % 16384) * 4096;
-		if (used[iova])
-			continue;
-		used[iova] = true;
-		const size_t i = pages.size();
-		// Every 10th read-only (a device write faults), every 50th to guest memory stage
-		// 2 does not map (faults at stage 2); the rest read-write to scattered pages.
-		const uint64_t ram_off = i % 50 == 7 ? 200 * MiB : 64 * MiB + (b.rng() % 8192) * 4096;
-		b.map(iova, ram_off, 4096, i % 10 == 3 ? kROU : kRWU);
-		pages.push_back(iova);
+	const std::vector<uint64_t> pages = map_agree_layout(b);
+	std::vector<std::pair<uint64_t, uint64_t>> entries{{kAgreeRunIova, (64 * MiB) >> 12}};
+	for (uint64_t iova : pages)
 		entries.push_back({iova, 1});
-	}
 	b.invalidate(entries);
 	const double t1 = now_s();
 	b.stats("after 1001 invalidation entries in one call");
 	CHECK(b.dev->stats().maps >= 2 && b.dev->stats().maps <= 1000);
-	unsigned landed = 0, blocked = 0;
-	for (int i = 0; i < kAgreeDmas; i++) {
-		uint64_t iova;
-		switch (i % 4) {
-		case 0:
-		case 1:
-			iova = kRunIova + (b.rng() % (64 * MiB / 4096)) * 4096;
-			break;
-		case 2:
-			iova = pages[b.rng() % pages.size()];
-			break;
-		default:
-			iova = (b.rng() % (256 * MiB / 4096)) * 4096; // mostly unmapped
-		}
-		const uint32_t off = static_cast<uint32_t>(b.rng() % 64) * 8;
-		const uint32_t len = 64;
-		iova += (b.rng() % 63) * 64;
-		(b.dma(iova, off, len) ? landed : blocked)++;
-	}
+	const auto [landed, blocked] = random_dmas(b, pages);
 	b.expect_ram_is_model("after the DMAs");
 	std::printf("  %d DMAs of 64 bytes: %u landed where iodp said, %u blocked where iodp "
 		    "said fault; shadowing %.2f s, DMAs %.2f s\n", kAgreeDmas, landed, blocked,
@@ -625,42 +646,15 @@ void case_smmu_agree(vfio::Iommu iommu)
 {
 	Bench b(iommu, true, vfio::Nesting::auto_select, ctl::IommuModel::smmuv3);
 	CHECK(b.dev->nesting_reason().find("shadow") == 0);
-	constexpr uint64_t kRunIova = 0x4000000, kPagesIova = 0x8000000;
-	b.map(kRunIova, 0, 64 * MiB, kRWU);
-	std::vector<std::array<uint64_t, 2>> q{tlbi_va_range(kRunIova, 15, 10)}; // 16 << 10 pages
-	std::vector<uint64_t> pages;
-	std::map<uint64_t, bool> used;
-	while (pages.size() < 1000) {
-		const uint64_t iova = kPagesIova + (b.rng() % 16384) * 4096;
-		if (used[iova])
-			continue;
-		used[iova] = true;
-		const size_t i = pages.size();
-		const uint64_t ram_off = i % 50 == 7 ? 200 * MiB : 64 * MiB + (b.rng() % 8192) * 4096;
-		b.map(iova, ram_off, 4096, i % 10 == 3 ? kROU : kRWU);
-		pages.push_back(iova);
+	const std::vector<uint64_t> pages = map_agree_layout(b);
+	// 16 << 10 pages for the run in one range command, then one per scattered page.
+	std::vector<std::array<uint64_t, 2>> q{tlbi_va_range(kAgreeRunIova, 15, 10)};
+	for (uint64_t iova : pages)
 		q.push_back(Bench::tlbi_va(iova));
-	}
 	b.cmdq(q);
 	b.stats("after 1001 commands and a CMD_SYNC");
 	CHECK(b.dev->stats().maps >= 2 && b.dev->stats().maps <= 1000);
-	unsigned landed = 0, blocked = 0;
-	for (int i = 0; i < kAgreeDmas; i++) {
-		uint64_t iova;
-		switch (i % 4) {
-		case 0:
-		case 1:
-			iova = kRunIova + (b.rng() % (64 * MiB / 4096)) * 4096;
-			break;
-		case 2:
-			iova = pages[b.rng() % pages.size()];
-			break;
-		default:
-			iova = (b.rng() % (256 * MiB / 4096)) * 4096;
-		}
-		iova += (b.rng() % 63) * 64;
-		(b.dma(iova, static_cast<uint32_t>(b.rng() % 64) * 8, 64) ? landed : blocked)++;
-	}
+	const auto [landed, blocked] = random_dmas(b, pages);
 	b.expect_ram_is_model("after the DMAs");
 	std::printf("  %d DMAs of 64 bytes through the SMMUv3 shadow: %u landed where iodp said, "
 		    "%u blocked where iodp said fault\n", kAgreeDmas, landed, blocked);
