@@ -25,25 +25,14 @@ import sys
 import tempfile
 import time
 
-from run_selftest import hugepage_note, hugepages_free, parse_tap, run_on_iodp
+from run_selftest import hugepage_note, hugepages_free, parse_tap, read_test_list, run_on_iodp
 
 SIDES = ("kernel", "iodp")
 
 
 def read_differences(path):
-    listed = {}
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split(None, 2)
-            if len(parts) != 3 or parts[1] not in SIDES:
-                sys.exit(f"{path}:{n}: '{line}' is not NAME kernel|iodp REASON")
-            if parts[0] in listed:
-                sys.exit(f"{path}:{n}: {parts[0]} is listed twice")
-            listed[parts[0]] = (parts[1], parts[2])
-    return listed
+    listed = read_test_list(path, 3, "NAME kernel|iodp REASON", lambda p: p[1] in SIDES)
+    return {name: tuple(rest) for name, rest in listed.items()}
 
 
 def run_on_kernel(args):

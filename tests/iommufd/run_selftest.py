@@ -21,20 +21,27 @@ import sys
 KERNEL_REFERENCE = "test iommufd-differential runs it on the real kernel"
 
 
-def read_expectations(path):
-    expected = {}
+def read_test_list(path, fields, usage, valid=lambda parts: True):
+    """{NAME: [the other fields]} from a list of "NAME ..." lines of @fields fields each
+    (the last one takes the rest of the line); blank and # lines skipped. A line that is not
+    @usage, or a name listed twice, ends the run with the file and line."""
+    listed = {}
     with open(path) as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            parts = line.split(None, 1)
-            if len(parts) != 2:
-                sys.exit(f"{path}:{n}: '{line}' has no reason (NAME REASON)")
-            if parts[0] in expected:
+            parts = line.split(None, fields - 1)
+            if len(parts) != fields or not valid(parts):
+                sys.exit(f"{path}:{n}: '{line}' is not {usage}")
+            if parts[0] in listed:
                 sys.exit(f"{path}:{n}: {parts[0]} is listed twice")
-            expected[parts[0]] = parts[1]
-    return expected
+            listed[parts[0]] = parts[1:]
+    return listed
+
+
+def read_expectations(path):
+    return {name: rest[0] for name, rest in read_test_list(path, 2, "NAME REASON").items()}
 
 
 def sanitizer_runtimes(preload):
